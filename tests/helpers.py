@@ -1,0 +1,66 @@
+"""Shared test helpers: real pixels, and random weights whose BN statistics are calibrated on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from yolo.model.darknet import Darknet
+from yolo.model.layers import ConvBlock
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = ROOT / "cfg"
+
+
+def photo_rgb() -> np.ndarray:
+    """A real photograph (Grace Hopper, shipped inside matplotlib's wheel) as ``[H, W, 3]`` uint8 RGB."""
+    from matplotlib import cbook
+
+    bgr = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    assert bgr is not None, "matplotlib's sample photo is missing"
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def photo_batch(height: int, width: int, n: int = 1) -> torch.Tensor:
+    """``[n, 3, H, W]`` float in [0, 1]: crops of the photo resized to H x W (image i shifted by i*37 px)."""
+    img = photo_rgb()
+    out = []
+    for i in range(n):
+        crop = img[i * 37 % 100:, i * 53 % 100:]
+        out.append(cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255).contiguous()
+
+
+@torch.no_grad()
+def calibrated_model(cfg: str | Path, seed: int = 0, bn_eps: float = 1e-5, size: tuple[int, int] = (256, 320),
+                     calib: torch.Tensor | None = None) -> Darknet:
+    """A model with random weights whose BN running statistics are measured on real pixels.
+
+    Plain random statistics make the output nearly independent of the input; measuring them on the
+    photo keeps every layer's activations in a healthy range, so outputs depend on the pixels.
+    """
+    torch.manual_seed(seed)
+    model = Darknet.from_cfg(cfg, bn_eps=bn_eps)
+    for m in model.module_list:
+        if isinstance(m, ConvBlock):
+            fan_in = m.conv.weight[0].numel()
+            if m.conv.bias is None:
+                m.conv.weight.normal_(0, (2.0 / fan_in) ** 0.5)  # He init keeps activations O(1)
+            else:  # output convs: logits of a realistic size (boxes of tens to hundreds of pixels)
+                m.conv.weight.normal_(0, 0.5 / fan_in ** 0.5)
+                m.conv.bias.normal_(0, 0.5)
+            if m.bn is not None:
+                m.bn.weight.uniform_(0.5, 1.5)
+                m.bn.bias.normal_(0, 0.3)
+                m.bn.reset_running_stats()
+                m.bn.momentum = None  # cumulative average over the calibration pass
+    model.train()
+    model(calib if calib is not None else photo_batch(*size, n=2))
+    model.eval()
+    for m in model.module_list:
+        if isinstance(m, ConvBlock) and m.bn is not None:
+            m.bn.momentum = 0.03
+    return model

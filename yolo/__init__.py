@@ -1,0 +1,34 @@
+"""YOLOv3 toolkit: darknet cfg/weights in PyTorch.
+
+Public names (imported lazily, so ``import yolo`` and ``yolo --help`` stay fast and import no torch):
+``Darknet``, ``load_model``, ``save_checkpoint``, ``convert_weights``, ``parse_cfg``, ``DarknetHeader``,
+``InputError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "Darknet": "yolo.model.darknet",
+    "load_model": "yolo.model.checkpoint",
+    "save_checkpoint": "yolo.model.checkpoint",
+    "convert_weights": "yolo.model.convert",
+    "parse_cfg": "yolo.model.cfg_parser",
+    "DarknetHeader": "yolo.model.weights",
+    "InputError": "yolo.errors",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'yolo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,1 @@
+"""Darknet models: cfg parsing, the network, darknet .weights, and checkpoint conversion."""

@@ -1,0 +1,106 @@
+"""Our ``.pt`` checkpoint: a self-describing dict that rebuilds its own model.
+
+Keys: ``format`` ("yolo-toolkit"), ``format_version`` (1), ``cfg`` (the darknet cfg text), ``cfg_name``,
+``names`` (class names), ``darknet`` (``major``, ``minor``, ``revision``, ``seen``, ``cutoff``: enough to write
+the ``.weights`` file back byte for byte), ``model`` (the state dict). Training runs add their own keys.
+Everything is tensors, strings, numbers, lists and dicts, so it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from yolo.errors import InputError
+from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
+from yolo.model.darknet import Darknet
+from yolo.model.state import MatchReport, extract_state_dict, match_state
+from yolo.model.weights import DarknetHeader
+from yolo.utils.checkpoint import load_safe, save_atomic
+from yolo.utils.names import default_names, load_names
+
+FORMAT = "yolo-toolkit"
+FORMAT_VERSION = 1
+WEIGHTS_SUFFIXES = (".weights",)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def checkpoint_dict(model: Darknet) -> dict:
+    """The checkpoint of ``model`` (tensors on CPU)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "cfg": model.spec.text,
+        "cfg_name": Path(model.spec.source).name,
+        "names": list(model.names or default_names(model.num_classes)),
+        "darknet": {**model.header.as_dict(), "cutoff": model.cutoff},
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def save_checkpoint(model: Darknet, path: str | Path, **extra) -> None:
+    """Write ``model`` (plus any ``extra`` keys) as our ``.pt``, atomically."""
+    save_atomic({**checkpoint_dict(model), **extra}, path)
+
+
+def is_our_checkpoint(obj) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def _check_names(names: list[str], model: Darknet, source: str) -> list[str]:
+    if len(names) != model.num_classes:
+        raise InputError(f"{len(names)} class names for a model with {model.num_classes} classes", source)
+    return names
+
+
+def model_from_state(obj, source: str, cfg: str | Path | None = None) -> tuple[Darknet, MatchReport]:
+    """Build a model from a loaded checkpoint: ours (cfg inside) or another toolkit's (``cfg`` needed)."""
+    ours = is_our_checkpoint(obj)
+    if ours and obj.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(f"checkpoint format version {obj['format_version']} is newer than this toolkit "
+                         f"understands ({FORMAT_VERSION}); upgrade yolo-toolkit", source)
+    if cfg is not None:
+        spec = parse_cfg(cfg)
+    elif ours:
+        spec = parse_cfg_text(obj["cfg"], f"{source} (embedded cfg {obj.get('cfg_name', '')})")
+    else:
+        raise InputError("this checkpoint comes from another toolkit and does not carry its cfg; pass --cfg", source)
+    model = Darknet(spec)
+    state, report = match_state(extract_state_dict(obj, source), spec, source)
+    model.load_state_dict(state, strict=False)  # every conv/BN tensor is present: match_state checked it
+    if ours:
+        dk = obj.get("darknet", {})
+        model.header = DarknetHeader(*(int(dk.get(k, d)) for k, d in
+                                       (("major", 0), ("minor", 2), ("revision", 0), ("seen", 0))))
+        model.cutoff = dk.get("cutoff")
+        model.names = _check_names(list(obj.get("names") or default_names(model.num_classes)), model, source)
+    return model, report
+
+
+def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Path | None = None,
+               cutoff: int | None = None) -> Darknet:
+    """Load our ``.pt``, another toolkit's checkpoint (with ``cfg``) or a darknet ``.weights`` (with ``cfg``).
+
+    The model is returned in eval mode on the CPU.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("weights file not found", str(path))
+    if path.suffix.lower() in WEIGHTS_SUFFIXES:
+        if cfg is None:
+            raise InputError("a darknet .weights file needs its cfg (--cfg)", str(path))
+        model = Darknet.from_cfg(cfg)
+        model.load_darknet_weights(path, cutoff)
+    else:
+        model, _ = model_from_state(load_safe(path), str(path), cfg)
+    if names is not None:
+        model.names = _check_names(load_names(names), model, str(names))
+    elif model.names is None:
+        model.names = default_names(model.num_classes)
+    return model.eval()
+
+
+def load_checkpoint(path: str | Path, cfg: str | Path | None = None) -> tuple[Darknet, MatchReport]:
+    """Like :func:`load_model` for ``.pt`` files, also returning how the tensors were matched."""
+    model, report = model_from_state(load_safe(path), str(path), cfg)
+    return model.eval(), report
+

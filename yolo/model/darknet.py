@@ -1,0 +1,117 @@
+"""``Darknet``: a network built from parsed cfg specs; forward walks the layer list in cfg order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from yolo.model.cfg_parser import (
+    ConvSpec, DropoutSpec, MaxPoolSpec, ModelSpec, RouteSpec, ShortcutSpec, UpsampleSpec, YoloSpec,
+    parse_cfg, parse_cfg_text,
+)
+from yolo.model.head import YoloHead
+from yolo.model.layers import ConvBlock, MaxPoolDarknet, Route, Shortcut
+from yolo.model.weights import DarknetHeader, load_darknet_weights, save_darknet_weights
+
+
+class Darknet(nn.Module):
+    """A darknet network.
+
+    ``model(x)``: ``x [B, 3, H, W]`` RGB in [0, 1], H and W multiples of the network stride (32 for YOLOv3),
+    independent of the cfg's width/height -> list of raw head maps ``[B, A, H_i, W_i, 5+C]`` in cfg order.
+    ``model.decode(raw)`` -> ``[B, N, 5+C]``: rows head by head, inside a head anchor, then y, then x.
+    """
+
+    def __init__(self, spec: ModelSpec, bn_eps: float = 1e-5):
+        super().__init__()
+        self.spec = spec
+        self.module_list = nn.ModuleList(self._build(s, bn_eps) for s in spec.layers)
+        self.head_indices = [s.index for s in spec.layers if isinstance(s, YoloSpec)]
+        # outputs later layers read again (route / shortcut sources)
+        self._keep = {i for s in spec.layers for i in getattr(s, "sources", ())} | {
+            s.source for s in spec.layers if isinstance(s, ShortcutSpec)
+        }
+        self.max_stride = max(s.out_stride for s in spec.layers)
+        self.header = DarknetHeader()  # of the .weights file last loaded; written back by save_darknet_weights
+        self.cutoff: int | None = None  # layers that .weights file held (None: all)
+        self.names: list[str] | None = None
+
+    @staticmethod
+    def _build(s, bn_eps: float) -> nn.Module:
+        if isinstance(s, ConvSpec):
+            return ConvBlock(s, bn_eps=bn_eps)
+        if isinstance(s, MaxPoolSpec):
+            return MaxPoolDarknet(s)
+        if isinstance(s, UpsampleSpec):
+            return nn.Upsample(scale_factor=s.stride, mode="nearest")
+        if isinstance(s, RouteSpec):
+            return Route(s)
+        if isinstance(s, ShortcutSpec):
+            return Shortcut(s.activation)
+        if isinstance(s, YoloSpec):
+            return YoloHead(s)
+        if isinstance(s, DropoutSpec):
+            return nn.Dropout(s.probability)
+        raise TypeError(f"no module for {type(s).__name__}")
+
+    @classmethod
+    def from_cfg(cls, path: str | Path, bn_eps: float = 1e-5) -> "Darknet":
+        """Build from a darknet ``.cfg`` file (weights are PyTorch's random init)."""
+        return cls(parse_cfg(path), bn_eps=bn_eps)
+
+    @classmethod
+    def from_cfg_text(cls, text: str, source: str = "<cfg>", bn_eps: float = 1e-5) -> "Darknet":
+        return cls(parse_cfg_text(text, source), bn_eps=bn_eps)
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def heads(self) -> list[YoloHead]:
+        return [self.module_list[i] for i in self.head_indices]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[B, C, H, W] -> [[B, A, H/s, W/s, 5+C] per head]``."""
+        if x.dim() != 4 or x.shape[1] != self.spec.net.channels:
+            raise ValueError(f"expected input [B, {self.spec.net.channels}, H, W], got {list(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % self.max_stride or w % self.max_stride:
+            raise ValueError(f"input size {h}x{w} must be a multiple of {self.max_stride} in both dimensions")
+        saved: dict[int, torch.Tensor] = {}
+        heads: list[torch.Tensor] = []
+        for spec, module in zip(self.spec.layers, self.module_list):
+            if isinstance(spec, RouteSpec):
+                x = module([x if i == spec.index - 1 else saved[i] for i in spec.sources])
+            elif isinstance(spec, ShortcutSpec):
+                x = module(x, saved[spec.source])
+            else:
+                x = module(x)
+            if isinstance(spec, YoloSpec):
+                heads.append(x)
+            if spec.index in self._keep:
+                saved[spec.index] = x
+        return heads
+
+    def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
+        """Raw head maps -> ``[B, N, 5+C]`` (cx, cy, w, h in input pixels, objectness, class probabilities)."""
+        return torch.cat([head.decode(r) for head, r in zip(self.heads, raw)], dim=1)
+
+    def fuse(self) -> "Darknet":
+        """Fold every BN into its conv for inference; returns ``self``."""
+        for m in self.module_list:
+            if isinstance(m, ConvBlock):
+                m.fuse()
+        return self
+
+    def load_darknet_weights(self, path: str | Path, cutoff: int | None = None) -> DarknetHeader:
+        """Read a darknet ``.weights`` file (the first ``cutoff`` layers when given) into this model."""
+        self.header = load_darknet_weights(self, path, cutoff)
+        self.cutoff = cutoff
+        return self.header
+
+    def save_darknet_weights(self, path: str | Path, cutoff: int | None = None) -> None:
+        """Write this model (the first ``cutoff`` layers when given) as a darknet ``.weights`` file."""
+        save_darknet_weights(self, path, cutoff, self.header)

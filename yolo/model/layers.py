@@ -1,0 +1,102 @@
+"""The torch modules darknet layers turn into: conv blocks, darknet's max-pool, route, shortcut."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from yolo.model.cfg_parser import ConvSpec, MaxPoolSpec, RouteSpec
+
+
+def make_activation(name: str) -> nn.Module:
+    """Darknet activation names -> modules (leaky uses darknet's slope 0.1)."""
+    return {
+        "leaky": lambda: nn.LeakyReLU(0.1, inplace=True),
+        "linear": nn.Identity,
+        "relu": lambda: nn.ReLU(inplace=True),
+        "mish": nn.Mish,
+        "swish": nn.SiLU,
+        "logistic": nn.Sigmoid,
+    }[name]()
+
+
+class ConvBlock(nn.Module):
+    """``[convolutional]``: conv (bias-free when followed by BN) + optional BN + activation.
+
+    ``[B, C_in, H, W] -> [B, filters, H', W']``. Parameter names: ``conv.weight``, ``conv.bias`` (no BN),
+    ``bn.weight/bias/running_mean/running_var``.
+    """
+
+    def __init__(self, spec: ConvSpec, bn_eps: float = 1e-5, bn_momentum: float = 0.03):
+        super().__init__()
+        self.conv = nn.Conv2d(spec.in_channels, spec.filters, spec.size, spec.stride, spec.padding,
+                              groups=spec.groups, bias=not spec.batch_normalize)
+        self.bn = nn.BatchNorm2d(spec.filters, eps=bn_eps, momentum=bn_momentum) if spec.batch_normalize else None
+        self.act = make_activation(spec.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return self.act(x)
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold BN into the conv (inference only): ``w' = w * g / sqrt(v + eps)``, ``b' = beta - m * g / sqrt(v + eps)``."""
+        if self.bn is None:
+            return
+        bn, conv = self.bn, self.conv
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # [filters]
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          groups=conv.groups, bias=True).to(conv.weight.device, conv.weight.dtype)
+        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        fused.bias.copy_(bn.bias - bn.running_mean * scale)
+        self.conv, self.bn = fused, None
+
+
+class MaxPoolDarknet(nn.Module):
+    """``[maxpool]`` with darknet's geometry: ``out = (n + padding - size) // stride + 1``.
+
+    Darknet pads ``padding // 2`` on the left/top and the rest on the right/bottom, with -inf, so the
+    size-2 stride-1 pool of yolov3-tiny keeps the map size and looks right and down.
+    """
+
+    def __init__(self, spec: MaxPoolSpec):
+        super().__init__()
+        self.size, self.stride, self.padding = spec.size, spec.stride, spec.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C, H', W']
+        h, w = x.shape[-2:]
+        left = self.padding // 2
+        out_h = (h + self.padding - self.size) // self.stride + 1
+        out_w = (w + self.padding - self.size) // self.stride + 1
+        right = (out_w - 1) * self.stride + self.size - w - left
+        bottom = (out_h - 1) * self.stride + self.size - h - left
+        if left or right > 0 or bottom > 0:
+            x = F.pad(x, (left, max(right, 0), left, max(bottom, 0)), value=float("-inf"))
+        return F.max_pool2d(x, self.size, self.stride)
+
+
+class Route(nn.Module):
+    """``[route]``: concatenate source maps along channels, optionally keeping one channel group of each."""
+
+    def __init__(self, spec: RouteSpec):
+        super().__init__()
+        self.groups, self.group_id = spec.groups, spec.group_id
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:  # each [B, C_i, H, W] -> [B, sum C_i / groups, H, W]
+        if self.groups > 1:
+            xs = [x.chunk(self.groups, dim=1)[self.group_id] for x in xs]
+        return xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)
+
+
+class Shortcut(nn.Module):
+    """``[shortcut]``: residual sum of the previous layer and an earlier one, then an activation."""
+
+    def __init__(self, activation: str):
+        super().__init__()
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] x2 -> [B, C, H, W]
+        return self.act(x + other)
