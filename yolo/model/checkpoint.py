@@ -15,13 +15,18 @@ from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.darknet import Darknet
 from yolo.model.state import MatchReport, extract_state_dict, match_state
 from yolo.model.weights import DarknetHeader
-from yolo.utils.checkpoint import load_safe, save_atomic
+from yolo.utils.checkpoint import is_torch_file, load_safe, save_atomic
 from yolo.utils.names import default_names, load_names
 
 FORMAT = "yolo-toolkit"
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIXES = (".weights",)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def is_darknet_file(path: str | Path) -> bool:
+    """Inputs are told apart by content: backbone files such as ``darknet53.conv.74`` have no suffix."""
+    return not is_torch_file(path)
 
 
 def checkpoint_dict(model: Darknet) -> dict:
@@ -85,7 +90,7 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
     path = Path(path)
     if not path.is_file():
         raise InputError("weights file not found", str(path))
-    if path.suffix.lower() in WEIGHTS_SUFFIXES:
+    if is_darknet_file(path):
         if cfg is None:
             raise InputError("a darknet .weights file needs its cfg (--cfg)", str(path))
         model = Darknet.from_cfg(cfg)

@@ -48,6 +48,13 @@ def save_atomic(obj, path: str | Path) -> None:
         torch.save(obj, f)
 
 
+def is_torch_file(path: str | Path) -> bool:
+    """True for files ``torch.save`` writes (a zip archive, or a legacy pickle starting with 0x80)."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    return magic == b"PK\x03\x04" or magic[:1] == b"\x80"
+
+
 def load_safe(path: str | Path):
     """``torch.load(path, weights_only=True)`` on CPU; refuses pickled code with a one-line error."""
     path = str(path)

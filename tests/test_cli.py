@@ -1,0 +1,67 @@
+"""The command line: fast help without torch, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.helpers import CFG, ROOT
+from yolo.cli import main
+
+
+def _run(*args, env=None):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+
+
+def test_help_imports_no_torch():
+    code = ("import sys\nfrom yolo.cli import main\n"
+            "for argv in (['--help'], ['convert-weights', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0\n"
+            "assert 'torch' not in sys.modules, 'help imported torch'\n"
+            "import yolo; assert 'torch' not in sys.modules\n")
+    r = _run("-c", code)
+    assert r.returncode == 0, r.stderr
+
+
+def test_python_dash_m_and_version():
+    r = _run("-m", "yolo", "--version")
+    assert r.returncode == 0 and "yolo-toolkit" in r.stdout
+    r = _run("-m", "yolo")
+    assert r.returncode == 2 and "convert-weights" in r.stdout
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["convert-weights", str(tmp_path / "nope.weights"), "--cfg", str(CFG / "yolov3.cfg")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.weights" in err and "not found" in err
+
+
+def test_cfg_error_names_file_and_line(tmp_path, capsys):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text("[net]\nwidth=64\nheight=64\n\n[convolutional]\nfilters=16\nsize=3\nwat=1\n")
+    weights = tmp_path / "w.weights"
+    weights.write_bytes(b"\0" * 20)
+    assert main(["convert-weights", str(weights), "--cfg", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{cfg}:8: unknown key 'wat' in [convolutional]" in err
+
+
+def test_missing_cfg_for_weights(tmp_path, capsys):
+    weights = tmp_path / "w.weights"
+    weights.write_bytes(b"\0" * 20)
+    assert main(["convert-weights", str(weights)]) == 2
+    assert "needs its cfg" in capsys.readouterr().err
+
+
+def test_unexpected_failure_is_exit_1(monkeypatch, tmp_path, capsys):
+    import yolo.model.convert as convert
+
+    def boom(*a, **k):
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr(convert, "convert_weights", boom)
+    assert main(["convert-weights", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: kaput" in err and "--verbose" in err and "Traceback" not in err
+    assert main(["--verbose", "convert-weights", "x"]) == 1
+    assert "Traceback" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""Parity with OpenCV's darknet importer (an implementation nobody here wrote).
+
+Random weights, BN statistics calibrated on a real photo, written as darknet ``.weights`` by our writer
+and read by ``cv2.dnn.readNetFromDarknet``; both networks see the same (non-square) input.
+OpenCV normalizes BN with eps 1e-6, so our model uses that eps here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import CFG, calibrated_model, photo_batch
+
+if not hasattr(cv2.dnn, "readNetFromDarknet"):  # removed in OpenCV 5; the dev extra pins 4.x
+    pytest.skip("OpenCV without the darknet importer", allow_module_level=True)
+
+OFFICIAL_WEIGHTS_BYTES = {"yolov3": 248_007_048, "yolov3-tiny": 35_434_956, "yolov3-spp": 252_209_544}
+CASES = [("yolov3-tiny", 256, 320), ("yolov3", 320, 256), ("yolov3-spp", 256, 320)]
+
+
+def _ours_in_opencv_order(model, raw: list[torch.Tensor]) -> np.ndarray:
+    """Our rows go anchor, y, x per head; OpenCV's go y, x, anchor. -> ``[N, 5+C]`` in OpenCV order."""
+    pred = model.decode(raw)[0]
+    rows, start = [], 0
+    for r in raw:
+        a, h, w, n = r.shape[1:]
+        block = pred[start:start + a * h * w].view(a, h, w, n).permute(1, 2, 0, 3).reshape(-1, n)
+        rows.append(block)
+        start += a * h * w
+    return torch.cat(rows).numpy()
+
+
+@pytest.mark.parametrize("name,height,width", CASES)
+def test_matches_opencv(tmp_path, name, height, width):
+    model = calibrated_model(CFG / f"{name}.cfg", seed=1, bn_eps=1e-6)
+    weights = tmp_path / f"{name}.weights"
+    model.save_darknet_weights(weights)
+    assert os.path.getsize(weights) == OFFICIAL_WEIGHTS_BYTES[name]
+
+    x = torch.flip(photo_batch(height, width, n=1), dims=[3]).contiguous()  # not the calibration image
+    with torch.no_grad():
+        raw = model(x)
+    ours = _ours_in_opencv_order(model, raw)
+
+    net = cv2.dnn.readNetFromDarknet(str(CFG / f"{name}.cfg"), str(weights))
+    net.setInput(x.numpy())
+    theirs = np.concatenate(net.forward(net.getUnconnectedOutLayersNames()))
+    assert theirs.shape == ours.shape
+
+    size = max(height, width)
+    # OpenCV: box centre and size normalized by the input width/height
+    xy = theirs[:, :2] * [width, height]
+    wh = theirs[:, 2:4] * [width, height]
+    assert np.abs(ours[:, :2] - xy).max() / size < 1e-4
+    assert (np.abs(ours[:, 2:4] - wh) / wh).max() < 1e-3
+    assert np.abs(ours[:, 4] - theirs[:, 4]).max() < 1e-4
+    # OpenCV reports objectness x class probability and zeroes it at or under 0.2
+    score = ours[:, 5:] * ours[:, 4:5]
+    kept = score > 0.2 + 1e-3
+    assert kept.mean() > 0.1, "too few class scores above OpenCV's threshold to compare"
+    assert np.abs(score[kept] - theirs[:, 5:][kept]).max() < 1e-4
+    assert (theirs[:, 5:][score < 0.2 - 1e-3] == 0).all()
+
+
+def test_outputs_depend_on_the_pixels():
+    """Calibrated statistics keep the input alive: swapping RGB and BGR changes the predictions a lot."""
+    model = calibrated_model(CFG / "yolov3-tiny.cfg", seed=1)
+    x = photo_batch(256, 320, n=1)
+    with torch.no_grad():
+        a = model.decode(model(x))[0]
+        b = model.decode(model(x[:, [2, 1, 0]]))[0]
+    obj_change = (a[:, 4] - b[:, 4]).abs()
+    assert obj_change.mean() > 0.01 and obj_change.max() > 0.1
+    assert ((a[:, :2] - b[:, :2]).abs().max(dim=1).values > 1.0).float().mean() > 0.1  # boxes move by pixels

@@ -1,0 +1,178 @@
+"""Darknet ``.weights`` files: layout, both header variants, round trips, cutoff and bad files.
+
+The oracle for the layout is a writer in this file that follows darknet's format description
+(header, then per conv: BN beta, gamma, mean, variance or the conv bias, then OIHW weights).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import CFG
+from yolo import Darknet, DarknetHeader, InputError, load_model
+from yolo.cli import main
+from yolo.model.cfg_parser import ConvSpec
+
+TINY = CFG / "yolov3-tiny.cfg"
+
+
+def write_reference_weights(path, cfg, major=0, minor=2, revision=0, seen=123456789, cutoff=None, seed=0):
+    """Write a darknet file from random arrays, independently of our writer; return the arrays per layer."""
+    spec = Darknet.from_cfg(cfg).spec
+    rng = np.random.default_rng(seed)
+    layers = {}
+    with open(path, "wb") as f:
+        f.write(struct.pack("<iii", major, minor, revision))
+        f.write(struct.pack("<Q" if major * 10 + minor >= 2 else "<I", seen))
+        for s in spec.layers[:cutoff]:
+            if not isinstance(s, ConvSpec):
+                continue
+            n = s.filters
+            w = rng.standard_normal((n, s.in_channels // s.groups, s.size, s.size)).astype("<f4")
+            parts = {"bias": rng.standard_normal(n).astype("<f4")}
+            if s.batch_normalize:
+                parts["gamma"] = rng.standard_normal(n).astype("<f4")
+                parts["mean"] = rng.standard_normal(n).astype("<f4")
+                parts["var"] = rng.uniform(0.1, 2, n).astype("<f4")
+            parts["weight"] = w
+            for a in parts.values():
+                f.write(a.tobytes())
+            layers[s.index] = parts
+    return layers
+
+
+@pytest.mark.parametrize("minor,seen_bytes", [(1, 4), (2, 8)])
+def test_layout_and_both_header_variants(tmp_path, minor, seen_bytes):
+    path = tmp_path / "ref.weights"
+    ref = write_reference_weights(path, TINY, minor=minor, seen=4_000_000_000 if seen_bytes == 8 else 77)
+    model = Darknet.from_cfg(TINY)
+    header = model.load_darknet_weights(path)
+    assert (header.major, header.minor, header.nbytes) == (0, minor, 12 + seen_bytes)
+    assert header.seen == (4_000_000_000 if seen_bytes == 8 else 77)
+    for index, parts in ref.items():
+        block = model.module_list[index]
+        assert torch.equal(block.conv.weight, torch.from_numpy(parts["weight"]))
+        if block.bn is not None:
+            assert torch.equal(block.bn.bias, torch.from_numpy(parts["bias"]))
+            assert torch.equal(block.bn.weight, torch.from_numpy(parts["gamma"]))
+            assert torch.equal(block.bn.running_mean, torch.from_numpy(parts["mean"]))
+            assert torch.equal(block.bn.running_var, torch.from_numpy(parts["var"]))
+        else:
+            assert torch.equal(block.conv.bias, torch.from_numpy(parts["bias"]))
+
+
+@pytest.mark.parametrize("minor", [1, 2])
+def test_round_trip_through_checkpoint_is_byte_identical(tmp_path, minor):
+    src = tmp_path / "a.weights"
+    write_reference_weights(src, TINY, minor=minor, revision=5, seen=987654)
+    assert main(["convert-weights", str(src), "--cfg", str(TINY), "-o", str(tmp_path / "a.pt")]) == 0
+    assert main(["convert-weights", str(tmp_path / "a.pt"), "-o", str(tmp_path / "b.weights")]) == 0
+    assert (tmp_path / "b.weights").read_bytes() == src.read_bytes()
+    ckpt = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert ckpt["darknet"] == {"major": 0, "minor": minor, "revision": 5, "seen": 987654, "cutoff": None}
+    assert ckpt["cfg"] == TINY.read_text()
+
+
+def test_cutoff_backbone_file(tmp_path):
+    """A yolov3-tiny.conv.15-style file: the convs among the first 15 layers (0..14)."""
+    src = tmp_path / "yolov3-tiny.conv.15"
+    ref = write_reference_weights(src, TINY, cutoff=15)
+    model = Darknet.from_cfg(TINY)
+    untouched = model.module_list[15].conv.weight.clone()
+    with pytest.raises(InputError, match=r"ends exactly after layer 14: a backbone file\? use cutoff 15"):
+        model.load_darknet_weights(src)
+    model.load_darknet_weights(src, cutoff=15)
+    assert torch.equal(model.module_list[14].conv.weight, torch.from_numpy(ref[14]["weight"]))
+    assert torch.equal(model.module_list[15].conv.weight, untouched)
+    out = tmp_path / "again.weights"
+    model.save_darknet_weights(out, cutoff=15)
+    assert out.read_bytes() == src.read_bytes()
+    # through a checkpoint, the cutoff is remembered
+    pt = tmp_path / "b.pt"
+    assert main(["convert-weights", str(src), "--cfg", str(TINY), "--cutoff", "15", "-o", str(pt)]) == 0
+    assert main(["convert-weights", str(pt), "-o", str(tmp_path / "c.weights")]) == 0
+    assert (tmp_path / "c.weights").read_bytes() == src.read_bytes()
+
+
+def test_full_model_matches_official_file_size(tmp_path):
+    path = tmp_path / "t.weights"
+    Darknet.from_cfg(TINY).save_darknet_weights(path)
+    assert os.path.getsize(path) == 35_434_956  # pjreddie's yolov3-tiny.weights
+
+
+def _truncate(src, dst, nbytes):
+    dst.write_bytes(src.read_bytes()[:nbytes])
+
+
+def test_too_short_names_counts_and_layer(tmp_path):
+    src = tmp_path / "a.weights"
+    write_reference_weights(src, TINY)
+    bad = tmp_path / "short.weights"
+    _truncate(src, bad, 20 + 4 * 1000)
+    with pytest.raises(InputError) as e:
+        Darknet.from_cfg(TINY).load_darknet_weights(bad)
+    msg = str(e.value)
+    assert str(bad) in msg and "holds 1000 float32 values" in msg and "needs 8858734" in msg
+    assert "layer 2 (convolutional, 32 filters)" in msg  # layer 0 holds 16*4 + 432 = 496 values; layer 2 runs out
+    assert "\n" not in msg
+
+
+def test_too_long_and_wrong_cfg(tmp_path):
+    src = tmp_path / "a.weights"
+    write_reference_weights(src, TINY)
+    long = tmp_path / "long.weights"
+    long.write_bytes(src.read_bytes() + b"\0" * 40)
+    with pytest.raises(InputError, match="holds 8858744 float32 values .* needs 8858734: 10 left over"):
+        Darknet.from_cfg(TINY).load_darknet_weights(long)
+    with pytest.raises(InputError, match="needs 62001757"):
+        Darknet.from_cfg(CFG / "yolov3.cfg").load_darknet_weights(src)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\0" * 8, "too short for a darknet .weights header"),
+    (struct.pack("<iii", 0, 2, 0) + b"\0" * 4, "ends inside the darknet header"),
+    (struct.pack("<iiiQ", 1001, 2, 0, 0), "transposed darknet weights"),
+    (struct.pack("<iiiQ", 0, 2, 0, 0) + b"\0" * 6, "not a 20-byte header plus float32 values"),
+])
+def test_bad_headers(tmp_path, content, message):
+    path = tmp_path / "bad.weights"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        Darknet.from_cfg(TINY).load_darknet_weights(path)
+
+
+def test_cutoff_out_of_range_and_missing_file(tmp_path):
+    with pytest.raises(InputError, match="cutoff 99 is out of range"):
+        Darknet.from_cfg(TINY).save_darknet_weights(tmp_path / "x.weights", cutoff=99)
+    with pytest.raises(InputError, match="not found"):
+        Darknet.from_cfg(TINY).load_darknet_weights(tmp_path / "missing.weights")
+
+
+def test_failed_save_leaves_old_file_intact(tmp_path):
+    path = tmp_path / "keep.weights"
+    path.write_bytes(b"previous")
+    model = Darknet.from_cfg(TINY).fuse()  # fused BN cannot be written: the writer fails midway
+    with pytest.raises(ValueError, match="fused"):
+        model.save_darknet_weights(path)
+    assert path.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.weights"]
+
+
+def test_load_model_from_weights_and_checkpoint(tmp_path):
+    src = tmp_path / "a.weights"
+    write_reference_weights(src, TINY)
+    with pytest.raises(InputError, match="needs its cfg"):
+        load_model(src)
+    a = load_model(src, cfg=TINY)
+    assert main(["convert-weights", str(src), "--cfg", str(TINY)]) == 0
+    b = load_model(tmp_path / "a.pt")
+    assert not a.training and b.names[0] == "person" and len(b.names) == 80
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(a.decode(a(x)), b.decode(b(x)))
+    assert isinstance(b.header, DarknetHeader) and b.header.seen == 123456789
