@@ -9,6 +9,7 @@ stored as absolute indices.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -201,7 +202,7 @@ class _Reader:
         return v
 
     def float(self, key, default=None, lo=None, hi=None):
-        v = self._get(key, default, float, "a number")
+        v = self._get(key, default, _parse_float, "a finite number")
         if v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi)):
             raise self.error(key, f"{key}={v} in [{self.sect.name}]: expected a value in [{lo}, {hi}]")
         return v
@@ -210,7 +211,7 @@ class _Reader:
         return self._get(key, default, lambda s: tuple(_parse_int(x) for x in _items(s)), "comma-separated integers")
 
     def floats(self, key, default=None):
-        return self._get(key, default, lambda s: tuple(float(x) for x in _items(s)), "comma-separated numbers")
+        return self._get(key, default, lambda s: tuple(_parse_float(x) for x in _items(s)), "comma-separated finite numbers")
 
     def choice(self, key, default, choices):
         v = self._get(key, default, str.lower, "a word")
@@ -236,6 +237,13 @@ _REQUIRED = object()
 
 def _parse_int(s: str) -> int:
     return int(s.strip())
+
+
+def _parse_float(s: str) -> float:
+    v = float(s)
+    if not math.isfinite(v):
+        raise ValueError(s)
+    return v
 
 
 def _items(s: str) -> list[str]:
@@ -314,7 +322,8 @@ def _source(r: _Reader, key: str, value: int, index: int) -> int:
     absolute = index + value if value < 0 else value
     if not 0 <= absolute < index:
         raise r.error(key, f"{key}={value} in [{r.sect.name}] (layer {index}) points to layer {absolute}, "
-                           f"which does not exist yet (valid: 0..{index - 1} or -1..-{index})")
+                           + (f"which does not exist yet (valid: 0..{index - 1} or -1..-{index})" if index
+                              else "but a route or shortcut cannot be the first layer"))
     return absolute
 
 
