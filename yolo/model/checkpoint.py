@@ -35,7 +35,7 @@ def checkpoint_dict(model: Darknet) -> dict:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "cfg": model.spec.text,
-        "cfg_name": Path(model.spec.source).name,
+        "cfg_name": model.cfg_name or Path(model.spec.source).name,
         "names": list(model.names or default_names(model.num_classes)),
         "darknet": {**model.header.as_dict(), "cutoff": model.cutoff},
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -77,6 +77,7 @@ def model_from_state(obj, source: str, cfg: str | Path | None = None) -> tuple[D
         model.header = DarknetHeader(*(int(dk.get(k, d)) for k, d in
                                        (("major", 0), ("minor", 2), ("revision", 0), ("seen", 0))))
         model.cutoff = dk.get("cutoff")
+        model.cfg_name = obj.get("cfg_name") if cfg is None else None
         model.names = _check_names(list(obj.get("names") or default_names(model.num_classes)), model, source)
     return model, report
 

@@ -37,6 +37,7 @@ class Darknet(nn.Module):
         self.header = DarknetHeader()  # of the .weights file last loaded; written back by save_darknet_weights
         self.cutoff: int | None = None  # layers that .weights file held (None: all)
         self.names: list[str] | None = None
+        self.cfg_name: str | None = None  # the cfg's file name when it came embedded in a checkpoint
 
     @staticmethod
     def _build(s, bn_eps: float) -> nn.Module:

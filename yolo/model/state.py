@@ -101,6 +101,9 @@ def _match_conv(s: ConvSpec, subs, source: str, report: MatchReport) -> dict[str
     _check(conv["weight"].shape, (s.filters, s.in_channels // s.groups, s.size, s.size), s.index, "weight", source)
     out = {f"module_list.{s.index}.conv.weight": conv["weight"]}
     if not s.batch_normalize:
+        if bn is not None:
+            raise InputError(f"layer {s.index} (convolutional): the checkpoint has BN statistics here but the cfg "
+                             "has no batch_normalize; wrong cfg?", source)
         if "bias" not in conv:
             raise InputError(f"layer {s.index} (convolutional): the cfg has no BN here, so the conv needs a bias, "
                              "and the checkpoint has none", source)
