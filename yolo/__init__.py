@@ -1,8 +1,8 @@
 """YOLOv3 toolkit: darknet cfg/weights in PyTorch.
 
 Public names (imported lazily, so ``import yolo`` and ``yolo --help`` stay fast and import no torch):
-``Darknet``, ``load_model``, ``save_checkpoint``, ``convert_weights``, ``parse_cfg``, ``DarknetHeader``,
-``InputError``.
+``Darknet``, ``load_model``, ``save_checkpoint``, ``convert_weights``, ``profile_model``, ``parse_cfg``,
+``DarknetHeader``, ``InputError``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ _PUBLIC = {
     "load_model": "yolo.model.checkpoint",
     "save_checkpoint": "yolo.model.checkpoint",
     "convert_weights": "yolo.model.convert",
+    "profile_model": "yolo.profile",
     "parse_cfg": "yolo.model.cfg_parser",
     "DarknetHeader": "yolo.model.weights",
     "InputError": "yolo.errors",

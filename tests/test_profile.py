@@ -1,0 +1,155 @@
+"""``yolo profile``: FLOPs against darknet's published figures and thop, receptive fields by hand, JSON keys."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tests.helpers import CFG
+from yolo import Darknet
+from yolo.cli import main
+from yolo.model.cfg_parser import parse_cfg_text
+from yolo.profile import layer_costs, profile_model
+
+
+@pytest.mark.parametrize("name,size,gflops", [("yolov3", 416, 65.864), ("yolov3-tiny", 416, 5.565),
+                                              ("yolov3-spp", 608, 141.449)])
+def test_darknet_bflops(name, size, gflops):
+    """The BFLOPs darknet prints for the official networks."""
+    result = profile_model(Darknet.from_cfg(CFG / f"{name}.cfg"), size, runs=0)
+    assert round(result["gflops"], 3) == gflops
+    assert result["gflops_total"] > result["gflops"]
+
+
+def test_agrees_with_thop():
+    """Our darknet-convention count is exactly 2 x thop's multiply-accumulates of the conv layers."""
+    thop = pytest.importorskip("thop")
+    model = Darknet.from_cfg(CFG / "yolov3-tiny.cfg").eval()
+    zero = lambda module, inputs, output: None  # noqa: E731 - count only convs
+    macs, params = thop.profile(model, (torch.rand(1, 3, 256, 320),), verbose=False,
+                                custom_ops={nn.BatchNorm2d: zero, nn.LeakyReLU: zero, nn.Upsample: zero})
+    ours = profile_model(Darknet.from_cfg(CFG / "yolov3-tiny.cfg"), (256, 320), runs=0)
+    assert ours["gflops"] * 1e9 == pytest.approx(2 * macs, rel=1e-12)
+    assert ours["params"] == params == 8_852_366
+
+
+HAND = """[net]
+width=64
+height=64
+channels=3
+[convolutional]
+filters=4
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+[shortcut]
+from=-2
+[convolutional]
+filters=8
+size=1
+stride=1
+pad=1
+activation=linear
+[upsample]
+stride=2
+[route]
+layers=-1,1
+[convolutional]
+filters=4
+size=3
+stride=1
+pad=1
+activation=leaky
+[maxpool]
+size=5
+stride=1
+"""
+# Worked out by hand: rf += (size - 1) * stride_so_far; stride_so_far *= stride; upsample divides the stride;
+# shortcut/route take the largest field of their inputs.
+HAND_RF = [3, 5, 7, 15, 15, 15, 15, 15, 19, 27]
+HAND_STRIDE = [1, 2, 4, 4, 4, 4, 2, 2, 2, 2]
+
+
+def test_receptive_fields_and_strides_by_hand():
+    costs = layer_costs(parse_cfg_text(HAND), 64, 64)
+    assert [c.receptive_field for c in costs] == HAND_RF
+    assert [c.stride for c in costs] == HAND_STRIDE
+    # layer 0: 4 filters x 64x64 outputs x 3 in x 3x3 kernel, 2 FLOPs per multiply-add
+    assert costs[0].gflops * 1e9 == pytest.approx(2 * 4 * 64 * 64 * 3 * 9)
+    # + bias add + leaky, one each per output
+    assert costs[0].gflops_total * 1e9 == pytest.approx(2 * 4 * 64 * 64 * 3 * 9 + 2 * 4 * 64 * 64)
+    # layer 1 has BN: + scale and shift + leaky per output (8 x 32 x 32)
+    assert (costs[1].gflops_total - costs[1].gflops) * 1e9 == pytest.approx(3 * 8 * 32 * 32)
+    assert costs[2].gflops_total * 1e9 == pytest.approx(8 * 16 * 16 * 3)  # max-pool 2x2: 3 comparisons
+    assert costs[4].gflops_total * 1e9 == pytest.approx(8 * 16 * 16)  # shortcut add, linear
+    assert [c.output_shape for c in costs][6:8] == [[8, 32, 32], [16, 32, 32]]
+
+
+LAYER_KEYS = {"index", "type", "output_shape", "params", "gflops", "gflops_total", "receptive_field", "stride",
+              "latency_ms"}
+TOP_KEYS = {"params": int, "params_fused": int, "params_trainable": int, "gflops": float, "gflops_total": float,
+            "input_size": list, "batch_size": int, "latency_ms": float, "latency": dict,
+            "images_per_second": float, "peak_memory_mb": float, "memory_kind": str, "device": str, "dtype": str,
+            "layers": list}
+
+
+def test_json_output_has_documented_keys(capsys):
+    assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--img-size", "64", "96", "--batch-size", "2",
+                 "--runs", "3", "--warmup", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key, kind in TOP_KEYS.items():
+        assert isinstance(out[key], kind), key
+    assert out["input_size"] == [64, 96] and out["batch_size"] == 2 and out["params_fused"] == 8_849_182
+    assert out["images_per_second"] == pytest.approx(2 * 1000 / out["latency_ms"])
+    assert out["latency"]["min"] <= out["latency_ms"] <= out["latency"]["max"]
+    assert len(out["layers"]) == 24
+    for layer in out["layers"]:
+        assert set(layer) == LAYER_KEYS and layer["latency_ms"] >= 0
+    assert out["layers"][23]["output_shape"] == [255, 4, 6]
+
+
+def test_fused_parameter_count_matches_torch():
+    model = Darknet.from_cfg(CFG / "yolov3-tiny.cfg")
+    counted = profile_model(model, 64, runs=0)["params_fused"]
+    assert counted == sum(p.numel() for p in model.fuse().parameters())
+
+
+def test_size_rounding_and_bad_arguments(capsys):
+    assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--img-size", "100", "--runs", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "not a multiple of 32; using 128x128" in captured.err and "input 128x128" in captured.out
+    assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--img-size", "1", "2", "3"]) == 2
+    assert main(["profile"]) == 2
+    assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--device", "tpu", "--runs", "1"]) == 2
+
+
+def test_half_on_cpu_runs_bf16_and_warns_without_bf16_hardware(monkeypatch, capsys):
+    import yolo.utils.device as device
+
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--img-size", "64", "--runs", "1", "--warmup", "0",
+                 "--half", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["dtype"] == "bfloat16"
+    assert "no bf16 hardware" in captured.err
