@@ -291,8 +291,9 @@ def assert_matches_source(model: Darknet, net: ForeignNet, toolkit: str, spec, c
 
 @torch.no_grad()
 def load_directly(net: ForeignNet, toolkit: str, spec) -> Darknet:
-    """Our Darknet with the foreign tensors copied in by hand, layer by layer in cfg order."""
-    model = Darknet(spec)
+    """Our Darknet with the foreign tensors copied in by hand, layer by layer in cfg order (the source's BN eps)."""
+    eps = next((m.eps for m in net.modules() if isinstance(m, nn.BatchNorm2d)), 1e-5)
+    model = Darknet(spec, bn_eps=eps)
     for s in spec.layers:
         if isinstance(s, ConvSpec):
             conv, bn = conv_bn(net, toolkit, s.index)
@@ -369,7 +370,7 @@ def test_small_model_matches_foreign_forward(tmp_path, capsys, toolkit):
     """Independent oracle: the foreign modules' own forward pass (conv, BN, leaky, pool) on real pixels."""
     spec = parse_cfg_text(SMALL_CFG, "small.cfg")
     (tmp_path / "small.cfg").write_text(SMALL_CFG)
-    net = fill_random(BUILDERS[toolkit](spec, bn_eps=1e-5), seed=3)
+    net = fill_random(BUILDERS[toolkit](spec), seed=3)
     save_foreign(net, toolkit, tmp_path / "src.pt")
     assert cli(capsys, tmp_path / "src.pt", "--cfg", tmp_path / "small.cfg", "-o", tmp_path / "ours.pt")[0] == 0
     x = photo_batch(64, 96, n=2)
@@ -387,7 +388,7 @@ def test_small_model_matches_foreign_forward(tmp_path, capsys, toolkit):
 def test_conv_bias_before_bn_is_folded(tmp_path, capsys, toolkit):
     spec = parse_cfg_text(SMALL_CFG, "small.cfg")
     (tmp_path / "small.cfg").write_text(SMALL_CFG)
-    net = fill_random(BUILDERS[toolkit](spec, conv_bias_with_bn=True, bn_eps=1e-5), seed=4, bias_std=1.0)
+    net = fill_random(BUILDERS[toolkit](spec, conv_bias_with_bn=True), seed=4, bias_std=1.0)
     sd = save_foreign(net, toolkit, tmp_path / "src.pt")
     assert sum(k.endswith(".bias") for k in sd) == 5  # 2 BN layers with a conv bias too, plus the output conv
     rc, out, err = cli(capsys, tmp_path / "src.pt", "--cfg", tmp_path / "small.cfg", "-o", tmp_path / "ours.pt")
@@ -647,3 +648,16 @@ def test_bn_statistics_against_a_cfg_without_bn_are_an_error(tmp_path, capsys):
     code, _, err = cli(capsys, tmp_path / "u.pt", "--cfg", cfg, "-o", tmp_path / "out.pt")
     assert code == 2 and "layer 0" in err and "BN statistics" in err
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_bn_eps_follows_the_source_toolkit_and_can_be_overridden(tmp_path, capsys, foreign_tiny):
+    """ultralytics/yolov3 trained with BN eps 1e-4 (not stored in its state dict): the checkpoint keeps it."""
+    save_foreign(foreign_tiny["ultralytics"], "ultralytics", tmp_path / "u.pt")
+    code, out, _ = cli(capsys, tmp_path / "u.pt", "--cfg", TINY, "-o", tmp_path / "a.pt")
+    assert code == 0 and "ultralytics layout, BN eps 0.0001" in out
+    assert torch.load(tmp_path / "a.pt", weights_only=True)["bn_eps"] == 1e-4
+    assert load_model(tmp_path / "a.pt").module_list[0].bn.eps == 1e-4
+    assert cli(capsys, tmp_path / "u.pt", "--cfg", TINY, "-o", tmp_path / "b.pt", "--bn-eps", "1e-3")[0] == 0
+    assert load_model(tmp_path / "b.pt").module_list[0].bn.eps == 1e-3
+    code, _, err = cli(capsys, tmp_path / "u.pt", "--cfg", TINY, "-o", tmp_path / "c.pt", "--bn-eps", "2")
+    assert code == 2 and "--bn-eps" in err

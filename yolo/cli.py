@@ -33,6 +33,8 @@ def _add_convert(sub) -> None:
     p.add_argument("--cutoff", type=int, help="only the first N layers (backbone files such as darknet53.conv.74)")
     p.add_argument("--names", help="class names file (one per line) to store in the .pt (default: COCO for 80 "
                                    "classes)")
+    p.add_argument("--bn-eps", type=float, help="BN epsilon the weights were trained with, stored in the .pt "
+                                                 "(default: 1e-5; 1e-4 for ultralytics/yolov3 checkpoints)")
     p.add_argument("--force", action="store_true", help="replace the output if it exists")
     p.set_defaults(run=_run_convert)
 
@@ -40,7 +42,8 @@ def _add_convert(sub) -> None:
 def _run_convert(args) -> int:
     from yolo.model.convert import convert_weights
 
-    print(convert_weights(args.src, args.out, cfg=args.cfg, cutoff=args.cutoff, names=args.names, force=args.force))
+    print(convert_weights(args.src, args.out, cfg=args.cfg, cutoff=args.cutoff, names=args.names, force=args.force,
+                           bn_eps=args.bn_eps))
     return 0
 
 

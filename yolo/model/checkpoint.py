@@ -1,7 +1,7 @@
 """Our ``.pt`` checkpoint: a self-describing dict that rebuilds its own model.
 
 Keys: ``format`` ("yolo-toolkit"), ``format_version`` (1), ``cfg`` (the darknet cfg text), ``cfg_name``,
-``names`` (class names), ``darknet`` (``major``, ``minor``, ``revision``, ``seen``, ``cutoff``: enough to write
+``names`` (class names), ``bn_eps`` (BN epsilon the weights were trained with), ``darknet`` (``major``, ``minor``, ``revision``, ``seen``, ``cutoff``: enough to write
 the ``.weights`` file back byte for byte), ``model`` (the state dict). Training runs add their own keys.
 Everything is tensors, strings, numbers, lists and dicts, so it loads with ``torch.load(weights_only=True)``.
 """
@@ -20,6 +20,10 @@ from yolo.utils.names import default_names, load_names
 
 FORMAT = "yolo-toolkit"
 FORMAT_VERSION = 1
+DEFAULT_BN_EPS = 1e-5
+# BN epsilon each toolkit built its models with (not stored in their state dicts); cfg-era
+# ultralytics/yolov3 used nn.BatchNorm2d(filters, momentum=0.03, eps=1E-4).
+TOOLKIT_BN_EPS = {"ultralytics": 1e-4, "eriklindernoren": 1e-5}
 WEIGHTS_SUFFIXES = (".weights",)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
@@ -38,6 +42,7 @@ def checkpoint_dict(model: Darknet) -> dict:
         "cfg_name": model.cfg_name or Path(model.spec.source).name,
         "names": list(model.names or default_names(model.num_classes)),
         "darknet": {**model.header.as_dict(), "cutoff": model.cutoff},
+        "bn_eps": model.bn_eps,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
 
@@ -57,7 +62,17 @@ def _check_names(names: list[str], model: Darknet, source: str) -> list[str]:
     return names
 
 
-def model_from_state(obj, source: str, cfg: str | Path | None = None) -> tuple[Darknet, MatchReport]:
+def _bn_eps(obj, ours: bool, report: MatchReport, bn_eps: float | None) -> float:
+    """BN epsilon is not in a state dict: given, stored in ours, or the source toolkit's default."""
+    if bn_eps is not None:
+        return bn_eps
+    if ours:
+        return float(obj.get("bn_eps", DEFAULT_BN_EPS))
+    return TOOLKIT_BN_EPS.get(report.toolkit, DEFAULT_BN_EPS)
+
+
+def model_from_state(obj, source: str, cfg: str | Path | None = None, bn_eps: float | None = None
+                     ) -> tuple[Darknet, MatchReport]:
     """Build a model from a loaded checkpoint: ours (cfg inside) or another toolkit's (``cfg`` needed)."""
     ours = is_our_checkpoint(obj)
     if ours and obj.get("format_version", 0) > FORMAT_VERSION:
@@ -69,8 +84,9 @@ def model_from_state(obj, source: str, cfg: str | Path | None = None) -> tuple[D
         spec = parse_cfg_text(obj["cfg"], f"{source} (embedded cfg {obj.get('cfg_name', '')})")
     else:
         raise InputError("this checkpoint comes from another toolkit and does not carry its cfg; pass --cfg", source)
-    model = Darknet(spec)
     state, report = match_state(extract_state_dict(obj, source), spec, source)
+    model = Darknet(spec, bn_eps=_bn_eps(obj, ours, report, bn_eps))
+    report.bn_eps = model.bn_eps
     model.load_state_dict(state, strict=False)  # every conv/BN tensor is present: match_state checked it
     if ours:
         dk = obj.get("darknet", {})
@@ -83,7 +99,7 @@ def model_from_state(obj, source: str, cfg: str | Path | None = None) -> tuple[D
 
 
 def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Path | None = None,
-               cutoff: int | None = None) -> Darknet:
+               cutoff: int | None = None, bn_eps: float | None = None) -> Darknet:
     """Load our ``.pt``, another toolkit's checkpoint (with ``cfg``) or a darknet ``.weights`` (with ``cfg``).
 
     The model is returned in eval mode on the CPU.
@@ -94,10 +110,10 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
     if is_darknet_file(path):
         if cfg is None:
             raise InputError("a darknet .weights file needs its cfg (--cfg)", str(path))
-        model = Darknet.from_cfg(cfg)
+        model = Darknet.from_cfg(cfg, bn_eps=bn_eps or DEFAULT_BN_EPS)
         model.load_darknet_weights(path, cutoff)
     else:
-        model, _ = model_from_state(load_safe(path), str(path), cfg)
+        model, _ = model_from_state(load_safe(path), str(path), cfg, bn_eps)
     if names is not None:
         model.names = _check_names(load_names(names), model, str(names))
     elif model.names is None:
@@ -105,8 +121,9 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
     return model.eval()
 
 
-def load_checkpoint(path: str | Path, cfg: str | Path | None = None) -> tuple[Darknet, MatchReport]:
+def load_checkpoint(path: str | Path, cfg: str | Path | None = None, bn_eps: float | None = None
+                    ) -> tuple[Darknet, MatchReport]:
     """Like :func:`load_model` for ``.pt`` files, also returning how the tensors were matched."""
-    model, report = model_from_state(load_safe(path), str(path), cfg)
+    model, report = model_from_state(load_safe(path), str(path), cfg, bn_eps)
     return model.eval(), report
 

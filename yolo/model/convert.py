@@ -28,25 +28,27 @@ def default_output(src: Path) -> Path:
     return src.with_suffix(".weights")
 
 
-def _read(src: Path, cfg: str | Path | None, cutoff: int | None) -> tuple[Darknet, str]:
+def _read(src: Path, cfg: str | Path | None, cutoff: int | None, bn_eps: float | None) -> tuple[Darknet, str]:
     if is_darknet_file(src):
         if cfg is None:
             raise InputError("converting a darknet .weights file needs its cfg: pass --cfg", str(src))
-        model = Darknet.from_cfg(cfg)
+        model = Darknet.from_cfg(cfg, bn_eps=bn_eps if bn_eps is not None else 1e-5)
         header = model.load_darknet_weights(src, cutoff)
         layers = f"layers 0..{cutoff - 1}" if cutoff else "all layers"
         return model, f"darknet weights v{header.major}.{header.minor}.{header.revision}, seen {header.seen}, {layers}"
-    model, report = load_checkpoint(src, cfg)
+    model, report = load_checkpoint(src, cfg, bn_eps)
     return model, report.summary()
 
 
 def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | Path | None = None,
-                    cutoff: int | None = None, names: str | Path | None = None, force: bool = False) -> str:
+                    cutoff: int | None = None, names: str | Path | None = None, force: bool = False,
+                    bn_eps: float | None = None) -> str:
     """Convert ``src`` to ``out``; returns a one-line summary. Never overwrites without ``force``.
 
     ``cutoff`` limits a ``.weights`` input or output to the first N layers (backbone files such as
     ``darknet53.conv.74``); when writing ``.weights`` from a checkpoint made from such a file, the
-    checkpoint's own cutoff is used unless one is given.
+    checkpoint's own cutoff is used unless one is given. ``bn_eps`` overrides the BN epsilon stored in
+    the output (default: ours 1e-5, or the source toolkit's, e.g. 1e-4 for ultralytics/yolov3).
     """
     src = Path(src)
     if not src.is_file():
@@ -59,7 +61,9 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
         raise InputError("output would overwrite the input", str(out))
     if out.exists() and not force:
         raise InputError("output exists; pass --force to replace it", str(out))
-    model, how = _read(src, cfg, cutoff if is_darknet_file(src) else None)
+    if bn_eps is not None and not 0 < bn_eps < 1:
+        raise InputError(f"--bn-eps {bn_eps} must be in (0, 1)")
+    model, how = _read(src, cfg, cutoff if is_darknet_file(src) else None, bn_eps)
     if names is not None:
         model.names = load_names(names)
         if len(model.names) != model.num_classes:

@@ -27,6 +27,7 @@ class Darknet(nn.Module):
     def __init__(self, spec: ModelSpec, bn_eps: float = 1e-5):
         super().__init__()
         self.spec = spec
+        self.bn_eps = bn_eps
         self.module_list = nn.ModuleList(self._build(s, bn_eps) for s in spec.layers)
         self.head_indices = [s.index for s in spec.layers if isinstance(s, YoloSpec)]
         # outputs later layers read again (route / shortcut sources)

@@ -29,9 +29,12 @@ class MatchReport:
     conv_layers: int = 0
     ignored: list[str] = field(default_factory=list)
     folded_conv_bias: list[int] = field(default_factory=list)
+    toolkit: str = "unknown"  # "ours", "ultralytics", "eriklindernoren" (from the BN submodule names)
+    bn_eps: float | None = None
 
     def summary(self) -> str:
-        text = f"{self.conv_layers} conv layers matched"
+        text = f"{self.conv_layers} conv layers matched ({self.toolkit} layout"
+        text += f", BN eps {self.bn_eps:g})" if self.bn_eps is not None else ")"
         if self.ignored:
             shown = ", ".join(self.ignored[:4]) + (", ..." if len(self.ignored) > 4 else "")
             text += f"; {len(self.ignored)} non-weight entries ignored ({shown})"
@@ -78,6 +81,15 @@ def _group_by_layer(state: dict[str, torch.Tensor], report: MatchReport) -> dict
         layer, sub, name = int(m.group(1)), m.group(2) or "", m.group(3)
         groups.setdefault(layer, {}).setdefault(sub, {})[name] = tensor
     return groups
+
+
+def _toolkit(groups: dict[int, dict[str, dict]]) -> str:
+    subs = {sub for layer in groups.values() for sub in layer}
+    if "BatchNorm2d" in subs or "Conv2d" in subs:
+        return "ultralytics"
+    if any(re.fullmatch(r"(conv|batch_norm)_\d+", sub) for sub in subs):
+        return "eriklindernoren"
+    return "ours" if "conv" in subs else "unknown"
 
 
 def _roles(subs: dict[str, dict[str, torch.Tensor]]) -> tuple[dict | None, dict | None]:
@@ -134,6 +146,7 @@ def match_state(state: dict[str, torch.Tensor], spec: ModelSpec, source: str
     if not groups:
         raise InputError("no darknet layer weights found (expected keys like module_list.0.Conv2d.weight, "
                          "module_list.0.conv_0.weight or module_list.0.conv.weight)", source)
+    report.toolkit = _toolkit(groups)
     out: dict[str, torch.Tensor] = {}
     for s in spec.layers:
         subs = groups.pop(s.index, {})
