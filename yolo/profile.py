@@ -219,5 +219,6 @@ def format_table(result: dict) -> str:
         rows.append(f"latency {lat['median']:.2f} ms median (p90 {lat['p90']:.2f}, min {lat['min']:.2f}, "
                     f"std {lat['std']:.2f}) -> {result['images_per_second']:.1f} images/s; "
                     f"peak memory {result['peak_memory_mb']:.1f} MiB ({result['memory_kind']})")
-        rows.append("per-layer times come from forward hooks and add up to a little more than the latency")
+        rows.append("per-layer times: medians of separate runs timed with forward hooks; "
+                    "their sum is near the latency, not equal to it")
     return "\n".join(rows)

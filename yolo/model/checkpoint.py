@@ -1,8 +1,9 @@
 """Our ``.pt`` checkpoint: a self-describing dict that rebuilds its own model.
 
 Keys: ``format`` ("yolo-toolkit"), ``format_version`` (1), ``cfg`` (the darknet cfg text), ``cfg_name``,
-``names`` (class names), ``bn_eps`` (BN epsilon the weights were trained with), ``darknet`` (``major``, ``minor``, ``revision``, ``seen``, ``cutoff``: enough to write
-the ``.weights`` file back byte for byte), ``model`` (the state dict). Training runs add their own keys.
+``names`` (class names), ``bn_eps`` (BN epsilon the weights were trained with), ``darknet`` (``major``,
+``minor``, ``revision``, ``seen``, ``cutoff``: enough to write the ``.weights`` file back byte for byte),
+``model`` (the state dict). Training runs add their own keys.
 Everything is tensors, strings, numbers, lists and dicts, so it loads with ``torch.load(weights_only=True)``.
 """
 
@@ -113,7 +114,7 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
         model = Darknet.from_cfg(cfg, bn_eps=bn_eps or DEFAULT_BN_EPS)
         model.load_darknet_weights(path, cutoff)
     else:
-        model, _ = model_from_state(load_safe(path), str(path), cfg, bn_eps)
+        model, _ = load_checkpoint(path, cfg, bn_eps)
     if names is not None:
         model.names = _check_names(load_names(names), model, str(names))
     elif model.names is None:

@@ -21,15 +21,16 @@ def writes_darknet(out: Path) -> bool:
     return out.suffix.lower() in WEIGHTS_SUFFIXES or re.search(r"\.conv\.\d+$", out.name) is not None
 
 
-def default_output(src: Path) -> Path:
+def default_output(src: Path, darknet: bool) -> Path:
     """``x.weights -> x.pt``, ``darknet53.conv.74 -> darknet53.conv.74.pt``; ``x.pt -> x.weights``."""
-    if is_darknet_file(src):
+    if darknet:
         return src.with_suffix(".pt") if src.suffix.lower() in WEIGHTS_SUFFIXES else src.with_name(src.name + ".pt")
     return src.with_suffix(".weights")
 
 
-def _read(src: Path, cfg: str | Path | None, cutoff: int | None, bn_eps: float | None) -> tuple[Darknet, str]:
-    if is_darknet_file(src):
+def _read(src: Path, darknet: bool, cfg: str | Path | None, cutoff: int | None, bn_eps: float | None
+          ) -> tuple[Darknet, str]:
+    if darknet:
         if cfg is None:
             raise InputError("converting a darknet .weights file needs its cfg: pass --cfg", str(src))
         model = Darknet.from_cfg(cfg, bn_eps=bn_eps if bn_eps is not None else 1e-5)
@@ -53,7 +54,8 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
     src = Path(src)
     if not src.is_file():
         raise InputError("input file not found", str(src))
-    out = Path(out) if out is not None else default_output(src)
+    darknet = is_darknet_file(src)
+    out = Path(out) if out is not None else default_output(src, darknet)
     if not writes_darknet(out) and out.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise InputError("output must end in .weights or .conv.N (darknet) or .pt/.pth/.ckpt (this toolkit)",
                          str(out))
@@ -63,7 +65,7 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
         raise InputError("output exists; pass --force to replace it", str(out))
     if bn_eps is not None and not 0 < bn_eps < 1:
         raise InputError(f"--bn-eps {bn_eps} must be in (0, 1)")
-    model, how = _read(src, cfg, cutoff if is_darknet_file(src) else None, bn_eps)
+    model, how = _read(src, darknet, cfg, cutoff if darknet else None, bn_eps)
     if names is not None:
         model.names = load_names(names)
         if len(model.names) != model.num_classes:

@@ -86,7 +86,7 @@ class Darknet(nn.Module):
         heads: list[torch.Tensor] = []
         for spec, module in zip(self.spec.layers, self.module_list):
             if isinstance(spec, RouteSpec):
-                x = module([x if i == spec.index - 1 else saved[i] for i in spec.sources])
+                x = module([saved[i] for i in spec.sources])
             elif isinstance(spec, ShortcutSpec):
                 x = module(x, saved[spec.source])
             else:
