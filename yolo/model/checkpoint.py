@@ -57,7 +57,8 @@ def is_our_checkpoint(obj) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
-def _check_names(names: list[str], model: Darknet, source: str) -> list[str]:
+def check_names(names: list[str], model: Darknet, source: str) -> list[str]:
+    """``names`` if there is one per class of ``model``, else an error naming ``source``."""
     if len(names) != model.num_classes:
         raise InputError(f"{len(names)} class names for a model with {model.num_classes} classes", source)
     return names
@@ -95,7 +96,7 @@ def model_from_state(obj, source: str, cfg: str | Path | None = None, bn_eps: fl
                                        (("major", 0), ("minor", 2), ("revision", 0), ("seen", 0))))
         model.cutoff = dk.get("cutoff")
         model.cfg_name = obj.get("cfg_name") if cfg is None else None
-        model.names = _check_names(list(obj.get("names") or default_names(model.num_classes)), model, source)
+        model.names = check_names(list(obj.get("names") or default_names(model.num_classes)), model, source)
     return model, report
 
 
@@ -110,13 +111,13 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
         raise InputError("weights file not found", str(path))
     if is_darknet_file(path):
         if cfg is None:
-            raise InputError("a darknet .weights file needs its cfg (--cfg)", str(path))
-        model = Darknet.from_cfg(cfg, bn_eps=bn_eps or DEFAULT_BN_EPS)
+            raise InputError("a darknet .weights file needs its cfg: pass --cfg", str(path))
+        model = Darknet.from_cfg(cfg, bn_eps=bn_eps if bn_eps is not None else DEFAULT_BN_EPS)
         model.load_darknet_weights(path, cutoff)
     else:
         model, _ = load_checkpoint(path, cfg, bn_eps)
     if names is not None:
-        model.names = _check_names(load_names(names), model, str(names))
+        model.names = check_names(load_names(names), model, str(names))
     elif model.names is None:
         model.names = default_names(model.num_classes)
     return model.eval()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from yolo.errors import InputError
 from yolo.model.checkpoint import (
-    CHECKPOINT_SUFFIXES, WEIGHTS_SUFFIXES, is_darknet_file, load_checkpoint, save_checkpoint,
+    CHECKPOINT_SUFFIXES, WEIGHTS_SUFFIXES, check_names, is_darknet_file, load_checkpoint, load_model, save_checkpoint,
 )
 from yolo.model.darknet import Darknet
 from yolo.utils.names import load_names
@@ -31,12 +31,10 @@ def default_output(src: Path, darknet: bool) -> Path:
 def _read(src: Path, darknet: bool, cfg: str | Path | None, cutoff: int | None, bn_eps: float | None
           ) -> tuple[Darknet, str]:
     if darknet:
-        if cfg is None:
-            raise InputError("converting a darknet .weights file needs its cfg: pass --cfg", str(src))
-        model = Darknet.from_cfg(cfg, bn_eps=bn_eps if bn_eps is not None else 1e-5)
-        header = model.load_darknet_weights(src, cutoff)
+        model = load_model(src, cfg=cfg, cutoff=cutoff, bn_eps=bn_eps)
+        h = model.header
         layers = f"layers 0..{cutoff - 1}" if cutoff else "all layers"
-        return model, f"darknet weights v{header.major}.{header.minor}.{header.revision}, seen {header.seen}, {layers}"
+        return model, f"darknet weights v{h.major}.{h.minor}.{h.revision}, seen {h.seen}, {layers}"
     model, report = load_checkpoint(src, cfg, bn_eps)
     return model, report.summary()
 
@@ -67,9 +65,7 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
         raise InputError(f"--bn-eps {bn_eps} must be in (0, 1)")
     model, how = _read(src, darknet, cfg, cutoff if darknet else None, bn_eps)
     if names is not None:
-        model.names = load_names(names)
-        if len(model.names) != model.num_classes:
-            raise InputError(f"{len(model.names)} class names for a model with {model.num_classes} classes", str(names))
+        model.names = check_names(load_names(names), model, str(names))
     if writes_darknet(out):
         model.save_darknet_weights(out, cutoff if cutoff is not None else model.cutoff)
     else:
