@@ -24,7 +24,8 @@ def test_quick_start(tmp_path):
     model.header.seen = 32013312
     model.save_darknet_weights(tmp_path / "yolov3-tiny.weights")  # stands in for the download
 
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+           "PYTHONPATH": str(ROOT)}  # this checkout's code, whichever one the editable install points at
     (shell,) = _blocks("Quick start", "bash")
     lines = [ln for ln in shell.splitlines() if ln.strip() and not ln.startswith("bash scripts/download_weights.sh")]
     assert len(lines) == 3

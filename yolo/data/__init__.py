@@ -1,0 +1,1 @@
+"""Datasets, augmentation, loaders and anchors."""

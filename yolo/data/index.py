@@ -1,0 +1,31 @@
+"""The in-memory description of one dataset split, shared by the readers, the dataset and the evaluator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class DatasetIndex:
+    """One split of a dataset after reading and checking its labels.
+
+    ``labels[i]`` is ``[N, 5]`` float32 for ``images[i]``: class, cx, cy, w, h normalized to [0, 1].
+    ``crowd[i]`` holds COCO crowd boxes in the same layout (kept apart: evaluation ignores matches to
+    them, training never sees them); empty ``[0, 5]`` arrays for other formats. ``shapes`` is ``[n, 2]``
+    (h, w) in pixels when known. ``report`` is the reader's account of what it found and dropped.
+    """
+
+    images: list[Path]
+    labels: list[np.ndarray]
+    names: list[str]
+    crowd: list[np.ndarray] = field(default_factory=list)
+    shapes: np.ndarray | None = None
+    image_ids: list[int] = field(default_factory=list)  # COCO image ids when read from COCO json
+    report: object | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.images)
