@@ -195,7 +195,8 @@ def write_dataset(root: str | Path, n_train: int, n_val: int, size: int | tuple[
 
     Atomic: everything is written into a temporary sibling folder that is renamed to ``root`` at the end,
     so ``root`` either does not exist or is complete. Refuses to replace an existing ``root``. ``workers``
-    processes generate in parallel (default: up to 4, one per CPU); the files do not depend on it.
+    processes generate in parallel (default: up to 4, one per CPU, for >= 256 images); the files do not
+    depend on it.
     """
     root = Path(root)
     if root.exists():
@@ -203,7 +204,8 @@ def write_dataset(root: str | Path, n_train: int, n_val: int, size: int | tuple[
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     try:
-        workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        if workers is None:  # starting processes costs ~1 s: only worth it for big datasets
+            workers = min(4, os.cpu_count() or 1) if n_train + n_val >= 256 else 1
         _write_splits(tmp, {"train": n_train, "val": n_val}, size, seed, workers)
         (tmp / "names.txt").write_text("".join(f"{n}\n" for n in SHAPES_NAMES))
         os.rename(tmp, root)  # atomic on one file system; fails if root appeared meanwhile
