@@ -2,7 +2,8 @@
 
 Public names (imported lazily, so ``import yolo`` and ``yolo --help`` stay fast and import no torch):
 ``Darknet``, ``load_model``, ``save_checkpoint``, ``convert_weights``, ``profile_model``, ``parse_cfg``,
-``DarknetHeader``, ``InputError``.
+``DarknetHeader``, ``InputError``, ``DetectionDataset``, ``AugmentConfig``, ``build_loader``, ``make_sample``,
+``write_dataset``, ``ensure_synthetic``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ _PUBLIC = {
     "parse_cfg": "yolo.model.cfg_parser",
     "DarknetHeader": "yolo.model.weights",
     "InputError": "yolo.errors",
+    "DetectionDataset": "yolo.data.dataset",
+    "AugmentConfig": "yolo.data.augment",
+    "build_loader": "yolo.data.loader",
+    "make_sample": "yolo.data.synthetic",
+    "write_dataset": "yolo.data.synthetic",
+    "ensure_synthetic": "yolo.data.synthetic",
 }
 
 __all__ = ["__version__", *_PUBLIC]
