@@ -2,7 +2,8 @@
 
 Public names (imported lazily, so ``import yolo`` and ``yolo --help`` stay fast and import no torch):
 ``Darknet``, ``load_model``, ``save_checkpoint``, ``convert_weights``, ``profile_model``, ``parse_cfg``,
-``DarknetHeader``, ``InputError``.
+``DarknetHeader``, ``InputError``, ``load_data_config``, ``load_split``, ``DataConfig``, ``DatasetIndex``,
+``DatasetReport``, ``plot_labels``, ``kmeans_anchors``, ``anchor_fitness``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ _PUBLIC = {
     "parse_cfg": "yolo.model.cfg_parser",
     "DarknetHeader": "yolo.model.weights",
     "InputError": "yolo.errors",
+    "load_data_config": "yolo.data.formats",
+    "load_split": "yolo.data.split",
+    "DataConfig": "yolo.data.formats",
+    "DatasetIndex": "yolo.data.index",
+    "DatasetReport": "yolo.data.report",
+    "plot_labels": "yolo.data.report",
+    "kmeans_anchors": "yolo.data.anchors",
+    "anchor_fitness": "yolo.data.anchors",
 }
 
 __all__ = ["__version__", *_PUBLIC]
