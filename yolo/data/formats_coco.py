@@ -107,13 +107,13 @@ def _add_annotation(a: dict, entries: dict, cls_of: dict, boxes: dict, crowds: d
         image_id, cat = int(a["image_id"]), int(a["category_id"])
         x, y, bw, bh = (float(v) for v in a["bbox"])
     except (KeyError, TypeError, ValueError):
-        report.bad_row("non-numeric", f"{where}: needs image_id, category_id and bbox [x, y, w, h]", path)
+        report.bad_row("non-numeric", "needs image_id, category_id and bbox [x, y, w, h]", path, where)
         return
     if image_id not in entries:
-        report.bad_row("image", f"{where}: unknown image_id {image_id}", path)
+        report.bad_row("image", f"unknown image_id {image_id}", path, where)
         return
     if cat not in cls_of:
-        report.bad_row("class", f"{where}: unknown category_id {cat}", path)
+        report.bad_row("class", f"unknown category_id {cat}", path, where)
         return
     _, h, w = entries[image_id]
     box = check_box((x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h, path, where, report)

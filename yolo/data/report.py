@@ -37,14 +37,15 @@ class DatasetReport:
     problem_count: int = 0
     notes: list[str] = field(default_factory=list)
 
-    def problem(self, message: str, path: str | Path, line: int | None = None) -> None:
-        """Record one problem as ``path:line: message`` (``path: message`` without a line)."""
+    def problem(self, message: str, path: str | Path, line: int | str | None = None) -> None:
+        """Record one problem as ``path:line: message`` (``path: message`` without a line; a ``line`` that
+        is text, such as ``annotation id 7``, gives ``path: annotation id 7: message``)."""
         self.problem_count += 1
         if len(self.problems) < MAX_PROBLEMS:
-            where = f"{path}:{line}" if line is not None else f"{path}"
+            where = f"{path}:{line}" if isinstance(line, int) else f"{path}: {line}" if line else f"{path}"
             self.problems.append(f"{where}: {message}")
 
-    def bad_row(self, kind: str, message: str, path: str | Path, line: int | None = None) -> None:
+    def bad_row(self, kind: str, message: str, path: str | Path, line: int | str | None = None) -> None:
         """Count a dropped row of ``kind`` and record where and why."""
         self.bad_rows[kind] = self.bad_rows.get(kind, 0) + 1
         self.problem(f"{message} (row dropped)", path, line)
