@@ -7,7 +7,7 @@ checked ``DatasetIndex``.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -42,7 +42,6 @@ class DataConfig:
     nc: int
     source: str
     format: str = "yolo"
-    extras: dict = field(default_factory=dict)
 
     @property
     def train(self) -> SplitSpec | None:

@@ -21,16 +21,17 @@ from yolo.errors import InputError
 TOL = 1e-3  # slack for coordinates written with rounding (1.0004 is fine, 1.01 is not)
 
 
-def list_images(sources: list[Path], root: Path) -> list[Path]:
-    """Image paths from folders (recursive, sorted) and list files (one path per line), in source order.
+def list_images(sources: list[Path], root: Path) -> list[str]:
+    """Image paths (strings: pathlib is too slow for the cached path) from folders (recursive, sorted) and
+    list files (one path per line), in source order.
 
     A list file's relative lines are tried against the list file's folder, then ``root``, then the
     working directory; the first that exists wins. An empty result is an ``InputError``.
     """
-    images: list[Path] = []
+    images: list[str] = []
     for src in sources:
         if src.is_dir():
-            found = sorted(Path(d) / f for d, _, files in os.walk(src) for f in files
+            found = sorted(os.path.join(d, f) for d, _, files in os.walk(src) for f in files
                            if f.lower().endswith(IMAGE_SUFFIXES))
         elif src.is_file():
             found = _read_list_file(src, root)
@@ -42,42 +43,62 @@ def list_images(sources: list[Path], root: Path) -> list[Path]:
     return images
 
 
-def _read_list_file(path: Path, root: Path) -> list[Path]:
+def _read_list_file(path: Path, root: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read the image list ({e})", str(path)) from None
     out = []
+    bases = [str(path.parent), str(root), os.getcwd()]
     for line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        p = Path(line)
-        if not p.is_absolute():
-            tries = [path.parent / p, root / p, Path.cwd() / p]
-            p = next((t for t in tries if t.exists()), tries[0])
-        out.append(Path(os.path.normpath(p)))
+        if not os.path.isabs(line):
+            tries = [os.path.join(b, line) for b in bases]
+            line = next((t for t in tries if os.path.exists(t)), tries[0])
+        out.append(os.path.normpath(line))
     return out
 
 
-def label_path(image: Path) -> Path:
+def label_path(image: str) -> str:
     """``.../images/.../x.jpg`` -> ``.../labels/.../x.txt`` (last ``images`` folder); if that file does not
     exist, ``x.txt`` next to the image when that one does."""
-    parts = list(image.parts)
-    beside = image.with_suffix(".txt")
-    for i in range(len(parts) - 2, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            candidate = Path(*parts).with_suffix(".txt")
-            return beside if not candidate.exists() and beside.exists() else candidate
-    return beside
+    return resolve_label(image)[0]
 
 
-def parse_label_file(path: Path, nc: int, report: DatasetReport) -> np.ndarray | None:
+def resolve_label(image: str) -> tuple[str, os.stat_result | None]:
+    """``label_path(image)`` and its ``os.stat`` (``None`` when missing), with one ``stat`` call in the usual
+    case (the cache key needs the stat anyway)."""
+    stem = os.path.splitext(image)[0]
+    beside = stem + ".txt"
+    sep = os.sep
+    head = stem if stem.startswith(sep) else sep + stem
+    i = head.rfind(f"{sep}images{sep}")
+    if i < 0:
+        return beside, stat_or_none(beside)
+    candidate = (head[:i] + f"{sep}labels{sep}" + head[i + 8:] + ".txt")[0 if stem.startswith(sep) else 1:]
+    st = stat_or_none(candidate)
+    if st is None:
+        st_beside = stat_or_none(beside)
+        if st_beside is not None:
+            return beside, st_beside
+    return candidate, st
+
+
+def stat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def parse_label_file(path: str | Path, nc: int, report: DatasetReport) -> np.ndarray | None:
     """Checked rows ``[N, 5]`` float32 (class, cx, cy, w, h), or ``None`` when the file is missing or
     unreadable (the caller counts which). Dropped rows are counted in ``report``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from yolo.data.cache import cache_key, load_cache, save_cache
 from yolo.data.formats_coco import read_coco
-from yolo.data.formats_yolo import label_path, list_images, parse_label_file
+from yolo.data.formats_yolo import stat_or_none, list_images, parse_label_file, resolve_label
 from yolo.data.imageinfo import CorruptImage, image_size
 from yolo.data.index import DatasetIndex
 from yolo.data.report import DatasetReport
@@ -31,13 +32,15 @@ def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetInd
     if spec is None:
         raise InputError(f"no {split!r} split (this data has: {', '.join(config.splits)})", config.source)
     if config.format == "coco":
-        files = [spec.annotations, *spec.sources]  # a changed json or added/removed image files
+        files, stats = [spec.annotations, *spec.sources], None  # a changed json, added/removed image files
         images, labels = [], []
     else:
-        images = list_images(spec.sources, config.root)
-        labels = [label_path(p) for p in images]
-        files = images + labels
-    key = cache_key(files, extra=f"{config.format}\0{config.names}\0{[str(s) for s in spec.sources]}")
+        images = list_images(spec.sources, config.root)  # strings until the index is built (speed)
+        resolved = [resolve_label(p) for p in images]
+        labels = [lab for lab, _ in resolved]
+        files, stats = images + labels, [None] * len(images) + [st for _, st in resolved]
+        stats[:len(images)] = map(stat_or_none, images)
+    key = cache_key(files, f"{config.format}\0{config.names}\0{[str(s) for s in spec.sources]}", stats)
     where = _cache_file(spec)
     note = None
     if cache:
@@ -71,8 +74,8 @@ def _cache_file(spec: SplitSpec) -> Path:
     return first.parent / f"{first.stem if first.suffix in ('.txt', '.json') else first.name}.cache"
 
 
-def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: list[Path],
-                     label_files: list[Path]) -> DatasetIndex:
+def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: list[str],
+                     label_files: list[str]) -> DatasetIndex:
     report = DatasetReport(split=split, source=_describe(spec), names=list(config.names))
     kept, labels, shapes = [], [], []
     for image, lab_path in zip(images, label_files):
@@ -84,21 +87,22 @@ def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: li
             continue
         rows = parse_label_file(lab_path, config.nc, report)
         if rows is None:
-            if lab_path.exists():  # unreadable (reported): unknown labels make no negative, drop the image
+            if os.path.exists(lab_path):  # unreadable (reported): unknown labels make no negative, drop the image
                 continue
             report.labels_missing += 1
             rows = np.zeros((0, 5), np.float32)
         else:
             report.labels_found += 1
             report.labels_empty += _blank(lab_path)
-        kept.append(image)
+        kept.append(Path(image))
         labels.append(rows)
         shapes.append(shape)
     return _finish(report, kept, labels, shapes, config, crowd=[np.zeros((0, 5), np.float32) for _ in kept])
 
 
-def _blank(path: Path) -> bool:
-    return path.stat().st_size == 0 or not path.read_bytes().strip()
+def _blank(path: str) -> bool:
+    with open(path, "rb") as f:
+        return not f.read().strip()
 
 
 def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> DatasetIndex:
