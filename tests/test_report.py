@@ -92,3 +92,17 @@ def test_data_check_coco_json_on_the_command_line(tmp_path, capsys):
     assert report["crowd"] == 1 and report["names"] == ["person", "car", "bird"]
     index = load_split(load_data_config(ann), "val")  # images found at ../val of the json's folder
     assert len(index) == 2
+
+
+def test_readme_datasets_example_runs(tmp_path, monkeypatch):
+    from tests.test_readme import _blocks
+
+    for i in range(6):
+        _img(tmp_path / f"images/val/{i}.jpg", 48, 64, seed=i)
+        _write(tmp_path / f"labels/val/{i}.txt", f"0 0.5 0.5 0.{i + 1} 0.3\n1 0.4 0.4 0.2 0.{i + 2}\n")
+    data = _write(tmp_path / "d.yaml", "val: images/val\nnames: [a, b]\n")
+    (code,) = _blocks("Datasets", "python")
+    assert '"data/coco.yaml"' in code
+    monkeypatch.chdir(tmp_path)
+    exec(code.replace('"data/coco.yaml"', repr(str(data))), {})
+    assert (tmp_path / "labels.png").is_file()
