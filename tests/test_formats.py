@@ -110,6 +110,17 @@ def test_image_size_matches_opencv(tmp_path, name):
     assert image_size(path) == cv2.imread(str(path)).shape[:2]
 
 
+def test_image_size_data_after_end_marker(tmp_path):
+    """Phones append videos after the JPEG's end marker; such files are fine, truncated ones are not."""
+    for name in ("m.jpg", "m.png"):
+        path = _img(tmp_path / name, 30, 50)
+        path.write_bytes(path.read_bytes() + b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 4)
+        assert image_size(path) == cv2.imread(str(path)).shape[:2] == (30, 50)
+    jpg = _img(tmp_path / "pad.jpg", 30, 50)
+    jpg.write_bytes(jpg.read_bytes() + b"\0" * 100)  # zero padding after the end marker
+    assert image_size(jpg) == (30, 50)
+
+
 def test_image_size_corrupt(tmp_path):
     (tmp_path / "z.jpg").write_bytes(b"")
     with pytest.raises(CorruptImage, match="empty file"):

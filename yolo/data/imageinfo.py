@@ -35,25 +35,35 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise CorruptImage(f"unreadable ({e.strerror or e})") from None
     size = None
     if head.startswith(_PNG_SIG):
-        size = _png_size(head, tail)
+        size = _png_size(head, tail if tail.endswith(_PNG_END) else _after(path, b"IDAT", _PNG_END[4:]))
     elif head.startswith(b"\xff\xd8"):
-        size = _jpeg_size(path, head, tail)
+        ok = tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+        size = _jpeg_size(path, head, tail.rstrip(b"\x00") if ok else _after(path, b"\xff\xda", b"\xff\xd9"))
     elif head.startswith(b"BM") and len(head) >= 26:
         size = _bmp_size(path, head)
     return size if size is not None else _decode_size(path)
 
 
+def _after(path: Path, start: bytes, end: bytes) -> bytes:
+    """Files with data after their end marker (phone 'motion photos' append a video): ``end`` returned
+    when it occurs after the first ``start`` (image data) anywhere in the file, else ``b""``. Rare: only
+    called when the tail check fails, as it reads the whole file."""
+    data = path.read_bytes()
+    i = data.find(start)
+    return end if i >= 0 and data.find(end, i) >= 0 else b""
+
+
 def _png_size(head: bytes, tail: bytes) -> tuple[int, int]:
     if len(head) < 24 or head[12:16] != b"IHDR":
         raise CorruptImage("bad PNG header")
-    if not tail.endswith(_PNG_END):
+    if not tail.endswith(_PNG_END[4:]):
         raise CorruptImage("truncated PNG (no IEND chunk at the end)")
     w, h = struct.unpack(">II", head[16:24])
     return _checked(h, w)
 
 
 def _jpeg_size(path: Path, head: bytes, tail: bytes) -> tuple[int, int] | None:
-    if not tail.rstrip(b"\x00").endswith(b"\xff\xd9"):
+    if not tail.endswith(b"\xff\xd9"):
         raise CorruptImage("truncated JPEG (no end-of-image marker)")
     i, orientation = 2, 1
     while i + 4 <= len(head):
