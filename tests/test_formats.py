@@ -184,6 +184,15 @@ def test_empty_split_names_the_folder(tmp_path):
         load_split(load_data_config(cfg), "train")
 
 
+def test_unreadable_label_drops_its_image(tmp_path):
+    config = load_data_config(_small(tmp_path, 2))
+    (tmp_path / "labels/train/1.txt").write_bytes(b"\xff\xfe0 0.5 0.5 0.1 0.1\n")  # not UTF-8
+    index = load_split(config, "train", cache=False)
+    assert [p.name for p in index.images] == ["0.jpg"] and index.report.bad_rows == {"unreadable": 1}
+    assert index.report.problems == [f"{tmp_path / 'labels/train/1.txt'}: label file unreadable "
+                                     "(UnicodeDecodeError); its image is dropped"]
+
+
 def test_darknet_data_file(tmp_path, monkeypatch):
     for i in range(2):
         _img(tmp_path / f"d/images/{i}.jpg", seed=i)

@@ -58,14 +58,18 @@ class DataConfig:
 
 def load_data_config(path: str | Path) -> DataConfig:
     """Read a data YAML (``.yaml``/``.yml``), a darknet ``.data`` file, or a COCO ``instances_*.json``
-    (its images expected in ``<json folder>/../<name after 'instances_'>``, e.g. ``val2017``)."""
+    (its images expected in ``<json folder>/../<name after 'instances_'>``, e.g. ``val2017``, or in
+    ``<json folder>/../images/<name>``)."""
     path = Path(path)
     if not path.is_file():
         raise InputError("data file not found", str(path))
     if path.suffix == ".data":
         return _load_darknet_data(path)
     if path.suffix == ".json":
-        images = path.parent.parent / path.stem.removeprefix("instances_")
+        name = path.stem.removeprefix("instances_")
+        images = path.parent.parent / name
+        if not images.is_dir() and (path.parent.parent / "images" / name).is_dir():
+            images = path.parent.parent / "images" / name
         return coco_config(images, path)
     return _load_yaml(path)
 

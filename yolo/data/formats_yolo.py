@@ -102,7 +102,8 @@ def parse_label_file(path: str | Path, nc: int, report: DatasetReport) -> np.nda
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as e:
-        report.bad_row("unreadable", f"label file unreadable ({type(e).__name__})", path)
+        report.bad_rows["unreadable"] = report.bad_rows.get("unreadable", 0) + 1
+        report.problem(f"label file unreadable ({type(e).__name__}); its image is dropped", path)
         return None
     rows, seen = [], set()
     for number, line in enumerate(text.splitlines(), start=1):
