@@ -365,3 +365,61 @@ def test_coco_yaml_names_match_coco_names():
     config = load_data_config(ROOT / "data/coco.yaml")
     assert config.names == load_names(ROOT / "data/coco.names") and config.nc == 80
     assert config.root == ROOT / "data/../datasets/coco" and config.splits["val"].sources[0].name == "val2017.txt"
+
+
+def _reference_rows(text: str, nc: int) -> tuple[list[list[float]], int]:
+    """An independent reading of the README's row rules: kept rows (clipped) and the number dropped."""
+    kept, seen, dropped = [], [], 0
+    for line in text.split("\n"):
+        cols = line.split()
+        if not cols:
+            continue
+        try:
+            v = [float(c) for c in cols]
+        except ValueError:
+            v = None
+        ok = (v is not None and len(v) == 5 and all(abs(x) < float("inf") for x in v) and v[0] == round(v[0])
+              and 0 <= v[0] < nc and -1e-3 <= v[1] <= 1.001 and -1e-3 <= v[2] <= 1.001
+              and 0 < v[3] <= 1.001 and 0 < v[4] <= 1.001)
+        if ok:
+            x1, x2 = max(0.0, v[1] - v[3] / 2), min(1.0, v[1] + v[3] / 2)
+            y1, y2 = max(0.0, v[2] - v[4] / 2), min(1.0, v[2] + v[4] / 2)
+            ok = x2 - x1 > 1e-6 and y2 - y1 > 1e-6 and v not in seen
+        if not ok:
+            dropped += 1
+            continue
+        seen.append(v)
+        kept.append([v[0], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+    return kept, dropped
+
+
+_COORD = ["0", "1", "0.5", "0.25", "1.0005", "-0.0005", "1.2", "-0.1", "0", "nan", "inf", "1e-9", "0.9999", "x"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_label_rows_match_an_independent_reading(tmp_path, seed):
+    """Hypothesis writes label files from valid and broken pieces; the reader keeps what the reference keeps."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from yolo.data.formats_yolo import parse_label_file
+    from yolo.data.report import DatasetReport
+
+    cell = st.one_of(st.sampled_from(_COORD), st.floats(-0.2, 1.2).map(lambda f: f"{f:.4f}"))
+    row = st.lists(cell, min_size=4, max_size=6).map(" ".join)
+    cls = st.sampled_from(["0", "1", "2", "3", "-1", "1.5", "1.0", "b"])
+    line = st.one_of(st.tuples(cls, row).map(" ".join), st.just(""), st.just("1 0.5 0.5 0.2 0.2"))
+
+    @settings(max_examples=40, deadline=None, database=None, derandomize=True)
+    @given(st.lists(line, max_size=12))
+    def check(lines):
+        text = "\n".join(lines + lines[: seed + 1])  # repeat a few lines: duplicates
+        path = tmp_path / "l.txt"
+        path.write_text(text)
+        report = DatasetReport(names=["a", "b", "c"])
+        got = parse_label_file(path, 3, report)
+        kept, dropped = _reference_rows(text, 3)
+        np.testing.assert_allclose(got, np.array(kept, np.float32).reshape(-1, 5), atol=1e-6)
+        assert sum(report.bad_rows.values()) + report.duplicates == dropped == report.problem_count
+
+    check()

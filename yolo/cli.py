@@ -190,7 +190,7 @@ def _run_anchors(args) -> int:
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
     cfg = Path(args.cfg) if args.cfg else Path(__file__).resolve().parents[1] / "cfg" / "yolov3.cfg"
-    heads = parse_cfg(cfg).heads
+    heads = parse_cfg(cfg).heads if args.cfg or cfg.is_file() else []  # an install without cfg/: no comparison
     size = _img_size(args.img_size, 32)
     index = load_split(_data_config(args.data, args.images), args.split)
     wh, small = label_wh(index, size)

@@ -109,19 +109,21 @@ def parse_label_file(path: str | Path, nc: int, report: DatasetReport) -> np.nda
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        row = _parse_row(line, nc, path, number, report)
-        if row is None:
+        parsed = _parse_row(line, nc, path, number, report)
+        if parsed is None:
             continue
-        if row in seen:
+        values, row = parsed
+        if values in seen:  # the same numbers as an earlier valid row
             report.duplicates += 1
             report.problem("duplicate row (dropped)", path, number)
             continue
-        seen.add(row)
+        seen.add(values)
         rows.append(row)
     return np.array(rows, dtype=np.float32).reshape(-1, 5)
 
 
-def _parse_row(line: str, nc: int, path: Path, number: int, report: DatasetReport) -> tuple | None:
+def _parse_row(line: str, nc: int, path: Path, number: int, report: DatasetReport) -> tuple[tuple, tuple] | None:
+    """(the row's numbers, the checked and clipped row) or ``None`` (dropped and reported)."""
     cols = line.split()
     if len(cols) != 5:
         report.bad_row("columns", f"expected 5 columns (class cx cy w h), got {len(cols)}", path, number)
@@ -139,7 +141,7 @@ def _parse_row(line: str, nc: int, path: Path, number: int, report: DatasetRepor
         report.bad_row("class", f"class {cols[0]} is not an integer in [0, {nc})", path, number)
         return None
     box = check_box(cx, cy, w, h, path, number, report)
-    return None if box is None else (int(cls), *box)
+    return None if box is None else (tuple(values), (int(cls), *box))
 
 
 def check_box(cx: float, cy: float, w: float, h: float, path, line, report: DatasetReport) -> tuple | None:
