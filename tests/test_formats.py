@@ -423,3 +423,17 @@ def test_label_rows_match_an_independent_reading(tmp_path, seed):
         assert sum(report.bad_rows.values()) + report.duplicates == dropped == report.problem_count
 
     check()
+
+
+def test_cache_with_pickled_objects_is_not_loaded(tmp_path):
+    """A cache holding pickled objects (which could run code) is refused and rebuilt, never unpickled."""
+    config = load_data_config(_small(tmp_path))
+    load_split(config, "train")
+    cache = tmp_path / "labels/train.cache"
+    with np.load(cache) as z:
+        arrays = dict(z)
+    arrays["report"] = np.array([{"evil": "object"}], dtype=object)
+    with open(cache, "wb") as f:
+        np.savez(f, **arrays)
+    index = load_split(config, "train")
+    assert "unreadable (ValueError); rebuilt" in index.report.notes[0] and len(index) == 4
