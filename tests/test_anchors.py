@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 from tests.helpers import CFG
 from tests.test_formats import _img, _write
 from yolo.cli import main
-from yolo.data.anchors import anchor_fitness, format_anchors, kmeans_anchors, label_wh
+from yolo.data.anchors import anchor_fitness, evolve_anchors, format_anchors, kmeans_anchors, label_wh
 from yolo.data.index import DatasetIndex
 from yolo.utils.boxes import wh_iou
 
@@ -71,6 +71,16 @@ def test_fitness_against_brute_force_and_random_anchors():
     assert format_anchors([[10.4, 13.6], [116, 90]]) == "anchors = 10,14, 116,90"
 
 
+def test_evolve_never_loses_fitness():
+    rng = np.random.default_rng(2)
+    wh = rng.lognormal(3.5, 0.8, (400, 2))
+    start = kmeans_anchors(wh, 5, seed=0, iters=2, restarts=1)  # deliberately under-converged
+    evolved = evolve_anchors(wh, start, generations=200, seed=0)
+    before, after = anchor_fitness(wh, start)["mean_best_iou"], anchor_fitness(wh, evolved)["mean_best_iou"]
+    assert after > before and evolved.shape == (5, 2) and (np.diff(evolved.prod(1)) >= 0).all()
+    np.testing.assert_array_equal(evolve_anchors(wh, start, generations=0), start[np.argsort(start.prod(1))])
+
+
 def test_label_wh_letterbox_scaling():
     """A 100x50 (w x h) image letterboxed into 416x416 is scaled by 4.16; into 320x640 (H x W) by 6.4."""
     labels = [np.array([[0, 0.5, 0.5, 0.5, 0.2], [0, 0.5, 0.5, 0.001, 0.5]], np.float32)]
@@ -95,5 +105,7 @@ def test_anchors_cli(tmp_path, capsys):
     np.testing.assert_allclose(got, CENTRES, rtol=0.05)
     assert out[1].startswith("new: BPR 1.0000, mean best IoU 0.9") and out[2].startswith("cfg yolov3-tiny.cfg: BPR")
     assert out[3] == "60 boxes at 416x416 (0 under 2 px left out)"
+    assert main(["anchors", str(data), "--n", "3", "--evolve", "50", "--cfg", str(CFG / "yolov3-tiny.cfg")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("new: BPR 1.0000, mean best IoU 0.9")
     assert main(["anchors", str(data), "--n", "61"]) == 2
     assert "60 boxes (of at least 2 px) are too few for 61 anchors" in capsys.readouterr().err

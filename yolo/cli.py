@@ -174,6 +174,8 @@ def _add_anchors(sub) -> None:
     p.add_argument("--split", default="train", choices=["train", "val", "test"], help="default train")
     p.add_argument("--cfg", default=None, help="cfg whose anchors to compare (default cfg/yolov3.cfg)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evolve", type=int, default=0, metavar="G",
+                   help="then G generations of mutation that keep only gains in mean best IoU (default 0: off)")
     p.add_argument("--images", help="images folder for a COCO json given as DATA")
     p.set_defaults(run=_run_anchors)
 
@@ -183,12 +185,12 @@ def _run_anchors(args) -> int:
 
     import numpy as np
 
-    from yolo.data.anchors import anchor_fitness, format_anchors, kmeans_anchors, label_wh
+    from yolo.data.anchors import anchor_fitness, evolve_anchors, format_anchors, kmeans_anchors, label_wh
     from yolo.data.formats import load_split
     from yolo.model.cfg_parser import parse_cfg
 
-    if args.n < 1:
-        raise InputError(f"--n must be >= 1, got {args.n}")
+    if args.n < 1 or args.evolve < 0:
+        raise InputError(f"--n must be >= 1 and --evolve >= 0, got {args.n} and {args.evolve}")
     cfg = Path(args.cfg) if args.cfg else Path(__file__).resolve().parents[1] / "cfg" / "yolov3.cfg"
     heads = parse_cfg(cfg).heads if args.cfg or cfg.is_file() else []  # an install without cfg/: no comparison
     size = _img_size(args.img_size, 32)
@@ -197,6 +199,8 @@ def _run_anchors(args) -> int:
     if len(wh) < args.n:
         raise InputError(f"{len(wh)} boxes (of at least 2 px) are too few for {args.n} anchors", index.source)
     anchors = kmeans_anchors(wh, args.n, seed=args.seed)
+    if args.evolve > 0:
+        anchors = evolve_anchors(wh, anchors, args.evolve, seed=args.seed)
     print(format_anchors(anchors))
     rows = [("new", anchor_fitness(wh, anchors))]
     if heads:

@@ -77,6 +77,23 @@ def _lloyd(wh: np.ndarray, anchors: np.ndarray, iters: int, rng: np.random.Gener
     return anchors
 
 
+def evolve_anchors(wh: np.ndarray, anchors: np.ndarray, generations: int = 1000, seed: int = 0,
+                   sigma: float = 0.1) -> np.ndarray:
+    """Refine ``anchors`` ``[K, 2]`` by mutation (each side scaled by ``N(1, sigma)`` with probability 0.9,
+    kept only when the mean best IoU over ``wh`` ``[N, 2]`` improves); returns ``[K, 2]`` sorted by area."""
+    wh = np.asarray(wh, np.float64).reshape(-1, 2)
+    rng = np.random.default_rng(seed)
+    best = np.asarray(anchors, np.float64).copy()
+    best_fit = _iou(wh, best).max(1).mean()
+    for _ in range(generations):
+        factor = np.where(rng.random(best.shape) < 0.9, rng.normal(1, sigma, best.shape), 1.0).clip(0.3, 3.0)
+        candidate = (best * factor).clip(min=2.0)
+        fit = _iou(wh, candidate).max(1).mean()
+        if fit > best_fit:
+            best, best_fit = candidate, fit
+    return best[np.argsort(best.prod(1))]
+
+
 def anchor_fitness(wh: np.ndarray, anchors: np.ndarray, ratio: float = 4.0) -> dict:
     """How well ``anchors`` ``[K, 2]`` fit box sizes ``wh`` ``[N, 2]``: ``bpr`` (best possible recall under
     the side-ratio rule), ``mean_best_iou``, ``mean_anchors_per_box`` (anchors within the ratio), ``boxes``."""
