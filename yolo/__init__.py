@@ -2,8 +2,7 @@
 
 Public names (imported lazily, so ``import yolo`` and ``yolo --help`` stay fast and import no torch):
 ``Darknet``, ``load_model``, ``save_checkpoint``, ``convert_weights``, ``profile_model``, ``parse_cfg``,
-``DarknetHeader``, ``InputError``, ``DetectionDataset``, ``AugmentConfig``, ``build_loader``, ``make_sample``,
-``write_dataset``, ``ensure_synthetic``.
+``DarknetHeader``, ``InputError`` and the names in ``_PUBLIC`` below (README.md, "Python API").
 """
 
 from __future__ import annotations
@@ -27,6 +26,14 @@ _PUBLIC = {
     "make_sample": "yolo.data.synthetic",
     "write_dataset": "yolo.data.synthetic",
     "ensure_synthetic": "yolo.data.synthetic",
+    "load_data_config": "yolo.data.formats",
+    "load_split": "yolo.data.split",
+    "DataConfig": "yolo.data.formats",
+    "DatasetIndex": "yolo.data.index",
+    "DatasetReport": "yolo.data.report",
+    "plot_labels": "yolo.data.report",
+    "kmeans_anchors": "yolo.data.anchors",
+    "anchor_fitness": "yolo.data.anchors",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -100,6 +100,118 @@ def _run_profile(args) -> int:
     return 0
 
 
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="check datasets", description="Dataset tools.")
+    actions = p.add_subparsers(dest="action", metavar="<action>", required=True)
+    c = actions.add_parser("check", help="read every split, report what was found and dropped",
+                           description="Read a dataset (data YAML, darknet .data, or a COCO instances json) and "
+                                       "print per split: images, labels found/missing/empty, corrupt images, "
+                                       "dropped rows by kind, duplicates, clipped boxes, boxes per class and the "
+                                       "first problems as file:line: message. Dropped rows are reported, not "
+                                       "fatal: the exit code is 0 unless the input is unusable.")
+    c.add_argument("data", help="data .yaml, darknet .data, or COCO instances_*.json")
+    c.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
+                   help="which split (default: all the data has)")
+    c.add_argument("--images", help="images folder for a COCO json given as DATA (default: ../<name> of the json)")
+    c.add_argument("--plot", metavar="PATH", help="write a PNG of the label statistics (several splits: "
+                                                  "PATH with _<split> before the suffix)")
+    c.add_argument("--problems", type=int, default=10, help="problems listed per split (default 10)")
+    c.add_argument("--no-cache", action="store_true", help="read every file again; do not read or write the cache")
+    c.add_argument("--json", action="store_true", help="print one JSON object {split: report} instead")
+    c.add_argument("--force", action="store_true", help="replace an existing --plot file")
+    c.set_defaults(run=_run_data_check)
+
+
+def _data_config(data: str, images: str | None = None):
+    from yolo.data.formats import coco_config, load_data_config
+
+    if images is not None:
+        if not data.endswith(".json"):
+            raise InputError("--images goes with a COCO json as DATA", data)
+        return coco_config(images, data)
+    return load_data_config(data)
+
+
+def _run_data_check(args) -> int:
+    import json
+    from pathlib import Path
+
+    from yolo.data.formats import load_split
+    from yolo.data.report import plot_labels
+
+    config = _data_config(args.data, args.images)
+    splits = list(config.splits) if args.split == "all" else [args.split]
+    plots = {s: Path(args.plot) for s in splits} if args.plot else {}
+    if args.plot and len(splits) > 1:
+        plots = {s: Path(args.plot).with_name(f"{Path(args.plot).stem}_{s}{Path(args.plot).suffix or '.png'}")
+                 for s in splits}
+    for p in plots.values():
+        if p.exists() and not args.force:
+            raise InputError("exists; use --force to replace it", str(p))
+    reports = {}
+    for s in splits:
+        index = load_split(config, s, cache=not args.no_cache)
+        reports[s] = index.report.to_dict()
+        if not args.json:
+            print(index.report.format(max_problems=args.problems))
+        if s in plots:
+            print(f"labels picture: {plot_labels(index, plots[s])}", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(reports, indent=1))
+    return 0
+
+
+def _add_anchors(sub) -> None:
+    p = sub.add_parser("anchors", help="k-means anchors for a dataset",
+                       description="k-means (distance 1 - IoU of boxes sharing a centre, k-means++ seeding) on "
+                                   "the label boxes' sizes after letterboxing each image to --img-size. Prints the "
+                                   "anchors sorted by area in cfg syntax, with best possible recall (BPR: share of "
+                                   "boxes whose best anchor has both side ratios within 4) and mean best IoU, for "
+                                   "the new anchors and for the cfg's current ones.")
+    p.add_argument("data", help="data .yaml, darknet .data, or COCO instances_*.json")
+    p.add_argument("--n", type=int, default=9, help="number of anchors (default 9)")
+    p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N", help="416, or H W (default 416)")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"], help="default train")
+    p.add_argument("--cfg", default=None, help="cfg whose anchors to compare (default cfg/yolov3.cfg)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evolve", type=int, default=0, metavar="G",
+                   help="then G generations of mutation that keep only gains in mean best IoU (default 0: off)")
+    p.add_argument("--images", help="images folder for a COCO json given as DATA")
+    p.set_defaults(run=_run_anchors)
+
+
+def _run_anchors(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from yolo.data.anchors import anchor_fitness, evolve_anchors, format_anchors, kmeans_anchors, label_wh
+    from yolo.data.formats import load_split
+    from yolo.model.cfg_parser import parse_cfg
+
+    if args.n < 1 or args.evolve < 0:
+        raise InputError(f"--n must be >= 1 and --evolve >= 0, got {args.n} and {args.evolve}")
+    cfg = Path(args.cfg) if args.cfg else Path(__file__).resolve().parents[1] / "cfg" / "yolov3.cfg"
+    heads = parse_cfg(cfg).heads if args.cfg or cfg.is_file() else []  # an install without cfg/: no comparison
+    size = _img_size(args.img_size, 32)
+    index = load_split(_data_config(args.data, args.images), args.split)
+    wh, small = label_wh(index, size)
+    if len(wh) < args.n:
+        raise InputError(f"{len(wh)} boxes (of at least 2 px) are too few for {args.n} anchors", index.source)
+    anchors = kmeans_anchors(wh, args.n, seed=args.seed)
+    if args.evolve > 0:
+        anchors = evolve_anchors(wh, anchors, args.evolve, seed=args.seed)
+    print(format_anchors(anchors))
+    rows = [("new", anchor_fitness(wh, anchors))]
+    if heads:
+        rows.append((f"cfg {cfg.name}", anchor_fitness(wh, np.array(heads[0].anchors))))
+    for name, fit in rows:
+        print(f"{name}: BPR {fit['bpr']:.4f}, mean best IoU {fit['mean_best_iou']:.4f}, anchors per box "
+              f"{fit['mean_anchors_per_box']:.2f}")
+    print(f"{len(wh)} boxes at {size[0]}x{size[1]} ({small} under 2 px left out)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolo", description="YOLOv3 toolkit: darknet cfg/weights in PyTorch.")
     parser.add_argument("--version", action="version", version=f"yolo-toolkit {__version__}")
@@ -107,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     _add_convert(sub)
     _add_profile(sub)
+    _add_data(sub)
+    _add_anchors(sub)
     return parser
 
 

@@ -15,7 +15,8 @@ class DatasetIndex:
     ``labels[i]`` is ``[N, 5]`` float32 for ``images[i]``: class, cx, cy, w, h normalized to [0, 1].
     ``crowd[i]`` holds COCO crowd boxes in the same layout (kept apart: evaluation ignores matches to
     them, training never sees them); empty ``[0, 5]`` arrays for other formats. ``shapes`` is ``[n, 2]``
-    (h, w) in pixels when known. ``report`` is the reader's account of what it found and dropped.
+    (h, w) in pixels when known. ``category_ids[k]`` is the COCO json category id of contiguous class ``k``
+    (empty for other formats). ``report`` is the reader's account of what it found and dropped.
     """
 
     images: list[Path]
@@ -24,6 +25,7 @@ class DatasetIndex:
     crowd: list[np.ndarray] = field(default_factory=list)
     shapes: np.ndarray | None = None
     image_ids: list[int] = field(default_factory=list)  # COCO image ids when read from COCO json
+    category_ids: list[int] = field(default_factory=list)  # COCO: json category id of class k (results go back)
     report: object | None = None
     source: str = ""
 

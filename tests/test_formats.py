@@ -1,0 +1,439 @@
+"""Dataset readers: every layout, every kind of broken file, exactly what is read, reported and dropped."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from yolo.data import imageinfo, split
+from yolo.data.formats import coco_config, load_data_config, load_split
+from yolo.data.imageinfo import CorruptImage, image_size
+from yolo.errors import InputError
+
+
+def _img(path: Path, h: int = 48, w: int = 64, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    return path
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+BAD_LABELS = (
+    "0 0.5 0.5 0.25 0.5\n"        # 1 good
+    "1 0.5 0.5 0.25\n"            # 2 four columns
+    "1 0.5 0.5 0.25 0.5 0.9\n"    # 3 six columns
+    "a 0.5 0.5 0.25 0.5\n"        # 4 non-numeric
+    "1 nan 0.5 0.25 0.5\n"        # 5 non-finite
+    "1.5 0.5 0.5 0.25 0.5\n"      # 6 class not an integer
+    "3 0.5 0.5 0.25 0.5\n"        # 7 class >= nc
+    "-1 0.5 0.5 0.25 0.5\n"       # 8 class < 0
+    "1 1.5 0.5 0.25 0.5\n"        # 9 centre outside
+    "1 0.5 0.5 0 0.5\n"           # 10 zero width
+    "1 0.5 0.5 1.5 0.5\n"         # 11 width > 1 (pixels?)
+    "0 0.5 0.5 0.25 0.5\n"        # 12 duplicate of 1
+    "\n"                          # 13 blank: skipped silently
+    "2 0.9 0.1 0.4 0.4\n"         # 14 clipped to x 0.7..1, y 0..0.3
+)
+
+
+def _broken_yolo(root: Path) -> Path:
+    """images/train with: a good image + bad rows, an empty label, a missing label, a corrupt .jpg, a truncated
+    PNG and a truncated JPEG."""
+    tr = root / "images" / "train"
+    _img(tr / "a.jpg")
+    _write(root / "labels/train/a.txt", BAD_LABELS)
+    _img(tr / "b.png", 32, 40)
+    _write(root / "labels/train/b.txt", "")
+    _img(tr / "c.PNG", 20, 30)  # no label file, upper-case extension
+    (tr / "d.jpg").write_bytes(b"this is not an image")
+    png = _img(root / "tmp.png").read_bytes()
+    (tr / "e.png").write_bytes(png[: len(png) // 2])
+    jpg = _img(root / "tmp.jpg").read_bytes()
+    (tr / "f.jpg").write_bytes(jpg[: len(jpg) - 100])
+    for name in "def":
+        _write(root / f"labels/train/{name}.txt", "0 0.5 0.5 0.1 0.1\n")
+    _write(tr / "notes.md", "not an image")
+    return _write(root / "data.yaml", "path: .\ntrain: images/train\nnames: [cat, dog, bird]\n")
+
+
+def test_broken_yolo_split_exactly(tmp_path):
+    index = load_split(load_data_config(_broken_yolo(tmp_path)), "train", cache=False)
+    tr, lab = tmp_path / "images/train", tmp_path / "labels/train/a.txt"
+    assert index.images == [tr / "a.jpg", tr / "b.png", tr / "c.PNG"]
+    np.testing.assert_allclose(index.labels[0], [[0, 0.5, 0.5, 0.25, 0.5], [2, 0.85, 0.15, 0.3, 0.3]], atol=1e-6)
+    assert index.labels[1].shape == (0, 5) and index.labels[2].shape == (0, 5)
+    assert index.shapes.tolist() == [[48, 64], [32, 40], [20, 30]]
+    assert index.names == ["cat", "dog", "bird"] and len(index.crowd) == 3
+    r = index.report
+    assert (r.images, r.corrupt, r.labels_found, r.labels_missing, r.labels_empty) == (3, 3, 2, 1, 1)
+    assert r.bad_rows == {"columns": 2, "non-numeric": 2, "class": 3, "outside": 1, "size": 2}
+    assert (r.duplicates, r.clipped, r.instances) == (1, 1, [1, 0, 1])
+    lines = {int(p.split(":")[1]) for p in r.problems if p.startswith(f"{lab}:")}
+    assert lines == {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+    assert f"{lab}:7: class 3 is not an integer in [0, 3) (row dropped)" in r.problems
+    assert f"{lab}:12: duplicate row (dropped)" in r.problems
+    corrupt = "\n".join(p for p in r.problems if "corrupt image" in p)
+    assert f"{tr / 'd.jpg'}: corrupt image dropped: OpenCV cannot decode it" in corrupt
+    assert f"{tr / 'e.png'}: corrupt image dropped: truncated PNG" in corrupt
+    assert f"{tr / 'f.jpg'}: corrupt image dropped: truncated JPEG" in corrupt
+    text = r.format(max_problems=3)
+    assert "3 images, 2 boxes in 3 classes" in text and f"... and {r.problem_count - 3} more" in text
+
+
+def _exif_jpeg(path: Path, orientation: int) -> Path:
+    """A JPEG with an EXIF APP1 segment holding only the orientation tag (cv2.imwrite writes no EXIF)."""
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1)
+    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    app1 = b"Exif\x00\x00" + tiff
+    data = _img(path, 48, 64).read_bytes()
+    path.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:])
+    return path
+
+
+@pytest.mark.parametrize("name", ["x.jpg", "x.png", "x.bmp", "x.tif", "x.webp", "rot6.jpg", "rot3.jpg"])
+def test_image_size_matches_opencv(tmp_path, name):
+    """The header reader's (h, w) equals the shape cv2.imread decodes (EXIF rotation included)."""
+    path = _exif_jpeg(tmp_path / name, int(name[3])) if name.startswith("rot") else _img(tmp_path / name, 37, 53)
+    assert image_size(path) == cv2.imread(str(path)).shape[:2]
+
+
+def test_image_size_data_after_end_marker(tmp_path):
+    """Phones append videos after the JPEG's end marker; such files are fine, truncated ones are not."""
+    for name in ("m.jpg", "m.png"):
+        path = _img(tmp_path / name, 30, 50)
+        path.write_bytes(path.read_bytes() + b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 4)
+        assert image_size(path) == cv2.imread(str(path)).shape[:2] == (30, 50)
+    jpg = _img(tmp_path / "pad.jpg", 30, 50)
+    jpg.write_bytes(jpg.read_bytes() + b"\0" * 100)  # zero padding after the end marker
+    assert image_size(jpg) == (30, 50)
+
+
+def test_image_size_corrupt(tmp_path):
+    (tmp_path / "z.jpg").write_bytes(b"")
+    with pytest.raises(CorruptImage, match="empty file"):
+        image_size(tmp_path / "z.jpg")
+    bmp = _img(tmp_path / "t.bmp").read_bytes()
+    (tmp_path / "t.bmp").write_bytes(bmp[:-50])
+    with pytest.raises(CorruptImage, match="truncated BMP"):
+        image_size(tmp_path / "t.bmp")
+    with pytest.raises(CorruptImage, match="unreadable"):
+        image_size(tmp_path / "missing.png")
+
+
+def test_list_file_folder_and_list_of_both(tmp_path):
+    for i in range(3):
+        _img(tmp_path / f"images/train/{i}.jpg", seed=i)
+        _write(tmp_path / f"labels/train/{i}.txt", f"{i} 0.5 0.5 0.1 0.2\n")
+    _img(tmp_path / "extra/images/x.png")
+    _write(tmp_path / "extra/images/x.txt", "1 0.5 0.5 0.1 0.2\n")  # same-folder fallback
+    _write(tmp_path / "lists/train.txt", f"../images/train/0.jpg\n\n{tmp_path / 'images/train/1.jpg'}\n")
+    _write(tmp_path / "val.txt", "images/train/2.jpg\n")  # relative to the list file's folder (= path)
+    cfg = _write(tmp_path / "d.yaml", "train: lists/train.txt\nval: [val.txt, extra/images]\n"
+                                      "test: images/train\nnames: {0: a, 1: b, 2: c}\nnc: 3\n")
+    config = load_data_config(cfg)
+    assert config.names == ["a", "b", "c"] and config.root == tmp_path
+    train, val, test = (load_split(config, s) for s in ("train", "val", "test"))
+    assert [p.name for p in train.images] == ["0.jpg", "1.jpg"]
+    assert [lab[0, 0] for lab in train.labels] == [0, 1]
+    assert [p.name for p in val.images] == ["2.jpg", "x.png"] and [lab[0, 0] for lab in val.labels] == [2, 1]
+    assert len(test) == 3 and test.report.labels_found == 3
+    assert (tmp_path / "lists/train.cache").is_file() and (tmp_path / "labels/train.cache").is_file()
+    assert len(list(tmp_path.glob("val.*.cache"))) == 1
+
+
+def test_yaml_problems(tmp_path, capsys):
+    _img(tmp_path / "images/a.jpg")
+    good = "train: images\nnames: [a, b]\n"
+    assert load_data_config(_write(tmp_path / "ok.yaml", good + "download: x\n")).nc == 2
+    assert "unknown key(s) download ignored; valid keys: path, train" in capsys.readouterr().err
+    cases = {"nc: 3\n": "nc is 3 but 2 names are given", "val: missing\n": "not found",
+             "format: voc\n": "format must be yolo or coco"}
+    for extra, message in cases.items():
+        path = _write(tmp_path / "bad.yaml", good + extra)
+        with pytest.raises(InputError, match=message):
+            load_split(load_data_config(path), "val")
+    with pytest.raises(InputError, match="names missing"):
+        load_data_config(_write(tmp_path / "n.yaml", "train: images\n"))
+    with pytest.raises(InputError, match=r"bad.yaml:3: not valid YAML"):
+        load_data_config(_write(tmp_path / "bad.yaml", "train: images\nnames: [a\n"))
+    with pytest.raises(InputError, match=r"no 'test' split"):
+        load_split(load_data_config(tmp_path / "ok.yaml"), "test")
+
+
+def test_empty_split_names_the_folder(tmp_path):
+    (tmp_path / "images/empty").mkdir(parents=True)
+    _write(tmp_path / "images/empty/readme.txt", "no images here")
+    cfg = _write(tmp_path / "d.yaml", "train: images/empty\nnames: [a]\n")
+    with pytest.raises(InputError, match=f"{tmp_path / 'images/empty'}: no images found"):
+        load_split(load_data_config(cfg), "train")
+    _write(tmp_path / "images/empty/bad.jpg", "garbage")
+    with pytest.raises(InputError, match="no usable images in the train split"):
+        load_split(load_data_config(cfg), "train")
+
+
+def test_unreadable_label_drops_its_image(tmp_path):
+    config = load_data_config(_small(tmp_path, 2))
+    (tmp_path / "labels/train/1.txt").write_bytes(b"\xff\xfe0 0.5 0.5 0.1 0.1\n")  # not UTF-8
+    index = load_split(config, "train", cache=False)
+    assert [p.name for p in index.images] == ["0.jpg"] and index.report.bad_rows == {"unreadable": 1}
+    assert index.report.problems == [f"{tmp_path / 'labels/train/1.txt'}: label file unreadable "
+                                     "(UnicodeDecodeError); its image is dropped"]
+
+
+def test_darknet_data_file(tmp_path, monkeypatch):
+    for i in range(2):
+        _img(tmp_path / f"d/images/{i}.jpg", seed=i)
+        _write(tmp_path / f"d/labels/{i}.txt", "1 0.5 0.5 0.1 0.2\n")
+    _write(tmp_path / "d/train.txt", "d/images/0.jpg\n")  # darknet lists are relative to the working directory
+    _write(tmp_path / "d/valid.txt", str(tmp_path / "d/images/1.jpg") + "\n")
+    _write(tmp_path / "d/obj.names", "cat\ndog\n")
+    data = _write(tmp_path / "d/obj.data", "classes = 2\ntrain = d/train.txt\nvalid = valid.txt\n"
+                                           "names = d/obj.names\nbackup = backup/\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_data_config("d/obj.data")
+    assert config.names == ["cat", "dog"] and set(config.splits) == {"train", "val"}
+    assert config.splits["val"].sources == [Path("d/valid.txt")]  # fell back to the .data file's folder
+    assert load_split(config, "train").images == [tmp_path / "d/images/0.jpg"]
+    assert load_split(config, "val").labels[0][0, 0] == 1
+    _write(data, "classes = 3\ntrain = d/train.txt\nnames = d/obj.names\n")
+    with pytest.raises(InputError, match="obj.data:1: classes is 3 but the names file has 2 names"):
+        load_data_config(data)
+
+
+def _coco(root: Path) -> Path:
+    """Three images (one without annotations, one listed but absent on disk), categories 1, 3 and 7."""
+    _img(root / "val/a.jpg", 48, 64)
+    _img(root / "val/b.png", 40, 80)
+    data = {
+        "images": [{"id": 5, "file_name": "a.jpg", "width": 64, "height": 48},
+                   {"id": 9, "file_name": "b.png", "width": 80, "height": 40},
+                   {"id": 11, "file_name": "gone.jpg", "width": 10, "height": 10}],
+        "categories": [{"id": 7, "name": "bird"}, {"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
+        "annotations": [
+            {"id": 1, "image_id": 5, "category_id": 7, "bbox": [8, 12, 16, 24], "iscrowd": 0},
+            {"id": 2, "image_id": 5, "category_id": 1, "bbox": [0, 0, 32, 48], "iscrowd": 1},
+            {"id": 3, "image_id": 5, "category_id": 3, "bbox": [56, 36, 10, 16], "iscrowd": 0},  # clipped
+            {"id": 4, "image_id": 5, "category_id": 2, "bbox": [1, 1, 2, 2], "iscrowd": 0},  # unknown category
+            {"id": 5, "image_id": 5, "category_id": 3, "bbox": [1, 1, 0, 2], "iscrowd": 0},  # zero width
+            {"id": 6, "image_id": 99, "category_id": 3, "bbox": [1, 1, 2, 2], "iscrowd": 0},  # unknown image
+        ]}
+    return _write(root / "annotations/instances_val.json", json.dumps(data))
+
+
+def _pycocotools_rows(ann: Path, image_id: int, crowd: int) -> np.ndarray:
+    """The oracle: pycocotools reads the json; boxes normalized and clipped here, independently."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(ann))
+    cats = sorted(coco.getCatIds())
+    info = coco.loadImgs(image_id)[0]
+    rows = []
+    for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)):
+        x, y, w, h = a["bbox"]
+        if a["iscrowd"] != crowd or a["category_id"] not in cats or w <= 0:
+            continue
+        x1, y1 = max(x, 0) / info["width"], max(y, 0) / info["height"]
+        x2, y2 = min(x + w, info["width"]) / info["width"], min(y + h, info["height"]) / info["height"]
+        rows.append([cats.index(a["category_id"]), (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+    return np.array(rows, np.float32).reshape(-1, 5)
+
+
+def test_coco_json(tmp_path, capsys):
+    ann = _coco(tmp_path)
+    cfg = _write(tmp_path / "coco.yaml", "format: coco\nval: {images: val, annotations: "
+                                         "annotations/instances_val.json}\n")
+    for config in (load_data_config(cfg), coco_config(tmp_path / "val", ann), load_data_config(ann)):
+        index = load_split(config, "val")
+        assert index.names == ["person", "car", "bird"] and index.category_ids == [1, 3, 7]
+        assert index.image_ids == [5, 9] and [p.name for p in index.images] == ["a.jpg", "b.png"]
+        assert index.shapes.tolist() == [[48, 64], [40, 80]]
+        for i, image_id in enumerate(index.image_ids):
+            np.testing.assert_allclose(index.labels[i], _pycocotools_rows(ann, image_id, 0), atol=1e-6)
+            np.testing.assert_allclose(index.crowd[i], _pycocotools_rows(ann, image_id, 1), atol=1e-6)
+        r = index.report
+        assert (r.images, r.corrupt, r.crowd, r.clipped) == (2, 1, 1, 1)
+        assert (r.labels_found, r.labels_empty, r.instances) == (1, 1, [0, 1, 1])
+        assert r.bad_rows == {"class": 1, "size": 1, "image": 1}
+        assert f"{ann}: annotation id 4: unknown category_id 2 (row dropped)" in r.problems
+        assert f"{ann}: annotation id 5: box size 0 x 0.0416667 not in (0, 1] (row dropped)" in r.problems
+        assert any(p.startswith(str(tmp_path / "val/gone.jpg")) and "not found" in p for p in r.problems)
+    with pytest.raises(InputError, match="json has 3 categories but the data config names 2"):
+        load_split(load_data_config(_write(tmp_path / "c2.yaml", cfg.read_text() + "names: [a, b]\n")), "val")
+    _write(ann, "{not json")
+    with pytest.raises(InputError, match="not a readable COCO json"):
+        load_data_config(cfg)
+
+
+def test_synthetic_hook(tmp_path, monkeypatch):
+    """``synthetic:`` calls yolo.data.synthetic.ensure_synthetic(spec, names) and reads what it made."""
+    calls = []
+
+    def ensure_synthetic(spec, names):
+        calls.append((spec, names))
+        root = tmp_path / "made"
+        for s in ("train", "val"):
+            _img(root / f"images/{s}/0.png")
+            _write(root / f"labels/{s}/0.txt", "1 0.5 0.5 0.2 0.2\n")
+        return root
+
+    monkeypatch.setitem(sys.modules, "yolo.data.synthetic", types.SimpleNamespace(ensure_synthetic=ensure_synthetic))
+    cfg = _write(tmp_path / "shapes.yaml", "synthetic: {images: 1, seed: 3}\nnames: [circle, square]\n")
+    config = load_data_config(cfg)
+    assert calls == [({"images": 1, "seed": 3}, ["circle", "square"])] and config.root == tmp_path / "made"
+    assert load_split(config, "val").labels[0][0, 0] == 1
+
+
+def _small(tmp_path: Path, n: int = 4) -> Path:
+    for i in range(n):
+        _img(tmp_path / f"images/train/{i}.jpg", seed=i)
+        _write(tmp_path / f"labels/train/{i}.txt", f"0 0.5 0.5 0.{i + 1} 0.2\n")
+    return _write(tmp_path / "d.yaml", "train: images/train\nnames: [a]\n")
+
+
+def test_cache_hit_stale_corrupt(tmp_path, monkeypatch):
+    config = load_data_config(_small(tmp_path))
+    first = load_split(config, "train")
+    cache = tmp_path / "labels/train.cache"
+    assert cache.is_file() and first.report.notes == []
+
+    def no_reading(path):
+        raise AssertionError(f"image {path} read despite a valid cache")
+
+    monkeypatch.setattr(split, "image_size", no_reading)
+    hit = load_split(config, "train")
+    assert hit.images == first.images and hit.shapes.tolist() == first.shapes.tolist()
+    assert all((a == b).all() for a, b in zip(hit.labels, first.labels))
+    assert hit.report.instances == [4] and "read from the cache" in hit.report.notes[0]
+    monkeypatch.undo()
+
+    lab = tmp_path / "labels/train/2.txt"
+    lab.write_text("0 0.5 0.5 0.9 0.9\n")
+    os.utime(lab, ns=(1, 1))  # a new mtime even where the clock is coarse
+    stale = load_split(config, "train")
+    assert stale.labels[2][0, 3] == pytest.approx(0.9) and "stale; rebuilt" in stale.report.notes[0]
+    cache.write_bytes(b"PK\x03\x04garbage")
+    rebuilt = load_split(config, "train")
+    assert "unreadable" in rebuilt.report.notes[0] and len(rebuilt) == 4
+    assert "read from the cache" in load_split(config, "train").report.notes[0]
+
+
+def test_cache_falls_back_to_user_dir(tmp_path, monkeypatch):
+    from yolo.data import cache as cache_mod
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    real = cache_mod.atomic_write
+
+    def refuse_dataset_dir(path):
+        if str(path).startswith(str(tmp_path / "labels")):
+            raise PermissionError("read-only")
+        return real(path)
+
+    monkeypatch.setattr(cache_mod, "atomic_write", refuse_dataset_dir)
+    config = load_data_config(_small(tmp_path))
+    load_split(config, "train")
+    assert not (tmp_path / "labels/train.cache").exists()
+    assert len(list((tmp_path / "xdg/yolo/labels").glob("*-train.cache"))) == 1
+    monkeypatch.setattr(split, "image_size", lambda p: (_ for _ in ()).throw(AssertionError("read")))
+    assert "read from the cache" in load_split(config, "train").report.notes[0]
+
+
+def test_cache_ignored_when_off(tmp_path, monkeypatch):
+    config = load_data_config(_small(tmp_path))
+    load_split(config, "train")
+    calls = []
+    monkeypatch.setattr(split, "image_size", lambda p: calls.append(p) or imageinfo.image_size(p))
+    assert len(load_split(config, "train", cache=False)) == 4 and len(calls) == 4
+
+
+def test_coco_yaml_names_match_coco_names():
+    from tests.helpers import ROOT
+    from yolo.utils.names import load_names
+
+    config = load_data_config(ROOT / "data/coco.yaml")
+    assert config.names == load_names(ROOT / "data/coco.names") and config.nc == 80
+    assert config.root == ROOT / "data/../datasets/coco" and config.splits["val"].sources[0].name == "val2017.txt"
+
+
+def _reference_rows(text: str, nc: int) -> tuple[list[list[float]], int]:
+    """An independent reading of the README's row rules: kept rows (clipped) and the number dropped."""
+    kept, seen, dropped = [], [], 0
+    for line in text.split("\n"):
+        cols = line.split()
+        if not cols:
+            continue
+        try:
+            v = [float(c) for c in cols]
+        except ValueError:
+            v = None
+        ok = (v is not None and len(v) == 5 and all(abs(x) < float("inf") for x in v) and v[0] == round(v[0])
+              and 0 <= v[0] < nc and -1e-3 <= v[1] <= 1.001 and -1e-3 <= v[2] <= 1.001
+              and 0 < v[3] <= 1.001 and 0 < v[4] <= 1.001)
+        if ok:
+            x1, x2 = max(0.0, v[1] - v[3] / 2), min(1.0, v[1] + v[3] / 2)
+            y1, y2 = max(0.0, v[2] - v[4] / 2), min(1.0, v[2] + v[4] / 2)
+            ok = x2 - x1 > 1e-6 and y2 - y1 > 1e-6 and v not in seen
+        if not ok:
+            dropped += 1
+            continue
+        seen.append(v)
+        kept.append([v[0], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+    return kept, dropped
+
+
+_COORD = ["0", "1", "0.5", "0.25", "1.0005", "-0.0005", "1.2", "-0.1", "0", "nan", "inf", "1e-9", "0.9999", "x"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_label_rows_match_an_independent_reading(tmp_path, seed):
+    """Hypothesis writes label files from valid and broken pieces; the reader keeps what the reference keeps."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from yolo.data.formats_yolo import parse_label_file
+    from yolo.data.report import DatasetReport
+
+    cell = st.one_of(st.sampled_from(_COORD), st.floats(-0.2, 1.2).map(lambda f: f"{f:.4f}"))
+    row = st.lists(cell, min_size=4, max_size=6).map(" ".join)
+    cls = st.sampled_from(["0", "1", "2", "3", "-1", "1.5", "1.0", "b"])
+    line = st.one_of(st.tuples(cls, row).map(" ".join), st.just(""), st.just("1 0.5 0.5 0.2 0.2"))
+
+    @settings(max_examples=40, deadline=None, database=None, derandomize=True)
+    @given(st.lists(line, max_size=12))
+    def check(lines):
+        text = "\n".join(lines + lines[: seed + 1])  # repeat a few lines: duplicates
+        path = tmp_path / "l.txt"
+        path.write_text(text)
+        report = DatasetReport(names=["a", "b", "c"])
+        got = parse_label_file(path, 3, report)
+        kept, dropped = _reference_rows(text, 3)
+        np.testing.assert_allclose(got, np.array(kept, np.float32).reshape(-1, 5), atol=1e-6)
+        assert sum(report.bad_rows.values()) + report.duplicates == dropped == report.problem_count
+
+    check()
+
+
+def test_cache_with_pickled_objects_is_not_loaded(tmp_path):
+    """A cache holding pickled objects (which could run code) is refused and rebuilt, never unpickled."""
+    config = load_data_config(_small(tmp_path))
+    load_split(config, "train")
+    cache = tmp_path / "labels/train.cache"
+    with np.load(cache) as z:
+        arrays = dict(z)
+    arrays["report"] = np.array([{"evil": "object"}], dtype=object)
+    with open(cache, "wb") as f:
+        np.savez(f, **arrays)
+    index = load_split(config, "train")
+    assert "unreadable (ValueError); rebuilt" in index.report.notes[0] and len(index) == 4

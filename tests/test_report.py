@@ -1,0 +1,108 @@
+"""The dataset report, the labels picture and `yolo data check` (exit codes, JSON, one-line errors)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tests.helpers import ROOT
+from tests.test_formats import _broken_yolo, _img, _write
+from yolo.cli import main
+from yolo.data.formats import load_data_config, load_split
+from yolo.data.index import DatasetIndex
+from yolo.data.report import DatasetReport, plot_labels
+
+
+def test_format_caps_problems_and_counts():
+    r = DatasetReport(split="val", source="x", names=["a", "b", "c"], images=5)
+    for i in range(15):
+        r.bad_row("class", f"class {i} bad", "l.txt", i + 1)
+    r.count_instances([np.array([[0, .5, .5, .1, .1], [0, .5, .5, .2, .2]], np.float32), np.zeros((0, 5))])
+    assert r.instances == [2, 0, 0] and r.bad_rows == {"class": 15} and r.problem_count == 15
+    lines = r.format(max_problems=4).splitlines()
+    assert lines[0].startswith("val (x): 5 images, 2 boxes in 3 classes")
+    assert "rows dropped: 15 (class 15)" in lines[1] and "classes without boxes: b, c" in lines[2]
+    assert lines[3:7] == [f"  l.txt:{i}: class {i - 1} bad (row dropped)" for i in range(1, 5)]
+    assert lines[7] == "  ... and 11 more" and len(lines) == 8
+    assert DatasetReport.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+
+
+def test_plot_labels_writes_png(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = [np.column_stack([rng.integers(0, 3, 20), rng.uniform(0.2, 0.8, (20, 4))]).astype(np.float32)
+              for _ in range(4)]
+    index = DatasetIndex(images=[Path(f"{i}.jpg") for i in range(4)], labels=labels, names=["a", "b", "c"])
+    out = plot_labels(index, tmp_path / "sub/labels.png")
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[1] > img.shape[0] > 100 and img.std() > 5  # drawn, not blank
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "yolo", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
+def test_data_check_cli(tmp_path, capsys):
+    data = _broken_yolo(tmp_path)
+    _img(tmp_path / "images/val/v.jpg")
+    _write(data, data.read_text() + "val: images/val\n")
+    plot = tmp_path / "labels.png"
+    assert main(["data", "check", str(data), "--plot", str(plot), "--problems", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "train (" in out and "val (" in out and "3 corrupt images dropped" in out and "... and" in out
+    assert (tmp_path / "labels_train.png").is_file() and (tmp_path / "labels_val.png").is_file()
+    assert main(["data", "check", str(data), "--split", "train", "--plot", str(plot), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report) == ["train"] and report["train"]["corrupt"] == 3 and plot.is_file()
+    assert main(["data", "check", str(data), "--split", "train", "--plot", str(plot)]) == 2
+    assert "exists; use --force" in capsys.readouterr().err
+    assert main(["data", "check", str(data), "--split", "test"]) == 2
+    assert "no 'test' split" in capsys.readouterr().err
+
+
+def test_data_check_unusable_input_one_line(tmp_path, capsys):
+    _img(tmp_path / "images/a.jpg")
+    cases = {  # file: (text, what the error names)
+        "missing.yaml": (None, "missing.yaml: data file not found"),
+        "nc.yaml": ("train: images\nnames: [a, b]\nnc: 3\n", "nc.yaml: nc is 3 but 2 names are given"),
+        "empty.yaml": ("train: nothing_here\nnames: [a]\n", "nothing_here: image folder or list file not found"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        assert main(["data", "check", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"yolo data: error: {tmp_path}/{message}"), err
+    r = _cli("data", "check", str(tmp_path / "nc.yaml"), "--split", "nope")  # argparse: usage error, exit 2
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_data_check_coco_json_on_the_command_line(tmp_path, capsys):
+    from tests.test_formats import _coco
+
+    ann = _coco(tmp_path)
+    assert main(["data", "check", str(ann), "--images", str(tmp_path / "val"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["val"]
+    assert report["crowd"] == 1 and report["names"] == ["person", "car", "bird"]
+    index = load_split(load_data_config(ann), "val")  # images found at ../val of the json's folder
+    assert len(index) == 2
+
+
+def test_readme_datasets_example_runs(tmp_path, monkeypatch):
+    from tests.test_readme import _blocks
+
+    for i in range(6):
+        _img(tmp_path / f"images/val/{i}.jpg", 48, 64, seed=i)
+        _write(tmp_path / f"labels/val/{i}.txt", f"0 0.5 0.5 0.{i + 1} 0.3\n1 0.4 0.4 0.2 0.{i + 2}\n")
+    data = _write(tmp_path / "d.yaml", "val: images/val\nnames: [a, b]\n")
+    (code,) = _blocks("Datasets", "python")
+    assert '"data/coco.yaml"' in code
+    monkeypatch.chdir(tmp_path)
+    exec(code.replace('"data/coco.yaml"', repr(str(data))), {})
+    assert (tmp_path / "labels.png").is_file()

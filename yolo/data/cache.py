@@ -1,0 +1,114 @@
+"""Label cache: one ``.cache`` file per split holding the parsed labels, image shapes and the report.
+
+The file is a numpy ``.npz`` (read with ``allow_pickle=False``: no code can run from it) written atomically.
+It is trusted only when its version and key match; the key hashes every image and label file's path,
+size and modification time, so any added, removed or edited file makes it stale and it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from yolo.data.index import DatasetIndex
+from yolo.data.report import DatasetReport
+from yolo.utils.checkpoint import atomic_write
+
+CACHE_VERSION = 1
+
+
+def cache_key(files: list[str | Path], extra: str = "", stats: list | None = None) -> str:
+    """sha256 over ``extra``, the cache version and each file's (path, size, mtime); missing files count too.
+    ``stats[i]`` may give ``os.stat(files[i])`` (``None``: missing) already taken by the caller."""
+    h = hashlib.sha256(f"{CACHE_VERSION}\0{extra}".encode())
+    for i, f in enumerate(files):
+        st = stats[i] if stats is not None else _stat(f)
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode() if st is not None else f"{f}\0-\n".encode())
+    return h.hexdigest()
+
+
+def _stat(path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def user_cache_path(path: Path) -> Path:
+    """Where the cache for ``path`` goes when its folder is not writable: ``$XDG_CACHE_HOME/yolo/labels``."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "yolo" / "labels"
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return base / f"{digest}-{path.name}"
+
+
+def load_cache(path: Path, key: str) -> tuple[DatasetIndex | None, str | None]:
+    """The cached index (``None`` if absent, stale or unreadable) and a note saying why it was not used."""
+    for p in (path, user_cache_path(path)):
+        if not p.is_file():
+            continue
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if int(z["version"]) != CACHE_VERSION or str(z["key"]) != key:
+                    return None, f"label cache {p} is stale; rebuilt"
+                return _index_from_arrays(z), None
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as e:
+            return None, f"label cache {p} is unreadable ({type(e).__name__}); rebuilt"
+    return None, None
+
+
+def save_cache(path: Path, key: str, index: DatasetIndex) -> Path | None:
+    """Write the cache next to the labels, else in the user cache folder; ``None`` if neither is writable."""
+    arrays = _index_to_arrays(index, key)
+    for p in (path, user_cache_path(path)):
+        try:
+            with atomic_write(p) as f:
+                np.savez(f, **arrays)
+            return p
+        except OSError:
+            continue
+    return None
+
+
+def _index_to_arrays(index: DatasetIndex, key: str) -> dict[str, np.ndarray]:
+    def stack(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.array([len(r) for r in rows], np.int64)
+        data = np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, 5), np.float32)
+        return counts, data.reshape(-1, 5)
+
+    counts, labels = stack(index.labels)
+    crowd_counts, crowd = stack(index.crowd)
+    report = index.report.to_dict() if index.report is not None else {}
+    return {
+        "version": np.array(CACHE_VERSION), "key": np.array(key), "source": np.array(index.source),
+        "images": np.array([str(p) for p in index.images], dtype=str), "names": np.array(index.names, dtype=str),
+        "counts": counts, "labels": labels, "crowd_counts": crowd_counts, "crowd": crowd,
+        "shapes": np.zeros((0, 2), np.int64) if index.shapes is None else np.asarray(index.shapes, np.int64),
+        "image_ids": np.array(index.image_ids, np.int64), "category_ids": np.array(index.category_ids, np.int64),
+        "report": np.array(json.dumps(report)),
+    }
+
+
+def _index_from_arrays(z) -> DatasetIndex:
+    def split(counts: np.ndarray, data: np.ndarray) -> list[np.ndarray]:
+        if counts.sum() != len(data):
+            raise ValueError("row counts disagree")
+        ends = np.cumsum(counts).tolist()
+        return [data[e - c:e] for c, e in zip(counts.tolist(), ends)]  # views; np.split is slower
+
+    images = list(map(Path, z["images"].tolist()))
+    labels = split(z["counts"], z["labels"])
+    crowd = split(z["crowd_counts"], z["crowd"])
+    if len(labels) != len(images) or (crowd and len(crowd) != len(images)):
+        raise ValueError("lengths disagree")
+    report = json.loads(str(z["report"]))
+    shapes = z["shapes"]
+    return DatasetIndex(
+        images=images, labels=labels, names=z["names"].tolist(), crowd=crowd,
+        shapes=shapes if len(shapes) == len(images) else None, image_ids=z["image_ids"].tolist(),
+        category_ids=z["category_ids"].tolist(), report=DatasetReport.from_dict(report) if report else None,
+        source=str(z["source"]))

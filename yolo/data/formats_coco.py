@@ -1,0 +1,122 @@
+"""COCO ``instances_*.json`` -> normalized YOLO rows; crowd boxes apart; original category ids kept."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from yolo.data.formats_yolo import check_box
+from yolo.data.imageinfo import CorruptImage, image_size
+from yolo.data.report import DatasetReport
+from yolo.errors import InputError
+
+
+@dataclass
+class CocoSplit:
+    """What ``read_coco`` returns: per image ``labels``/``crowd`` ``[N, 5]`` (class, cx, cy, w, h normalized),
+    ``shapes`` ``[n, 2]`` (h, w) from the json, and ``category_ids[k]`` = the json id of class ``k``."""
+
+    images: list[Path] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    crowd: list[np.ndarray] = field(default_factory=list)
+    shapes: list[tuple[int, int]] = field(default_factory=list)
+    image_ids: list[int] = field(default_factory=list)
+    category_ids: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+
+def load_coco_json(path: Path) -> dict:
+    """The parsed json with ``images``, ``annotations`` (may be absent) and ``categories`` checked present."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise InputError("COCO annotations file not found", str(path)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"not a readable COCO json ({e})", str(path)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("categories"), list):
+        raise InputError("not a COCO instances file: 'images' and 'categories' lists expected", str(path))
+    return data
+
+
+def coco_names(data: dict, path: Path) -> tuple[list[int], list[str]]:
+    """Category ids sorted ascending and their names (class ``k`` is ``ids[k]``)."""
+    try:
+        cats = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError("every category needs an integer 'id' and a 'name'", str(path)) from None
+    if not cats:
+        raise InputError("no categories", str(path))
+    return [c[0] for c in cats], [c[1] for c in cats]
+
+
+def read_coco(images_dir: Path, ann_path: Path, report: DatasetReport) -> CocoSplit:
+    """Read one COCO split. Images without annotations are kept (negatives); images missing on disk or
+    corrupt are dropped; bad annotations are dropped and reported as ``json: annotation id N: ...``."""
+    data = load_coco_json(ann_path)
+    out = CocoSplit()
+    out.category_ids, out.names = coco_names(data, ann_path)
+    cls_of = {cid: k for k, cid in enumerate(out.category_ids)}
+    entries = _image_entries(data, ann_path)
+    boxes: dict[int, list] = {i: [] for i in entries}
+    crowds: dict[int, list] = {i: [] for i in entries}
+    for a in data.get("annotations") or []:
+        _add_annotation(a, entries, cls_of, boxes, crowds, ann_path, report)
+    for image_id in sorted(entries):
+        name, h, w = entries[image_id]
+        path = images_dir / name
+        try:
+            real = image_size(path) if path.exists() else None
+        except CorruptImage as e:
+            report.corrupt += 1
+            report.problem(f"corrupt image dropped: {e}", path)
+            continue
+        if real is None:
+            report.corrupt += 1
+            report.problem("image file not found (dropped)", path)
+            continue
+        if real != (h, w):
+            report.problem(f"json says {w}x{h} but the image is {real[1]}x{real[0]}; boxes use the json size",
+                           path)
+        out.images.append(path)
+        out.image_ids.append(image_id)
+        out.shapes.append((h, w))
+        out.labels.append(np.array(boxes[image_id], np.float32).reshape(-1, 5))
+        out.crowd.append(np.array(crowds[image_id], np.float32).reshape(-1, 5))
+    return out
+
+
+def _image_entries(data: dict, path: Path) -> dict[int, tuple[str, int, int]]:
+    entries = {}
+    for k, im in enumerate(data["images"]):
+        try:
+            entries[int(im["id"])] = (str(im["file_name"]), int(im["height"]), int(im["width"]))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"images[{k}] needs 'id', 'file_name', 'width' and 'height'", str(path)) from None
+    return entries
+
+
+def _add_annotation(a: dict, entries: dict, cls_of: dict, boxes: dict, crowds: dict, path: Path,
+                    report: DatasetReport) -> None:
+    where = f"annotation id {a.get('id', '?')}" if isinstance(a, dict) else "annotation"
+    try:
+        image_id, cat = int(a["image_id"]), int(a["category_id"])
+        x, y, bw, bh = (float(v) for v in a["bbox"])
+    except (KeyError, TypeError, ValueError):
+        report.bad_row("non-numeric", "needs image_id, category_id and bbox [x, y, w, h]", path, where)
+        return
+    if image_id not in entries:
+        report.bad_row("image", f"unknown image_id {image_id}", path, where)
+        return
+    if cat not in cls_of:
+        report.bad_row("class", f"unknown category_id {cat}", path, where)
+        return
+    _, h, w = entries[image_id]
+    box = check_box((x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h, path, where, report)
+    if box is not None:
+        (crowds if a.get("iscrowd", 0) else boxes)[image_id].append((cls_of[cat], *box))
+        report.crowd += bool(a.get("iscrowd", 0))

@@ -1,0 +1,125 @@
+"""Image sizes without decoding: PNG, JPEG and BMP headers are parsed here, other formats go to OpenCV.
+
+A header that parses is not proof that every pixel decodes; what is checked cheaply is the header, the
+end-of-image marker (JPEG ``FFD9``, PNG ``IEND``) and BMP's declared file size, which catches truncated files.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+class CorruptImage(Exception):
+    """The image cannot be used; the message says why."""
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(h, w)`` in pixels as ``cv2.imread`` would return them (EXIF rotation applied), or ``CorruptImage``."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+            if not head:
+                raise CorruptImage("empty file")
+            f.seek(max(0, path.stat().st_size - 64))
+            tail = f.read()
+    except OSError as e:
+        raise CorruptImage(f"unreadable ({e.strerror or e})") from None
+    size = None
+    if head.startswith(_PNG_SIG):
+        size = _png_size(head, tail if tail.endswith(_PNG_END) else _after(path, b"IDAT", _PNG_END[4:]))
+    elif head.startswith(b"\xff\xd8"):
+        ok = tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+        size = _jpeg_size(path, head, tail.rstrip(b"\x00") if ok else _after(path, b"\xff\xda", b"\xff\xd9"))
+    elif head.startswith(b"BM") and len(head) >= 26:
+        size = _bmp_size(path, head)
+    return size if size is not None else _decode_size(path)
+
+
+def _after(path: Path, start: bytes, end: bytes) -> bytes:
+    """Files with data after their end marker (phone 'motion photos' append a video): ``end`` returned
+    when it occurs after the first ``start`` (image data) anywhere in the file, else ``b""``. Rare: only
+    called when the tail check fails, as it reads the whole file."""
+    data = path.read_bytes()
+    i = data.find(start)
+    return end if i >= 0 and data.find(end, i) >= 0 else b""
+
+
+def _png_size(head: bytes, tail: bytes) -> tuple[int, int]:
+    if len(head) < 24 or head[12:16] != b"IHDR":
+        raise CorruptImage("bad PNG header")
+    if not tail.endswith(_PNG_END[4:]):
+        raise CorruptImage("truncated PNG (no IEND chunk at the end)")
+    w, h = struct.unpack(">II", head[16:24])
+    return _checked(h, w)
+
+
+def _jpeg_size(path: Path, head: bytes, tail: bytes) -> tuple[int, int] | None:
+    if not tail.endswith(b"\xff\xd9"):
+        raise CorruptImage("truncated JPEG (no end-of-image marker)")
+    i, orientation = 2, 1
+    while i + 4 <= len(head):
+        if head[i] != 0xFF:
+            raise CorruptImage("bad JPEG marker")
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", head[i + 2:i + 4])
+        if marker == 0xE1 and head[i + 4:i + 10] == b"Exif\x00\x00":
+            orientation = _exif_orientation(head[i + 10:i + 2 + length])
+        if marker in _SOF:
+            if i + 9 > len(head):
+                break
+            h, w = struct.unpack(">HH", head[i + 5:i + 9])
+            return _checked(*((w, h) if orientation in (5, 6, 7, 8) else (h, w)))
+        i += 2 + length
+    return None  # the frame header lies past the first 64 KiB (huge EXIF): let OpenCV decide
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """The EXIF orientation tag (1 = upright; 5..8 swap width and height), 1 when absent or unreadable."""
+    try:
+        end = {b"II": "<", b"MM": ">"}[tiff[:2]]
+        (ifd,) = struct.unpack(end + "I", tiff[4:8])
+        (count,) = struct.unpack(end + "H", tiff[ifd:ifd + 2])
+        for k in range(count):
+            entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+            tag, _, _ = struct.unpack(end + "HHI", entry[:8])
+            if tag == 0x0112:
+                return struct.unpack(end + "H", entry[8:10])[0]
+    except (KeyError, struct.error):
+        pass
+    return 1
+
+
+def _bmp_size(path: Path, head: bytes) -> tuple[int, int]:
+    declared, = struct.unpack("<I", head[2:6])
+    if declared and path.stat().st_size < declared:
+        raise CorruptImage("truncated BMP (shorter than its header says)")
+    w, h = struct.unpack("<ii", head[18:26])
+    return _checked(abs(h), w)
+
+
+def _decode_size(path: Path) -> tuple[int, int]:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise CorruptImage("OpenCV cannot decode it")
+    return _checked(*img.shape[:2])
+
+
+def _checked(h: int, w: int) -> tuple[int, int]:
+    if h <= 0 or w <= 0:
+        raise CorruptImage(f"zero size ({w}x{h})")
+    return int(h), int(w)

@@ -1,0 +1,124 @@
+"""What a dataset reader found and dropped (``DatasetReport``), and the label-statistics picture."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MAX_PROBLEMS = 1000  # problems kept as text; the total is always counted
+
+
+@dataclass
+class DatasetReport:
+    """Counts of one split's reading, plus the first ``MAX_PROBLEMS`` problems as ``"file:line: message"``.
+
+    ``images`` counts usable images (corrupt ones are dropped and counted in ``corrupt``). Every label
+    file is found, ``missing`` (no file: the image has no objects) or ``empty`` (a file without rows: a
+    negative image). ``bad_rows`` counts dropped rows by kind; ``clipped`` counts boxes cut to the image.
+    """
+
+    split: str = ""
+    source: str = ""
+    names: list[str] = field(default_factory=list)
+    images: int = 0
+    corrupt: int = 0
+    labels_found: int = 0
+    labels_missing: int = 0
+    labels_empty: int = 0
+    bad_rows: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    clipped: int = 0
+    crowd: int = 0
+    instances: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    problem_count: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def problem(self, message: str, path: str | Path, line: int | str | None = None) -> None:
+        """Record one problem as ``path:line: message`` (``path: message`` without a line; a ``line`` that
+        is text, such as ``annotation id 7``, gives ``path: annotation id 7: message``)."""
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            where = f"{path}:{line}" if isinstance(line, int) else f"{path}: {line}" if line else f"{path}"
+            self.problems.append(f"{where}: {message}")
+
+    def bad_row(self, kind: str, message: str, path: str | Path, line: int | str | None = None) -> None:
+        """Count a dropped row of ``kind`` and record where and why."""
+        self.bad_rows[kind] = self.bad_rows.get(kind, 0) + 1
+        self.problem(f"{message} (row dropped)", path, line)
+
+    def count_instances(self, labels: list[np.ndarray]) -> None:
+        """Set ``instances`` from ``labels`` (each ``[N, 5]``, class first)."""
+        counts = np.zeros(len(self.names), dtype=np.int64)
+        for lab in labels:
+            if len(lab):
+                counts += np.bincount(lab[:, 0].astype(np.int64), minlength=len(self.names))[:len(self.names)]
+        self.instances = counts.tolist()
+
+    def format(self, max_problems: int = 10) -> str:
+        """A compact summary: counts on a few lines, then at most ``max_problems`` problems."""
+        total = sum(self.instances)
+        lines = [f"{self.split or 'split'} ({self.source}): {self.images} images, {total} boxes in "
+                 f"{len(self.names)} classes; labels {self.labels_found} found, {self.labels_missing} missing, "
+                 f"{self.labels_empty} empty; {self.corrupt} corrupt images dropped"]
+        dropped = sum(self.bad_rows.values())
+        if dropped or self.duplicates or self.clipped or self.crowd:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))
+            lines.append(f"  rows dropped: {dropped}{f' ({kinds})' if kinds else ''}; duplicates dropped: "
+                         f"{self.duplicates}; boxes clipped: {self.clipped}; crowd boxes: {self.crowd}")
+        empty = [n for n, c in zip(self.names, self.instances) if c == 0]
+        if empty and total:
+            lines.append(f"  classes without boxes: {_short_list(empty, 8)}")
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  {p}" for p in self.problems[:max_problems]]
+        if self.problem_count > max_problems:
+            lines.append(f"  ... and {self.problem_count - max_problems} more")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """Plain types only (JSON and the label cache)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DatasetReport:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _short_list(items: list[str], n: int) -> str:
+    return ", ".join(items[:n]) + (f" ... and {len(items) - n} more" if len(items) > n else "")
+
+
+def plot_labels(index, path: str | Path) -> Path:
+    """Write a PNG of ``index``'s (a ``DatasetIndex``) labels: instances per class, box centres, box sizes.
+
+    Centres and sizes are 2-D histograms of the normalized ``[N, 5]`` rows (class, cx, cy, w, h).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from yolo.utils.checkpoint import atomic_write
+
+    rows = np.concatenate([lab for lab in index.labels if len(lab)] or [np.zeros((0, 5), np.float32)])
+    counts = np.bincount(rows[:, 0].astype(np.int64), minlength=len(index.names))[:len(index.names)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    axes[0].bar(range(len(counts)), counts, color="tab:blue")
+    axes[0].set(title=f"instances per class ({len(rows)} boxes)", xlabel="class", ylabel="boxes")
+    if len(index.names) <= 30:
+        axes[0].set_xticks(range(len(index.names)), index.names, rotation=90, fontsize=7)
+    axes[1].hist2d(rows[:, 1], rows[:, 2], bins=50, range=[[0, 1], [0, 1]], cmap="Blues")
+    axes[1].set(title="box centres", xlabel="cx", ylabel="cy", xlim=(0, 1), ylim=(1, 0))
+    axes[2].hist2d(rows[:, 3], rows[:, 4], bins=50, range=[[0, 1], [0, 1]], cmap="Blues")
+    axes[2].set(title="box sizes", xlabel="w", ylabel="h", xlim=(0, 1), ylim=(0, 1))
+    fig.suptitle(index.source or "labels")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,134 @@
+"""``load_split``: one split of a ``DataConfig`` -> a checked ``DatasetIndex``, through the label cache."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from yolo.data.cache import cache_key, load_cache, save_cache
+from yolo.data.formats_coco import read_coco
+from yolo.data.formats_yolo import stat_or_none, list_images, parse_label_file, resolve_label
+from yolo.data.imageinfo import CorruptImage, image_size
+from yolo.data.index import DatasetIndex
+from yolo.data.report import DatasetReport
+from yolo.errors import InputError
+
+if TYPE_CHECKING:
+    from yolo.data.formats import DataConfig, SplitSpec
+
+
+def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetIndex:
+    """Read, check and index ``split`` (``"train"``, ``"val"`` or ``"test"``) of ``config``.
+
+    Corrupt images and bad label rows are dropped and counted in ``index.report`` (a ``DatasetReport``);
+    only unusable input (a missing folder or list file, an empty split) raises ``InputError``. With
+    ``cache`` the parsed labels are stored in a ``.cache`` file and reused while no file changed.
+    """
+    spec = config.splits.get(split)
+    if spec is None:
+        raise InputError(f"no {split!r} split (this data has: {', '.join(config.splits)})", config.source)
+    if config.format == "coco":
+        files, stats = [spec.annotations, *spec.sources], None  # a changed json, added/removed image files
+        images, labels = [], []
+    else:
+        images = list_images(spec.sources, config.root)  # strings until the index is built (speed)
+        resolved = [resolve_label(p) for p in images]
+        labels = [lab for lab, _ in resolved]
+        files, stats = images + labels, [None] * len(images) + [st for _, st in resolved]
+        stats[:len(images)] = map(stat_or_none, images)
+    key = cache_key(files, f"{config.format}\0{config.names}\0{[str(s) for s in spec.sources]}", stats)
+    where = _cache_file(spec)
+    note = None
+    if cache:
+        index, note = load_cache(where, key)
+        if index is not None:
+            index.report.split, index.report.notes = split, [f"labels read from the cache {where}"]
+            return index
+    if config.format == "coco":
+        index = _read_coco_split(config, spec, split)
+    else:
+        index = _read_yolo_split(config, spec, split, images, labels)
+    if cache:
+        saved = save_cache(where, key, index)
+        index.report.notes = [n for n in (note, None if saved else "label cache not writable; not saved") if n]
+    return index
+
+
+def _cache_file(spec: SplitSpec) -> Path:
+    """``labels/train.cache`` for ``images/train``; ``x.cache`` beside a list file or a COCO json; several
+    sources get a hash of them in the name."""
+    first = spec.annotations or spec.sources[0]
+    if first.is_dir():
+        parts = list(first.parts)
+        if "images" in parts:
+            i = len(parts) - 1 - parts[::-1].index("images")
+            parts[i] = "labels"
+        first = Path(*parts)
+    if len(spec.sources) > 1:
+        digest = hashlib.sha256("\0".join(map(str, spec.sources)).encode()).hexdigest()[:8]
+        return first.parent / f"{first.stem}.{digest}.cache"
+    return first.parent / f"{first.stem if first.suffix in ('.txt', '.json') else first.name}.cache"
+
+
+def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: list[str],
+                     label_files: list[str]) -> DatasetIndex:
+    report = DatasetReport(split=split, source=_describe(spec), names=list(config.names))
+    kept, labels, shapes = [], [], []
+    for image, lab_path in zip(images, label_files):
+        try:
+            shape = image_size(image)
+        except CorruptImage as e:
+            report.corrupt += 1
+            report.problem(f"corrupt image dropped: {e}", image)
+            continue
+        rows = parse_label_file(lab_path, config.nc, report)
+        if rows is None:
+            if os.path.exists(lab_path):  # unreadable (reported): unknown labels make no negative, drop the image
+                continue
+            report.labels_missing += 1
+            rows = np.zeros((0, 5), np.float32)
+        else:
+            report.labels_found += 1
+            report.labels_empty += _blank(lab_path)
+        kept.append(Path(image))
+        labels.append(rows)
+        shapes.append(shape)
+    return _finish(report, kept, labels, shapes, config, crowd=[np.zeros((0, 5), np.float32) for _ in kept])
+
+
+def _blank(path: str) -> bool:
+    with open(path, "rb") as f:
+        return not f.read().strip()
+
+
+def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> DatasetIndex:
+    report = DatasetReport(split=split, source=_describe(spec), names=list(config.names))
+    coco = read_coco(spec.sources[0], spec.annotations, report)
+    if len(coco.names) != config.nc:
+        raise InputError(f"the json has {len(coco.names)} categories but the data config names {config.nc}",
+                         str(spec.annotations))
+    report.labels_found = sum(len(lab) > 0 for lab in coco.labels)
+    report.labels_empty = len(coco.labels) - report.labels_found
+    index = _finish(report, coco.images, coco.labels, coco.shapes, config, crowd=coco.crowd)
+    index.image_ids, index.category_ids = coco.image_ids, coco.category_ids
+    return index
+
+
+def _finish(report: DatasetReport, images: list[Path], labels: list[np.ndarray], shapes: list, config: DataConfig,
+            crowd: list[np.ndarray]) -> DatasetIndex:
+    if not images:
+        raise InputError(f"no usable images in the {report.split} split ({report.corrupt} corrupt)", report.source)
+    report.images = len(images)
+    report.count_instances(labels)
+    return DatasetIndex(images=images, labels=labels, names=list(config.names), crowd=crowd,
+                        shapes=np.array(shapes, np.int64).reshape(-1, 2), report=report, source=report.source)
+
+
+def _describe(spec: SplitSpec) -> str:
+    if spec.annotations is not None:
+        return f"{spec.annotations} + {spec.sources[0]}"
+    return ", ".join(map(str, spec.sources))
