@@ -2,7 +2,7 @@
 
 Public names (imported lazily, so ``import yolo`` and ``yolo --help`` stay fast and import no torch):
 ``Darknet``, ``load_model``, ``save_checkpoint``, ``convert_weights``, ``profile_model``, ``parse_cfg``,
-``DarknetHeader``, ``InputError``.
+``DarknetHeader``, ``InputError``, ``export_model``, ``ExportResult``, ``load_exported``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ _PUBLIC = {
     "parse_cfg": "yolo.model.cfg_parser",
     "DarknetHeader": "yolo.model.weights",
     "InputError": "yolo.errors",
+    "export_model": "yolo.export",
+    "ExportResult": "yolo.export",
+    "load_exported": "yolo.exported",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -138,8 +138,8 @@ def _torchscript_bytes(wrapper: nn.Module, x: torch.Tensor, meta: dict) -> bytes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(wrapper, x, check_trace=False)
-    buf = io.BytesIO()
-    torch.jit.save(traced, buf, _extra_files={TS_CONFIG: json.dumps({**meta, "device": str(x.device)})})
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={TS_CONFIG: json.dumps({**meta, "device": str(x.device)})})
     return buf.getvalue()
 
 

@@ -12,6 +12,7 @@ import importlib
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -158,8 +159,10 @@ class TorchScriptBackend(ExportedBackend):
     def __init__(self, source: str | bytes, path: str, device: torch.device):
         extra = {TS_CONFIG: ""}
         try:
-            module = torch.jit.load(io.BytesIO(source) if isinstance(source, bytes) else source,
-                                    map_location=device, _extra_files=extra)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+                module = torch.jit.load(io.BytesIO(source) if isinstance(source, bytes) else source,
+                                        map_location=device, _extra_files=extra)
         except Exception as e:  # torch raises RuntimeError with long multi-line texts
             raise InputError(f"not a readable TorchScript file ({_first_line(e)})", path) from None
         try:
