@@ -206,7 +206,8 @@ def verify(backend: ExportedBackend, reference: nn.Module, sizes: list[tuple[int
             raise ExportVerificationError(f"the exported file failed to run ({type(e).__name__}: "
                                           f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})")
         if backend.has_nms:
-            diff, note = detections_max_diff(ref, out, (h, w), backend.metadata["conf_thres"], tol)
+            diff, note = detections_max_diff(ref, out, (h, w), backend.metadata["conf_thres"],
+                                             backend.metadata["iou_thres"], tol)
             note = f"{len(ref)} detections" + (f", {note}" if note else "")
         else:
             diff, note = decoded_max_diff(ref, out, (h, w))
