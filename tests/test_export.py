@@ -165,7 +165,7 @@ def test_half_onnx(tiny, tmp_path):
     x = photo_batch(96, 96)
     (y,) = session.run(None, {"images": x.half().numpy()})
     assert y.dtype == np.float16
-    _assert_close(y, _reference(tiny[0], x), 96, 96, tol=2e-2)
+    _assert_close(y, _reference(tiny[0], x), 96, 96, tol=5e-2)
 
 
 def test_refuses_overwrite_and_bad_options(tiny, tmp_path, capsys):

@@ -116,7 +116,7 @@ def _add_export(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="batch of the exported graph (default 1)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--half", action="store_true", help="float16 graph (meant for CUDA; verified with a looser "
-                                                       "tolerance, 2e-2)")
+                                                       "tolerance, 0.1)")
     p.add_argument("--opset", type=int, help="ONNX opset, 11..20 (default 17)")
     p.add_argument("--nms", action="store_true", help="ONNX only: NMS inside the graph, output detections [K, 7] "
                                                       "= batch index, x1, y1, x2, y2, score, class")

