@@ -135,6 +135,10 @@ def _run_export(args) -> int:
     from yolo.utils.device import select_device
 
     device = select_device(args.device)
+    if args.format == "onnx":
+        from yolo.exported import require_onnx
+
+        require_onnx()  # before loading a large model
     if Path(args.weights).suffix.lower() in (".onnx", ".torchscript"):
         from yolo.exported import load_exported
 

@@ -242,7 +242,9 @@ def _write_verified(data: bytes, out: Path, fmt: str, device: torch.device, chec
         result = check(load_exported(tmp, device, fmt=fmt))
         if out.exists() and not force:
             raise InputError("output appeared while exporting; pass --force to replace it", str(out))
-        os.chmod(tmp, 0o644)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, out)
     return result
 
