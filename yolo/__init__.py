@@ -34,6 +34,9 @@ _PUBLIC = {
     "plot_labels": "yolo.data.report",
     "kmeans_anchors": "yolo.data.anchors",
     "anchor_fitness": "yolo.data.anchors",
+    "export_model": "yolo.export",
+    "ExportResult": "yolo.export",
+    "load_exported": "yolo.exported",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -1,0 +1,238 @@
+"""`yolo export`: ONNX (checked with onnxruntime) and TorchScript files compute what PyTorch computes.
+
+Oracles: onnxruntime and torch.jit.load run the files directly (not through our loader); the reference is
+``model.decode(model(x))`` of the unfused PyTorch model; NMS graphs are checked against torchvision's
+``batched_nms`` applied to PyTorch's decoded output by code written here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from tests.helpers import CFG, calibrated_model, photo_batch
+from yolo.cli import main
+from yolo.errors import InputError
+from yolo.model.checkpoint import save_checkpoint
+
+TOL = 1e-4
+# the foreign files below are made with torch.jit / the legacy ONNX exporter, which warn they are deprecated
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model, path of its .pt): yolov3-tiny with random but input-sensitive weights."""
+    model = calibrated_model(CFG / "yolov3-tiny.cfg")
+    model.names = [f"class{i}" for i in range(model.num_classes)]
+    path = tmp_path_factory.mktemp("export") / "tiny.pt"
+    save_checkpoint(model, path)
+    return model, path
+
+
+def _reference(model, x):
+    with torch.no_grad():
+        return model.decode(model(x))  # [B, N, 5+C]
+
+
+def _assert_close(out, ref, h, w, tol=TOL):
+    """Boxes relative to the input size (or to the value where it is larger), probabilities absolutely."""
+    out, ref = torch.as_tensor(out).float(), ref.float()
+    assert out.shape == ref.shape
+    scale = torch.maximum(torch.tensor([w, h, w, h]), ref[..., :4].abs())
+    box = ((out[..., :4] - ref[..., :4]).abs() / scale).max().item()
+    prob = (out[..., 4:] - ref[..., 4:]).abs().max().item()
+    assert box <= tol and prob <= tol, (box, prob)
+
+
+def _export(tiny, tmp_path, *args):
+    model, pt = tiny
+    out = tmp_path / ("m.onnx" if "onnx" in args else "m.torchscript")
+    assert main(["export", "--weights", str(pt), "--out", str(out), *args]) == 0
+    return out
+
+
+def test_onnx_fixed(tiny, tmp_path, capsys):
+    import onnx
+    import onnxruntime as ort
+
+    from yolo import load_exported
+
+    out = _export(tiny, tmp_path, "--format", "onnx", "--img-size", "96", "128", "--batch-size", "2")
+    assert "verified, max difference" in capsys.readouterr().out
+    x = photo_batch(96, 128, n=2)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"images": x.numpy()})
+    _assert_close(y, _reference(tiny[0], x), 96, 128)
+
+    meta = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
+    assert meta["names"] == tiny[0].names and meta["strides"] == [32, 16] and meta["stride"] == 32
+    assert meta["input_size"] == [96, 128] and meta["batch_size"] == 2 and meta["dynamic"] is False
+    assert meta["cfg_name"] == "yolov3-tiny.cfg" and meta["opset"] == 17 and meta["nms"] is False
+
+    backend = load_exported(out)
+    assert (backend.names, backend.stride, backend.fixed_shape, backend.fixed_batch) == (tiny[0].names, 32,
+                                                                                         (96, 128), 2)
+    assert backend.dtype == torch.float32 and not backend.has_nms
+    x3 = photo_batch(96, 128, n=3)  # a fixed batch of 2 still takes 3 images (chunked and padded)
+    _assert_close(backend(x3), _reference(tiny[0], x3), 96, 128)
+    with pytest.raises(InputError, match="exported for 96x128 input, got 128x128"):
+        backend(photo_batch(128, 128))
+
+
+def test_onnx_dynamic(tiny, tmp_path):
+    import onnxruntime as ort
+
+    out = _export(tiny, tmp_path, "--format", "onnx", "--img-size", "96", "--dynamic")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for b, h, w in ((2, 64, 96), (3, 128, 96)):
+        x = photo_batch(h, w, n=b)
+        (y,) = session.run(None, {"images": x.numpy()})
+        _assert_close(y, _reference(tiny[0], x), h, w)
+
+
+def test_torchscript_fixed_and_dynamic(tiny, tmp_path):
+    from yolo import load_exported
+
+    fixed = _export(tiny, tmp_path, "--format", "torchscript", "--img-size", "96")
+    extra = {"config.json": ""}
+    module = torch.jit.load(str(fixed), map_location="cpu", _extra_files=extra)
+    meta = json.loads(extra["config.json"])
+    assert meta["names"] == tiny[0].names and meta["input_size"] == [96, 96] and meta["dynamic"] is False
+    x = photo_batch(96, 96)
+    with torch.no_grad():
+        _assert_close(module(x), _reference(tiny[0], x), 96, 96)
+
+    dynamic = tmp_path / "d.torchscript"
+    assert main(["export", "--weights", str(tiny[1]), "--format", "torchscript", "--img-size", "64", "--dynamic",
+                 "--out", str(dynamic)]) == 0
+    module = torch.jit.load(str(dynamic), map_location="cpu")
+    backend = load_exported(dynamic)
+    assert backend.fixed_shape is None and backend.fixed_batch is None
+    for b, h, w in ((2, 64, 96), (3, 128, 96)):
+        x = photo_batch(h, w, n=b)
+        with torch.no_grad():
+            _assert_close(module(x), _reference(tiny[0], x), h, w)
+        _assert_close(backend(x), _reference(tiny[0], x), h, w)
+
+
+def _torchvision_nms(pred, conf, iou):
+    """Independent reference: best class per box, score = obj * cls, torchvision batched_nms per image/class."""
+    rows = []
+    for b, p in enumerate(pred):  # p [N, 5+C]
+        cls_prob, cls = p[:, 5:].max(1)
+        score = p[:, 4] * cls_prob
+        m = score > conf
+        cx, cy, w, h = p[m, :4].T
+        boxes = torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), 1)
+        keep = torchvision.ops.batched_nms(boxes, score[m], cls[m], iou)
+        for k in keep.tolist():
+            rows.append([b, *boxes[k].tolist(), score[m][k].item(), cls[m][k].item()])
+    return np.array(rows, dtype=np.float64).reshape(-1, 7)
+
+
+def test_onnx_nms_matches_torchvision(tiny, tmp_path):
+    import onnxruntime as ort
+
+    from yolo import load_exported
+
+    out = _export(tiny, tmp_path, "--format", "onnx", "--img-size", "128", "--dynamic", "--nms",
+                  "--conf-thres", "0.3", "--iou-thres", "0.5")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = photo_batch(128, 160, n=2)
+    (y,) = session.run(None, {"images": x.numpy()})
+    ref = _torchvision_nms(_reference(tiny[0], x), 0.3, 0.5)
+    assert y.shape[1] == 7 and len(y) == len(ref) and len(ref) > 10 and set(ref[:, 0]) == {0, 1}
+    order = lambda a: a[np.lexsort((-a[:, 5], a[:, 6], a[:, 0]))]  # noqa: E731  by batch, class, score
+    y, ref = order(y.astype(np.float64)), order(ref)
+    assert np.array_equal(y[:, [0, 6]], ref[:, [0, 6]])
+    assert np.abs(y[:, 1:5] - ref[:, 1:5]).max() / 160 <= TOL and np.abs(y[:, 5] - ref[:, 5]).max() <= TOL
+    backend = load_exported(out)
+    assert backend.has_nms and backend.metadata["conf_thres"] == 0.3
+    assert len(backend(x)) == len(ref)
+
+
+def test_half_onnx(tiny, tmp_path):
+    import onnxruntime as ort
+
+    out = _export(tiny, tmp_path, "--format", "onnx", "--img-size", "96", "--half")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = photo_batch(96, 96)
+    (y,) = session.run(None, {"images": x.half().numpy()})
+    assert y.dtype == np.float16
+    _assert_close(y, _reference(tiny[0], x), 96, 96, tol=5e-2)
+
+
+def test_refuses_overwrite_and_bad_options(tiny, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"keep me")
+    base = ["export", "--weights", str(tiny[1]), "--img-size", "64", "--out", str(out)]
+    assert main([*base, "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err and "--force" in err and out.read_bytes() == b"keep me"
+    for bad in (["--format", "onnx", "--opset", "99"], ["--format", "torchscript", "--nms"]):
+        assert main([*base, "--force", *bad]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    assert out.read_bytes() == b"keep me"
+
+
+def test_failed_verification_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
+    import yolo.export
+
+    monkeypatch.setattr(yolo.export, "TOLERANCE", 1e-12)  # the real difference (~1e-5) now fails
+    assert main(["export", "--weights", str(tiny[1]), "--format", "onnx", "--img-size", "64",
+                 "--out", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "verification failed, nothing written" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary file
+
+
+def test_missing_extra(tiny, tmp_path, monkeypatch, capsys):
+    from yolo import load_exported
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    assert main(["export", "--weights", str(tiny[1]), "--format", "onnx", "--img-size", "64",
+                 "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "onnxruntime" in err and "yolo-toolkit[export]" in err
+    assert not (tmp_path / "m.onnx").exists()
+    (tmp_path / "x.onnx").write_bytes(b"")
+    with pytest.raises(InputError, match=r"yolo-toolkit\[export\]"):
+        load_exported(tmp_path / "x.onnx")
+
+
+def test_corrupt_and_foreign_files(tmp_path, capsys):
+    from yolo import load_exported
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 10)
+    assert main(["export", "--weights", str(bad), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"yolo export: error: {bad}: ")
+
+    foreign = tmp_path / "conv.onnx"  # a valid ONNX file that `yolo export` did not write
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.rand(1, 3, 32, 32),), str(foreign), dynamo=False)
+    with pytest.raises(InputError, match="no yolo-toolkit export metadata") as e:
+        load_exported(foreign)
+    assert str(foreign) in str(e.value)
+    ts = tmp_path / "conv.torchscript"
+    torch.jit.save(torch.jit.trace(torch.nn.Conv2d(3, 4, 3), torch.rand(1, 3, 32, 32)), str(ts))
+    with pytest.raises(InputError, match="no yolo-toolkit export metadata"):
+        load_exported(ts)
+    (tmp_path / "junk.torchscript").write_bytes(b"PK\x03\x04junk")
+    with pytest.raises(InputError, match="not a readable TorchScript file"):
+        load_exported(tmp_path / "junk.torchscript")
+
+
+def test_python_api(tiny, tmp_path):
+    from yolo import ExportResult, export_model
+
+    result = export_model(tiny[0], "torchscript", tmp_path / "api.torchscript", img_size=(64, 96))
+    assert isinstance(result, ExportResult) and result.path.is_file() and result.max_diff <= TOL
+    assert result.metadata["input_size"] == [64, 96] and result.metadata["names"] == tiny[0].names
+    assert tiny[0].module_list[0].bn is not None  # the caller's model was not fused

@@ -1,0 +1,283 @@
+"""Export a model to ONNX or TorchScript with decoding inside, then prove the file computes what PyTorch does.
+
+The exported graph is ``model.fuse()`` followed by ``model.decode``: input ``images [B, 3, H, W]`` RGB float in
+[0, 1], output ``[B, N, 5+C]``. With ``nms=True`` (ONNX only) the graph ends in NMS and outputs ``detections
+[K, 7]``. Files are written to a temporary name, loaded back (onnxruntime / ``torch.jit.load``), compared with
+PyTorch (see :mod:`yolo.export_verify`) and only then renamed into place; a file that fails is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.ops import batched_nms
+
+from yolo import __version__
+from yolo.errors import InputError
+from yolo.export_verify import (
+    TOLERANCE, TOLERANCE_HALF, decoded_max_diff, detections_max_diff, verification_batch,
+)
+from yolo.exported import META_FORMAT, META_VERSION, TS_CONFIG, ExportedBackend, load_exported, require_onnx
+from yolo.model.checkpoint import load_model
+from yolo.model.darknet import Darknet
+from yolo.utils.boxes import cxcywh_to_xyxy
+
+DEFAULT_OPSET = 17  # the TorchScript-based exporter of torch 2.x supports 7..20; NMS needs >= 11
+MIN_OPSET = 11
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
+
+
+class ExportVerificationError(RuntimeError):
+    """The exported file's outputs differ from PyTorch's (the file was deleted); the CLI exits 1."""
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    max_diff: float  # the verification metric (see yolo.export_verify); <= tolerance
+    tolerance: float
+    metadata: dict = field(default_factory=dict)
+    seconds: float = 0.0  # export plus verification
+    note: str = ""  # what was verified, on which image
+
+    def __str__(self) -> str:
+        return (f"{self.path}: verified, max difference {self.max_diff:.3g} <= {self.tolerance:g} ({self.note}); "
+                f"{self.seconds:.1f} s")
+
+
+class DecodedModel(nn.Module):
+    """``images [B, 3, H, W] -> [B, N, 5+C]``: the network followed by ``Darknet.decode``."""
+
+    def __init__(self, model: Darknet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(self.model(images))
+
+
+class NmsModel(nn.Module):
+    """``images [B, 3, H, W] -> detections [K, 7]``: batch index, x1, y1, x2, y2 (input pixels), score, class.
+
+    Each box keeps its best class (score = objectness * that class's probability); boxes with score >
+    ``conf_thres`` go through ``torchvision.ops.batched_nms`` per image and class (IoU > ``iou_thres``
+    suppressed), exported as ONNX NonMaxSuppression. Rows are in descending score over the whole batch.
+    """
+
+    def __init__(self, model: Darknet, conf_thres: float, iou_thres: float):
+        super().__init__()
+        self.decoded = DecodedModel(model)
+        self.conf_thres, self.iou_thres = conf_thres, iou_thres
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pred = self.decoded(images)  # [B, N, 5+C]
+        b, n, k = pred.shape
+        boxes = cxcywh_to_xyxy(pred[..., :4]).reshape(-1, 4)  # [B*N, 4]
+        cls_prob, cls = pred[..., 5:].max(-1)  # [B, N] each
+        score = (pred[..., 4] * cls_prob).reshape(-1)  # [B*N]
+        cls = cls.reshape(-1)
+        batch = torch.arange(b, device=images.device).view(b, 1).expand(b, n).reshape(-1)  # [B*N]
+        keep = score > self.conf_thres
+        boxes, score, cls, batch = boxes[keep], score[keep], cls[keep], batch[keep]  # [M, ...]
+        keep = batched_nms(boxes, score, batch * (k - 5) + cls, self.iou_thres)  # [K]
+        return torch.cat((batch[keep, None].to(pred.dtype), boxes[keep], score[keep, None],
+                          cls[keep, None].to(pred.dtype)), 1)  # [K, 7]
+
+
+def _metadata(model: Darknet, fmt: str, size: tuple[int, int], batch_size: int, dynamic: bool, half: bool,
+              nms: bool, conf_thres: float, iou_thres: float) -> dict:
+    meta = {
+        "format": META_FORMAT, "format_version": META_VERSION, "toolkit_version": __version__,
+        "export_format": fmt, "cfg_name": model.cfg_name or Path(model.spec.source).name,
+        "names": list(model.names), "num_classes": model.num_classes, "stride": model.max_stride,
+        "strides": [int(h.stride) for h in model.heads], "input_size": list(size), "batch_size": batch_size,
+        "dynamic": dynamic, "half": half, "dtype": "float16" if half else "float32", "nms": nms,
+        "input": "images [B, 3, H, W] RGB float in [0, 1], letterboxed",
+        "output": ("detections [K, 7]: batch index, x1, y1, x2, y2, score, class" if nms else
+                   "[B, N, 5+C]: cx, cy, w, h (input pixels), objectness, class probabilities"),
+    }
+    if nms:
+        meta.update(conf_thres=conf_thres, iou_thres=iou_thres)
+    return meta
+
+
+def _onnx_bytes(wrapper: nn.Module, x: torch.Tensor, meta: dict, opset: int) -> bytes:
+    """Trace ``wrapper`` with torch's TorchScript-based ONNX exporter and attach ``meta`` as metadata_props."""
+    (onnx,) = require_onnx(need_runtime=False)
+    out_name = "detections" if meta["nms"] else "output"
+    axes = None
+    if meta["dynamic"]:
+        axes = {"images": {0: "batch", 2: "height", 3: "width"},
+                out_name: {0: "detections"} if meta["nms"] else {0: "batch", 1: "boxes"}}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape checks frozen into the graph
+        torch.onnx.export(wrapper, (x,), buf, dynamo=False, opset_version=opset, input_names=["images"],
+                          output_names=[out_name], dynamic_axes=axes, do_constant_folding=True)
+    proto = onnx.load_from_string(buf.getvalue())
+    proto.producer_name, proto.producer_version = "yolo-toolkit", __version__
+    for key, value in {**meta, "opset": opset}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    return proto.SerializeToString()
+
+
+def _torchscript_bytes(wrapper: nn.Module, x: torch.Tensor, meta: dict) -> bytes:
+    """``torch.jit.trace`` (shapes stay symbolic, so other sizes and batches run) with ``meta`` as config.json."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(wrapper, x, check_trace=False)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={TS_CONFIG: json.dumps({**meta, "device": str(x.device)})})
+    return buf.getvalue()
+
+
+def _check_args(fmt: str, batch_size: int, opset: int | None, nms: bool, conf: float, iou: float) -> int:
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}: expected onnx or torchscript")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if fmt == "torchscript" and (nms or opset is not None):
+        raise InputError("--nms and --opset apply to --format onnx only")
+    if not (0 <= conf < 1 and 0 < iou <= 1):
+        raise InputError(f"--conf-thres must be in [0, 1) and --iou-thres in (0, 1], got {conf}, {iou}")
+    opset = DEFAULT_OPSET if opset is None else opset
+    try:
+        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
+    except ImportError:
+        max_opset = 20
+    if not MIN_OPSET <= opset <= max_opset:
+        raise InputError(f"--opset must be between {MIN_OPSET} and {max_opset} (this torch), got {opset}")
+    return opset
+
+
+def _resolve(weights_or_model, fmt: str, out, cfg, force: bool) -> tuple[Darknet, Path]:
+    """The model (a private copy) and the output path; refuses to replace an existing file without ``force``."""
+    if isinstance(weights_or_model, Darknet):
+        model = copy.deepcopy(weights_or_model).cpu().float().eval()
+        if model.names is None:
+            from yolo.utils.names import default_names
+
+            model.names = default_names(model.num_classes)
+        if out is None:
+            raise InputError("give the output path when exporting a model object")
+    else:
+        model = load_model(weights_or_model, cfg=cfg)
+        out = Path(weights_or_model).with_suffix(FORMATS[fmt]) if out is None else out
+    out = Path(out)
+    if out.suffix.lower() != FORMATS[fmt]:
+        raise InputError(f"the output of --format {fmt} must end in {FORMATS[fmt]}", str(out))
+    if out.exists() and not force:
+        raise InputError("output exists; pass --force to replace it", str(out))
+    return model, out
+
+
+def _sizes(size: tuple[int, int], batch: int, stride: int, dynamic: bool) -> list[tuple[int, int, int]]:
+    """(batch, H, W) to verify at: the export's, plus for dynamic exports another batch and size."""
+    sizes = [(batch, *size)]
+    if dynamic:
+        sizes.append((batch + 1, max(stride, size[0] - stride), size[1] + stride))
+    return sizes
+
+
+@torch.no_grad()
+def verify(backend: ExportedBackend, reference: nn.Module, sizes: list[tuple[int, int, int]], tol: float
+           ) -> tuple[float, str]:
+    """Run ``backend`` and the float32 PyTorch ``reference`` (on CPU) on the verification image at each
+    (batch, H, W) -> (max_diff, description). Raises ExportVerificationError when max_diff > ``tol``."""
+    worst, notes = 0.0, []
+    for b, h, w in sizes:
+        x, what = verification_batch((h, w), b)  # [b, 3, h, w]
+        ref = reference(x)
+        try:
+            out = backend(x).cpu()
+        except Exception as e:  # e.g. onnxruntime without a kernel for this dtype on this device
+            raise ExportVerificationError(f"the exported file failed to run ({type(e).__name__}: "
+                                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})")
+        if backend.has_nms:
+            diff, note = detections_max_diff(ref, out, (h, w), backend.metadata["conf_thres"],
+                                             backend.metadata["iou_thres"], tol)
+            note = f"{len(ref)} detections" + (f", {note}" if note else "")
+        else:
+            diff, note = decoded_max_diff(ref, out, (h, w))
+        if diff > tol:
+            raise ExportVerificationError(f"max difference {diff:.3g} > tolerance {tol:g} at batch {b}, {h}x{w}"
+                                          + (f": {note}" if note else ""))
+        worst = max(worst, diff)
+        notes.append(f"batch {b} at {h}x{w}" + (f" ({note})" if note else ""))
+    return worst, f"{what}, " + "; ".join(notes)
+
+
+@contextlib.contextmanager
+def _temp_next_to(out: Path):
+    """A temporary path in ``out``'s folder, removed unless it was renamed away."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _write_verified(data: bytes, out: Path, fmt: str, device: torch.device, check, force: bool):
+    """Write ``data`` to a temporary file, fsync, ``check(backend)`` it, then rename it to ``out``."""
+    with _temp_next_to(out) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        result = check(load_exported(tmp, device, fmt=fmt))
+        if out.exists() and not force:
+            raise InputError("output appeared while exporting; pass --force to replace it", str(out))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the mode open() would
+        os.replace(tmp, out)
+    return result
+
+
+def export_model(weights_or_model, format: str, out=None, img_size=416, batch_size: int = 1,
+                 dynamic: bool = False, half: bool = False, opset: int | None = None, nms: bool = False,
+                 cfg=None, force: bool = False, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                 device: str | torch.device = "cpu") -> ExportResult:
+    """Export ``weights_or_model`` (a path ``load_model`` reads, or a ``Darknet``) to ``out`` and verify it.
+
+    ``img_size``: int or (H, W), multiples of the model's stride. ``device``: where the graph is traced
+    (TorchScript files run on that device type only). Returns an ExportResult; raises InputError for bad
+    arguments and ExportVerificationError (nothing written) when the file disagrees with PyTorch.
+    """
+    start = time.perf_counter()
+    opset = _check_args(format, batch_size, opset, nms, conf_thres, iou_thres)
+    model, out = _resolve(weights_or_model, format, out, cfg, force)
+    size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
+    if len(size) != 2 or min(size) <= 0 or size[0] % model.max_stride or size[1] % model.max_stride:
+        raise InputError(f"--img-size {size} must be positive multiples of {model.max_stride}")
+    if format == "onnx":
+        require_onnx()
+    device = torch.device(device)
+    meta = _metadata(model, format, size, batch_size, dynamic, half, nms, conf_thres, iou_thres)
+    reference = NmsModel(model, conf_thres, iou_thres) if nms else DecodedModel(model)
+    fused = copy.deepcopy(model).fuse().to(device, torch.float16 if half else torch.float32)
+    wrapper = (NmsModel(fused, conf_thres, iou_thres) if nms else DecodedModel(fused)).eval()
+    x = verification_batch(size, batch_size)[0].to(device, torch.float16 if half else torch.float32)
+    data = _onnx_bytes(wrapper, x, meta, opset) if format == "onnx" else _torchscript_bytes(wrapper, x, meta)
+    del fused, wrapper
+    tol = TOLERANCE_HALF if half else TOLERANCE
+    sizes = _sizes(size, batch_size, model.max_stride, dynamic)
+    max_diff, note = _write_verified(data, out, format, device, lambda b: verify(b, reference, sizes, tol), force)
+    if format == "onnx":
+        meta["opset"] = opset
+    return ExportResult(out, max_diff, tol, meta, time.perf_counter() - start, note)

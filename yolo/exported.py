@@ -1,0 +1,210 @@
+"""Load an exported model (``.onnx`` or ``.torchscript`` written by ``yolo export``) as a detection backend.
+
+``load_exported(path, device)`` returns a callable ``backend(x [B, 3, H, W] float in [0, 1])`` whose output is
+what ``Darknet.decode(model(x))`` gives: ``[B, N, 5+C]`` (cx, cy, w, h in input pixels, objectness probability,
+class probabilities), or for a file exported with ``--nms`` the detections ``[K, 7]`` (batch index, x1, y1, x2,
+y2, score, class). The file's metadata (class names, strides, input size, dynamic flags) comes with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from yolo.errors import InputError
+
+META_FORMAT = "yolo-toolkit-export"
+META_VERSION = 1
+TS_CONFIG = "config.json"  # TorchScript extra file holding the metadata
+SUFFIXES = {".onnx": "onnx", ".torchscript": "torchscript"}
+EXTRA_HINT = "pip install 'yolo-toolkit[export]'"
+
+
+def require_onnx(need_runtime: bool = True):
+    """Import ``onnx`` (and ``onnxruntime``) or raise a one-line InputError naming the extra to install."""
+    missing = []
+    modules = []
+    for name in ("onnx", "onnxruntime") if need_runtime else ("onnx",):
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise InputError(f"ONNX needs the optional packages {', '.join(missing)}: {EXTRA_HINT}")
+    return modules
+
+
+def format_of(path: str | Path) -> str:
+    """``'onnx'`` or ``'torchscript'`` from the file's suffix, else InputError."""
+    fmt = SUFFIXES.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise InputError("not an exported model: expected a .onnx or .torchscript file", str(path))
+    return fmt
+
+
+def check_metadata(meta: dict | None, source: str) -> dict:
+    """The metadata dict if it is ours (format marker, known version), else InputError naming ``source``."""
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise InputError("no yolo-toolkit export metadata: not a file written by `yolo export`", source)
+    if int(meta.get("format_version", 0)) > META_VERSION:
+        raise InputError(f"export format version {meta['format_version']} is newer than this toolkit "
+                         f"understands ({META_VERSION}); upgrade yolo-toolkit", source)
+    return meta
+
+
+def onnx_metadata(props) -> dict:
+    """ONNX ``metadata_props`` (key -> JSON text) -> dict; values that are not JSON are kept as text."""
+    out = {}
+    for p in props:
+        try:
+            out[p.key] = json.loads(p.value)
+        except ValueError:
+            out[p.key] = p.value
+    return out
+
+
+class ExportedBackend:
+    """Common part of both backends: metadata, shape checks, dtype and device handling.
+
+    Attributes: ``names`` (class names), ``stride`` (max stride), ``strides`` (per head), ``fixed_shape`` (H, W)
+    or None when dynamic, ``fixed_batch`` or None, ``device``, ``dtype`` (what the graph computes in; inputs are
+    cast to it, outputs are returned as float32 on ``device``), ``has_nms``, ``metadata``, ``path``.
+    """
+
+    def __init__(self, meta: dict, path: str, device: torch.device):
+        self.metadata = meta
+        self.path = path
+        self.names = list(meta["names"])
+        self.stride = int(meta["stride"])
+        self.strides = [int(s) for s in meta.get("strides", [self.stride])]
+        self.fixed_shape = None if meta["dynamic"] else tuple(int(v) for v in meta["input_size"])
+        self.fixed_batch = None if meta["dynamic"] else int(meta["batch_size"])
+        self.has_nms = bool(meta.get("nms", False))
+        self.device = device
+        self.dtype = torch.float16 if meta.get("half") else torch.float32
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise InputError(f"expected input [B, 3, H, W], got {list(x.shape)}", self.path)
+        h, w = x.shape[-2:]
+        if self.fixed_shape is not None and (h, w) != self.fixed_shape:
+            raise InputError(f"exported for {self.fixed_shape[0]}x{self.fixed_shape[1]} input, got {h}x{w}: use "
+                             "that --img-size or export with --dynamic", self.path)
+        if h % self.stride or w % self.stride:
+            raise InputError(f"input size {h}x{w} must be a multiple of {self.stride}", self.path)
+        if self.has_nms and self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
+            raise InputError(f"exported with NMS for batch {self.fixed_batch}, got {x.shape[0]}", self.path)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> ``[B, N, 5+C]`` (or ``[K, 7]`` with NMS), float32 on ``self.device``.
+
+        A fixed-batch export without NMS takes any batch: inputs are split into chunks of ``fixed_batch``
+        and the last chunk is padded (the padding's rows are dropped).
+        """
+        self._check(x)
+        x = x.to(self.dtype)
+        if self.has_nms or self.fixed_batch is None or x.shape[0] == self.fixed_batch:
+            return self._run(x).float().to(self.device)
+        outs = []
+        for chunk in x.split(self.fixed_batch):
+            n = chunk.shape[0]
+            if n < self.fixed_batch:
+                chunk = torch.cat((chunk, chunk.new_zeros((self.fixed_batch - n, *chunk.shape[1:]))))
+            outs.append(self._run(chunk)[:n])
+        return torch.cat(outs).float().to(self.device)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.path!r}, classes={len(self.names)}, fixed_shape={self.fixed_shape}, "
+                f"fixed_batch={self.fixed_batch}, dtype={self.dtype}, nms={self.has_nms}, device={self.device})")
+
+
+class OnnxBackend(ExportedBackend):
+    """onnxruntime ``InferenceSession``: CUDA provider when ``device`` is CUDA and onnxruntime has it, else CPU."""
+
+    def __init__(self, source: str | bytes, path: str, device: torch.device):
+        onnx, ort = require_onnx()
+        model = _onnx_load(onnx, source, path)
+        super().__init__(check_metadata(onnx_metadata(model.metadata_props), path), path, device)
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        except Exception as e:  # onnxruntime's own error types; keep the first line
+            raise InputError(f"onnxruntime cannot load it ({_first_line(e)})", path) from None
+        self.providers = self.session.get_providers()
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        (out,) = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})
+        return torch.from_numpy(out)
+
+
+class TorchScriptBackend(ExportedBackend):
+    """``torch.jit.load(map_location=device)``. A traced graph creates its index grids on the device it was
+    traced on, so a file exported on CPU runs on CPU only (export with ``--device cuda`` for CUDA)."""
+
+    def __init__(self, source: str | bytes, path: str, device: torch.device):
+        extra = {TS_CONFIG: ""}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+                module = torch.jit.load(io.BytesIO(source) if isinstance(source, bytes) else source,
+                                        map_location=device, _extra_files=extra)
+        except Exception as e:  # torch raises RuntimeError with long multi-line texts
+            raise InputError(f"not a readable TorchScript file ({_first_line(e)})", path) from None
+        try:
+            meta = json.loads(extra[TS_CONFIG] or "null")
+        except ValueError:
+            meta = None
+        super().__init__(check_metadata(meta, path), path, device)
+        traced_on = torch.device(meta.get("device", "cpu")).type
+        if traced_on != device.type:
+            raise InputError(f"this TorchScript file was traced on {traced_on} and runs only there; load it with "
+                             f"device='{traced_on}' or re-export with --device {device.type}", path)
+        self.module = module.eval()
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.to(self.device))
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def _onnx_load(onnx, source: str | bytes, path: str):
+    try:
+        return onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise InputError(f"not a readable ONNX file ({_first_line(e)})", path) from None
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu", fmt: str | None = None) -> ExportedBackend:
+    """Load a ``.onnx`` or ``.torchscript`` file written by ``yolo export`` as a callable backend.
+
+    ``fmt`` overrides the suffix (``'onnx'`` or ``'torchscript'``). A file without our metadata, or one that
+    cannot be read, raises InputError naming it. See :class:`ExportedBackend` for the attributes.
+    """
+    path = str(path)
+    fmt = fmt or format_of(path)
+    if not os.path.isfile(path):
+        raise InputError("exported model not found", path)
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    if fmt == "onnx":
+        return OnnxBackend(path, path, device)
+    if fmt == "torchscript":
+        return TorchScriptBackend(path, path, device)
+    raise InputError(f"unknown export format {fmt!r}: expected onnx or torchscript", path)
