@@ -202,23 +202,34 @@ def _tp_fp(p: _Problem, match: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return real & ~ignored, ~real & ~ignored
 
 
-def _pr_one(tp: np.ndarray, fp: np.ndarray, npig: int) -> tuple[np.ndarray, np.ndarray]:
-    """pycocotools' accumulate for one (category, area, maxDets): ``tp``/``fp`` ``[T, n]`` in global score
-    order -> (precision ``[T, R]``, recall ``[T]``)."""
-    n_t, n = tp.shape
+def _first_count(npig: np.ndarray) -> np.ndarray:
+    """``[A]`` gt counts -> ``[A, R]``: the least integer j with ``j / npig >= REC_THRS[r]`` in float64, so that
+    "recall < threshold" is "tp count < j" exactly as pycocotools' ``searchsorted(rc, recThrs)`` sees it."""
+    n = np.maximum(npig, 1)[:, None, None].astype(np.int64)  # [A, 1, 1]
+    guess = np.ceil(REC_THRS[None, :, None] * n).astype(np.int64) + np.arange(-2, 3)  # [A, R, 5]
+    guess = np.maximum(guess, 0)
+    ok = guess / n >= REC_THRS[None, :, None]
+    return np.take_along_axis(guess, ok.argmax(-1)[..., None], -1)[..., 0]
+
+
+def _pr_curves(tp: np.ndarray, fp: np.ndarray, npig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pycocotools' accumulate for one (category, maxDets) and every area range and threshold at once:
+    ``tp``/``fp`` ``[A, T, n]`` in global score order, ``npig`` ``[A]`` -> (precision ``[A, T, R]``, recall
+    ``[A, T]``)."""
+    n_a, n_t, n = tp.shape
     if n == 0:
-        return np.zeros((n_t, len(REC_THRS))), np.zeros(n_t)
-    tp_sum = np.cumsum(tp, axis=1).astype(float)
-    fp_sum = np.cumsum(fp, axis=1).astype(float)
-    rc = tp_sum / npig
+        return np.zeros((n_a, n_t, len(REC_THRS))), np.zeros((n_a, n_t))
+    tp_count = np.cumsum(tp, axis=2)  # [A, T, n] int
+    tp_sum, fp_sum = tp_count.astype(float), np.cumsum(fp, axis=2).astype(float)
+    rc = tp_sum / np.maximum(npig, 1)[:, None, None]
     pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # precision envelope from the right
-    q = np.zeros((n_t, len(REC_THRS)))
-    for t in range(n_t):
-        idx = np.searchsorted(rc[t], REC_THRS, side="left")
-        inside = idx < n
-        q[t, inside] = pr[t, idx[inside]]
-    return q, rc[:, -1]
+    pr = np.maximum.accumulate(pr[..., ::-1], axis=2)[..., ::-1]  # precision envelope from the right
+    # searchsorted(rc, REC_THRS, 'left') of every row at once, on exact integer keys: row * (n+1) + tp count
+    rows = np.arange(n_a * n_t).reshape(n_a, n_t, 1) * (n + 1)
+    keys = (rows + tp_count).ravel()
+    idx = np.searchsorted(keys, rows + _first_count(npig)[:, None, :], side="left") - rows // (n + 1) * n
+    q = np.take_along_axis(pr, np.minimum(idx, n - 1), axis=2)
+    return np.where(idx < n, q, 0.0), rc[..., -1]
 
 
 def _accumulate(p: _Problem, tp: np.ndarray, fp: np.ndarray, num_cats: int) -> tuple[np.ndarray, np.ndarray]:
@@ -229,17 +240,17 @@ def _accumulate(p: _Problem, tp: np.ndarray, fp: np.ndarray, num_cats: int) -> t
     regular = ~p.gt_ignore  # [A, G]
     npig = np.stack([np.bincount(p.gt_cat[regular[a]], minlength=num_cats) for a in range(n_a)], 1)  # [K, A]
     order = np.lexsort((p.rank, p.dt_img, -p.dt_score, p.dt_cat))  # per category: score, image, rank
+    tp, fp = tp[:, :, order].transpose(1, 0, 2), fp[:, :, order].transpose(1, 0, 2)  # [A, T, D]
+    rank = p.rank[order]
     bounds = np.searchsorted(p.dt_cat[order], np.arange(num_cats + 1))
     for k in np.flatnonzero(npig.max(1) > 0):
-        seg = order[bounds[k]:bounds[k + 1]]
+        s = slice(bounds[k], bounds[k + 1])
         for m, max_det in enumerate(MAX_DETS):
-            sel = seg[p.rank[seg] < max_det]
-            for a in range(n_a):
-                if npig[k, a] == 0:
-                    continue
-                q, rc = _pr_one(tp[:, a, sel], fp[:, a, sel], int(npig[k, a]))
-                precision[:, :, k, a, m] = q
-                recall[:, k, a, m] = rc
+            keep = rank[s] < max_det
+            q, rc = _pr_curves(tp[:, :, s][:, :, keep], fp[:, :, s][:, :, keep], npig[k])
+            has_gt = npig[k] > 0
+            precision[:, :, k, has_gt, m] = q[has_gt].transpose(1, 2, 0)
+            recall[:, k, has_gt, m] = rc[has_gt].T
     return precision, recall
 
 
