@@ -62,12 +62,16 @@ class CocoArrays:
 class CocoStats:
     """The result: ``stats`` (12 floats, pycocotools order, -1 where undefined), ``names`` (``STAT_NAMES``),
     ``per_class`` {category id: (AP@[.5:.95], AP50)} (-1 for categories without gt), and the accumulated
-    ``precision`` ``[T=10, R=101, K, A=4, M=3]`` and ``recall`` ``[T, K, A, M]`` arrays (as ``COCOeval.eval``)."""
+    ``precision`` ``[T=10, R=101, K, A=4, M=3]`` and ``recall`` ``[T, K, A, M]`` arrays (as ``COCOeval.eval``).
+    ``matches`` holds, for the D' detections kept (top 100 per image and category), ``score`` ``[D']``,
+    ``cat`` ``[D']`` (category index), ``tp50``/``fp50`` ``[D']`` bool at IoU 0.5, all areas, and ``npig``
+    ``[K]`` (non-ignored gts per category): what P/R-vs-confidence curves need."""
 
     stats: list[float]
     per_class: dict = field(default_factory=dict)
     precision: np.ndarray | None = None
     recall: np.ndarray | None = None
+    matches: dict | None = None
     names: tuple[str, ...] = STAT_NAMES
 
     def as_dict(self) -> dict:
@@ -280,14 +284,16 @@ def evaluate_arrays(a: CocoArrays) -> CocoStats:
     per_class = {}
     for k, cat in enumerate(a.cat_ids.tolist()):
         per_class[cat] = (_mean_valid(precision[:, :, k, 0, -1]), _mean_valid(precision[0, :, k, 0, -1]))
-    return CocoStats(summarize(precision, recall), per_class, precision, recall)
+    matches = dict(score=p.dt_score, cat=p.dt_cat, tp50=tp[0, 0], fp50=fp[0, 0],
+                   npig=np.bincount(p.gt_cat[~p.gt_ignore[0]], minlength=len(a.cat_ids)))
+    return CocoStats(summarize(precision, recall), per_class, precision, recall, matches)
 
 
-def _ids(items, what: str) -> np.ndarray:
+def _ids(items, what: str, path) -> np.ndarray:
     try:
         return np.unique(np.array([x["id"] for x in items]))
     except (KeyError, TypeError):
-        raise InputError(f"every entry of '{what}' needs an 'id'") from None
+        raise InputError(f"every entry of '{what}' needs an 'id'", path) from None
 
 
 def _index_of(sorted_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -298,7 +304,7 @@ def _index_of(sorted_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
     return pos, sorted_ids[pos] == values
 
 
-def _gt_arrays(gt: dict, img_ids: np.ndarray, cat_ids: np.ndarray) -> dict:
+def _gt_arrays(gt: dict, img_ids: np.ndarray, cat_ids: np.ndarray, path) -> dict:
     """Ground-truth annotations -> arrays; annotations of unlisted images or categories are left out (as
     pycocotools does). ``area`` defaults to w*h and ``iscrowd`` to 0."""
     anns = gt.get("annotations", [])
@@ -310,9 +316,9 @@ def _gt_arrays(gt: dict, img_ids: np.ndarray, cat_ids: np.ndarray) -> dict:
         area = np.array([a["area"] if "area" in a else a["bbox"][2] * a["bbox"][3] for a in anns], np.float64)
         crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], bool)
     except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"annotations need bbox [x, y, w, h], image_id, category_id and id ({e})") from None
+        raise InputError(f"annotations need bbox [x, y, w, h], image_id, category_id and id ({e})", path) from None
     if len(np.unique(ann_id)) != len(ann_id):
-        raise InputError("annotation ids are not unique")
+        raise InputError("annotation ids are not unique", path)
     img_pos, img_ok = _index_of(img_ids, img)
     cat_pos, cat_ok = _index_of(cat_ids, cat)
     keep = img_ok & cat_ok
@@ -336,42 +342,44 @@ def _bad_result(results: list) -> str:
     return "results are malformed"
 
 
-def _dt_arrays(results: list, img_ids: np.ndarray, cat_ids: np.ndarray) -> dict:
+def _dt_arrays(results: list, img_ids: np.ndarray, cat_ids: np.ndarray, path) -> dict:
     """Results list -> arrays; an image or category id the ground truth lacks is an error naming the entry."""
     if not isinstance(results, list):
-        raise InputError("results must be a list of {image_id, category_id, bbox, score}")
+        raise InputError("results must be a list of {image_id, category_id, bbox, score}", path)
     try:
         box = np.array([r["bbox"] for r in results], np.float64).reshape(-1, 4)
         score = np.array([r["score"] for r in results], np.float64)
         img = np.array([r["image_id"] for r in results])
         cat = np.array([r["category_id"] for r in results])
     except (KeyError, TypeError, ValueError):
-        raise InputError(_bad_result(results)) from None
+        raise InputError(_bad_result(results), path) from None
     if len(box) != len(results) or score.ndim != 1:
-        raise InputError(_bad_result(results))
+        raise InputError(_bad_result(results), path)
     img_pos, img_ok = _index_of(img_ids, img)
     cat_pos, cat_ok = _index_of(cat_ids, cat)
     for ok, what, values in ((img_ok, "image_id", img), (cat_ok, "category_id", cat)):
         if not ok.all():
             i = int(np.argmin(ok))
             raise InputError(f"results[{i}]: {what} {values[i]!r} is not in the annotations "
-                             f"({int((~ok).sum())} entries like it)")
+                             f"({int((~ok).sum())} entries like it)", path)
     return dict(dt_img=img_pos, dt_cat=cat_pos, dt_box=box, dt_score=score)
 
 
-def coco_arrays(gt: dict, results: list) -> CocoArrays:
+def coco_arrays(gt: dict, results: list, gt_path: str | None = None, results_path: str | None = None) -> CocoArrays:
     """A COCO instances dict (``images``, ``annotations``, ``categories``) and a results list
-    (``image_id``, ``category_id``, ``bbox`` [x, y, w, h], ``score``) -> :class:`CocoArrays`."""
+    (``image_id``, ``category_id``, ``bbox`` [x, y, w, h], ``score``) -> :class:`CocoArrays`. The paths only
+    name the files in error messages."""
     if not isinstance(gt, dict) or "images" not in gt or "categories" not in gt:
-        raise InputError("annotations must be a COCO instances object with 'images' and 'categories'")
-    img_ids, cat_ids = _ids(gt["images"], "images"), _ids(gt["categories"], "categories")
-    return CocoArrays(cat_ids=cat_ids, num_images=len(img_ids), **_gt_arrays(gt, img_ids, cat_ids),
-                      **_dt_arrays(results, img_ids, cat_ids))
+        raise InputError("annotations must be a COCO instances object with 'images' and 'categories'", gt_path)
+    img_ids, cat_ids = _ids(gt["images"], "images", gt_path), _ids(gt["categories"], "categories", gt_path)
+    return CocoArrays(cat_ids=cat_ids, num_images=len(img_ids), **_gt_arrays(gt, img_ids, cat_ids, gt_path),
+                      **_dt_arrays(results, img_ids, cat_ids, results_path))
 
 
-def coco_eval(gt: dict, results: list) -> CocoStats:
+def coco_eval(gt: dict, results: list, gt_path: str | None = None, results_path: str | None = None) -> CocoStats:
     """pycocotools' ``COCOeval(gt, gt.loadRes(results), 'bbox')`` evaluate + accumulate + summarize, exactly.
 
     Raises :class:`InputError` for malformed entries and for results whose image or category id the ground
-    truth lacks (pycocotools asserts on the former and silently drops the latter)."""
-    return evaluate_arrays(coco_arrays(gt, results))
+    truth lacks (pycocotools asserts on the former and silently drops the latter); the optional paths name
+    the files in those messages."""
+    return evaluate_arrays(coco_arrays(gt, results, gt_path, results_path))
