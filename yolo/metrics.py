@@ -360,8 +360,8 @@ def _dt_arrays(results: list, img_ids: np.ndarray, cat_ids: np.ndarray, path) ->
     for ok, what, values in ((img_ok, "image_id", img), (cat_ok, "category_id", cat)):
         if not ok.all():
             i = int(np.argmin(ok))
-            raise InputError(f"results[{i}]: {what} {values[i]!r} is not in the annotations "
-                             f"({int((~ok).sum())} entries like it)", path)
+            raise InputError(f"results[{i}]: {what} {values[i].item()!r} is not in the annotations "
+                             f"({int((~ok).sum())} such entries)", path)
     return dict(dt_img=img_pos, dt_cat=cat_pos, dt_box=box, dt_score=score)
 
 
