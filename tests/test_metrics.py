@@ -57,6 +57,12 @@ def random_problem(seed: int, n_img: int = 24, n_cat: int = 6, tie_scores: bool 
     rng.shuffle(anns)
     for i, a in enumerate(anns):
         a["id"] = i + 1
+    gt = {"images": images, "categories": cats, "annotations": anns}
+    return gt, _random_results(rng, gt, tie_scores)
+
+
+def _random_results(rng, gt: dict, tie_scores: bool) -> list:
+    images, cats, anns = gt["images"], gt["categories"], gt["annotations"]
     by_img: dict = {}
     for a in anns:
         by_img.setdefault(a["image_id"], []).append(a)
@@ -87,8 +93,7 @@ def random_problem(seed: int, n_img: int = 24, n_cat: int = 6, tie_scores: bool 
         box = [float(x + rng.normal(0, w / 4)), float(y + rng.normal(0, h / 4)), float(w), float(h)]
         results.append({"image_id": first_gt["image_id"], "category_id": first_gt["category_id"], "bbox": box,
                         "score": float(np.round(rng.random(), 2))})
-    order = rng.permutation(len(results))
-    return {"images": images, "categories": cats, "annotations": anns}, [results[i] for i in order]
+    return [results[i] for i in rng.permutation(len(results))]
 
 
 @pytest.mark.parametrize("seed", range(6))

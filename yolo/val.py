@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from yolo.errors import InputError
 from yolo.metrics import REC_THRS, STAT_NAMES, CocoArrays, CocoStats, coco_eval, evaluate_arrays
@@ -25,7 +24,7 @@ def _np(x, shape_tail: tuple[int, ...], dtype=np.float64) -> np.ndarray:
     """A tensor/array/list -> numpy ``[N, *shape_tail]`` (empty when None)."""
     if x is None:
         return np.zeros((0, *shape_tail), dtype)
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a torch tensor (torch itself is imported only where needed)
         x = x.detach().cpu().double().numpy()
     return np.asarray(x, dtype).reshape(-1, *shape_tail)
 
@@ -67,9 +66,16 @@ class Evaluator:
         self.result = None
 
     def state(self) -> dict:
-        """Plain tensors and lists (for ``torch.distributed.gather_object`` or ``all_gather``)."""
+        """Plain tensors and lists (for ``torch.distributed.gather_object``): ``pred`` ``[D, 6]`` and ``gt``
+        ``[G, 6]`` (xyxy, class, crowd) of all images, split per image by ``pred_counts``/``gt_counts`` ``[N]``."""
+        import torch
+
+        def cat(parts):
+            return torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, 6)))
+
         return {"num_classes": self.num_classes, "names": list(self.names), "image_ids": list(self.image_ids),
-                "pred": [torch.from_numpy(p) for p in self._pred], "gt": [torch.from_numpy(g) for g in self._gt]}
+                "pred": cat(self._pred), "pred_counts": torch.tensor([len(p) for p in self._pred], dtype=torch.int64),
+                "gt": cat(self._gt), "gt_counts": torch.tensor([len(g) for g in self._gt], dtype=torch.int64)}
 
     @classmethod
     def merge(cls, states: list[dict], **kwargs) -> "Evaluator":
@@ -81,8 +87,9 @@ class Evaluator:
             if s["num_classes"] != out.num_classes:
                 raise ValueError("states disagree on the number of classes")
             out.image_ids += list(s["image_ids"])
-            out._pred += [np.asarray(p, np.float64).reshape(-1, 6) for p in s["pred"]]
-            out._gt += [np.asarray(g, np.float64).reshape(-1, 6) for g in s["gt"]]
+            for key, counts, dest in (("pred", "pred_counts", out._pred), ("gt", "gt_counts", out._gt)):
+                rows = np.asarray(s[key], np.float64).reshape(-1, 6)
+                dest += np.split(rows, np.cumsum(np.asarray(s[counts]))[:-1]) if len(s[counts]) else []
         return out
 
     def _coco_image_ids(self) -> list[int]:
