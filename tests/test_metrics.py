@@ -253,3 +253,44 @@ def test_pr_conf_curves_against_counts():
             assert curves["p"][c, i] == pytest.approx(tp[above].sum() / (tp | fp)[above].sum())
     f1 = 2 * curves["p"] * curves["r"] / (curves["p"] + curves["r"] + 1e-16)
     assert curves["best"] == int(f1[:2].mean(0).argmax())
+
+
+def _hyp_problem(draw):
+    """Tiny problems on an integer grid: exact IoU ties and IoUs exactly at the thresholds are common."""
+    from hypothesis import strategies as st
+
+    box = st.tuples(st.integers(0, 12), st.integers(0, 12), st.integers(1, 12), st.integers(1, 12))
+    n_img, n_cat = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    gts = draw(st.lists(st.tuples(st.integers(1, n_img), st.integers(1, n_cat), box, st.booleans(),
+                                  st.sampled_from([10.0, 40.0, 2000.0, 20000.0])), max_size=8))
+    dts = draw(st.lists(st.tuples(st.integers(1, n_img), st.integers(1, n_cat), box,
+                                  st.sampled_from([0.1, 0.5, 0.5, 0.9])), min_size=1, max_size=12))
+    near = draw(st.lists(st.tuples(st.integers(0, 7), st.tuples(*[st.integers(-2, 2)] * 4), st.booleans(),
+                                   st.sampled_from([0.2, 0.5, 0.7])), max_size=12 if gts else 0))
+    for k, shift, same, score in near:  # detections near a gt: same image, mostly the same category
+        i, c, b, _, _ = gts[k % len(gts)]
+        moved = (b[0] + shift[0], b[1] + shift[1], max(b[2] + shift[2], 1), max(b[3] + shift[3], 1))
+        dts.append((i, c if same else c % n_cat + 1, moved, score))
+    gt = {"images": [{"id": i} for i in range(1, n_img + 1)], "categories": [{"id": c} for c in range(1, n_cat + 1)],
+          "annotations": [{"id": k + 1, "image_id": i, "category_id": c, "bbox": [float(v) for v in b],
+                           "area": area, "iscrowd": int(crowd and k % 2 == 0)}
+                          for k, (i, c, b, crowd, area) in enumerate(gts)]}
+    results = [{"image_id": i, "category_id": c, "bbox": [float(v) for v in b], "score": s} for i, c, b, s in dts]
+    return gt, results
+
+
+def test_matches_pycocotools_on_integer_grids():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def check(data):
+        gt, results = _hyp_problem(data.draw)
+        ref, _ = pycocotools_eval(gt, results)
+        ours = coco_eval(gt, results)
+        assert np.abs(np.array(ours.stats) - ref.stats).max() <= 1e-6
+        np.testing.assert_allclose(ours.precision, ref.eval["precision"], atol=1e-12)
+        np.testing.assert_allclose(ours.recall, ref.eval["recall"], atol=1e-12)
+
+    check()

@@ -223,7 +223,7 @@ def _pr_curves(tp: np.ndarray, fp: np.ndarray, npig: np.ndarray) -> tuple[np.nda
     n_a, n_t, n = tp.shape
     if n == 0:
         return np.zeros((n_a, n_t, len(REC_THRS))), np.zeros((n_a, n_t))
-    tp_count = np.cumsum(tp, axis=2)  # [A, T, n] int
+    tp_count = np.cumsum(tp, axis=2, dtype=np.int64)  # [A, T, n]
     tp_sum, fp_sum = tp_count.astype(float), np.cumsum(fp, axis=2).astype(float)
     rc = tp_sum / np.maximum(npig, 1)[:, None, None]
     pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
@@ -251,7 +251,10 @@ def _accumulate(p: _Problem, tp: np.ndarray, fp: np.ndarray, num_cats: int) -> t
         s = slice(bounds[k], bounds[k + 1])
         for m, max_det in enumerate(MAX_DETS):
             keep = rank[s] < max_det
-            q, rc = _pr_curves(tp[:, :, s][:, :, keep], fp[:, :, s][:, :, keep], npig[k])
+            tp_k, fp_k = tp[:, :, s], fp[:, :, s]
+            if not keep.all():
+                tp_k, fp_k = tp_k[:, :, keep], fp_k[:, :, keep]
+            q, rc = _pr_curves(tp_k, fp_k, npig[k])
             has_gt = npig[k] > 0
             precision[:, :, k, has_gt, m] = q[has_gt].transpose(1, 2, 0)
             recall[:, k, has_gt, m] = rc[has_gt].T
