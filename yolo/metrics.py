@@ -161,20 +161,25 @@ class _Problem:
         self.dt_outside = (self.dt_area[None] < lo) | (self.dt_area[None] > hi)  # [A, D]
 
 
-def _match(p: _Problem) -> np.ndarray:
-    """Greedy matching for all pairs, thresholds and area ranges -> matched sorted-gt index ``[T, A, D]``
-    (-1: none). Steps over the detection rank; inside a step every pair moves at once."""
+def _match(p: _Problem) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching for all pairs, thresholds and area ranges -> (``real`` ``[T, A, D]``: matched to a gt
+    whose id is not 0, ``to_ignored`` ``[T, A, D]``: matched to an ignored gt). Steps over the detection rank;
+    inside a step every pair moves at once."""
     n_t, n_a, n_d = len(IOU_THRS), len(AREA_RANGES), len(p.rank)
-    match = np.full((n_t, n_a, n_d), -1, np.int64)
+    real, to_ignored = np.zeros((n_t, n_a, n_d), bool), np.zeros((n_t, n_a, n_d), bool)
     if len(p.e_det) == 0:
-        return match
+        return real, to_ignored
     # per area range, each detection's entries in preference order: regular gts first, then higher IoU,
     # then later gt (pycocotools' loop keeps the last of equal IoUs)
-    prefer = np.stack([np.lexsort((-p.e_gt, -p.e_iou, p.gt_ignore[a][p.e_gt], p.e_det)) for a in range(n_a)])
+    rev = np.arange(len(p.e_det))[::-1]  # a stable sort of the reversed list puts later gts first on ties
+    base = rev[np.lexsort((-p.e_iou[rev], p.e_det[rev]))]
+    key = p.e_det[base] * 2
+    prefer = np.stack([base[np.argsort(key + p.gt_ignore[a][p.e_gt[base]], kind="stable")] for a in range(n_a)])
     used = np.zeros((n_t, n_a, len(p.gt_crowd)), bool)
     a_idx = np.arange(n_a)[:, None]
     thr = IOU_THRS[:, None, None]
     has_gt = p.n_gt > 0
+    id_ok = p.gt_id != 0  # pycocotools stores matches as gt ids: id 0 reads as "no match"
     for r in range(int(p.rank[has_gt].max()) + 1):
         dets = np.flatnonzero(has_gt & (p.rank == r))
         if len(dets) == 0:
@@ -182,27 +187,22 @@ def _match(p: _Problem) -> np.ndarray:
         lengths = p.n_gt[dets]
         ent = prefer[:, _ranges(p.offset[dets], lengths)]  # [A, E_r] entries in preference order
         gts = p.e_gt[ent]  # [A, E_r]
-        free = ~used[:, a_idx, gts] | p.gt_crowd[gts][None]  # [T, A, E_r]
-        ok = free & (p.e_iou[ent][None] >= thr)
-        pos = np.where(ok, np.arange(ent.shape[1]), ent.shape[1])  # [T, A, E_r]
+        ok = (~used[:, a_idx, gts] | p.gt_crowd[gts][None]) & (p.e_iou[ent][None] >= thr)  # [T, A, E_r] free, close
+        n_e = ent.shape[1]
+        pos = np.where(ok, np.arange(n_e, dtype=np.int32), np.int32(n_e))  # [T, A, E_r]
         first = np.minimum.reduceat(pos, np.cumsum(lengths) - lengths, axis=2)  # [T, A, n_r]
-        hit = first < ent.shape[1]
-        t_i, a_i, d_i = np.nonzero(hit)
+        t_i, a_i, d_i = np.nonzero(first < n_e)
         g = gts[a_i, first[t_i, a_i, d_i]]
-        match[t_i, a_i, dets[d_i]] = g
         used[t_i, a_i, g] = True
-    return match
+        real[t_i, a_i, dets[d_i]] = id_ok[g]
+        to_ignored[t_i, a_i, dets[d_i]] = p.gt_ignore[a_i, g]
+    return real, to_ignored
 
 
-def _tp_fp(p: _Problem, match: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """True and false positive flags ``[T, A, D]`` (ignored detections are neither)."""
-    matched = match >= 0
-    if len(p.gt_id) == 0:
-        return np.zeros(match.shape, bool), ~p.dt_outside[None].repeat(len(IOU_THRS), 0)
-    g = np.where(matched, match, 0)
-    a_idx = np.arange(len(AREA_RANGES))[None, :, None]
-    real = matched & (p.gt_id[g] != 0)  # pycocotools stores gt ids: id 0 reads as "no match"
-    ignored = (matched & p.gt_ignore[a_idx, g]) | (~real & p.dt_outside[None])
+def _tp_fp(p: _Problem, real: np.ndarray, to_ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positive flags ``[T, A, D]`` (ignored detections are neither): a detection is ignored
+    when matched to an ignored gt, or when it has no (real) match and lies outside the area range."""
+    ignored = to_ignored | (~real & p.dt_outside[None])
     return real & ~ignored, ~real & ~ignored
 
 
@@ -282,7 +282,7 @@ def summarize(precision: np.ndarray, recall: np.ndarray) -> list[float]:
 def evaluate_arrays(a: CocoArrays) -> CocoStats:
     """Evaluate, accumulate and summarize a :class:`CocoArrays` problem."""
     p = _Problem(a)
-    tp, fp = _tp_fp(p, _match(p))
+    tp, fp = _tp_fp(p, *_match(p))
     precision, recall = _accumulate(p, tp, fp, len(a.cat_ids))
     per_class = {}
     for k, cat in enumerate(a.cat_ids.tolist()):

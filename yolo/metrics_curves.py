@@ -61,13 +61,16 @@ def confusion_update(matrix: np.ndarray, pred: np.ndarray, gt_boxes: np.ndarray,
     n_cls = matrix.shape[0] - 1
     pred = pred[pred[:, 4] > conf]
     det_cls, gt_cls = pred[:, 5].astype(np.int64), np.asarray(gt_cls, np.int64)
-    ious = box_iou_xyxy(gt_boxes, pred[:, :4])  # [M, K]
-    g_idx, d_idx = np.nonzero(ious > iou)
-    order = np.argsort(-ious[g_idx, d_idx], kind="stable")
+    if len(pred) == 0 or len(gt_cls) == 0:
+        g_idx = d_idx = np.zeros(0, np.int64)
+    else:
+        ious = box_iou_xyxy(gt_boxes, pred[:, :4])  # [M, K]
+        g_idx, d_idx = np.nonzero(ious > iou)
+    order = np.argsort(-ious[g_idx, d_idx], kind="stable") if len(g_idx) else g_idx
     gt_used, det_used = np.zeros(len(gt_cls), bool), np.zeros(len(pred), bool)
     for g, d in zip(g_idx[order].tolist(), d_idx[order].tolist()):
         if not gt_used[g] and not det_used[d]:
             gt_used[g] = det_used[d] = True
             matrix[det_cls[d], gt_cls[g]] += 1
-    np.add.at(matrix, (np.full((~gt_used).sum(), n_cls), gt_cls[~gt_used]), 1)
-    np.add.at(matrix, (det_cls[~det_used], np.full((~det_used).sum(), n_cls)), 1)
+    matrix[n_cls] += np.bincount(gt_cls[~gt_used], minlength=n_cls + 1)
+    matrix[:, n_cls] += np.bincount(det_cls[~det_used], minlength=n_cls + 1)
