@@ -7,7 +7,8 @@ the right class) and random boxes, scores with ties. Both sides start from the s
 loadRes, evaluate, accumulate and summarize; ours covers coco_eval() (parsing the lists included).
 Prints both times, the speed ratio and the largest difference over the 12 statistics; --json FILE writes them.
 
-    python scripts/bench_metrics.py [--images 5000] [--dets 100] [--classes 80] [--seed 0] [--json out.json]
+    python scripts/bench_metrics.py [--images 5000] [--dets 100] [--classes 80] [--gt-per-image 7] [--seed 0]
+                                    [--json out.json [--force]]
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dets", type=int, default=100, help="detections per image")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--force", action="store_true", help="replace the --json file if it exists")
     args = ap.parse_args(argv)
+    if args.json and Path(args.json).exists() and not args.force:
+        ap.error(f"{args.json} exists (use --force to replace it)")
 
     from yolo.metrics import coco_eval
 
@@ -97,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(results)} detections, {len(gt['annotations'])} annotations: ours {t_ours:.2f} s, pycocotools "
           f"{t_ref:.2f} s, {t_ref / t_ours:.1f}x faster; largest stat difference {diff:.2e}")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        from yolo.utils.checkpoint import atomic_write
+
+        with atomic_write(args.json) as f:
+            f.write(json.dumps(out, indent=1).encode())
     return 0 if diff <= 1e-6 else 1
 
 
