@@ -225,7 +225,6 @@ def _pr_curves(tp: np.ndarray, fp: np.ndarray, npig: np.ndarray) -> tuple[np.nda
         return np.zeros((n_a, n_t, len(REC_THRS))), np.zeros((n_a, n_t))
     tp_count = np.cumsum(tp, axis=2, dtype=np.int64)  # [A, T, n]
     tp_sum, fp_sum = tp_count.astype(float), np.cumsum(fp, axis=2).astype(float)
-    rc = tp_sum / np.maximum(npig, 1)[:, None, None]
     pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
     pr = np.maximum.accumulate(pr[..., ::-1], axis=2)[..., ::-1]  # precision envelope from the right
     # searchsorted(rc, REC_THRS, 'left') of every row at once, on exact integer keys: row * (n+1) + tp count
@@ -233,7 +232,7 @@ def _pr_curves(tp: np.ndarray, fp: np.ndarray, npig: np.ndarray) -> tuple[np.nda
     keys = (rows + tp_count).ravel()
     idx = np.searchsorted(keys, rows + _first_count(npig)[:, None, :], side="left") - rows // (n + 1) * n
     q = np.take_along_axis(pr, np.minimum(idx, n - 1), axis=2)
-    return np.where(idx < n, q, 0.0), rc[..., -1]
+    return np.where(idx < n, q, 0.0), tp_sum[..., -1] / np.maximum(npig, 1)[:, None]
 
 
 def _accumulate(p: _Problem, tp: np.ndarray, fp: np.ndarray, num_cats: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,12 +248,14 @@ def _accumulate(p: _Problem, tp: np.ndarray, fp: np.ndarray, num_cats: int) -> t
     bounds = np.searchsorted(p.dt_cat[order], np.arange(num_cats + 1))
     for k in np.flatnonzero(npig.max(1) > 0):
         s = slice(bounds[k], bounds[k + 1])
-        for m, max_det in enumerate(MAX_DETS):
-            keep = rank[s] < max_det
-            tp_k, fp_k = tp[:, :, s], fp[:, :, s]
-            if not keep.all():
-                tp_k, fp_k = tp_k[:, :, keep], fp_k[:, :, keep]
-            q, rc = _pr_curves(tp_k, fp_k, npig[k])
+        q = None
+        for m in reversed(range(n_m)):  # a cut that keeps every detection repeats the previous result
+            keep = rank[s] < MAX_DETS[m]
+            if q is None or not keep.all():
+                tp_k, fp_k = tp[:, :, s], fp[:, :, s]
+                if not keep.all():
+                    tp_k, fp_k = tp_k[:, :, keep], fp_k[:, :, keep]
+                q, rc = _pr_curves(tp_k, fp_k, npig[k])
             has_gt = npig[k] > 0
             precision[:, :, k, has_gt, m] = q[has_gt].transpose(1, 2, 0)
             recall[:, k, has_gt, m] = rc[has_gt].T
