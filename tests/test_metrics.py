@@ -294,3 +294,12 @@ def test_matches_pycocotools_on_integer_grids():
         np.testing.assert_allclose(ours.recall, ref.eval["recall"], atol=1e-12)
 
     check()
+
+
+def test_evaluator_rejects_bad_updates():
+    ev = Evaluator(3)
+    with pytest.raises(ValueError, match="classes must be integers"):
+        ev.update([[0, 0, 5, 5, 0.9, 3]], [[0, 0, 5, 5]], [0])
+    with pytest.raises(ValueError, match="2 gt boxes with 1 classes"):
+        ev.update(None, [[0, 0, 5, 5], [1, 1, 4, 4]], [0])
+    assert len(ev) == 0
