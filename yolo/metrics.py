@@ -243,22 +243,23 @@ def _accumulate(p: _Problem, tp: np.ndarray, fp: np.ndarray, num_cats: int) -> t
     regular = ~p.gt_ignore  # [A, G]
     npig = np.stack([np.bincount(p.gt_cat[regular[a]], minlength=num_cats) for a in range(n_a)], 1)  # [K, A]
     order = np.lexsort((p.rank, p.dt_img, -p.dt_score, p.dt_cat))  # per category: score, image, rank
-    tp, fp = tp[:, :, order].transpose(1, 0, 2), fp[:, :, order].transpose(1, 0, 2)  # [A, T, D]
-    rank = p.rank[order]
-    bounds = np.searchsorted(p.dt_cat[order], np.arange(num_cats + 1))
-    for k in np.flatnonzero(npig.max(1) > 0):
-        s = slice(bounds[k], bounds[k + 1])
-        q = None
-        for m in reversed(range(n_m)):  # a cut that keeps every detection repeats the previous result
-            keep = rank[s] < MAX_DETS[m]
-            if q is None or not keep.all():
-                tp_k, fp_k = tp[:, :, s], fp[:, :, s]
-                if not keep.all():
-                    tp_k, fp_k = tp_k[:, :, keep], fp_k[:, :, keep]
-                q, rc = _pr_curves(tp_k, fp_k, npig[k])
-            has_gt = npig[k] > 0
-            precision[:, :, k, has_gt, m] = q[has_gt].transpose(1, 2, 0)
-            recall[:, k, has_gt, m] = rc[has_gt].T
+    for a in range(n_a):
+        # a detection ignored at every threshold changes no sampled precision or recall: leave it out
+        cols = order[(tp[:, a, order] | fp[:, a, order]).any(0)]
+        tp_a, fp_a, rank, cat = tp[:, a, cols], fp[:, a, cols], p.rank[cols], p.dt_cat[cols]  # [T, n], [n]
+        bounds = np.searchsorted(cat, np.arange(num_cats + 1))
+        for k in np.flatnonzero(npig[:, a] > 0):
+            s = slice(bounds[k], bounds[k + 1])
+            q = None
+            for m in reversed(range(n_m)):  # a cut that keeps every detection repeats the previous result
+                keep = rank[s] < MAX_DETS[m]
+                if q is None or not keep.all():
+                    tp_k, fp_k = tp_a[None, :, s], fp_a[None, :, s]
+                    if not keep.all():
+                        tp_k, fp_k = tp_k[:, :, keep], fp_k[:, :, keep]
+                    q, rc = _pr_curves(tp_k, fp_k, npig[k, a:a + 1])
+                precision[:, :, k, a, m] = q[0]
+                recall[:, k, a, m] = rc[0]
     return precision, recall
 
 
