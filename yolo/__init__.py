@@ -37,6 +37,10 @@ _PUBLIC = {
     "export_model": "yolo.export",
     "ExportResult": "yolo.export",
     "load_exported": "yolo.exported",
+    "coco_eval": "yolo.metrics",
+    "CocoStats": "yolo.metrics",
+    "Evaluator": "yolo.val",
+    "evaluate_files": "yolo.val",
 }
 
 __all__ = ["__version__", *_PUBLIC]

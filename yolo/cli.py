@@ -265,6 +265,29 @@ def _run_export(args) -> int:
         print(f"yolo export: verification failed, nothing written: {e}", file=sys.stderr)
         return 1
     print(result)
+def _add_val(sub) -> None:
+    p = sub.add_parser("val", help="COCO box metrics of a predictions file (pycocotools' numbers, exactly)",
+                       description="Evaluate COCO-format detections against COCO instances annotations: the 12 "
+                                   "COCOeval bbox statistics (AP@[.5:.95], AP50, AP75, AP small/medium/large, "
+                                   "AR@1/10/100, AR small/medium/large), equal to pycocotools' without needing it.")
+    p.add_argument("--predictions", metavar="RESULTS.json",
+                   help="COCO results: a list of {image_id, category_id, bbox [x, y, w, h], score}")
+    p.add_argument("--annotations", metavar="INSTANCES.json",
+                   help="COCO instances: {images, annotations, categories}")
+    p.add_argument("--json", action="store_true", help="print one JSON object (stats and per-class AP) instead "
+                                                       "of the table")
+    p.set_defaults(run=_run_val)
+
+
+def _run_val(args) -> int:
+    import json
+
+    from yolo.val import evaluate_files
+
+    if not args.predictions or not args.annotations:
+        raise InputError("give --predictions RESULTS.json and --annotations INSTANCES.json")
+    stats = evaluate_files(args.predictions, args.annotations)
+    print(json.dumps(stats.as_dict(), indent=1) if args.json else stats.format())
     return 0
 
 
@@ -278,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_anchors(sub)
     _add_export(sub)
+    _add_val(sub)
     return parser
 
 
