@@ -2,7 +2,7 @@
 
 Public names (imported lazily, so ``import yolo`` and ``yolo --help`` stay fast and import no torch):
 ``Darknet``, ``load_model``, ``save_checkpoint``, ``convert_weights``, ``profile_model``, ``parse_cfg``,
-``DarknetHeader``, ``InputError``.
+``DarknetHeader``, ``InputError``, ``Detector``, ``Detections``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ _PUBLIC = {
     "parse_cfg": "yolo.model.cfg_parser",
     "DarknetHeader": "yolo.model.weights",
     "InputError": "yolo.errors",
+    "Detector": "yolo.detect",
+    "Detections": "yolo.detect",
 }
 
 __all__ = ["__version__", *_PUBLIC]
