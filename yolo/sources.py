@@ -96,7 +96,8 @@ def _is_media(p: Path) -> bool:
 class Source:
     """An iterable of :class:`Frame` s. ``Source("0")`` is camera 0; ``"rtsp://..."`` a stream;
     a folder, glob or ``.txt`` list expands to files (images and videos, sorted); otherwise one file.
-    Missing sources and empty folders are ``InputError`` s raised here, before any work."""
+    Missing sources, empty folders and video files OpenCV cannot open are ``InputError`` s raised here,
+    before any work."""
 
     def __init__(self, source: str | Path | int):
         text = str(source)
@@ -104,8 +105,14 @@ class Source:
         self.camera: int | None = int(text) if text.isdigit() else None
         self.url = text if "://" in text else None
         self.files: list[Path] = []
+        self.video_frames: dict[Path, int] = {}  # frame count each video file reports (0: unknown)
         if self.camera is None and self.url is None:
             self.files = self._expand(text)
+            for p in self.files:  # a video that cannot be opened fails here, before any work
+                if p.suffix.lower() in VIDEO_SUFFIXES:
+                    cap = open_video(str(p))
+                    self.video_frames[p] = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+                    cap.release()
 
     @staticmethod
     def _expand(text: str) -> list[Path]:
@@ -132,15 +139,7 @@ class Source:
         """Frames expected (images + video frames as the containers report them), None for live sources."""
         if self.is_live:
             return None
-        total = 0
-        for p in self.files:
-            if p.suffix.lower() in VIDEO_SUFFIXES:
-                cap = cv2.VideoCapture(str(p))
-                total += max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
-                cap.release()
-            else:
-                total += 1
-        return total
+        return sum(self.video_frames.get(p, 1) for p in self.files)
 
     def __iter__(self) -> Iterator[Frame]:
         if self.is_live:

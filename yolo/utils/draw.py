@@ -34,7 +34,7 @@ def _label(img: np.ndarray, x1: int, y1: int, text: str, color: tuple[int, int, 
     th += base
     above = y1 - th - 2 >= 0
     top = y1 - th - 2 if above else y1
-    cv2.rectangle(img, (x1, top), (x1 + tw + 2, top + th + 2), color, -1, cv2.LINE_AA)
+    cv2.rectangle(img, (x1, top), (x1 + tw + 2, top + th + 2), color, -1, cv2.LINE_8)
     cv2.putText(img, text, (x1 + 1, top + th - base + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, _text_color(color),
                 thick, cv2.LINE_AA)
 
@@ -44,14 +44,16 @@ def draw_detections(img: np.ndarray, dets: np.ndarray, names: list[str] | None =
     """Draw ``dets [K, 6]`` (x1, y1, x2, y2 pixels, score, class) on a copy of BGR ``img [H, W, 3]`` uint8.
 
     Boxes are rectangles of thickness ``lw`` (default from the image size) centred on the rounded box
-    edges; ``labels`` adds ``"<name> <score>"`` tags. ``color`` forces one colour (default: per class).
+    edges, moved inside the image when they lie on its far border (x = W or y = H); ``labels`` adds ``"<name> <score>"`` tags. ``color`` forces one colour (default: per class).
     """
     out = np.ascontiguousarray(img).copy()
     lw = lw or line_width(out.shape)
     dets = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
+    h, w = out.shape[:2]
     for x1, y1, x2, y2, score, cls in dets[::-1]:  # best last, so it ends on top
         c = color or class_color(int(cls))
-        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+        p1 = (min(max(int(round(x1)), 0), w - 1), min(max(int(round(y1)), 0), h - 1))
+        p2 = (min(max(int(round(x2)), 0), w - 1), min(max(int(round(y2)), 0), h - 1))  # edges stay visible
         cv2.rectangle(out, p1, p2, c, lw, cv2.LINE_8)
         if labels:
             name = names[int(cls)] if names and int(cls) < len(names) else str(int(cls))
