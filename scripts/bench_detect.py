@@ -9,7 +9,11 @@ channels-last, batches of --batch-size); OpenCV's is ``readNetFromDarknet`` + ``
 
 The weights are random (BN statistics measured on the images so outputs depend on the pixels), written by
 ``save_darknet_weights`` and read by both. Timings are wall-clock on a machine other jobs may be loading:
-trust the ratio (measured in the same run, interleaved), not the absolute numbers.
+trust the ratio (measured in the same run, interleaved), not the absolute numbers. On a machine shared with
+other jobs, PyTorch's OpenMP threads spin-wait for each other and lose badly to descheduling; run with
+``OMP_WAIT_POLICY=PASSIVE`` (OpenCV's own thread pool sleeps instead) or ``--threads 1`` to see past that.
+Detection counts differ a little: OpenCV's letterbox resamples slightly differently, and these random
+weights are sensitive to that (fed the same tensor, both networks give the same candidates).
 
     python scripts/bench_detect.py --cfg cfg/yolov3-tiny.cfg --img-size 416 --n-images 16 [--half] [--threads 2]
 """
@@ -17,6 +21,7 @@ trust the ratio (measured in the same run, interleaved), not the absolute number
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -55,8 +60,8 @@ def make_images(folder: Path, n: int) -> list[Path]:
 def calibrated_weights(cfg: str, out: Path, paths: list[Path], size: int) -> None:
     """Random weights as a darknet .weights file, made to behave like a trained model's: BN running
     statistics measured on two of the images (so outputs depend on the pixels), and objectness biases
-    sharpened and lowered so that only ~0.5% of the predictions per head are confident (a few dozen candidates per image,
-    not thousands)."""
+    sharpened and lowered so that only ~0.5% of the predictions per head are confident (a few dozen
+    candidates per image, not thousands)."""
     torch.manual_seed(0)
     model = Darknet.from_cfg(cfg)
     for m in model.modules():
@@ -156,7 +161,7 @@ def main() -> int:
     split = summary["ms_per_image"]
     print(f"cfg {Path(args.cfg).name}, {args.img_size}x{args.img_size}, {n} images, ours "
           f"{'bf16' if args.half else 'fp32'} batch {args.batch_size}, threads {torch.get_num_threads()}, "
-          f"no drawing, nothing written")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, no drawing, nothing written")
     print(f"ours:   {a:8.1f} ms/image  (pre {split['pre']:.1f}, infer {split['infer']:.1f}, post {split['post']:.1f}); "
           f"{summary['detections']} detections")
     print(f"opencv: {b:8.1f} ms/image; {sum(len(d) for d in dets)} detections")

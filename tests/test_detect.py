@@ -192,7 +192,7 @@ def test_video_in_video_out(detector, tmp_path):
     for i in range(10):
         vw.write(_bgr(128, 160, shift=i * 9))
     vw.release()
-    summary = detector.run(src, out=tmp_path / "exp", save_txt=True, progress=False)
+    summary = detector.run(src, out=tmp_path / "exp", save_txt=True, save_json=True, progress=False)
     assert summary["images"] == 10 and summary["videos"] == ["clip.mp4"]
     cap = cv2.VideoCapture(str(tmp_path / "exp" / "clip.mp4"))
     frames = 0
@@ -204,6 +204,9 @@ def test_video_in_video_out(detector, tmp_path):
         assert frame.shape == (128, 160, 3)
     assert frames == 10
     assert len(list((tmp_path / "exp" / "labels").glob("clip_*.txt"))) == 10
+    results = json.loads((tmp_path / "exp" / "predictions.json").read_text())
+    assert len(results) == summary["detections"] > 0
+    assert all(r["file_name"] == "clip.avi" and 0 <= r["frame"] < 10 for r in results)
 
 
 def test_run_folders_increment_nosave_and_unreadable(detector, folder, tmp_path):
@@ -256,6 +259,7 @@ def test_cli_errors_are_one_line(weights, tmp_path, capsys):
     assert "not found" in _cli_error(capsys, "--weights", str(tmp_path / "no.pt"), "--source", str(img))
     assert "export support not available" in _cli_error(capsys, "--weights", _fake_onnx(tmp_path), "--source",
                                                         str(img), "--out", str(tmp_path / "o2"))
+    assert not (tmp_path / "o2").exists()  # the run folder of a model that failed to load is removed
 
 
 def _fake_onnx(tmp_path) -> str:

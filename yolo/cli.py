@@ -149,9 +149,14 @@ def _run_detect(args) -> int:
     from yolo.detect_io import format_summary
 
     run_dir = make_run_dir(args.out)  # writable, before the model is loaded
-    backend = load_backend(args.weights, args.cfg, args.device, args.half, args.names)
-    detector = Detector(backend, img_size=_img_size(args.img_size, backend.stride), conf=args.conf, iou=args.iou,
-                        classes=args.classes, agnostic=args.agnostic_nms, max_det=args.max_det)
+    try:
+        backend = load_backend(args.weights, args.cfg, args.device, args.half, args.names)
+    except BaseException:
+        run_dir.rmdir()  # still empty: leave no trace of a run that never started
+        raise
+    size = _img_size(args.img_size, backend.stride)
+    detector = Detector(backend, img_size=size, conf=args.conf, iou=args.iou, classes=args.classes,
+                        agnostic=args.agnostic_nms, max_det=args.max_det)
     summary = detector.run(source, run_dir, save_txt=args.save_txt, save_json=args.save_json,
                            save_crop=args.save_crop, nosave=args.nosave, batch_size=args.batch_size,
                            progress=not args.no_progress, increment=False)

@@ -72,8 +72,8 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
     else:
         names_file = names if isinstance(names, (str, Path)) else None
         backend = TorchBackend(load_model(weights, cfg=cfg, names=names_file), device, half)
-    if half and backend.device.type == "cpu":
-        warning = half_warning(backend.device)
+    if half and torch.device(backend.device).type == "cpu":
+        warning = half_warning(torch.device(backend.device))
         if warning:
             print(warning, file=sys.stderr)
     if names is not None:

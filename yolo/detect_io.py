@@ -89,14 +89,11 @@ class RunWriter:
         self.video_source: str | None = None
         self.videos: list[str] = []
 
-    def _stem(self, frame: Frame) -> str:
+    @staticmethod
+    def _stem(frame: Frame) -> str:
         if frame.path.isdigit():
-            stem = f"camera{frame.path}"
-        elif "://" in frame.path:
-            stem = "stream"
-        else:
-            stem = Path(frame.path).stem
-        return stem
+            return f"camera{frame.path}"
+        return "stream" if "://" in frame.path else Path(frame.path).stem
 
     def write(self, frame: Frame, det) -> None:
         """Outputs for one ``frame`` and its :class:`yolo.detect.Detections`."""
@@ -116,8 +113,10 @@ class RunWriter:
         if self.save_txt:
             _write_text(self.dir / "labels" / f"{stem}.txt", det.to_txt())
         if self.json is not None:
-            name = f"{stem}.jpg" if frame.is_video else Path(frame.path).name
-            self.json.write(det.to_json(name))
+            items = det.to_json(self._stem(frame) if frame.is_live else Path(frame.path).name)
+            if frame.is_video:
+                items = [{**item, "frame": frame.index} for item in items]
+            self.json.write(items)
         if self.save_crop:
             self._crops(frame.image, rows, stem)
 

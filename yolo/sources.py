@@ -38,6 +38,11 @@ class Frame:
     def is_video(self) -> bool:
         return self.fps is not None
 
+    @property
+    def is_live(self) -> bool:
+        """A camera index or a stream URL rather than a file."""
+        return self.path.isdigit() or "://" in self.path
+
 
 def to_bgr8(img: np.ndarray) -> np.ndarray:
     """Any array OpenCV might return -> BGR ``[H, W, 3]`` uint8: ``[H, W]`` gray, ``[H, W, 1]``, BGRA

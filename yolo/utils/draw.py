@@ -44,7 +44,8 @@ def draw_detections(img: np.ndarray, dets: np.ndarray, names: list[str] | None =
     """Draw ``dets [K, 6]`` (x1, y1, x2, y2 pixels, score, class) on a copy of BGR ``img [H, W, 3]`` uint8.
 
     Boxes are rectangles of thickness ``lw`` (default from the image size) centred on the rounded box
-    edges, moved inside the image when they lie on its far border (x = W or y = H); ``labels`` adds ``"<name> <score>"`` tags. ``color`` forces one colour (default: per class).
+    edges, moved inside the image when they lie on its far border (x = W or y = H); ``labels`` adds
+    ``"<name> <score>"`` tags. ``color`` forces one colour (default: per class).
     """
     out = np.ascontiguousarray(img).copy()
     lw = lw or line_width(out.shape)
