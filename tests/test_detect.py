@@ -300,3 +300,16 @@ def test_api_errors(weights):
         Detector(weights, conf=2)
     with pytest.raises(InputError, match="not found"):
         Detector(weights)("/nonexistent/x.jpg")
+
+
+def test_backend_matches_the_plain_model_and_leaves_it_alone(weights, folder):
+    """Folded BN + channels-last + float32 decode = the unfused model's own forward and decode."""
+    from yolo.model.checkpoint import load_model
+
+    model = load_model(weights)
+    det = Detector(model, img_size=SIZE, conf=CONF)
+    assert model.module_list[0].bn is not None  # the caller's model is not fused in place
+    x, _ = preprocess([cv2.imread(str(p)) for p in sorted(folder.glob("*.png"))[:2]], (SIZE, SIZE))
+    with torch.no_grad():
+        expected = model.decode(model(x))
+    torch.testing.assert_close(det.backend(x), expected, atol=1e-3, rtol=1e-4)

@@ -8,6 +8,7 @@ A *backend* runs the network: ``backend(x [B, 3, H, W] float in [0, 1]) -> [B, N
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
     if callable(weights) and hasattr(weights, "stride") and not isinstance(weights, Darknet):
         return weights
     if isinstance(weights, Darknet):
-        backend = TorchBackend(weights, device, half)
+        backend = TorchBackend(copy.deepcopy(weights), device, half)  # fusing must not change the caller's model
     elif str(weights).lower().endswith(EXPORTED_SUFFIXES):
         if not Path(weights).is_file():
             raise InputError("weights file not found", str(weights))
