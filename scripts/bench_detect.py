@@ -133,6 +133,22 @@ def fuse_gain(weights: Path, cfg: str, size: int, dtype: torch.dtype, repeats: i
     return out[0], out[1]
 
 
+def time_interleaved(first, second, repeats: int) -> tuple[tuple[list, object], tuple[list, object]]:
+    """Warm both up, then time them alternately (a burst of load hits both alike): (seconds, last result) each."""
+    first(), second()
+    out = ([], None), ([], None)
+    for _ in range(repeats):
+        out = tuple(_timed(f, times) for f, (times, _) in zip((first, second), out))
+    return out
+
+
+def _timed(f, times: list) -> tuple[list, object]:
+    t0 = time.perf_counter()
+    result = f()
+    times.append(time.perf_counter() - t0)
+    return times, result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cfg", default=str(ROOT / "cfg" / "yolov3.cfg"))
@@ -166,15 +182,7 @@ def main() -> int:
         def run_theirs():
             return [theirs(p) for p in paths]
 
-        run_ours(), run_theirs()  # warm-up
-        t_ours, t_theirs, summary = [], [], None
-        for _ in range(args.repeats):  # interleaved, so a burst of load hits both sides alike
-            t0 = time.perf_counter()
-            summary = run_ours()
-            t_ours.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            dets = run_theirs()
-            t_theirs.append(time.perf_counter() - t0)
+        (t_ours, summary), (t_theirs, dets) = time_interleaved(run_ours, run_theirs, args.repeats)
         unfused, fused = fuse_gain(weights, args.cfg, args.img_size, ours.backend.dtype, args.repeats)
 
     n = args.n_images
