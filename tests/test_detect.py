@@ -313,3 +313,18 @@ def test_backend_matches_the_plain_model_and_leaves_it_alone(weights, folder):
     with torch.no_grad():
         expected = model.decode(model(x))
     torch.testing.assert_close(det.backend(x), expected, atol=1e-3, rtol=1e-4)
+
+
+def test_static_batch_backends_get_exact_chunks():
+    """An exported model with a fixed batch size sees only batches of that size; padding rows are dropped."""
+    from yolo.detect import _run_backend
+
+    class Fixed:
+        fixed_batch = 3
+
+        def __call__(self, x):  # [3, 3, H, W] -> [3, 1, 3]: per-image channel means
+            assert len(x) == 3
+            return x.mean((2, 3))[:, None, :]
+
+    x = torch.rand(7, 3, 8, 8)
+    torch.testing.assert_close(_run_backend(Fixed(), x), x.mean((2, 3))[:, None, :])

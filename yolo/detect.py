@@ -9,6 +9,7 @@ A *backend* runs the network: ``backend(x [B, 3, H, W] float in [0, 1]) -> [B, N
 from __future__ import annotations
 
 import copy
+import importlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,31 @@ class TorchBackend:
         return self.model.decode([r.float() for r in raw])
 
 
+def _exported_loader(path: str):
+    """``load_exported`` from ``yolo.export`` (the agreed place) or ``yolo.exported`` (where it may live)."""
+    for module in ("yolo.export", "yolo.exported"):
+        try:
+            return getattr(importlib.import_module(module), "load_exported")
+        except (ImportError, AttributeError):
+            continue
+    raise InputError("export support not available (yolo.export is missing)", path)
+
+
+def _run_backend(backend, x: torch.Tensor) -> torch.Tensor:
+    """``backend(x)`` ``[B, 3, H, W] -> [B, N, 5+C]``; a backend with a ``fixed_batch`` (static export) gets
+    chunks of exactly that size, the last one padded with zeros (their rows are dropped)."""
+    fixed = getattr(backend, "fixed_batch", None)
+    if not fixed or fixed == len(x):
+        return backend(x)
+    out = []
+    for chunk in x.split(fixed):
+        pad = fixed - len(chunk)
+        if pad:
+            chunk = torch.cat((chunk, chunk.new_zeros(pad, *chunk.shape[1:])))
+        out.append(backend(chunk)[:fixed - pad])
+    return torch.cat(out)
+
+
 def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", half: bool = False,
                  names: str | Path | Sequence[str] | None = None):
     """A backend for ``weights``: a backend object (returned as is), a ``Darknet``, or a file: our ``.pt``,
@@ -65,11 +91,7 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
     elif str(weights).lower().endswith(EXPORTED_SUFFIXES):
         if not Path(weights).is_file():
             raise InputError("weights file not found", str(weights))
-        try:
-            from yolo.export import load_exported
-        except ImportError:
-            raise InputError("export support not available (yolo.export is missing)", str(weights)) from None
-        backend = load_exported(str(weights), str(device))
+        backend = _exported_loader(str(weights))(str(weights), str(device))
     else:
         names_file = names if isinstance(names, (str, Path)) else None
         backend = TorchBackend(load_model(weights, cfg=cfg, names=names_file), device, half)
@@ -199,7 +221,7 @@ class Detector:
         t0 = time.perf_counter()
         x, infos = preprocess(images, self.img_size)  # [B, 3, H, W]
         t1 = time.perf_counter()
-        pred = self.backend(x)  # [B, N, 5+C]
+        pred = _run_backend(self.backend, x)  # [B, N, 5+C]
         synchronize(pred.device)
         t2 = time.perf_counter()
         dets = postprocess(pred, infos, self.conf, self.iou, self.classes, self.agnostic, self.max_det)
