@@ -328,3 +328,20 @@ def test_static_batch_backends_get_exact_chunks():
 
     x = torch.rand(7, 3, 8, 8)
     torch.testing.assert_close(_run_backend(Fixed(), x), x.mean((2, 3))[:, None, :])
+
+
+def test_exported_torchscript_gives_the_same_detections(weights, folder, tmp_path):
+    """Where the export module is present (the export branch): a static batch-1 TorchScript file behind the
+    same Detector gives the .pt's detections, also when fed batches of 8."""
+    try:
+        from yolo.export import export_model
+    except ImportError:
+        pytest.skip("yolo.export not available in this checkout")
+    path = tmp_path / "tiny.torchscript"
+    export_model(weights, "torchscript", out=path, img_size=SIZE, batch_size=1)
+    paths = sorted(folder.glob("*.png"))[:4]
+    expected = Detector(weights, img_size=SIZE, conf=CONF)(paths)
+    got = Detector(path, img_size=SIZE, conf=CONF)(paths, batch_size=8)
+    assert sum(len(d) for d in expected) > 0
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a.tensor(), b.tensor(), atol=1e-3, rtol=1e-4)
