@@ -41,6 +41,8 @@ _PUBLIC = {
     "CocoStats": "yolo.metrics",
     "Evaluator": "yolo.val",
     "evaluate_files": "yolo.val",
+    "Detector": "yolo.detect",
+    "Detections": "yolo.detect",
 }
 
 __all__ = ["__version__", *_PUBLIC]

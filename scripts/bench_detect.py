@@ -1,0 +1,204 @@
+#!/usr/bin/env python
+"""Time the whole detection pipeline against OpenCV's DNN module doing the same work with the same weights.
+
+Both sides: read each image from disk, letterbox it to --img-size (grey 114 borders, centred), run the
+network, keep scores (objectness x class) above --conf, class-aware NMS at --iou, map the boxes back to the
+original pixels. No drawing and nothing written. Ours is ``Detector.run(..., nosave=True)`` (BN folded,
+channels-last, batches of --batch-size); OpenCV's is ``readNetFromDarknet`` + ``blobFromImageWithParams``
+(letterbox mode) + ``forward`` + ``NMSBoxesBatched``, one image at a time as its API does.
+
+The weights are random (BN statistics measured on the images so outputs depend on the pixels), written by
+``save_darknet_weights`` and read by both. Timings are wall-clock on a machine other jobs may be loading:
+trust the ratio (measured in the same run, interleaved), not the absolute numbers. On a machine shared with
+other jobs, PyTorch's OpenMP threads spin-wait for each other and lose badly to descheduling; run with
+``OMP_WAIT_POLICY=PASSIVE`` (OpenCV's own thread pool sleeps instead) or ``--threads 1`` to see past that.
+Detection counts differ a little: OpenCV's letterbox resamples slightly differently, and these random
+weights are sensitive to that (fed the same tensor, both networks give the same candidates).
+
+    python scripts/bench_detect.py --cfg cfg/yolov3-tiny.cfg --img-size 416 --n-images 16 [--half] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from yolo.detect import Detector  # noqa: E402
+from yolo.model.darknet import Darknet  # noqa: E402
+
+
+def _photo() -> np.ndarray:
+    from matplotlib import cbook
+
+    return cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))  # BGR [512, 600, 3]
+
+
+def make_images(folder: Path, n: int) -> list[Path]:
+    """``n`` JPEGs of a few sizes (640x480, 480x640, 800x600, ...) cut from a real photograph."""
+    photo, sizes, paths = _photo(), [(480, 640), (640, 480), (600, 800), (375, 500)], []
+    for i in range(n):
+        h, w = sizes[i % len(sizes)]
+        crop = photo[(i * 17) % 60:, (i * 29) % 80:]
+        paths.append(folder / f"img{i:03d}.jpg")
+        cv2.imwrite(str(paths[-1]), cv2.resize(crop, (w, h)))
+    return paths
+
+
+@torch.no_grad()
+def calibrated_weights(cfg: str, out: Path, paths: list[Path], size: int) -> None:
+    """Random weights as a darknet .weights file, made to behave like a trained model's: BN running
+    statistics measured on two of the images (so outputs depend on the pixels), and objectness biases
+    sharpened and lowered so that only ~0.5% of the predictions per head are confident (a few dozen
+    candidates per image, not thousands)."""
+    torch.manual_seed(0)
+    model = Darknet.from_cfg(cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    x = [cv2.resize(cv2.imread(str(p)), (size, size))[:, :, ::-1] for p in paths[:2]]
+    x = torch.from_numpy(np.stack(x).copy()).permute(0, 3, 1, 2).float() / 255  # [2, 3, S, S]
+    model.train()(x)
+    model.eval()
+    for head_index, raw in zip(model.head_indices, model(x)):  # raw [B, A, H, W, 5+C]
+        conv = model.module_list[head_index - 1].conv  # the 1x1 output conv feeding the [yolo] layer
+        a = raw.shape[1]
+        q = torch.quantile(raw[..., 4].flatten(), 0.995)  # logit l -> 4 (l - q): sharp, 0.5% above 0.5
+        conv.weight.view(a, -1, *conv.weight.shape[1:])[:, 4] *= 4
+        bias = conv.bias.view(a, -1)[:, 4]  # [A] objectness biases
+        bias.sub_(q).mul_(4)
+    model.save_darknet_weights(out)
+
+
+class OpenCVPipeline:
+    """The same pipeline in OpenCV's DNN module."""
+
+    def __init__(self, cfg: str, weights: Path, size: int, conf: float, iou: float):
+        self.net = cv2.dnn.readNetFromDarknet(cfg, str(weights))
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.outputs = self.net.getUnconnectedOutLayersNames()
+        self.params = cv2.dnn.Image2BlobParams()
+        self.params.scalefactor, self.params.size, self.params.swapRB = 1 / 255, (size, size), True
+        self.params.paddingmode, self.params.borderValue = cv2.dnn.DNN_PMODE_LETTERBOX, (114, 114, 114, 0)
+        self.size, self.conf, self.iou = size, conf, iou
+
+    def __call__(self, path: Path) -> np.ndarray:
+        """-> ``[K, 6]`` x1, y1, x2, y2 (original pixels), score, class."""
+        img = cv2.imread(str(path))
+        self.net.setInput(cv2.dnn.blobFromImageWithParams(img, self.params))
+        out = np.concatenate(self.net.forward(self.outputs))  # [N, 5+C]: cx, cy, w, h (0-1), obj, obj*cls
+        scores = out[:, 5:]
+        cls = scores.argmax(1)
+        score = scores[np.arange(len(out)), cls]
+        keep = score > self.conf
+        cx, cy, w, h = (out[keep, :4] * self.size).T
+        rects = np.stack((cx - w / 2, cy - h / 2, w, h), 1)
+        idx = np.asarray(cv2.dnn.NMSBoxesBatched(rects.tolist(), score[keep].tolist(), cls[keep].tolist(),
+                                                 self.conf, self.iou), dtype=int).reshape(-1)
+        if not len(idx):
+            return np.zeros((0, 6))
+        boxes = self.params.blobRectsToImageRects([tuple(map(int, r)) for r in rects[idx].round()], img.shape[:2][::-1])
+        boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        return np.column_stack((boxes[:, :2], boxes[:, :2] + boxes[:, 2:], score[keep][idx], cls[keep][idx]))
+
+
+@torch.inference_mode()
+def fuse_gain(weights: Path, cfg: str, size: int, dtype: torch.dtype, repeats: int) -> tuple[float, float]:
+    """Median forward ms of the network with BN as separate layers and with BN folded into the convs."""
+    from yolo.model.checkpoint import load_model
+
+    x = torch.rand(1, 3, size, size).to(dtype).contiguous(memory_format=torch.channels_last)
+    out = []
+    for fuse in (False, True):
+        model = load_model(weights, cfg=cfg)
+        model = (model.fuse() if fuse else model).to(dtype).to(memory_format=torch.channels_last)
+        model(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+        out.append(statistics.median(times) * 1000)
+    return out[0], out[1]
+
+
+def time_interleaved(first, second, repeats: int) -> tuple[tuple[list, object], tuple[list, object]]:
+    """Warm both up, then time them alternately (a burst of load hits both alike): (seconds, last result) each."""
+    first(), second()
+    out = ([], None), ([], None)
+    for _ in range(repeats):
+        out = tuple(_timed(f, times) for f, (times, _) in zip((first, second), out))
+    return out
+
+
+def _timed(f, times: list) -> tuple[list, object]:
+    t0 = time.perf_counter()
+    result = f()
+    times.append(time.perf_counter() - t0)
+    return times, result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cfg", default=str(ROOT / "cfg" / "yolov3.cfg"))
+    ap.add_argument("--img-size", type=int, default=416)
+    ap.add_argument("--n-images", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=1, help="ours: images per forward (OpenCV: always 1)")
+    ap.add_argument("--half", action="store_true", help="ours in bfloat16 (CPU); OpenCV stays float32")
+    ap.add_argument("--threads", type=int, default=0, help="torch and OpenCV threads (0: their defaults)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes over the folder, each side (median)")
+    ap.add_argument("--conf", type=float, default=0.25)
+    ap.add_argument("--iou", type=float, default=0.45)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "images").mkdir()
+        paths = make_images(tmp / "images", args.n_images)
+        weights = tmp / "model.weights"
+        calibrated_weights(args.cfg, weights, paths, args.img_size)
+        ours = Detector(str(weights), cfg=args.cfg, img_size=args.img_size, conf=args.conf, iou=args.iou,
+                        half=args.half)
+        theirs = OpenCVPipeline(args.cfg, weights, args.img_size, args.conf, args.iou)
+
+        def run_ours():
+            return ours.run(tmp / "images", out=tmp / "runs" / "exp", nosave=True, progress=False,
+                            batch_size=args.batch_size)
+
+        def run_theirs():
+            return [theirs(p) for p in paths]
+
+        (t_ours, summary), (t_theirs, dets) = time_interleaved(run_ours, run_theirs, args.repeats)
+        unfused, fused = fuse_gain(weights, args.cfg, args.img_size, ours.backend.dtype, args.repeats)
+
+    n = args.n_images
+    a, b = statistics.median(t_ours) / n * 1000, statistics.median(t_theirs) / n * 1000
+    split = summary["ms_per_image"]
+    print(f"cfg {Path(args.cfg).name}, {args.img_size}x{args.img_size}, {n} images, ours "
+          f"{'bf16' if args.half else 'fp32'} batch {args.batch_size}, threads {torch.get_num_threads()}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, no drawing, nothing written")
+    print(f"ours:   {a:8.1f} ms/image  (pre {split['pre']:.1f}, infer {split['infer']:.1f}, post {split['post']:.1f}); "
+          f"{summary['detections']} detections")
+    print(f"opencv: {b:8.1f} ms/image; {sum(len(d) for d in dets)} detections")
+    target = 0.35 if args.half else 0.75
+    print(f"ratio ours/opencv: {a / b:.3f} (target <= {target})")
+    print(f"BN folding: forward {unfused:.1f} ms unfused -> {fused:.1f} ms fused (x{unfused / fused:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

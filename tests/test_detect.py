@@ -1,0 +1,347 @@
+"""``Detector`` and ``yolo detect`` end to end on a tiny model with random, input-sensitive weights."""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from tests.helpers import CFG, calibrated_model, photo_rgb
+from yolo.cli import main
+from yolo.detect import Detector, preprocess
+from yolo.errors import InputError
+from yolo.model.checkpoint import save_checkpoint
+from yolo.utils.boxes import cxcywh_to_xyxy
+from yolo.utils.draw import draw_detections, line_width
+from yolo.utils.files import increment_path
+
+CONF = 0.7  # random weights score many boxes around 0.5-0.7; this keeps a handful per image
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "tiny.pt"
+    save_checkpoint(calibrated_model(CFG / "yolov3-tiny.cfg"), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector(weights):
+    return Detector(weights, img_size=SIZE, conf=CONF)
+
+
+def _bgr(h: int, w: int, shift: int = 0) -> np.ndarray:
+    """A crop of the photo, BGR ``[h, w, 3]`` uint8."""
+    img = photo_rgb()[shift:, shift // 2:, ::-1]
+    return np.ascontiguousarray(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    for i, (h, w) in enumerate([(160, 200), (120, 240), (200, 150), (99, 131), (160, 160), (240, 180),
+                                (111, 222), (130, 170), (150, 260)]):
+        cv2.imwrite(str(d / f"im{i}.png"), _bgr(h, w, shift=i * 23))
+    return d
+
+
+def test_batch_1_and_8_agree(detector, folder):
+    paths = sorted(folder.glob("*.png"))
+    one, eight = detector(paths, batch_size=1), detector(paths, batch_size=8)
+    assert sum(len(d) for d in one) >= 10
+    for a, b in zip(one, eight):
+        assert a.path == b.path and a.shape == b.shape
+        torch.testing.assert_close(a.tensor(), b.tensor(), atol=1e-4, rtol=1e-4)  # float32 pixels ~100
+
+
+def test_detections_are_in_original_pixels(detector, folder):
+    for d in detector(sorted(folder.glob("*.png"))):
+        h, w = d.shape
+        assert (d.boxes[:, 0::2] >= 0).all() and (d.boxes[:, 0::2] <= w).all()
+        assert (d.boxes[:, 1::2] >= 0).all() and (d.boxes[:, 1::2] <= h).all()
+        assert (d.scores > CONF).all() and (d.scores[:-1] >= d.scores[1:]).all()
+
+
+def test_half_agrees_with_float32(weights, folder):
+    """bf16 on CPU (slow on this AVX2 machine, so 128x128): decoded rows and final boxes match fp32."""
+    paths = sorted(folder.glob("*.png"))
+    d32 = Detector(weights, img_size=128, conf=CONF)
+    d16 = Detector(weights, img_size=128, conf=CONF - 0.03, half=True)  # scores may differ by < 0.03 (below)
+    assert d16.backend.dtype == torch.bfloat16
+    x, _ = preprocess([cv2.imread(str(p)) for p in paths], (128, 128))
+    p32, p16 = d32.backend(x), d16.backend(x)  # [B, N, 5+C]
+    row_iou = torch.diag(box_iou(cxcywh_to_xyxy(p32[..., :4]).view(-1, 4), cxcywh_to_xyxy(p16[..., :4]).view(-1, 4)))
+    assert (row_iou >= 0.9).float().mean() >= 0.99
+    assert (p32[..., 4:] - p16[..., 4:]).abs().max() < 0.03
+    matched = total = 0
+    for a, b in zip(d32(paths), d16(paths)):
+        total += len(a)
+        if len(a) and len(b):
+            iou = box_iou(a.boxes, b.boxes) * (a.classes[:, None] == b.classes[None])
+            matched += int((iou.max(1).values >= 0.9).sum())
+    assert total >= 10 and matched >= 0.99 * total
+
+
+def _exif_jpeg(img: np.ndarray, orientation: int) -> bytes:
+    """A JPEG with an APP1 Exif segment holding one IFD0 entry: Orientation (0x0112, SHORT) = ``orientation``."""
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    data = buf.tobytes()
+    assert ok and data[:2] == b"\xff\xd8"
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8)  # big-endian TIFF header, IFD0 at offset 8
+    tiff += struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return data[:2] + app1 + data[2:]
+
+
+def test_exif_orientation_is_applied(detector, tmp_path):
+    img = _bgr(120, 200)
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(_exif_jpeg(img, 6))  # 6: rotate 90 degrees clockwise to display
+    raw = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    assert raw.shape[:2] == (120, 200)
+    (d,) = detector(path)
+    assert d.shape == (200, 120)
+    (expected,) = detector(cv2.rotate(raw, cv2.ROTATE_90_CLOCKWISE))
+    torch.testing.assert_close(d.tensor(), expected.tensor())
+
+
+def test_gray_rgba_and_16_bit_png(detector, tmp_path):
+    base = _bgr(150, 190)
+    gray = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
+    cases = {
+        "gray.png": (gray, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)),
+        "rgba.png": (np.dstack([base, np.full(base.shape[:2], 200, np.uint8)]), base),
+        "deep.png": (base.astype(np.uint16) * 257, base),  # 16-bit: v * 257 is exactly v in 8 bits
+    }
+    for name, (pixels, as_bgr8) in cases.items():
+        cv2.imwrite(str(tmp_path / name), pixels)
+        (d,) = detector(tmp_path / name)
+        (expected,) = detector(as_bgr8)
+        assert d.shape == (150, 190), name
+        torch.testing.assert_close(d.tensor(), expected.tensor(), msg=name)
+    assert len(expected) > 0
+
+
+def test_txt_json_and_drawn_boxes_agree(detector, folder, tmp_path):
+    paths = sorted(folder.glob("*.png"))[:3]
+    summary = detector.run(folder / "im[0-2].png", out=tmp_path / "exp", save_txt=True, save_json=True,
+                           progress=False)
+    run = tmp_path / "exp"
+    assert summary["run_dir"] == str(run) and summary["images"] == 3
+    results = json.loads((run / "predictions.json").read_text())
+    returned = detector(paths)
+    assert summary["detections"] == len(results) == sum(len(d) for d in returned) > 0
+    for p, det in zip(paths, returned):
+        h, w = det.shape
+        mine = [r for r in results if r["file_name"] == p.name]
+        rows = np.loadtxt(run / "labels" / f"{p.stem}.txt", ndmin=2)
+        assert len(mine) == len(rows) == len(det)
+        for r, t, box, score, cls in zip(mine, rows, det.boxes.tolist(), det.scores.tolist(), det.classes.tolist()):
+            x, y, bw, bh = r["bbox"]
+            assert r["category_id"] == int(t[0]) == cls and abs(r["score"] - score) < 1e-4 and abs(t[5] - score) < 1e-4
+            np.testing.assert_allclose([x, y, x + bw, y + bh], box, atol=2e-3)
+            np.testing.assert_allclose(t[1:5], [(x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h], atol=1e-5)
+        _check_drawing(cv2.imread(str(p)), cv2.imread(str(run / p.name)), det.boxes.numpy())
+
+
+def _check_drawing(original: np.ndarray, drawn: np.ndarray, boxes: np.ndarray) -> None:
+    """Each box's four edges are painted; every painted pixel is on an edge or in a label tag above a box."""
+    changed = (original != drawn).any(-1)
+    h, w = changed.shape
+    lw = line_width(original.shape)
+    near_edge = np.zeros_like(changed)
+    tag = np.zeros_like(changed)
+    for x1, y1, x2, y2 in np.round(boxes).astype(int):
+        xa, xb, ya, yb = max(x1, 0), min(x2, w - 1), max(y1, 0), min(y2, h - 1)  # far-border edges move inside
+        for edge in (changed[ya, xa:xb + 1], changed[yb, xa:xb + 1], changed[ya:yb + 1, xa], changed[ya:yb + 1, xb]):
+            assert edge.mean() > 0.9
+        r = lw // 2 + 1
+        for y in (ya, yb):
+            near_edge[max(y - r, 0):y + r + 1, max(xa - r, 0):xb + r + 1] = True
+        for x in (xa, xb):
+            near_edge[max(ya - r, 0):yb + r + 1, max(x - r, 0):x + r + 1] = True
+        tag[max(ya - 25, 0):ya + 25, max(xa - 2, 0):xa + 160] = True  # "<name> 0.00" tag: height ~14 px, width < 160 px
+    assert not (changed & ~near_edge & ~tag).any()
+
+
+def test_draw_without_labels_paints_only_box_edges():
+    img = np.zeros((100, 120, 3), np.uint8)
+    dets = np.array([[10.2, 20.7, 60.4, 80.1, 0.9, 3], [70, 5, 119.6, 40, 0.8, 1]])
+    out = draw_detections(img, dets, labels=False, color=(0, 255, 0), lw=1)
+    ys, xs = np.nonzero(out[:, :, 1])
+    expected = np.zeros((100, 120), bool)
+    for x1, y1, x2, y2 in [(10, 21, 60, 80), (70, 5, 120, 40)]:  # rounded corners, clipped by the image
+        expected[y1, x1:x2 + 1] = expected[min(y2, 99), x1:x2 + 1] = True
+        expected[y1:y2 + 1, x1] = expected[y1:min(y2, 99) + 1, min(x2, 119)] = True
+    assert (out[:, :, 1] > 0).sum() == expected.sum() and expected[ys, xs].all()
+    assert (img == 0).all()  # the input is not modified
+
+
+def test_video_in_video_out(detector, tmp_path):
+    src = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 128))
+    assert vw.isOpened()
+    for i in range(10):
+        vw.write(_bgr(128, 160, shift=i * 9))
+    vw.release()
+    summary = detector.run(src, out=tmp_path / "exp", save_txt=True, save_json=True, progress=False)
+    assert summary["images"] == 10 and summary["videos"] == ["clip.mp4"]
+    cap = cv2.VideoCapture(str(tmp_path / "exp" / "clip.mp4"))
+    frames = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames += 1
+        assert frame.shape == (128, 160, 3)
+    assert frames == 10
+    assert len(list((tmp_path / "exp" / "labels").glob("clip_*.txt"))) == 10
+    results = json.loads((tmp_path / "exp" / "predictions.json").read_text())
+    assert len(results) == summary["detections"] > 0
+    assert all(r["file_name"] == "clip.avi" and 0 <= r["frame"] < 10 for r in results)
+
+
+def test_run_folders_increment_nosave_and_unreadable(detector, folder, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in sorted(folder.glob("*.png"))[:2]:
+        (src / p.name).write_bytes(p.read_bytes())
+    (src / "broken.jpg").write_bytes(b"not a jpeg")
+    first = detector.run(src, out=tmp_path / "runs" / "exp", progress=False)
+    second = detector.run(src, out=tmp_path / "runs" / "exp", nosave=True, save_crop=True, progress=False)
+    assert first["run_dir"].endswith("exp") and second["run_dir"].endswith("exp2")
+    assert first["images"] == 2 and first["unreadable"] == 1 and first["unreadable_files"][0].endswith("broken.jpg")
+    assert sorted(p.name for p in (tmp_path / "runs" / "exp").iterdir()) == ["im0.png", "im1.png"]
+    exp2 = tmp_path / "runs" / "exp2"
+    assert not list(exp2.glob("*.png")) and not list(exp2.glob("*.jpg"))  # --nosave: no annotated images
+    crops = list((exp2 / "crops").rglob("*.jpg"))
+    assert len(crops) == second["detections"] > 0
+
+
+def test_increment_path_is_safe_under_concurrency(tmp_path):
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(increment_path(tmp_path / "exp"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(p.name for p in got) == sorted(["exp"] + [f"exp{i}" for i in range(2, 9)])
+    assert increment_path(tmp_path / "exp", mkdir=False).name == "exp9"
+
+
+def _cli_error(capsys, *argv) -> str:
+    assert main(["detect", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("yolo detect: error: ")
+    return err
+
+
+def test_cli_errors_are_one_line(weights, tmp_path, capsys):
+    w = ["--weights", str(weights), "--out", str(tmp_path / "out")]
+    assert "source not found" in _cli_error(capsys, *w, "--source", str(tmp_path / "missing.jpg"))
+    (tmp_path / "empty").mkdir()
+    assert "no images or videos in folder" in _cli_error(capsys, *w, "--source", str(tmp_path / "empty"))
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), _bgr(64, 64))
+    assert "--conf must be in [0, 1]" in _cli_error(capsys, *w, "--source", str(img), "--conf", "1.5")
+    assert "--iou must be in [0, 1]" in _cli_error(capsys, *w, "--source", str(img), "--iou", "-0.1")
+    assert not (tmp_path / "out").exists()  # nothing was started
+    (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
+    assert "cannot open video" in _cli_error(capsys, *w, "--source", str(tmp_path / "bad.mp4"))
+    assert "not found" in _cli_error(capsys, "--weights", str(tmp_path / "no.pt"), "--source", str(img))
+    assert "export support not available" in _cli_error(capsys, "--weights", _fake_onnx(tmp_path), "--source",
+                                                        str(img), "--out", str(tmp_path / "o2"))
+    assert not (tmp_path / "o2").exists()  # the run folder of a model that failed to load is removed
+
+
+def _fake_onnx(tmp_path) -> str:
+    try:
+        import yolo.export  # noqa: F401
+    except ImportError:
+        path = tmp_path / "m.onnx"
+        path.write_bytes(b"\0")
+        return str(path)
+    pytest.skip("yolo.export exists; its own tests cover exported models")
+
+
+def test_cli_list_file_darknet_weights_and_outputs(weights, folder, tmp_path, capsys):
+    from yolo.model.checkpoint import load_model
+
+    dw = tmp_path / "tiny.weights"
+    load_model(weights).save_darknet_weights(dw)
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in sorted(folder.glob("*.png"))[:2]))
+    out = tmp_path / "run"
+    argv = ["detect", "--weights", str(dw), "--cfg", str(CFG / "yolov3-tiny.cfg"), "--source", str(listing),
+            "--img-size", str(SIZE), "--conf", str(CONF), "--save-json", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "2 images" in stdout and "ms inference" in stdout and str(out) in stdout
+    results = json.loads((out / "predictions.json").read_text())
+    expected = Detector(weights, img_size=SIZE, conf=CONF)(sorted(folder.glob("*.png"))[:2])
+    assert len(results) == sum(len(d) for d in expected)
+    ours = sorted((r["file_name"], r["score"]) for r in results)
+    theirs = sorted((r["file_name"], r["score"]) for d in expected for r in d.to_json())
+    np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-4)
+
+
+def test_api_errors(weights):
+    with pytest.raises(InputError, match="multiples of the model stride"):
+        Detector(weights, img_size=100)
+    with pytest.raises(InputError, match="--conf"):
+        Detector(weights, conf=2)
+    with pytest.raises(InputError, match="not found"):
+        Detector(weights)("/nonexistent/x.jpg")
+
+
+def test_backend_matches_the_plain_model_and_leaves_it_alone(weights, folder):
+    """Folded BN + channels-last + float32 decode = the unfused model's own forward and decode."""
+    from yolo.model.checkpoint import load_model
+
+    model = load_model(weights)
+    det = Detector(model, img_size=SIZE, conf=CONF)
+    assert model.module_list[0].bn is not None  # the caller's model is not fused in place
+    x, _ = preprocess([cv2.imread(str(p)) for p in sorted(folder.glob("*.png"))[:2]], (SIZE, SIZE))
+    with torch.no_grad():
+        expected = model.decode(model(x))
+    torch.testing.assert_close(det.backend(x), expected, atol=1e-3, rtol=1e-4)
+
+
+def test_static_batch_backends_get_exact_chunks():
+    """An exported model with a fixed batch size sees only batches of that size; padding rows are dropped."""
+    from yolo.detect import _run_backend
+
+    class Fixed:
+        fixed_batch = 3
+
+        def __call__(self, x):  # [3, 3, H, W] -> [3, 1, 3]: per-image channel means
+            assert len(x) == 3
+            return x.mean((2, 3))[:, None, :]
+
+    x = torch.rand(7, 3, 8, 8)
+    torch.testing.assert_close(_run_backend(Fixed(), x), x.mean((2, 3))[:, None, :])
+
+
+def test_exported_torchscript_gives_the_same_detections(weights, folder, tmp_path):
+    """Where the export module is present (the export branch): a static batch-1 TorchScript file behind the
+    same Detector gives the .pt's detections, also when fed batches of 8."""
+    try:
+        from yolo.export import export_model
+    except ImportError:
+        pytest.skip("yolo.export not available in this checkout")
+    path = tmp_path / "tiny.torchscript"
+    export_model(weights, "torchscript", out=path, img_size=SIZE, batch_size=1)
+    paths = sorted(folder.glob("*.png"))[:4]
+    expected = Detector(weights, img_size=SIZE, conf=CONF)(paths)
+    got = Detector(path, img_size=SIZE, conf=CONF)(paths, batch_size=8)
+    assert sum(len(d) for d in expected) > 0
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a.tensor(), b.tensor(), atol=1e-3, rtol=1e-4)

@@ -1,0 +1,175 @@
+"""Where ``yolo detect`` reads pictures from: an image, a folder, a glob, a text file listing paths, a video
+file, a camera index or a stream URL. Everything streams one frame at a time (a folder is never loaded whole).
+
+Frames are BGR ``[H, W, 3]`` uint8 (as OpenCV reads them): grayscale, alpha and 16-bit images are converted,
+and JPEG EXIF orientation is applied (``cv2.IMREAD_COLOR`` does both).
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from yolo.errors import InputError
+
+IMAGE_SUFFIXES = {".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".tif", ".tiff", ".pbm",
+                  ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts",
+                  ".asf", ".3gp", ".ogv", ".gif"}
+
+
+@dataclass
+class Frame:
+    """One picture to detect on. ``image`` is None when the file could not be read (a warning, not an error).
+    ``index`` is the frame number inside a video (0 for images); ``fps`` is set for video frames."""
+
+    path: str
+    image: np.ndarray | None
+    index: int = 0
+    fps: float | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.fps is not None
+
+    @property
+    def is_live(self) -> bool:
+        """A camera index or a stream URL rather than a file."""
+        return self.path.isdigit() or "://" in self.path
+
+
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Any array OpenCV might return -> BGR ``[H, W, 3]`` uint8: ``[H, W]`` gray, ``[H, W, 1]``, BGRA
+    ``[H, W, 4]``; uint16 is scaled by 1/257, floats are taken as [0, 1]."""
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype.kind == "f":
+        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise InputError(f"unsupported image dtype {img.dtype} (expected uint8, uint16 or float)")
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    raise InputError(f"unsupported image shape {list(img.shape)} (expected [H, W], [H, W, 3] or [H, W, 4])")
+
+
+def read_image(path: str | Path) -> np.ndarray | None:
+    """BGR ``[H, W, 3]`` uint8 with EXIF orientation applied, or None when OpenCV cannot decode the file."""
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+    return None if img is None or img.size == 0 else img
+
+
+def open_video(name: str | int) -> cv2.VideoCapture:
+    """An opened capture, or an ``InputError`` naming the video, camera or URL."""
+    cap = cv2.VideoCapture(name)
+    if not cap.isOpened():
+        what = f"camera {name}" if isinstance(name, int) else "video or stream"
+        raise InputError(f"cannot open {what}", str(name))
+    return cap
+
+
+def _list_file(path: Path) -> list[Path]:
+    """A text file with one image/video path per line (relative paths are relative to the file)."""
+    files = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line) if Path(line).is_absolute() else path.parent / line
+        if not p.is_file():
+            raise InputError(f"listed file not found: {line}", str(path), i)
+        files.append(p)
+    return files
+
+
+def _is_media(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in VIDEO_SUFFIXES
+
+
+class Source:
+    """An iterable of :class:`Frame` s. ``Source("0")`` is camera 0; ``"rtsp://..."`` a stream;
+    a folder, glob or ``.txt`` list expands to files (images and videos, sorted); otherwise one file.
+    Missing sources, empty folders and video files OpenCV cannot open are ``InputError`` s raised here,
+    before any work."""
+
+    def __init__(self, source: str | Path | int):
+        text = str(source)
+        self.text = text
+        self.camera: int | None = int(text) if text.isdigit() else None
+        self.url = text if "://" in text else None
+        self.files: list[Path] = []
+        self.video_frames: dict[Path, int] = {}  # frame count each video file reports (0: unknown)
+        if self.camera is None and self.url is None:
+            self.files = self._expand(text)
+            for p in self.files:  # a video that cannot be opened fails here, before any work
+                if p.suffix.lower() in VIDEO_SUFFIXES:
+                    cap = open_video(str(p))
+                    self.video_frames[p] = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+                    cap.release()
+
+    @staticmethod
+    def _expand(text: str) -> list[Path]:
+        path = Path(text)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and _is_media(p))
+            if not files:
+                raise InputError("no images or videos in folder", text)
+            return files
+        if path.is_file():
+            return _list_file(path) if path.suffix.lower() == ".txt" else [path]
+        if any(ch in text for ch in "*?["):
+            files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file() and _is_media(Path(p)))
+            if not files:
+                raise InputError("no images or videos match this pattern", text)
+            return files
+        raise InputError("source not found", text)
+
+    @property
+    def is_live(self) -> bool:
+        return self.camera is not None or self.url is not None
+
+    def count(self) -> int | None:
+        """Frames expected (images + video frames as the containers report them), None for live sources."""
+        if self.is_live:
+            return None
+        return sum(self.video_frames.get(p, 1) for p in self.files)
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.is_live:
+            yield from _video_frames(self.camera if self.camera is not None else self.url, self.text)
+            return
+        for p in self.files:
+            if p.suffix.lower() in VIDEO_SUFFIXES:
+                yield from _video_frames(str(p), str(p))
+            else:
+                yield Frame(str(p), read_image(p))
+
+
+def _video_frames(name: str | int, label: str) -> Iterator[Frame]:
+    cap = open_video(name)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps < 1000 else 30.0
+    try:
+        index = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield Frame(label, to_bgr8(frame), index, fps)
+            index += 1
+        if index == 0:
+            print(f"warning: {label}: no frames could be read", file=sys.stderr)
+    finally:
+        cap.release()

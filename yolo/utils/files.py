@@ -1,0 +1,54 @@
+"""Run folders: ``runs/detect/exp``, ``exp2``, ``exp3``, ... never shared, never overwritten."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from yolo.errors import InputError
+
+
+def increment_path(base: str | Path, mkdir: bool = True) -> Path:
+    """The first of ``base``, ``base2``, ``base3``, ... that does not exist yet.
+
+    With ``mkdir`` the folder is created with ``mkdir(exist_ok=False)`` in a loop, so two runs started at
+    the same moment never get the same folder (the loser of the race moves on to the next number).
+    Parents are created as needed. Without ``mkdir`` the free name is only returned.
+    """
+    base = Path(base)
+    for n in range(1, 1_000_000):
+        path = base if n == 1 else base.with_name(f"{base.name}{n}")
+        if not mkdir:
+            if not path.exists():
+                return path
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise InputError("no free run folder name", str(base))
+
+
+def make_run_dir(base: str | Path) -> Path:
+    """``increment_path(base)`` and proof that the new folder is writable, as a one-line ``InputError``."""
+    try:
+        path = increment_path(base)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise InputError(f"output folder is not writable ({e.strerror or e})", str(base)) from None
+    return path
+
+
+def unique_name(used: set[str], name: str) -> str:
+    """``name``, or ``stem_2.ext``, ``stem_3.ext``, ... when already in ``used`` (which gets the result added)."""
+    stem, ext = os.path.splitext(name)
+    out, n = name, 1
+    while out in used:
+        n += 1
+        out = f"{stem}_{n}{ext}"
+    used.add(out)
+    return out
