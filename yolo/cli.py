@@ -210,6 +210,7 @@ def _run_anchors(args) -> int:
         print(f"{name}: BPR {fit['bpr']:.4f}, mean best IoU {fit['mean_best_iou']:.4f}, anchors per box "
               f"{fit['mean_anchors_per_box']:.2f}")
     print(f"{len(wh)} boxes at {size[0]}x{size[1]} ({small} under 2 px left out)")
+    return 0
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="ONNX / TorchScript with decoding inside, verified against PyTorch",
                        description="Export a model with BN folded and decoding inside (output [B, N, 5+C]), or "
@@ -265,6 +266,7 @@ def _run_export(args) -> int:
         print(f"yolo export: verification failed, nothing written: {e}", file=sys.stderr)
         return 1
     print(result)
+    return 0
 def _add_val(sub) -> None:
     p = sub.add_parser("val", help="COCO box metrics of a predictions file (pycocotools' numbers, exactly)",
                        description="Evaluate COCO-format detections against COCO instances annotations: the 12 "
@@ -288,6 +290,7 @@ def _run_val(args) -> int:
         raise InputError("give --predictions RESULTS.json and --annotations INSTANCES.json")
     stats = evaluate_files(args.predictions, args.annotations)
     print(json.dumps(stats.as_dict(), indent=1) if args.json else stats.format())
+    return 0
 def _add_detect(sub) -> None:
     p = sub.add_parser("detect", help="detect objects in images, folders, videos, cameras or streams",
                        description="Run a model on a source and write annotated images/videos (and optionally "
