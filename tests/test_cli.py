@@ -15,7 +15,7 @@ def _run(*args, env=None):
 
 def test_help_imports_no_torch():
     code = ("import sys\nfrom yolo.cli import main\n"
-            "for argv in (['--help'], ['convert-weights', '--help'], ['profile', '--help']):\n"
+            "for argv in (['--help'], ['convert-weights', '--help'], ['profile', '--help'], ['train', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0\n"
             "assert 'torch' not in sys.modules, 'help imported torch'\n"
             "import yolo; assert 'torch' not in sys.modules\n")

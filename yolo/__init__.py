@@ -2,7 +2,8 @@
 
 Public names (imported lazily, so ``import yolo`` and ``yolo --help`` stay fast and import no torch):
 ``Darknet``, ``load_model``, ``save_checkpoint``, ``convert_weights``, ``profile_model``, ``parse_cfg``,
-``DarknetHeader``, ``InputError``.
+``DarknetHeader``, ``InputError``, ``RunConfig``, ``load_run_config``, ``YoloLoss``, ``Trainer``,
+``TrainTask`` (``yolo.train.train(cfg)`` runs a detection training).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ _PUBLIC = {
     "parse_cfg": "yolo.model.cfg_parser",
     "DarknetHeader": "yolo.model.weights",
     "InputError": "yolo.errors",
+    "RunConfig": "yolo.config",
+    "load_run_config": "yolo.config",
+    "YoloLoss": "yolo.loss",
+    "Trainer": "yolo.engine",
+    "TrainTask": "yolo.engine",
 }
 
 __all__ = ["__version__", *_PUBLIC]

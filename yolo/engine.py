@@ -172,7 +172,8 @@ class Trainer:
             self.ema.update(self.model)
 
     def _check_finite(self, step: int, loss: torch.Tensor, parts: dict) -> None:
-        bad = {k: float(v) for k, v in {"total": loss, **parts}.items() if not torch.isfinite(torch.as_tensor(v)).all()}
+        values = {k: torch.as_tensor(v).detach().float() for k, v in {"total": loss, **parts}.items()}
+        bad = {k: float(v) for k, v in values.items() if not torch.isfinite(v).all()}
         if bad:
             part = next((k for k in bad if k != "total"), "total")
             raise NonFiniteLossError(f"non-finite loss at step {step} (epoch {self.epoch}, batch "
