@@ -53,12 +53,15 @@ class TrainTask:
 
 
 def _set_epoch(loader, epoch: int) -> None:
-    """Tell a loader or its (distributed) sampler which epoch it is, so shuffling differs and resumes."""
-    for obj in (loader, getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler",
-                                                                   None)):
-        if obj is not None and hasattr(obj, "set_epoch"):
+    """Tell the loader, its dataset and its (distributed) sampler which epoch it is (shuffling and augmentation
+    streams differ per epoch and restart exactly on resume)."""
+    sampler = getattr(loader, "sampler", None)
+    batch_sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    seen: set[int] = set()
+    for obj in (loader, getattr(loader, "dataset", None), sampler, batch_sampler):
+        if obj is not None and id(obj) not in seen and hasattr(obj, "set_epoch"):
+            seen.add(id(obj))
             obj.set_epoch(epoch)
-            return
 
 
 class Trainer:

@@ -8,14 +8,12 @@ Both are imported lazily inside the default factories.
 
 from __future__ import annotations
 
-import random
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 
 from yolo.config import RunConfig
 from yolo.engine import Trainer, TrainTask
@@ -126,16 +124,23 @@ def detection_loss(model: Darknet, cfg: RunConfig) -> YoloLoss:
                     **asdict(cfg.loss))
 
 
-def make_compute_loss(loss: YoloLoss, cfg: RunConfig, stride: int, world_size: int) -> Callable:
-    """``(model, batch, device) -> (loss, parts)``; batch images are ``[B, 3, S, S]`` uint8 or float in [0, 1]."""
+def make_compute_loss(loss: YoloLoss, cfg: RunConfig, stride: int, world_size: int, clock: dict) -> Callable:
+    """``(model, batch, device) -> (loss, parts)``; batch images are ``[B, 3, S, S]`` uint8 or float in [0, 1].
+
+    ``clock`` holds the epoch and the step inside it (for multi-scale sizes drawn from (seed, epoch, step))."""
+    multi_scale = None
+    if cfg.multi_scale:
+        from yolo.data.loader import MultiScale
+
+        multi_scale = MultiScale(cfg.img_size, stride, seed=cfg.seed)
 
     def compute(model, batch, device):
         images, targets = batch[0], batch[1]
         images = images.to(device, non_blocking=True)
         images = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # [B, 3, S, S]
-        if cfg.multi_scale:
-            size = random.randrange(int(cfg.img_size * 0.5), int(cfg.img_size * 1.5) + stride, stride) // stride
-            images = F.interpolate(images, size=(size * stride,) * 2, mode="bilinear", align_corners=False)
+        if multi_scale is not None:
+            images = multi_scale(images, clock["epoch"], clock["step"])  # [B, 3, S', S']
+        clock["step"] += 1
         total, parts = loss(model(images), targets.to(device))
         return total * world_size, parts  # DDP averages gradients; the loss sums over this process's batch
 
@@ -151,25 +156,31 @@ def save_first_batch(names: list[str]) -> Callable[[Any, Path], None]:
     return save
 
 
-def close_mosaic_hook(cfg: RunConfig, loader) -> Callable[[int], None]:
-    """Turn mosaic off for the last ``cfg.close_mosaic`` epochs, through the dataset's ``close_mosaic()``."""
+def epoch_start_hook(cfg: RunConfig, loader, clock: dict) -> Callable[[int], None]:
+    """Reset the step clock; turn mosaic off for the last ``cfg.close_mosaic`` epochs (the dataset's
+    ``mosaic_enabled`` flag, or its ``close_mosaic()``)."""
 
     def hook(epoch: int) -> None:
+        clock.update(epoch=epoch, step=0)
         dataset = getattr(loader, "dataset", None)
-        if cfg.close_mosaic and epoch >= cfg.epochs - cfg.close_mosaic and hasattr(dataset, "close_mosaic"):
-            dataset.close_mosaic()
+        if cfg.close_mosaic and epoch >= cfg.epochs - cfg.close_mosaic and dataset is not None:
+            if hasattr(dataset, "close_mosaic"):
+                dataset.close_mosaic()
+            elif hasattr(dataset, "mosaic_enabled"):
+                dataset.mosaic_enabled = False
 
     return hook
 
 
 def detection_task(cfg: RunConfig, model: Darknet, data: TrainData, validate, env: DistEnv) -> TrainTask:
     loss = detection_loss(model, cfg)
+    clock = {"epoch": 0, "step": 0}
     return TrainTask(
         model=model, train_loader=data.train_loader,
-        compute_loss=make_compute_loss(loss, cfg, model.max_stride, env.world_size),
+        compute_loss=make_compute_loss(loss, cfg, model.max_stride, env.world_size, clock),
         validate=validate,
         checkpoint_meta=lambda m: checkpoint_dict(m),  # format keys: load_model reads the run's .pt directly
-        on_epoch_start=close_mosaic_hook(cfg, data.train_loader),
+        on_epoch_start=epoch_start_hook(cfg, data.train_loader, clock),
         on_first_batch=save_first_batch(data.names),
     )
 
