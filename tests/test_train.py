@@ -170,3 +170,50 @@ def test_freeze_backbone_is_the_shared_trunk_and_stays_put(tmp_path):
     opt.step()
     for k, v in frozen.items():
         assert torch.equal(v, model.state_dict()[k]), k
+
+
+def _cli_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: {mini_cfg(tmp_path)}\nepochs: 2\nbatch_size: 2\nnbs: 4\nimg_size: 64\ndevice: cpu\n"
+                    f"workers: 0\nout: {tmp_path / 'runs' / 'exp'}\noptimizer: adamw\nlr0: 0.001\n")
+    return path
+
+
+def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
+    import yolo.train_seams as seams
+    from yolo.cli import main
+
+    loaders = {"interrupt_at": None}
+    monkeypatch.setattr(seams, "default_data", lambda cfg, env: fake_data(**loaders)(cfg, env))
+    path = _cli_yaml(tmp_path)
+    loaders["interrupt_at"] = 1
+    assert main(["train", "--cfg", str(path), "--set", "epochs=3", "ema.tau=2"]) == 130  # Ctrl-C in epoch 1
+    last = tmp_path / "runs" / "exp" / "weights" / "last.pt"
+    assert load_safe(last)["epoch"] == 0 and load_safe(last)["run_config"]["epochs"] == 3
+    loaders["interrupt_at"] = None
+    assert main(["train", "--resume", str(last)]) == 0
+    assert load_safe(last)["epoch"] == 2 and not (tmp_path / "runs" / "exp2").exists()
+    capsys.readouterr()
+    assert main(["train", "--cfg", str(path), "--set", "epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key 'epoch'" in err
+    assert main(["train", "--resume", str(tmp_path / "nope.pt")]) == 2
+
+
+def test_cli_non_finite_loss_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
+    import yolo.train_seams as seams
+    from yolo.cli import main
+    from yolo.loss import YoloLoss
+
+    monkeypatch.setattr(seams, "default_data", fake_data())
+    original = YoloLoss.__call__
+
+    def poisoned(self, outputs, targets):
+        total, parts = original(self, outputs, targets)
+        return total * float("inf"), {**parts, "cls": parts["cls"] * float("nan")}
+
+    monkeypatch.setattr(YoloLoss, "__call__", poisoned)
+    assert main(["train", "--cfg", str(_cli_yaml(tmp_path))]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1
+    assert errors[0].startswith("yolo train: error: non-finite loss at step 0 (epoch 0, batch 0): cls = nan")

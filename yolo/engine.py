@@ -136,17 +136,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         bar = self._progress_bar()
         tic = time.perf_counter()
-        for i, batch in enumerate(self.task.train_loader):
-            self.meters.update(data_time=time.perf_counter() - tic)
-            if i == 0 and self.epoch == self.start_epoch and self.env.is_main and self.task.on_first_batch:
-                self.task.on_first_batch(batch, self.out_dir)
-            self.train_step(i, batch)
+        try:
+            for i, batch in enumerate(self.task.train_loader):
+                self.meters.update(data_time=time.perf_counter() - tic)
+                if i == 0 and self.epoch == self.start_epoch and self.env.is_main and self.task.on_first_batch:
+                    self.task.on_first_batch(batch, self.out_dir)
+                self.train_step(i, batch)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(self._postfix(batch, time.perf_counter() - tic), refresh=False)
+                tic = time.perf_counter()
+        finally:
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(self._postfix(batch, time.perf_counter() - tic), refresh=False)
-            tic = time.perf_counter()
-        if bar is not None:
-            bar.close()
+                bar.close()
 
     def train_step(self, i: int, batch) -> None:
         step = self.epoch * self.nb + i
