@@ -205,3 +205,67 @@ def test_ema_matches_hand_computed_average():
             expected[k] = expected[k] * d + v.float() * (1 - d) if v.dtype.is_floating_point else v.float()
     for k, v in ema.ema.state_dict().items():
         torch.testing.assert_close(v.float(), expected[k], msg=k)
+
+
+def test_gradient_clipping_bounds_the_step(tmp_path):
+    cfg = toy_cfg(grad_clip=0.01, momentum=0.0, nesterov=False, warmup_epochs=0, lr0=1.0, weight_decay=0.0)
+    tr = toy_trainer(tmp_path, cfg)
+    before = [p.detach().clone() for p in tr.model.parameters()]
+    for p in tr.model.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    for g in tr.optimizer.param_groups:
+        g["lr"] = 1.0
+    tr.optimizer_step()
+    delta = torch.cat([(p.detach() - b).flatten() for p, b in zip(tr.model.parameters(), before)])
+    assert abs(delta.norm().item() - 0.01) < 1e-6  # SGD without momentum: step = lr * clipped gradient
+
+
+def test_bf16_autocast_on_cpu_when_asked(tmp_path):
+    seen = []
+
+    def probe(model, batch, device):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return mse(model, batch, device)
+
+    tr = Trainer(toy_cfg(epochs=1, amp=True), TrainTask(toy_model(), ToyLoader(), probe), tmp_path / "run",
+                 progress=False, plots=False)
+    tr.fit()
+    assert seen and all(seen) and not tr.scaler.is_enabled()  # no gradient scaler for bf16
+    off = Trainer(toy_cfg(), TrainTask(toy_model(), ToyLoader(), mse), tmp_path / "b", progress=False, plots=False)
+    assert off.amp is False  # default (amp: null) is off on CPU
+
+
+def test_meters_window_and_global_average():
+    import statistics
+
+    from yolo.utils.meters import MeterBuffer
+
+    buf = MeterBuffer(window=4)
+    values = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0]
+    for v in values:
+        buf.update(loss=v)
+    m = buf["loss"]
+    assert m.latest == 2.0 and m.avg == statistics.mean(values[-4:]) and m.median == statistics.median(values[-4:])
+    assert m.global_avg == statistics.mean(values) and buf.averages() == {"loss": statistics.mean(values)}
+
+
+def test_increment_path_never_reuses_a_folder(tmp_path):
+    from yolo.utils.files import increment_path
+
+    paths = [increment_path(tmp_path / "runs" / "exp") for _ in range(3)]
+    assert [p.name for p in paths] == ["exp", "exp2", "exp3"] and all(p.is_dir() for p in paths)
+
+
+def test_results_log_keeps_rows_of_a_resumed_run(tmp_path):
+    import csv
+
+    from yolo.utils.log import ResultsLog
+
+    log = ResultsLog(tmp_path / "results.csv")
+    log.append({"epoch": 0, "loss": 1.5})
+    log.append({"epoch": 1, "loss": 1.25, "map50": 0.5})
+    again = ResultsLog(tmp_path / "results.csv")
+    again.append({"epoch": 1, "loss": 1.0, "map50": 0.75})  # the same epoch redone replaces its row
+    with open(tmp_path / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["epoch"], r["loss"], r["map50"]) for r in rows] == [("0", "1.5", ""), ("1", "1", "0.75")]

@@ -49,7 +49,7 @@ class TrainTask:
     checkpoint_meta: Callable[[nn.Module], dict] | None = None
     batch_images: Callable[[Any], int] = lambda batch: len(batch[0])
     on_epoch_start: Callable[[int], None] | None = None  # e.g. close mosaic for the last epochs
-    on_first_batch: Callable[[Any, Path], None] | None = None  # e.g. save the batch as a picture
+    on_first_batches: Callable[[Any, int, Path], None] | None = None  # (batch, i, run folder) for i < 3
 
 
 def _set_epoch(loader, epoch: int) -> None:
@@ -139,8 +139,8 @@ class Trainer:
         try:
             for i, batch in enumerate(self.task.train_loader):
                 self.meters.update(data_time=time.perf_counter() - tic)
-                if i == 0 and self.epoch == self.start_epoch and self.env.is_main and self.task.on_first_batch:
-                    self.task.on_first_batch(batch, self.out_dir)
+                if i < 3 and self.epoch == self.start_epoch and self.env.is_main and self.task.on_first_batches:
+                    self.task.on_first_batches(batch, i, self.out_dir)  # e.g. pictures of what the model sees
                 self.train_step(i, batch)
                 if bar is not None:
                     bar.update(1)

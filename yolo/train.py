@@ -147,11 +147,11 @@ def make_compute_loss(loss: YoloLoss, cfg: RunConfig, stride: int, world_size: i
     return compute
 
 
-def save_first_batch(names: list[str]) -> Callable[[Any, Path], None]:
-    def save(batch, out_dir: Path) -> None:
+def save_batches(names: list[str]) -> Callable[[Any, int, Path], None]:
+    def save(batch, i: int, out_dir: Path) -> None:
         from yolo.utils.plots import save_batch_image
 
-        save_batch_image(batch[0], batch[1], out_dir / "train_batch0.jpg", names)
+        save_batch_image(batch[0], batch[1], out_dir / f"train_batch{i}.jpg", names)
 
     return save
 
@@ -181,7 +181,7 @@ def detection_task(cfg: RunConfig, model: Darknet, data: TrainData, validate, en
         validate=validate,
         checkpoint_meta=lambda m: checkpoint_dict(m),  # format keys: load_model reads the run's .pt directly
         on_epoch_start=epoch_start_hook(cfg, data.train_loader, clock),
-        on_first_batch=save_first_batch(data.names),
+        on_first_batches=save_batches(data.names),
     )
 
 
