@@ -187,11 +187,11 @@ def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(seams, "default_data", lambda cfg, env: fake_data(**loaders)(cfg, env))
     path = _cli_yaml(tmp_path)
     loaders["interrupt_at"] = 1
-    assert main(["train", "--cfg", str(path), "--set", "epochs=3", "ema.tau=2"]) == 130  # Ctrl-C in epoch 1
+    assert main(["train", "--cfg", str(path), "--set", "epochs=2", "ema.tau=2"]) == 130  # Ctrl-C in epoch 1
     last = tmp_path / "runs" / "exp" / "weights" / "last.pt"
-    assert load_safe(last)["epoch"] == 0 and load_safe(last)["run_config"]["epochs"] == 3
+    assert load_safe(last)["epoch"] == 0 and load_safe(last)["run_config"]["epochs"] == 2
     loaders["interrupt_at"] = None
-    assert main(["train", "--resume", str(last)]) == 0
+    assert main(["train", "--resume", str(last), "--set", "epochs=3"]) == 0  # redo epoch 1, and one more
     assert load_safe(last)["epoch"] == 2 and not (tmp_path / "runs" / "exp2").exists()
     capsys.readouterr()
     assert main(["train", "--cfg", str(path), "--set", "epoch=3"]) == 2
