@@ -154,14 +154,18 @@ class Trainer:
         step = self.epoch * self.nb + i
         lr = set_lr(self.optimizer, self.cfg, self.epoch, step, self.warmup_steps)
         t0 = time.perf_counter()
+        step_now = (i + 1) % self.accumulate == 0 or i + 1 == self.nb
+        # DDP: gradients are all-reduced only on the micro-batch that steps (no_sync before it)
+        sync = contextlib.nullcontext() if step_now or not self.env.distributed else self.model.no_sync()
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
-        with autocast:
-            loss, parts = self.task.compute_loss(self.model, batch, self.device)
-        self._check_finite(step, loss, parts)
-        t1 = time.perf_counter()
-        self.scaler.scale(loss).backward()
+        with sync:
+            with autocast:
+                loss, parts = self.task.compute_loss(self.model, batch, self.device)
+            self._check_finite(step, loss, parts)
+            t1 = time.perf_counter()
+            self.scaler.scale(loss).backward()
         t2 = time.perf_counter()
-        if (i + 1) % self.accumulate == 0 or i + 1 == self.nb:
+        if step_now:
             self.optimizer_step()
         self.meters.update({k: float(v) for k, v in parts.items()}, loss=float(loss.detach()), lr=lr,
                            forward_time=t1 - t0, backward_time=t2 - t1, optim_time=time.perf_counter() - t2)

@@ -36,7 +36,7 @@ def plot_results(csv_path: str | Path, out: str | Path | None = None) -> Path | 
         ax.set_title(key, fontsize=9)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.92, hspace=0.45, wspace=0.3)
     out = Path(out) if out else csv_path.with_name("results.png")
     with atomic_write(out) as f:
         fig.savefig(f, format="png", dpi=100)
