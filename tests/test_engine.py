@@ -72,7 +72,7 @@ def _state(trainer):
 
 
 def test_trains_and_writes_run_files(tmp_path):
-    tr = toy_trainer(tmp_path, plots=True)
+    tr = toy_trainer(tmp_path, toy_cfg(save_period=2), plots=True)
     tr.fit()
     run = tmp_path / "run"
     rows = (run / "results.csv").read_text().strip().splitlines()
@@ -85,6 +85,8 @@ def test_trains_and_writes_run_files(tmp_path):
     for key in ("model", "train_model", "optimizer", "scaler", "scheduler", "best_fitness", "run_config", "rng"):
         assert key in ckpt
     assert (run / "weights" / "best.pt").is_file()
+    assert sorted(p.name for p in (run / "weights").glob("epoch_*.pt")) == ["epoch_2.pt", "epoch_4.pt"]
+    assert "time/forward" in rows[0] and "time/data" in rows[0]
 
 
 @pytest.mark.parametrize("ema", [True, False])

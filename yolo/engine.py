@@ -195,9 +195,9 @@ class Trainer:
                               if not k.endswith("_time") and k != "lr"}, self.device)
         row: dict = {}
         if self.env.is_main:
+            times = {f"time/{k[:-5]}": m.total for k, m in self.meters.items() if k.endswith("_time")}  # seconds
             row = {"epoch": self.epoch, **{f"train/{k}": v for k, v in losses.items()}, **self._validate(losses),
-                   "lr": self.optimizer.param_groups[0]["lr"], "time": sum(m.total for k, m in self.meters.items()
-                                                                          if k.endswith("_time"))}
+                   "lr": self.optimizer.param_groups[0]["lr"], "time": sum(times.values()), **times}
             self._save_epoch(row["fitness"])
             self._log(row)
             patience = self.cfg.patience
