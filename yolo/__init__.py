@@ -43,6 +43,11 @@ _PUBLIC = {
     "evaluate_files": "yolo.val",
     "Detector": "yolo.detect",
     "Detections": "yolo.detect",
+    "RunConfig": "yolo.config",
+    "load_run_config": "yolo.config",
+    "YoloLoss": "yolo.loss",
+    "Trainer": "yolo.engine",
+    "TrainTask": "yolo.engine",
 }
 
 __all__ = ["__version__", *_PUBLIC]

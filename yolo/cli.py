@@ -352,6 +352,39 @@ def _run_detect(args) -> int:
                            save_crop=args.save_crop, nosave=args.nosave, batch_size=args.batch_size,
                            progress=not args.no_progress, increment=False)
     print(format_summary(summary))
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (run YAML + --set overrides; torchrun for several GPUs)",
+                       description="Train a darknet-cfg model. The run config is the defaults, then --cfg's YAML, then "
+                                   "every --set key=value (dotted keys for nested settings; values read as YAML). "
+                                   "Writes runs/train/exp (exp2, ... if taken): run.yaml, weights/last.pt and best.pt, "
+                                   "results.csv and results.png. Several processes: torchrun --nproc_per_node N -m "
+                                   "yolo train ... (batch_size is the total over all processes).")
+    p.add_argument("--cfg", help="run YAML (e.g. cfg/train/shapes.yaml); without it the defaults are used")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override settings: --set epochs=3 optimizer=adamw augment.mosaic=0")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
+                   help="continue a run from its last.pt (default: the newest runs/train/*/weights/last.pt); the "
+                        "run config comes from the checkpoint, --set may change it (e.g. epochs)")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from yolo.config import load_run_config
+    from yolo.engine import NonFiniteLossError
+    from yolo.train import config_for_resume, find_last_checkpoint, train
+
+    if args.resume is not None:
+        if args.cfg:
+            raise InputError("--resume takes the run config from the checkpoint; drop --cfg (use --set to change it)")
+        path = args.resume or str(find_last_checkpoint())
+        cfg = config_for_resume(path, args.overrides)
+    else:
+        path, cfg = None, load_run_config(args.cfg, args.overrides)
+    try:
+        train(cfg, resume=path)
+    except NonFiniteLossError as e:
+        print(f"yolo train: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -367,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_val(sub)
     _add_detect(sub)
+    _add_train(sub)
     return parser
 
 

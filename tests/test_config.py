@@ -1,0 +1,78 @@
+"""Run config: defaults < YAML < --set, unknown keys and bad values are one-line errors naming file and line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from tests.helpers import ROOT
+from yolo.config import RunConfig, load_run_config
+from yolo.errors import InputError
+
+
+def test_layers_of_precedence(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 7\nlr0: 0.02\nloss:\n  box_loss: giou\n  obj: 2\naugment:\n  hsv_h: 0.1\n")
+    cfg = load_run_config(path, ["epochs=3", "optimizer=adamw", "augment.mosaic=0", "loss.obj=0.5",
+                                 "weights=null", "amp=true", "freeze=backbone", "step_milestones=[0.5, 0.75]"])
+    assert cfg.epochs == 3 and cfg.lr0 == 0.02 and cfg.optimizer == "adamw"  # --set beats YAML beats defaults
+    assert cfg.loss.box_loss == "giou" and cfg.loss.obj == 0.5 and cfg.loss.cls == RunConfig().loss.cls
+    assert cfg.augment == {"hsv_h": 0.1, "mosaic": 0}
+    assert cfg.weights is None and cfg.amp is True and cfg.freeze == "backbone"
+    assert cfg.step_milestones == [0.5, 0.75] and isinstance(cfg.loss.obj, float)
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_run_config(None, ["epochs=5", "ema.decay=0.999", "val.period=2"])
+    cfg.save(tmp_path / "run.yaml")
+    data = yaml.safe_load((tmp_path / "run.yaml").read_text())
+    assert data == dataclasses.asdict(cfg)
+    again = load_run_config(tmp_path / "run.yaml")
+    assert again == cfg and again.to_dict() == cfg.to_dict()
+
+
+def test_unknown_key_names_file_line_and_valid_keys(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 3\nema:\n  decay: 0.99\n  tua: 5\n")
+    with pytest.raises(InputError) as e:
+        load_run_config(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:4: unknown key 'ema.tua'") and "ema.tau" in msg and "\n" not in msg
+    with pytest.raises(InputError, match=r"--set epoch=3: unknown key 'epoch'; valid keys: .*epochs"):
+        load_run_config(None, ["epoch=3"])
+
+
+@pytest.mark.parametrize("item,message", [
+    ("epochs=three", "epochs: expected int"),
+    ("epochs=0", "epochs must be >= 1"),
+    ("lr0=-0.1", "lr0 must be > 0"),
+    ("optimizer=adam", "optimizer must be one of"),
+    ("schedule=exp", "schedule must be one of"),
+    ("loss.box_loss=mse", "loss.box_loss must be one of"),
+    ("amp=maybe", "amp: 'maybe' is not one of bool or null"),
+    ("freeze=head", "freeze must be a layer count"),
+    ("ema=1", "ema must be a mapping"),
+    ("nesterov=1", "nesterov: expected bool"),
+    ("epochs", "--set expects key=value"),
+])
+def test_bad_values_are_input_errors(item, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        load_run_config(None, [item])
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 3\nlr0: [0.1\n")
+    with pytest.raises(InputError, match=rf"{path}:\d+: invalid YAML"):
+        load_run_config(path)
+    path.write_text("epochs: 3\nlr0: abc\n")
+    with pytest.raises(InputError, match=rf"{path}:2: lr0: expected float"):
+        load_run_config(path)
+
+
+def test_shipped_run_yamls_load():
+    for path in sorted((ROOT / "cfg" / "train").glob("*.yaml")):
+        cfg = load_run_config(path)
+        assert (ROOT / cfg.model).is_file(), path

@@ -1,0 +1,273 @@
+"""The generic training loop, tested with a toy model (detectron2's habit): failures point at the loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from yolo.config import RunConfig
+from yolo.engine import NonFiniteLossError, Trainer, TrainTask
+from yolo.optim import lr_factor, param_groups, set_lr
+from yolo.utils.checkpoint import load_safe
+from yolo.utils.ema import ModelEMA
+
+
+class ToyLoader:
+    """Fixed regression data, shuffled each epoch with the GLOBAL torch RNG (so resume must restore it)."""
+
+    def __init__(self, n=48, batch=8, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 6, generator=g)
+        self.y = self.x @ torch.randn(6, 1, generator=g) + 0.5
+        self.batch = batch
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.x))
+        for i in range(0, len(order), self.batch):
+            idx = order[i:i + self.batch]
+            yield self.x[idx], self.y[idx]
+
+
+def toy_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 1))
+
+
+def mse(model, batch, device):
+    x, y = (t.to(device) for t in batch)
+    loss = nn.functional.mse_loss(model(x), y)
+    return loss, {"mse": loss.detach()}
+
+
+def toy_cfg(**kw) -> RunConfig:
+    base = dict(epochs=4, batch_size=8, nbs=16, lr0=0.05, warmup_epochs=1, optimizer="sgd", seed=0,
+                deterministic=True, workers=0)
+    return RunConfig.from_dict({**base, **kw})
+
+
+def toy_trainer(tmp_path, cfg=None, name="run", plots=False, **task_kw):
+    task = TrainTask(toy_model(), ToyLoader(), mse, **task_kw)
+    return Trainer(cfg or toy_cfg(), task, tmp_path / name, progress=False, plots=plots)
+
+
+class StopAfter(Trainer):
+    """Stops (as patience would) after epoch ``k``: the run ends cleanly with last.pt of that epoch."""
+
+    k = 1
+
+    def after_epoch(self):
+        row = super().after_epoch()
+        self.stop = self.stop or self.epoch == self.k
+        return row
+
+
+def _state(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_trains_and_writes_run_files(tmp_path):
+    tr = toy_trainer(tmp_path, toy_cfg(save_period=2), plots=True)
+    tr.fit()
+    run = tmp_path / "run"
+    rows = (run / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("epoch,train/mse")
+    first, last = float(rows[1].split(",")[1]), float(rows[-1].split(",")[1])
+    assert last < 0.5 * first
+    assert (run / "results.png").stat().st_size > 1000
+    ckpt = torch.load(run / "weights" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["ema"]["updates"] == 4 * 3  # 6 batches, accumulate 2 -> 3 steps per epoch
+    for key in ("model", "train_model", "optimizer", "scaler", "scheduler", "best_fitness", "run_config", "rng"):
+        assert key in ckpt
+    assert (run / "weights" / "best.pt").is_file()
+    assert sorted(p.name for p in (run / "weights").glob("epoch_*.pt")) == ["epoch_2.pt", "epoch_4.pt"]
+    assert "time/forward" in rows[0] and "time/data" in rows[0]
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_resume_continues_exactly(tmp_path, ema):
+    cfg = toy_cfg(ema={"enabled": ema, "tau": 3})
+    full = toy_trainer(tmp_path, cfg, "full")
+    full.fit()
+    first = StopAfter(cfg, TrainTask(toy_model(), ToyLoader(), mse), tmp_path / "part", progress=False, plots=False)
+    first.fit()
+    assert load_safe(tmp_path / "part" / "weights" / "last.pt")["epoch"] == 1
+    torch.manual_seed(123)  # whatever happened in between must not matter
+    second = toy_trainer(tmp_path, cfg, "part")
+    second.resume(tmp_path / "part" / "weights" / "last.pt")
+    second.fit()
+    for (k, a), b in zip(_state(full).items(), _state(second).values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
+    if ema:
+        for a, b in zip(full.ema.ema.state_dict().values(), second.ema.ema.state_dict().values()):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert len((tmp_path / "part" / "results.csv").read_text().strip().splitlines()) == 5
+
+
+def test_non_finite_loss_stops_naming_step_and_part(tmp_path):
+    calls = {"n": 0}
+
+    def flaky(model, batch, device):
+        calls["n"] += 1
+        loss, parts = mse(model, batch, device)
+        if calls["n"] == 9:  # epoch 1 (6 batches per epoch), batch 2
+            parts = {**parts, "obj": torch.tensor(float("nan"))}
+            loss = loss + parts["obj"]
+        return loss, parts
+
+    tr = Trainer(toy_cfg(), TrainTask(toy_model(), ToyLoader(), flaky), tmp_path / "run", progress=False,
+                 plots=False)
+    with pytest.raises(NonFiniteLossError, match=r"step 8 \(epoch 1, batch 2\): obj = nan"):
+        tr.fit()
+    assert load_safe(tmp_path / "run" / "weights" / "last.pt")["epoch"] == 0  # the last good one, intact
+
+
+def test_keyboard_interrupt_saves_last(tmp_path):
+    calls = {"n": 0}
+
+    def interrupted(model, batch, device):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        return mse(model, batch, device)
+
+    tr = Trainer(toy_cfg(), TrainTask(toy_model(), ToyLoader(), interrupted), tmp_path / "run", progress=False,
+                 plots=False)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    ckpt = load_safe(tmp_path / "run" / "weights" / "last.pt")
+    assert ckpt["interrupted"] is True and ckpt["epoch"] == 0  # epoch 1 was under way: resume redoes it
+
+
+def test_patience_stops_early_and_best_is_kept(tmp_path):
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.4, 0.3, 0.2, 0.1])
+    cfg = toy_cfg(epochs=8, patience=2)
+    tr = toy_trainer(tmp_path, cfg, validate=lambda model, epoch: {"map50": 0.0, "map": next(scores) / 0.9})
+    tr.fit()
+    assert tr.epoch == 3 and tr.best_epoch == 1  # no gain in epochs 2 and 3
+    assert load_safe(tmp_path / "run" / "weights" / "best.pt")["epoch"] == 1
+    assert abs(load_safe(tmp_path / "run" / "weights" / "best.pt")["best_fitness"] - 0.7) < 1e-9
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "step"])
+def test_schedules_match_torch_schedulers(schedule):
+    cfg = toy_cfg(epochs=10, lr0=0.1, lrf=0.05, schedule=schedule, step_milestones=[0.3, 0.7], step_gamma=0.2)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    ref = {"cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10, eta_min=0.1 * 0.05),
+           "linear": lambda: torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.05, total_iters=10),
+           "step": lambda: torch.optim.lr_scheduler.MultiStepLR(opt, [3, 7], gamma=0.2)}[schedule]()
+    for epoch in range(10):
+        assert abs(0.1 * lr_factor(cfg, epoch) - opt.param_groups[0]["lr"]) < 1e-9, epoch
+        opt.step()
+        ref.step()
+
+
+def test_warmup_ramps_lr_and_momentum():
+    cfg = toy_cfg(lr0=0.1, warmup_bias_lr=0.2, warmup_momentum=0.5, momentum=0.9, epochs=10)
+    model = toy_model()
+    groups = param_groups(model)
+    opt = torch.optim.SGD([{"params": groups[g], "name": g} for g in groups], lr=0.1, momentum=0.9)
+    set_lr(opt, cfg, 0, 0, 10)
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0, 0.2] and opt.param_groups[0]["momentum"] == 0.5
+    set_lr(opt, cfg, 0, 5, 10)
+    assert [round(g["lr"], 9) for g in opt.param_groups] == [0.05, 0.05, 0.15]
+    assert abs(opt.param_groups[0]["momentum"] - 0.7) < 1e-12
+    set_lr(opt, cfg, 1, 12, 10)
+    assert all(abs(g["lr"] - 0.1 * lr_factor(cfg, 1)) < 1e-12 for g in opt.param_groups)
+
+
+def test_no_weight_decay_on_norm_and_bias_of_darknet():
+    from tests.helpers import CFG
+    from yolo.model.darknet import Darknet
+
+    model = Darknet.from_cfg(CFG / "yolov3-tiny.cfg")
+    groups = {k: {id(p) for p in v} for k, v in param_groups(model).items()}
+    convs = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    bns = {id(m.weight) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    biases = {id(p) for n, p in model.named_parameters() if n.endswith("bias")}
+    assert groups == {"decay": convs, "no_decay": bns, "bias": biases}
+
+
+def test_ema_matches_hand_computed_average():
+    model = toy_model()
+    ema = ModelEMA(model, decay=0.9, tau=2.0)
+    expected = {k: v.clone().float() for k, v in model.state_dict().items()}
+    for n in range(1, 4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * n)
+        ema.update(model)
+        d = 0.9 * (1 - math.exp(-n / 2.0))
+        for k, v in model.state_dict().items():
+            expected[k] = expected[k] * d + v.float() * (1 - d) if v.dtype.is_floating_point else v.float()
+    for k, v in ema.ema.state_dict().items():
+        torch.testing.assert_close(v.float(), expected[k], msg=k)
+
+
+def test_gradient_clipping_bounds_the_step(tmp_path):
+    cfg = toy_cfg(grad_clip=0.01, momentum=0.0, nesterov=False, warmup_epochs=0, lr0=1.0, weight_decay=0.0)
+    tr = toy_trainer(tmp_path, cfg)
+    before = [p.detach().clone() for p in tr.model.parameters()]
+    for p in tr.model.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    for g in tr.optimizer.param_groups:
+        g["lr"] = 1.0
+    tr.optimizer_step()
+    delta = torch.cat([(p.detach() - b).flatten() for p, b in zip(tr.model.parameters(), before)])
+    assert abs(delta.norm().item() - 0.01) < 1e-6  # SGD without momentum: step = lr * clipped gradient
+
+
+def test_bf16_autocast_on_cpu_when_asked(tmp_path):
+    seen = []
+
+    def probe(model, batch, device):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return mse(model, batch, device)
+
+    tr = Trainer(toy_cfg(epochs=1, amp=True), TrainTask(toy_model(), ToyLoader(), probe), tmp_path / "run",
+                 progress=False, plots=False)
+    tr.fit()
+    assert seen and all(seen) and not tr.scaler.is_enabled()  # no gradient scaler for bf16
+    off = Trainer(toy_cfg(), TrainTask(toy_model(), ToyLoader(), mse), tmp_path / "b", progress=False, plots=False)
+    assert off.amp is False  # default (amp: null) is off on CPU
+
+
+def test_meters_window_and_global_average():
+    import statistics
+
+    from yolo.utils.meters import MeterBuffer
+
+    buf = MeterBuffer(window=4)
+    values = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0]
+    for v in values:
+        buf.update(loss=v)
+    m = buf["loss"]
+    assert m.latest == 2.0 and m.avg == statistics.mean(values[-4:]) and m.median == statistics.median(values[-4:])
+    assert m.global_avg == statistics.mean(values) and buf.averages() == {"loss": statistics.mean(values)}
+
+
+def test_increment_path_never_reuses_a_folder(tmp_path):
+    from yolo.utils.files import increment_path
+
+    paths = [increment_path(tmp_path / "runs" / "exp") for _ in range(3)]
+    assert [p.name for p in paths] == ["exp", "exp2", "exp3"] and all(p.is_dir() for p in paths)
+
+
+def test_results_log_keeps_rows_of_a_resumed_run(tmp_path):
+    import csv
+
+    from yolo.utils.log import ResultsLog
+
+    log = ResultsLog(tmp_path / "results.csv")
+    log.append({"epoch": 0, "loss": 1.5})
+    log.append({"epoch": 1, "loss": 1.25, "map50": 0.5})
+    again = ResultsLog(tmp_path / "results.csv")
+    again.append({"epoch": 1, "loss": 1.0, "map50": 0.75})  # the same epoch redone replaces its row
+    with open(tmp_path / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["epoch"], r["loss"], r["map50"]) for r in rows] == [("0", "1.5", ""), ("1", "1", "0.75")]

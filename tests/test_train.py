@@ -1,0 +1,219 @@
+"""The detection builder ``train(cfg)`` with an in-memory fake loader: run files, checkpoints usable by
+``load_model``, exact resume, class-count rebuild, starting weights and freezing."""
+
+from __future__ import annotations
+
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import CFG
+from yolo.config import RunConfig
+from yolo.model.cfg_edit import set_num_classes
+from yolo.model.cfg_parser import parse_cfg_text
+from yolo.model.checkpoint import load_model, save_checkpoint
+from yolo.model.darknet import Darknet
+from yolo.train import TrainData, backbone_layers, build_model, config_for_resume, train
+from yolo.utils.checkpoint import load_safe
+
+NAMES = ["square", "disc", "bar"]
+
+
+class FakeDetectionLoader:
+    """Batches by the data layer's contract: images ``[B, 3, S, S]`` uint8, targets ``[M, 6]``, paths, infos.
+    Shuffled per epoch with the global torch RNG; ``interrupt_at`` raises KeyboardInterrupt at that epoch."""
+
+    def __init__(self, n=4, batch=2, size=64, interrupt_at=None):
+        rng = np.random.default_rng(0)
+        self.images, self.labels = [], []
+        for _ in range(n):
+            img = np.full((size, size, 3), 30, np.uint8)
+            labels = []
+            for _ in range(2):
+                w, h = (int(v) for v in rng.integers(10, 30, 2))
+                x, y = (int(v) for v in rng.integers(0, size - 30, 2))
+                cls = int(rng.integers(0, 3))
+                cv2.rectangle(img, (x, y), (x + w, y + h), [(220, 40, 40), (40, 220, 40), (40, 40, 220)][cls], -1)
+                labels.append([cls, (x + w / 2) / size, (y + h / 2) / size, w / size, h / size])
+            self.images.append(torch.from_numpy(img).permute(2, 0, 1))
+            self.labels.append(torch.tensor(labels))
+        self.batch, self.interrupt_at, self.epoch = batch, interrupt_at, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.images) // self.batch
+
+    def __iter__(self):
+        if self.epoch == self.interrupt_at:
+            raise KeyboardInterrupt
+        order = torch.randperm(len(self.images)).tolist()
+        for i in range(0, len(order), self.batch):
+            idx = order[i:i + self.batch]
+            targets = torch.cat([torch.cat((torch.full((len(self.labels[j]), 1), float(b)), self.labels[j]), 1)
+                                 for b, j in enumerate(idx)])
+            yield torch.stack([self.images[j] for j in idx]), targets, [f"img{j}.png" for j in idx], [None] * len(idx)
+
+
+def fake_data(**loader_kw):
+    return lambda cfg, env: TrainData(list(NAMES), FakeDetectionLoader(**loader_kw), None)
+
+
+def mini_cfg(tmp_path) -> str:
+    """yolov3-tiny's layout with 1/16 of the filters: same heads and routes, checkpoints of ~0.2 MB."""
+    text = re.sub(r"filters=(\d+)", lambda m: f"filters={m[1] if m[1] == '255' else max(int(m[1]) // 16, 4)}",
+                  (CFG / "yolov3-tiny.cfg").read_text())
+    path = tmp_path / "mini.cfg"
+    path.write_text(text)
+    return str(path)
+
+
+def run_cfg(tmp_path, model=None, **kw) -> RunConfig:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    base = dict(model=model or mini_cfg(tmp_path), epochs=3, batch_size=2, nbs=4, img_size=64, device="cpu",
+                workers=0, deterministic=True, optimizer="adamw", lr0=0.001, warmup_epochs=1,
+                out=str(tmp_path / "runs" / "exp"), ema={"tau": 2})
+    return RunConfig.from_dict({**base, **kw})
+
+
+def test_run_writes_checkpoints_that_load_as_models(tmp_path):
+    validations = []
+
+    def validate_factory(cfg, data, env):
+        def validate(model, epoch):
+            validations.append((type(model).__name__, model.training))
+            return {"map50": 0.1 * epoch, "map": 0.05 * epoch}
+        return validate
+
+    out = train(run_cfg(tmp_path, epochs=2), data_factory=fake_data(), validate_factory=validate_factory,
+                progress=False, plots=False)
+    assert out == tmp_path / "runs" / "exp"
+    assert validations == [("Darknet", False)] * 2  # the EMA model, in eval mode
+    assert (out / "run.yaml").is_file() and (out / "train_batch0.jpg").stat().st_size > 500
+    assert len((out / "results.csv").read_text().strip().splitlines()) == 3
+    ckpt = load_safe(out / "weights" / "best.pt")  # weights_only=True
+    assert ckpt["epoch"] == 1 and abs(ckpt["best_fitness"] - (0.1 * 0.1 + 0.9 * 0.05)) < 1e-9
+    model = load_model(out / "weights" / "best.pt")
+    assert model.names == NAMES and model.num_classes == 3
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, ckpt["model"][k], atol=0, rtol=0)
+    assert any(not torch.equal(ckpt["model"][k], ckpt["train_model"][k]) for k in ckpt["model"])  # EMA != raw
+    again = train(run_cfg(tmp_path, epochs=1), data_factory=fake_data(), progress=False, plots=False)
+    assert again.name == "exp2"  # never overwritten
+
+
+def test_detection_resume_continues_exactly(tmp_path):
+    full = train(run_cfg(tmp_path / "a"), data_factory=fake_data(), progress=False, plots=False)
+    with pytest.raises(KeyboardInterrupt):  # stopped when epoch 1 starts: last.pt holds epoch 0
+        train(run_cfg(tmp_path / "b"), data_factory=fake_data(interrupt_at=1), progress=False, plots=False)
+    last = tmp_path / "b" / "runs" / "exp" / "weights" / "last.pt"
+    assert load_safe(last)["epoch"] == 0
+    cfg = config_for_resume(last)
+    torch.manual_seed(999)
+    resumed = train(cfg, resume=last, data_factory=fake_data(), progress=False, plots=False)
+    assert resumed == last.parent.parent
+    a = load_safe(full / "weights" / "last.pt")
+    b = load_safe(last)
+    assert a["epoch"] == b["epoch"] == 2
+    for key in ("train_model", "model"):
+        for k in a[key]:
+            torch.testing.assert_close(a[key][k], b[key][k], atol=1e-6, rtol=0, msg=f"{key} {k}")
+
+
+def test_set_num_classes_rewrites_heads_only():
+    text = (CFG / "yolov3.cfg").read_text()
+    out = set_num_classes(text, 3)
+    spec, orig = parse_cfg_text(out), parse_cfg_text(text)
+    assert [h.classes for h in spec.heads] == [3, 3, 3]
+    assert [spec.layers[h.index - 1].filters for h in spec.heads] == [3 * 8] * 3
+    changed = [i for i, (a, b) in enumerate(zip(text.splitlines(), out.splitlines())) if a != b]
+    assert len(changed) == 6 and len(out.splitlines()) == len(text.splitlines())
+    assert [type(s) for s in spec.layers] == [type(s) for s in orig.layers]
+
+
+def test_finetune_from_other_class_count_keeps_the_rest(tmp_path):
+    torch.manual_seed(1)
+    coco = Darknet.from_cfg(CFG / "yolov3-tiny.cfg")  # 80 classes
+    save_checkpoint(coco, tmp_path / "coco.pt")
+    coco.save_darknet_weights(tmp_path / "coco.weights")
+    coco.save_darknet_weights(tmp_path / "coco.conv.9", cutoff=9)  # a backbone file: layers 0..8
+    heads = {i - 1 for i in coco.head_indices}
+    for weights, cutoff in ((tmp_path / "coco.pt", None), (tmp_path / "coco.weights", None),
+                            (tmp_path / "coco.conv.9", 9)):
+        model = build_model(run_cfg(tmp_path, str(CFG / "yolov3-tiny.cfg"), weights=str(weights), cutoff=cutoff),
+                            NAMES)
+        assert model.num_classes == 3
+        for k, v in model.state_dict().items():
+            layer = int(k.split(".")[1])
+            src = coco.state_dict()[k]
+            if layer in heads or (cutoff is not None and layer >= cutoff):
+                if k.endswith("conv.weight"):  # fresh random init (BN starts at 1/0 either way)
+                    assert v.shape != src.shape or not torch.equal(v, src), k
+            else:
+                assert torch.equal(v, src), k
+
+
+def test_freeze_backbone_is_the_shared_trunk_and_stays_put(tmp_path):
+    assert backbone_layers(Darknet.from_cfg(CFG / "yolov3.cfg")) == 80  # layers 0..79 feed all three heads
+    model = build_model(run_cfg(tmp_path, str(CFG / "yolov3-tiny.cfg"), freeze="backbone"), NAMES)
+    n = backbone_layers(model)
+    assert n == 14  # yolov3-tiny: layer 13 is routed into the second head's branch
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if int(k.split(".")[1]) < n and "conv" in k}
+    assert all(not p.requires_grad for m in list(model.module_list)[:n] for p in m.parameters())
+    assert all(p.requires_grad for m in list(model.module_list)[n:] for p in m.parameters())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(torch.rand(1, 3, 64, 64))[0].sum().backward()
+    opt.step()
+    for k, v in frozen.items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def _cli_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: {mini_cfg(tmp_path)}\nepochs: 2\nbatch_size: 2\nnbs: 4\nimg_size: 64\ndevice: cpu\n"
+                    f"workers: 0\nout: {tmp_path / 'runs' / 'exp'}\noptimizer: adamw\nlr0: 0.001\n")
+    return path
+
+
+def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
+    import yolo.train_seams as seams
+    from yolo.cli import main
+
+    loaders = {"interrupt_at": None}
+    monkeypatch.setattr(seams, "default_data", lambda cfg, env: fake_data(**loaders)(cfg, env))
+    path = _cli_yaml(tmp_path)
+    loaders["interrupt_at"] = 1
+    assert main(["train", "--cfg", str(path), "--set", "epochs=2", "ema.tau=2"]) == 130  # Ctrl-C in epoch 1
+    last = tmp_path / "runs" / "exp" / "weights" / "last.pt"
+    assert load_safe(last)["epoch"] == 0 and load_safe(last)["run_config"]["epochs"] == 2
+    loaders["interrupt_at"] = None
+    assert main(["train", "--resume", str(last), "--set", "epochs=3"]) == 0  # redo epoch 1, and one more
+    assert load_safe(last)["epoch"] == 2 and not (tmp_path / "runs" / "exp2").exists()
+    capsys.readouterr()
+    assert main(["train", "--cfg", str(path), "--set", "epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown key 'epoch'" in err
+    assert main(["train", "--resume", str(tmp_path / "nope.pt")]) == 2
+
+
+def test_cli_non_finite_loss_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
+    import yolo.train_seams as seams
+    from yolo.cli import main
+    from yolo.loss import YoloLoss
+
+    monkeypatch.setattr(seams, "default_data", fake_data())
+    original = YoloLoss.__call__
+
+    def poisoned(self, outputs, targets):
+        total, parts = original(self, outputs, targets)
+        return total * float("inf"), {**parts, "cls": parts["cls"] * float("nan")}
+
+    monkeypatch.setattr(YoloLoss, "__call__", poisoned)
+    assert main(["train", "--cfg", str(_cli_yaml(tmp_path))]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1
+    assert errors[0].startswith("yolo train: error: non-finite loss at step 0 (epoch 0, batch 0): cls = nan")

@@ -1,0 +1,244 @@
+"""``train(cfg)``: build a detection run (model, starting weights, freezing, loss, data, validation) and fit it.
+
+Data and metrics come in through two seams so this module works (and is tested) without them:
+``data_factory(cfg, env) -> TrainData`` (default: ``yolo.data``) and
+``validate_factory(cfg, data, env) -> validate(model, epoch) -> metrics`` (default: ``yolo.metrics``).
+Both are imported lazily inside the default factories.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from yolo.config import RunConfig
+from yolo.engine import Trainer, TrainTask
+from yolo.errors import InputError
+from yolo.loss import YoloLoss
+from yolo.model.cfg_edit import set_num_classes
+from yolo.model.cfg_parser import RouteSpec, ShortcutSpec, parse_cfg, parse_cfg_text
+from yolo.model.checkpoint import checkpoint_dict, is_darknet_file, load_checkpoint
+from yolo.model.darknet import Darknet
+from yolo.utils.checkpoint import load_safe
+from yolo.utils.dist import DistEnv, broadcast_object, cleanup, env_from_torchrun, init_distributed
+from yolo.utils.files import increment_path
+from yolo.utils.rng import seed_everything
+
+
+@dataclass
+class TrainData:
+    """Class names, the training loader (batches: images ``[B, 3, S, S]`` uint8, targets ``[M, 6]``, paths,
+    infos) and the validation loader (same batches, or None)."""
+
+    names: list[str]
+    train_loader: Iterable
+    val_loader: Iterable | None = None
+
+
+def log(message: str, env: DistEnv | None = None) -> None:
+    if env is None or env.is_main:
+        print(message, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(cfg: RunConfig, names: list[str], env: DistEnv | None = None) -> Darknet:
+    """Darknet from ``cfg.model`` with one class per name (the cfg's heads rewritten when they differ), starting
+    weights loaded and the first layers frozen as asked."""
+    spec = parse_cfg(cfg.model)
+    text = spec.text
+    if spec.num_classes != len(names):
+        log(f"model: {cfg.model} has {spec.num_classes} classes, the data {len(names)}: heads rebuilt for "
+            f"{len(names)}", env)
+        text = set_num_classes(text, len(names), cfg.model)
+    model = Darknet(parse_cfg_text(text, cfg.model))
+    model.names, model.cfg_name = list(names), Path(cfg.model).name
+    if cfg.weights:
+        load_start_weights(model, cfg.weights, cfg.cutoff, spec.text, env)
+    n = freeze_layers(model, cfg.freeze)
+    if n:
+        log(f"model: froze the first {n} layers", env)
+    return model
+
+
+def load_start_weights(model: Darknet, path: str, cutoff: int | None, original_cfg: str,
+                       env: DistEnv | None = None) -> None:
+    """Darknet ``.weights`` / backbone files (read into the cfg as written, then moved over) or our ``.pt``;
+    tensors whose shape differs (heads of another class count) keep their fresh initialization."""
+    if not Path(path).is_file():
+        raise InputError("starting weights not found", path)
+    if is_darknet_file(path):
+        source = Darknet.from_cfg_text(original_cfg, str(path))
+        source.load_darknet_weights(path, cutoff)
+        layers = cutoff if cutoff is not None else len(source.module_list)
+        state = {k: v for k, v in source.state_dict().items() if int(k.split(".")[1]) < layers}
+    else:
+        source, _ = load_checkpoint(path)
+        state = source.state_dict()
+    own = model.state_dict()
+    same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(same, strict=False)
+    skipped = sorted({k.rsplit(".", 2)[0] for k in state if k not in same})
+    log(f"weights: {len(same)}/{len(own)} tensors from {path}" +
+        (f"; re-initialized (other shape): {', '.join(skipped)}" if skipped else ""), env)
+
+
+def backbone_layers(model: Darknet) -> int:
+    """How many leading layers every head depends on (the trunk shared by all heads)."""
+    deps: list[set[int]] = []
+    for s in model.spec.layers:
+        if isinstance(s, RouteSpec):
+            mine = set().union(*(deps[i] | {i} for i in s.sources))
+        elif isinstance(s, ShortcutSpec):
+            mine = deps[s.index - 1] | {s.index - 1} | deps[s.source] | {s.source}
+        else:
+            mine = deps[s.index - 1] | {s.index - 1} if s.index else set()
+        deps.append(mine)
+    shared = set.intersection(*(deps[i] for i in model.head_indices))
+    n = 0
+    while n in shared:
+        n += 1
+    return n
+
+
+def freeze_layers(model: Darknet, freeze: int | str) -> int:
+    """Stop gradients into the first ``freeze`` layers (``"backbone"``: the shared trunk); returns the count."""
+    n = backbone_layers(model) if freeze == "backbone" else int(freeze)
+    for module in list(model.module_list)[:n]:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return n
+
+
+# ----------------------------------------------------------------------------- task
+
+
+def detection_loss(model: Darknet, cfg: RunConfig) -> YoloLoss:
+    heads = model.heads
+    return YoloLoss([h.anchors for h in heads], [int(h.stride) for h in heads], model.num_classes,
+                    **asdict(cfg.loss))
+
+
+def make_compute_loss(loss: YoloLoss, cfg: RunConfig, stride: int, world_size: int, clock: dict) -> Callable:
+    """``(model, batch, device) -> (loss, parts)``; batch images are ``[B, 3, S, S]`` uint8 or float in [0, 1].
+
+    ``clock`` holds the epoch and the step inside it (for multi-scale sizes drawn from (seed, epoch, step))."""
+    multi_scale = None
+    if cfg.multi_scale:
+        from yolo.data.loader import MultiScale
+
+        multi_scale = MultiScale(cfg.img_size, stride, seed=cfg.seed)
+
+    def compute(model, batch, device):
+        images, targets = batch[0], batch[1]
+        images = images.to(device, non_blocking=True)
+        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # [B, 3, S, S]
+        if multi_scale is not None:
+            images = multi_scale(images, clock["epoch"], clock["step"])  # [B, 3, S', S']
+        clock["step"] += 1
+        total, parts = loss(model(images), targets.to(device))
+        return total * world_size, parts  # DDP averages gradients; the loss sums over this process's batch
+
+    return compute
+
+
+def save_batches(names: list[str]) -> Callable[[Any, int, Path], None]:
+    def save(batch, i: int, out_dir: Path) -> None:
+        from yolo.utils.plots import save_batch_image
+
+        save_batch_image(batch[0], batch[1], out_dir / f"train_batch{i}.jpg", names)
+
+    return save
+
+
+def epoch_start_hook(cfg: RunConfig, loader, clock: dict) -> Callable[[int], None]:
+    """Reset the step clock; turn mosaic off for the last ``cfg.close_mosaic`` epochs (the dataset's
+    ``mosaic_enabled`` flag, or its ``close_mosaic()``)."""
+
+    def hook(epoch: int) -> None:
+        clock.update(epoch=epoch, step=0)
+        dataset = getattr(loader, "dataset", None)
+        if cfg.close_mosaic and epoch >= cfg.epochs - cfg.close_mosaic and dataset is not None:
+            if hasattr(dataset, "close_mosaic"):
+                dataset.close_mosaic()
+            elif hasattr(dataset, "mosaic_enabled"):
+                dataset.mosaic_enabled = False
+
+    return hook
+
+
+def detection_task(cfg: RunConfig, model: Darknet, data: TrainData, validate, env: DistEnv) -> TrainTask:
+    loss = detection_loss(model, cfg)
+    clock = {"epoch": 0, "step": 0}
+    return TrainTask(
+        model=model, train_loader=data.train_loader,
+        compute_loss=make_compute_loss(loss, cfg, model.max_stride, env.world_size, clock),
+        validate=validate,
+        checkpoint_meta=lambda m: checkpoint_dict(m),  # format keys: load_model reads the run's .pt directly
+        on_epoch_start=epoch_start_hook(cfg, data.train_loader, clock),
+        on_first_batches=save_batches(data.names),
+    )
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callable | None = None,
+          validate_factory: Callable | None = None, progress: bool = True, plots: bool = True) -> Path:
+    """Run (or, with ``resume``, continue) a training run; returns the run folder."""
+    from yolo.train_seams import default_data, default_validate
+    from yolo.utils.device import select_device
+
+    env = env_from_torchrun()
+    device = select_device(cfg.device)
+    if env.distributed and device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+    init_distributed(env, device)
+    try:
+        seed_everything(cfg.seed + env.rank, cfg.deterministic)
+        out_dir = Path(resume).resolve().parent.parent if resume else None
+        if env.is_main and out_dir is None:
+            out_dir = increment_path(Path(cfg.out))
+            cfg.save(out_dir / "run.yaml")
+        out_dir = broadcast_object(out_dir)
+        data = (data_factory or default_data)(cfg, env)
+        model = build_model(cfg, data.names, env)
+        validate = (validate_factory or default_validate)(cfg, data, env) if data.val_loader is not None or \
+            validate_factory else None
+        trainer = Trainer(cfg, detection_task(cfg, model, data, validate, env), out_dir, device, env, progress, plots)
+        if resume:
+            trainer.resume(resume)
+        log(f"train: {out_dir} ({cfg.epochs} epochs, batch {cfg.batch_size} x accumulate {trainer.accumulate}, "
+            f"{device}, amp {'on' if trainer.amp else 'off'})", env)
+        trainer.fit()
+        log(f"train: done; weights in {out_dir / 'weights'}", env)
+        return out_dir
+    finally:
+        cleanup()
+
+
+def find_last_checkpoint(root: str | Path = "runs/train") -> Path:
+    """The newest ``*/weights/last.pt`` under ``root`` (for ``--resume`` without a path)."""
+    found = sorted(Path(root).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise InputError("no last.pt to resume under this folder; pass --resume PATH", str(root))
+    return found[-1]
+
+
+def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The run config stored in a training checkpoint, with ``--set`` overrides (e.g. more epochs) on top."""
+    from yolo.config import apply_override, validate
+
+    ckpt = load_safe(path)
+    if "run_config" not in ckpt:
+        raise InputError("not a training checkpoint (no run_config); pass it as weights instead", str(path))
+    cfg = RunConfig.from_dict(ckpt["run_config"], str(path))
+    for item in overrides or []:
+        apply_override(cfg, item)
+    validate(cfg, "--set")
+    return cfg
