@@ -352,6 +352,9 @@ def _run_detect(args) -> int:
                            save_crop=args.save_crop, nosave=args.nosave, batch_size=args.batch_size,
                            progress=not args.no_progress, increment=False)
     print(format_summary(summary))
+    return 0
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model (run YAML + --set overrides; torchrun for several GPUs)",
                        description="Train a darknet-cfg model. The run config is the defaults, then --cfg's YAML, then "
