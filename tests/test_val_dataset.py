@@ -1,0 +1,112 @@
+"""``yolo val --weights --data``: a model run over a dataset split, evaluated in original pixels.
+
+Oracles: pycocotools on the ``--save-json`` output (predictions and ground truth), and the label files read
+back independently in the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.helpers import CFG, calibrated_model
+from yolo.cli import main
+from yolo.data.synthetic import SHAPES_NAMES, write_dataset
+from yolo.model.cfg_edit import set_num_classes
+from yolo.model.checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """A small synthetic dataset with non-square images, its data YAML, and a 5-class yolov3-tiny checkpoint."""
+    root = tmp_path_factory.mktemp("val")
+    write_dataset(root / "shapes", n_train=1, n_val=8, size=(96, 160), seed=3, workers=1)
+    data = root / "shapes.yaml"
+    data.write_text(f"path: shapes\ntrain: images/train\nval: images/val\nnames: {list(SHAPES_NAMES)}\n")
+    cfg = root / "tiny5.cfg"
+    cfg.write_text(set_num_classes((CFG / "yolov3-tiny.cfg").read_text(), len(SHAPES_NAMES)))
+    model = calibrated_model(cfg, seed=1, size=(96, 160))
+    model.names = list(SHAPES_NAMES)
+    pt = root / "tiny5.pt"
+    save_checkpoint(model, pt)
+    return root, data, pt
+
+
+def _val(*args) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["val", *map(str, args)])
+    return code, out.getvalue()
+
+
+def _pycocotools(gt: dict, results: list) -> np.ndarray:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        e = COCOeval(coco, coco.loadRes(results), "bbox")
+        e.evaluate(), e.accumulate(), e.summarize()
+    return e.stats
+
+
+def test_val_figures_equal_pycocotools_on_its_json(shapes, tmp_path):
+    root, data, pt = shapes
+    code, text = _val("--weights", pt, "--data", data, "--img-size", 128, "--batch-size", 3, "--save-json",
+                      "--json", "--no-plots", "--out", tmp_path / "run")
+    assert code == 0
+    printed = json.loads(text[text.index("{"):])
+    preds = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    gt = json.loads((tmp_path / "run" / "annotations.json").read_text())
+    assert len(preds) > 50 and len(gt["images"]) == 8
+    oracle = _pycocotools(gt, preds)
+    ours = np.array(list(printed["stats"].values()))
+    np.testing.assert_allclose(ours, oracle, atol=1e-6)
+    assert oracle[8] > 0  # AR@100: some random boxes do hit objects, so the comparison is not all zeros
+
+    # the metrics-from-files mode gives the same figures
+    code, text = _val("--predictions", tmp_path / "run" / "predictions.json",
+                      "--annotations", tmp_path / "run" / "annotations.json", "--json")
+    assert code == 0
+    from_files = json.loads(text)
+    np.testing.assert_allclose([from_files[k] for k in printed["stats"]], oracle, atol=1e-6)
+
+
+def test_ground_truth_and_predictions_are_in_original_pixels(shapes, tmp_path):
+    root, data, pt = shapes
+    assert _val("--weights", pt, "--data", data, "--img-size", 128, "--save-json", "--no-plots",
+                "--out", tmp_path / "run")[0] == 0
+    gt = json.loads((tmp_path / "run" / "annotations.json").read_text())
+    preds = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    by_image = {im["id"]: im["file_name"] for im in gt["images"]}
+    for ann in gt["annotations"]:  # each gt box is its label row times the image size, read independently
+        name = by_image[ann["image_id"]]
+        h, w = cv2.imread(str(root / "shapes" / "images" / "val" / name)).shape[:2]
+        rows = np.loadtxt(root / "shapes" / "labels" / "val" / name.replace(".png", ".txt"), ndmin=2)
+        x, y, bw, bh = ann["bbox"]
+        expected = [[(r[1] - r[3] / 2) * w, (r[2] - r[4] / 2) * h, r[3] * w, r[4] * h] for r in rows
+                    if int(r[0]) == ann["category_id"]]
+        assert min(np.abs(np.array(expected) - [x, y, bw, bh]).max(1)) < 1e-3
+    for p in preds:  # predictions clipped to the original 160 x 96 image, not the 128 x 128 letterbox
+        x, y, bw, bh = p["bbox"]
+        assert -1e-6 <= x and x + bw <= 160 + 1e-4 and -1e-6 <= y and y + bh <= 96 + 1e-4
+    assert max(p["bbox"][0] + p["bbox"][2] for p in preds) > 128  # beyond the letterboxed width
+
+
+def test_val_errors_are_one_line(shapes, tmp_path, capsys):
+    root, data, pt = shapes
+    tiny80 = tmp_path / "tiny80.pt"
+    save_checkpoint(calibrated_model(CFG / "yolov3-tiny.cfg", size=(64, 64)), tiny80)
+    assert main(["val", "--weights", str(tiny80), "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "80 classes, the data 5" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()  # no empty run folder left behind
+    assert main(["val", "--weights", str(pt)]) == 2
+    assert main(["val", "--weights", str(pt), "--data", str(data), "--conf", "1.5"]) == 2
