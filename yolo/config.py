@@ -205,10 +205,38 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
             raise InputError(f"invalid YAML ({getattr(e, 'problem', e)})", str(path),
                              mark.line + 1 if mark else None) from None
         _merge(cfg, data or {}, str(path), root, "")
+        _resolve_paths(cfg, path)
     for item in overrides or []:
         apply_override(cfg, item)
     validate(cfg, str(path) if path else "--set")
     return cfg
+
+
+PATH_KEYS = ("model", "data", "weights")
+
+
+def _resolve_paths(cfg: RunConfig, yaml_path: Path) -> None:
+    """Relative ``model``/``data``/``weights`` in a run YAML: as given if that exists from the working folder,
+    else next to the YAML, else under one of its parent folders (``cfg/train/x.yaml`` naming ``cfg/yolov3.cfg``
+    works from anywhere). Paths found nowhere stay as written (the run stops on them before it starts)."""
+    here = yaml_path.resolve().parent
+    for key in PATH_KEYS:
+        value = getattr(cfg, key)
+        if not value or Path(value).is_absolute() or Path(value).exists():
+            continue
+        for base in (here, *here.parents):
+            if (base / value).exists():
+                setattr(cfg, key, str(base / value))
+                break
+
+
+def check_paths(cfg: RunConfig) -> None:
+    """Raise ``InputError`` for a ``model``, ``data`` or ``weights`` file that does not exist."""
+    for key in PATH_KEYS:
+        value = getattr(cfg, key)
+        if value and not Path(value).exists():
+            raise InputError(f"{key} file not found (relative paths are tried from the working folder, then "
+                             "from the run YAML's folder and its parents)", str(value))
 
 
 def apply_override(cfg: RunConfig, item: str) -> None:

@@ -191,6 +191,7 @@ def detection_task(cfg: RunConfig, model: Darknet, data: TrainData, validate, en
 def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callable | None = None,
           validate_factory: Callable | None = None, progress: bool = True, plots: bool = True) -> Path:
     """Run (or, with ``resume``, continue) a training run; returns the run folder."""
+    from yolo.config import check_paths
     from yolo.train_seams import default_data, default_validate
     from yolo.utils.device import select_device
 
@@ -203,6 +204,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callab
         seed_everything(cfg.seed + env.rank, cfg.deterministic)
         out_dir = Path(resume).resolve().parent.parent if resume else None
         if env.is_main and out_dir is None:
+            check_paths(cfg)  # before the run folder exists
             out_dir = increment_path(Path(cfg.out))
             cfg.save(out_dir / "run.yaml")
         out_dir = broadcast_object(out_dir)

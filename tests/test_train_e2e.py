@@ -1,0 +1,41 @@
+"""The whole chain on the built-in synthetic data, as a user runs it from another folder:
+``yolo train --cfg cfg/train/shapes.yaml`` -> ``best.pt`` -> ``yolo val`` and ``yolo detect`` on it."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from tests.helpers import ROOT
+from yolo.cli import main
+from yolo.model.checkpoint import load_model
+
+
+def test_train_val_detect_on_synthetic_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # the run YAML's relative cfg/ and data/ paths must still resolve
+    data = tmp_path / "tiny.yaml"
+    data.write_text("synthetic: {kind: shapes, train: 16, val: 8, size: 128, seed: 0}\n"
+                    "names: [circle, rectangle, triangle, star, cross]\n")
+    args = ["train", "--cfg", str(ROOT / "cfg" / "train" / "shapes.yaml"), "--set", f"data={data}", "epochs=2",
+            "img_size=96", "batch_size=8", "workers=0"]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "train" / "exp"
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    assert [int(float(r["epoch"])) for r in rows] == [0, 1]  # 0-based, as the checkpoints count
+    model = load_model(run / "weights" / "best.pt")
+    assert model.names == ["circle", "rectangle", "triangle", "star", "cross"] and model.num_classes == 5
+
+    assert main(args) == 0  # a second run never overwrites the first
+    assert (tmp_path / "runs" / "train" / "exp2" / "weights" / "last.pt").is_file()
+
+    capsys.readouterr()
+    assert main(["val", "--weights", str(run / "weights" / "best.pt"), "--data", str(data), "--img-size", "96",
+                 "--json", "--no-plots"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0 <= metrics["map"] <= metrics["map50"] <= 1 and len(metrics["stats"]) == 12
+
+    images = next((tmp_path / "cache").glob("shapes-*")) / "images" / "val"
+    assert main(["detect", "--weights", str(run / "weights" / "best.pt"), "--source", str(images), "--img-size",
+                 "96", "--conf", "0.01", "--save-txt", "--no-progress"]) == 0
+    assert len(list((tmp_path / "runs" / "detect" / "exp").glob("*.png"))) == 8
