@@ -198,8 +198,8 @@ class Trainer:
             times = {f"time/{k[:-5]}": m.total for k, m in self.meters.items() if k.endswith("_time")}  # seconds
             row = {"epoch": self.epoch, **{f"train/{k}": v for k, v in losses.items()}, **self._validate(losses),
                    "lr": self.optimizer.param_groups[0]["lr"], "time": sum(times.values()), **times}
-            self._save_epoch(row["fitness"])
-            self._log(row)
+            self._log(row)  # the row first: a checkpoint never claims an epoch results.csv lacks (a redone
+            self._save_epoch(row["fitness"])  # epoch after a kill replaces its row)
             patience = self.cfg.patience
             self.stop = patience > 0 and self.epoch - self.best_epoch >= patience
         self.stop = broadcast_object(self.stop)
@@ -270,6 +270,9 @@ class Trainer:
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.best_fitness, self.best_epoch = float(ckpt["best_fitness"]), int(ckpt.get("best_epoch", -1))
         set_rng_state(ckpt["rng"])
+        if self.env.is_main:  # temporary files of writes a SIGKILL cut short (the finished files are intact)
+            for stale in self.weights_dir.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ seeing the run
 
