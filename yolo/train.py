@@ -25,7 +25,7 @@ from yolo.model.checkpoint import checkpoint_dict, is_darknet_file, load_checkpo
 from yolo.model.darknet import Darknet
 from yolo.utils.checkpoint import load_safe
 from yolo.utils.dist import DistEnv, broadcast_object, cleanup, env_from_torchrun, init_distributed
-from yolo.utils.files import increment_path
+from yolo.utils.files import make_run_dir
 from yolo.utils.rng import seed_everything
 
 
@@ -205,10 +205,12 @@ def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callab
         out_dir = Path(resume).resolve().parent.parent if resume else None
         if env.is_main and out_dir is None:
             check_paths(cfg)  # before the run folder exists
-            out_dir = increment_path(Path(cfg.out))
+            out_dir = make_run_dir(Path(cfg.out))  # never an existing folder; proven writable
             cfg.save(out_dir / "run.yaml")
         out_dir = broadcast_object(out_dir)
         data = (data_factory or default_data)(cfg, env)
+        if env.is_main and plots and not resume:
+            _plot_labels(data, out_dir / "labels.png")
         model = build_model(cfg, data.names, env)
         validate = (validate_factory or default_validate)(cfg, data, env) if data.val_loader is not None or \
             validate_factory else None
@@ -222,6 +224,15 @@ def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callab
         return out_dir
     finally:
         cleanup()
+
+
+def _plot_labels(data: TrainData, path: Path) -> None:
+    """The training labels' statistics picture (classes, box centres, sizes), when the loader has an index."""
+    index = getattr(getattr(data.train_loader, "dataset", None), "index", None)
+    if index is not None and len(index):
+        from yolo.data.report import plot_labels
+
+        plot_labels(index, path)
 
 
 def find_last_checkpoint(root: str | Path = "runs/train") -> Path:
