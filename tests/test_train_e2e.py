@@ -21,7 +21,8 @@ def test_train_val_detect_on_synthetic_data(tmp_path, monkeypatch, capsys):
             "img_size=96", "batch_size=8", "workers=0"]
     assert main(args) == 0
     run = tmp_path / "runs" / "train" / "exp"
-    assert (run / "labels.png").is_file() and (run / "results.png").is_file()
+    for picture in ("labels.png", "results.png", "val_batch0_labels.jpg", "val_batch0_pred.jpg"):
+        assert (run / picture).is_file(), picture
     rows = list(csv.DictReader((run / "results.csv").open()))
     assert [int(float(r["epoch"])) for r in rows] == [0, 1]  # 0-based, as the checkpoints count
     model = load_model(run / "weights" / "best.pt")

@@ -214,6 +214,8 @@ def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callab
         model = build_model(cfg, data.names, env)
         validate = (validate_factory or default_validate)(cfg, data, env) if data.val_loader is not None or \
             validate_factory else None
+        if validate and env.is_main and plots and data.val_loader is not None:
+            validate = _with_val_pictures(validate, data, out_dir, cfg.val.iou)
         trainer = Trainer(cfg, detection_task(cfg, model, data, validate, env), out_dir, device, env, progress, plots)
         if resume:
             trainer.resume(resume)
@@ -224,6 +226,31 @@ def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callab
         return out_dir
     finally:
         cleanup()
+
+
+def _with_val_pictures(validate: Callable, data: TrainData, out_dir: Path, iou: float) -> Callable:
+    """``validate`` that also draws the first validation batch: ``val_batch0_labels.jpg`` (the truth) and
+    ``val_batch0_pred.jpg`` (the model's detections above 0.25 after NMS), rewritten at each validation."""
+    from yolo.postprocess import non_max_suppression
+    from yolo.utils.plots import save_batch_image
+
+    images, targets = next(iter(data.val_loader))[:2]  # [B, 3, S, S] uint8, [M, 6]
+    save_batch_image(images, targets, out_dir / "val_batch0_labels.jpg", data.names)
+
+    @torch.no_grad()
+    def validate_and_draw(model, epoch: int) -> dict:
+        metrics = validate(model, epoch)
+        model.eval()
+        x = images.to(next(model.parameters()).device).float() / 255
+        dets = non_max_suppression(model.decode(model(x)).float().cpu(), 0.25, iou)  # per image [K, 6] xyxy
+        h, w = x.shape[-2:]
+        rows = [torch.cat((torch.full((len(d), 1), float(i)), d[:, 5:6], (d[:, 0:2] + d[:, 2:4]) / 2 / d.new_tensor(
+            [w, h]), (d[:, 2:4] - d[:, 0:2]) / d.new_tensor([w, h])), 1) for i, d in enumerate(dets)]
+        save_batch_image(images, torch.cat(rows) if rows else torch.zeros(0, 6), out_dir / "val_batch0_pred.jpg",
+                         data.names)
+        return metrics
+
+    return validate_and_draw
 
 
 def _plot_labels(data: TrainData, path: Path) -> None:
