@@ -54,11 +54,11 @@ class EpochSampler(Sampler):
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed ``random``/``numpy`` in a loader worker from torch's per-worker seed; one OpenCV thread each."""
+    """Seed ``random``/``numpy`` in a loader worker from torch's per-worker seed; OpenCV without its thread pool."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(0)  # sequential: a pool inherited through fork from a parent that used it can hang
 
 
 def build_loader(dataset, batch_size: int, train: bool, workers: int, seed: int, rank: int = 0,
