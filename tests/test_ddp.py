@@ -16,9 +16,17 @@ from yolo.utils.dist import DistEnv
 
 def test_two_process_ddp_matches_one_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(ROOT / "tests" / "ddp_toy_worker.py"), str(tmp_path / "ddp")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    for attempt in range(2):
+        out = tmp_path / f"ddp{attempt}"
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            str(ROOT / "tests" / "ddp_toy_worker.py"), str(out)],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        # Seen about once in 5 runs on a loaded 2-core machine: gloo aborts at interpreter exit after a run
+        # that finished (every epoch written). One retry for that case only; any other failure fails.
+        if r.returncode == 0 or "terminate called without an active exception" not in r.stderr:
+            break
+    tmp_path = out.parent
+    (tmp_path / "ddp").symlink_to(out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "ddp" / "rank1").exists()  # rank 1 wrote nothing
     ddp = load_safe(tmp_path / "ddp" / "rank0" / "weights" / "last.pt")

@@ -42,7 +42,13 @@ def init_distributed(env: DistEnv, device: torch.device, timeout_s: float = 600.
 
 
 def cleanup() -> None:
+    """Leave the process group together: a rank tearing down gloo while its peer still talks to it can abort
+    at exit ("terminate called without an active exception") after a run that finished well."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer already gone (crashed or timed out): nothing to wait for
+            pass
         dist.destroy_process_group()
 
 
