@@ -211,6 +211,8 @@ def _run_anchors(args) -> int:
               f"{fit['mean_anchors_per_box']:.2f}")
     print(f"{len(wh)} boxes at {size[0]}x{size[1]} ({small} under 2 px left out)")
     return 0
+
+
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="ONNX / TorchScript with decoding inside, verified against PyTorch",
                        description="Export a model with BN folded and decoding inside (output [B, N, 5+C]), or "
@@ -267,6 +269,8 @@ def _run_export(args) -> int:
         return 1
     print(result)
     return 0
+
+
 def _add_val(sub) -> None:
     p = sub.add_parser("val", help="mAP of a model on a dataset split, or COCO metrics of a predictions file",
                        description="Two modes. --weights W --data DATA: detect on a split (multi-label NMS) and "
@@ -312,6 +316,8 @@ def _run_val(args) -> int:
     stats = evaluate_files(args.predictions, args.annotations)
     print(json.dumps(stats.as_dict(), indent=1) if args.json else stats.format())
     return 0
+
+
 def _run_val_dataset(args) -> int:
     import json
 

@@ -9,7 +9,6 @@ A *backend* runs the network: ``backend(x [B, 3, H, W] float in [0, 1]) -> [B, N
 from __future__ import annotations
 
 import copy
-import importlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,16 +54,6 @@ class TorchBackend:
         return self.model.decode([r.float() for r in raw])
 
 
-def _exported_loader(path: str):
-    """``load_exported`` from ``yolo.export`` (the agreed place) or ``yolo.exported`` (where it may live)."""
-    for module in ("yolo.export", "yolo.exported"):
-        try:
-            return getattr(importlib.import_module(module), "load_exported")
-        except (ImportError, AttributeError):
-            continue
-    raise InputError("export support not available (yolo.export is missing)", path)
-
-
 def _run_backend(backend, x: torch.Tensor) -> torch.Tensor:
     """``backend(x)`` ``[B, 3, H, W] -> [B, N, 5+C]``; a backend with a ``fixed_batch`` (static export) gets
     chunks of exactly that size, the last one padded with zeros (their rows are dropped)."""
@@ -91,7 +80,9 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
     elif str(weights).lower().endswith(EXPORTED_SUFFIXES):
         if not Path(weights).is_file():
             raise InputError("weights file not found", str(weights))
-        backend = _exported_loader(str(weights))(str(weights), str(device))
+        from yolo.exported import load_exported  # onnxruntime only when an .onnx is asked for
+
+        backend = load_exported(str(weights), str(device))
     else:
         names_file = names if isinstance(names, (str, Path)) else None
         backend = TorchBackend(load_model(weights, cfg=cfg, names=names_file), device, half)

@@ -232,6 +232,7 @@ def _with_val_pictures(validate: Callable, data: TrainData, out_dir: Path, iou: 
     """``validate`` that also draws the first validation batch: ``val_batch0_labels.jpg`` (the truth) and
     ``val_batch0_pred.jpg`` (the model's detections above 0.25 after NMS), rewritten at each validation."""
     from yolo.postprocess import non_max_suppression
+    from yolo.utils.boxes import xyxy_to_cxcywh
     from yolo.utils.plots import save_batch_image
 
     images, targets = next(iter(data.val_loader))[:2]  # [B, 3, S, S] uint8, [M, 6]
@@ -244,8 +245,8 @@ def _with_val_pictures(validate: Callable, data: TrainData, out_dir: Path, iou: 
         x = images.to(next(model.parameters()).device).float() / 255
         dets = non_max_suppression(model.decode(model(x)).float().cpu(), 0.25, iou)  # per image [K, 6] xyxy
         h, w = x.shape[-2:]
-        rows = [torch.cat((torch.full((len(d), 1), float(i)), d[:, 5:6], (d[:, 0:2] + d[:, 2:4]) / 2 / d.new_tensor(
-            [w, h]), (d[:, 2:4] - d[:, 0:2]) / d.new_tensor([w, h])), 1) for i, d in enumerate(dets)]
+        rows = [torch.cat((torch.full((len(d), 1), float(i)), d[:, 5:6],  # [K, 6] as targets: image, class, box
+                           xyxy_to_cxcywh(d[:, :4]) / d.new_tensor([w, h, w, h])), 1) for i, d in enumerate(dets)]
         save_batch_image(images, torch.cat(rows) if rows else torch.zeros(0, 6), out_dir / "val_batch0_pred.jpg",
                          data.names)
         return metrics

@@ -18,17 +18,12 @@ from yolo.utils.dist import DistEnv
 
 def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
     """Loaders from the data YAML: the train split (augmented, distributed) and the val split (rank 0 only)."""
-    try:
-        from yolo.data.augment import AugmentConfig
-        from yolo.data.dataset import DetectionDataset
-        from yolo.data.formats import load_data_config
-        from yolo.data.loader import build_loader
-        try:
-            from yolo.data.formats import load_split
-        except ImportError:  # the data engineer keeps it in yolo/data/split.py
-            from yolo.data.split import load_split
-    except ImportError as e:
-        raise InputError(f"the data layer is not available in this install ({e})") from None
+    from yolo.data.augment import AugmentConfig
+    from yolo.data.dataset import DetectionDataset
+    from yolo.data.formats import load_data_config
+    from yolo.data.loader import build_loader
+    from yolo.data.split import load_split
+
     if cfg.batch_size % env.world_size:
         raise InputError(f"batch_size {cfg.batch_size} does not split evenly over {env.world_size} processes")
     per_process = cfg.batch_size // env.world_size
@@ -50,11 +45,9 @@ def default_validate(cfg: RunConfig, data: TrainData, env: DistEnv) -> Callable 
     """``validate(model, epoch) -> metrics`` over ``data.val_loader`` in letterboxed pixels (rank 0)."""
     if data.val_loader is None:
         return None
-    try:
-        from yolo.metrics import Evaluator
-    except ImportError:  # the metrics engineer may keep it in yolo/val.py
-        from yolo.val import Evaluator
     from yolo.postprocess import non_max_suppression
+    from yolo.utils.boxes import cxcywh_to_xyxy
+    from yolo.val import Evaluator
 
     @torch.no_grad()
     def validate(model, epoch: int) -> dict:
@@ -69,8 +62,8 @@ def default_validate(cfg: RunConfig, data: TrainData, env: DistEnv) -> Callable 
                                         multi_label=True)  # per image [K, 6] xyxy, score, class
             for i, pred in enumerate(preds):
                 t = targets[targets[:, 0] == i]  # [M, 6]
-                cxcy, wh = t[:, 2:4] * torch.tensor([w, h]), t[:, 4:6] * torch.tensor([w, h])
-                evaluator.update(pred, torch.cat((cxcy - wh / 2, cxcy + wh / 2), 1), t[:, 1].long())
+                boxes = cxcywh_to_xyxy(t[:, 2:6] * torch.tensor([w, h, w, h]))  # [M, 4] pixels
+                evaluator.update(pred, boxes, t[:, 1].long())
         return {k: v for k, v in evaluator.compute().items() if isinstance(v, (int, float))}
 
     return validate

@@ -24,6 +24,7 @@ from yolo.data.split import load_split
 from yolo.detect import _run_backend, load_backend
 from yolo.errors import InputError
 from yolo.postprocess import check_thresholds, postprocess
+from yolo.utils.boxes import cxcywh_to_xyxy
 from yolo.utils.checkpoint import atomic_write
 from yolo.val import Evaluator
 
@@ -44,8 +45,7 @@ def _pixels(labels: np.ndarray, shape: tuple[int, int]) -> tuple[torch.Tensor, t
     """``[N, 5]`` class, cx, cy, w, h normalized -> (``[N, 4]`` xyxy pixels of an image of ``shape`` (h, w), ``[N]``)."""
     h, w = shape
     t = torch.as_tensor(labels, dtype=torch.float64).reshape(-1, 5)
-    cx, cy, bw, bh = t[:, 1] * w, t[:, 2] * h, t[:, 3] * w, t[:, 4] * h
-    return torch.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), 1), t[:, 0].long()
+    return cxcywh_to_xyxy(t[:, 1:5] * t.new_tensor([w, h, w, h])), t[:, 0].long()
 
 
 def _image_id(index: DatasetIndex, j: int) -> int:
