@@ -20,7 +20,8 @@ if not hasattr(cv2.dnn, "readNetFromDarknet"):  # removed in OpenCV 5; the dev e
     pytest.skip("OpenCV without the darknet importer", allow_module_level=True)
 
 OFFICIAL_WEIGHTS_BYTES = {"yolov3": 248_007_048, "yolov3-tiny": 35_434_956, "yolov3-spp": 252_209_544}
-CASES = [("yolov3-tiny", 256, 320), ("yolov3", 320, 256), ("yolov3-spp", 256, 320)]
+CASES = [("yolov3-tiny", 256, 320, False), ("yolov3", 320, 256, False), ("yolov3-spp", 256, 320, False),
+         ("yolov3", 320, 256, True)]  # True: what detection runs (BN folded, channels-last, Winograd convs)
 
 
 def _ours_in_opencv_order(model, raw: list[torch.Tensor]) -> np.ndarray:
@@ -35,16 +36,24 @@ def _ours_in_opencv_order(model, raw: list[torch.Tensor]) -> np.ndarray:
     return torch.cat(rows).numpy()
 
 
-@pytest.mark.parametrize("name,height,width", CASES)
-def test_matches_opencv(tmp_path, name, height, width):
+@pytest.mark.parametrize("name,height,width,optimized", CASES)
+def test_matches_opencv(tmp_path, name, height, width, optimized):
     model = calibrated_model(CFG / f"{name}.cfg", seed=1, bn_eps=1e-6)
     weights = tmp_path / f"{name}.weights"
     model.save_darknet_weights(weights)
     assert os.path.getsize(weights) == OFFICIAL_WEIGHTS_BYTES[name]
 
     x = torch.flip(photo_batch(height, width, n=1), dims=[3]).contiguous()  # not the calibration image
-    with torch.no_grad():
-        raw = model(x)
+    if optimized:
+        from yolo.detect import TorchBackend
+
+        backend = TorchBackend(calibrated_model(CFG / f"{name}.cfg", seed=1, bn_eps=1e-6))
+        assert backend.winograd >= 10
+        with torch.inference_mode():
+            raw = backend.model(x.contiguous(memory_format=torch.channels_last))
+    else:
+        with torch.no_grad():
+            raw = model(x)
     ours = _ours_in_opencv_order(model, raw)
 
     net = cv2.dnn.readNetFromDarknet(str(CFG / f"{name}.cfg"), str(weights))

@@ -22,6 +22,7 @@ from yolo.data.augment import letterbox
 from yolo.errors import InputError
 from yolo.model.checkpoint import load_model
 from yolo.model.darknet import Darknet
+from yolo.model.winograd import use_winograd
 from yolo.postprocess import check_thresholds, postprocess
 from yolo.sources import read_image, to_bgr8
 from yolo.utils.boxes import LetterboxInfo, xyxy_to_xywh
@@ -33,15 +34,24 @@ EXPORTED_SUFFIXES = (".onnx", ".torchscript")
 
 class TorchBackend:
     """A ``Darknet`` on ``device``, BN folded into the convs, channels-last on CPU, in ``dtype``.
-    The network runs in ``dtype``; decoding runs in float32 (pixel coordinates need the precision)."""
+    The network runs in ``dtype``; decoding runs in float32 (pixel coordinates need the precision).
+
+    ``winograd`` (default: on for float32 on CPU) computes the 3x3 stride-1 convs with 128 or more input
+    channels by Winograd's algorithm (``yolo.model.winograd``): about 2x faster on those layers, results equal
+    to the direct convolution within about 1e-5 relative. ``self.winograd`` is the number of convs swapped.
+    """
 
     fixed_shape = None
 
-    def __init__(self, model: Darknet, device: str | torch.device = "cpu", half: bool = False):
+    def __init__(self, model: Darknet, device: str | torch.device = "cpu", half: bool = False,
+                 winograd: bool | None = None):
         self.device = select_device(str(device))
         self.dtype = half_dtype(self.device) if half else torch.float32
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.model = model.eval().fuse().to(self.device, self.dtype).to(memory_format=self.memory_format)
+        if winograd is None:
+            winograd = self.device.type == "cpu" and self.dtype == torch.float32
+        self.winograd = use_winograd(self.model) if winograd else 0
         self.names = list(model.names or [])
         self.stride = model.max_stride
         self.num_classes = model.num_classes

@@ -1,0 +1,158 @@
+"""Winograd F(4x4, 3x3) convolution for inference on CPU: 3x3 stride-1 convs with 4x fewer multiplications.
+
+Each 4x4 output tile is computed from a 6x6 input tile as ``Y = A^T [(G g G^T) * (B^T d B)] A`` (Lavin & Gray,
+"Fast Algorithms for Convolutional Neural Networks", 2015; the points 0, +-1, +-2, inf). Written as three
+matrix products so that MKL/oneDNN do the work:
+
+- input transform: ``V = (B^T kron B^T) @ D``  ``[36, 36] @ [36, T*C]`` (T tiles of the padded input),
+- 36 independent products: ``M[k] = V[k] @ U[k]``  ``[T, C] @ [C, C_out]``,
+- output transform: ``Y = (A^T kron A^T) @ M``  ``[16, 36] @ [36, T*C_out]``.
+
+The matrix products do 36 multiply-adds per tile and channel pair where a direct 3x3 conv does 16 x 9 = 144,
+which is what pays for the transforms on layers with many channels. Accuracy: relative error about 1e-5 in
+float32 (the transforms' coefficients reach 8 and 1/24). Buffers are reused across calls and layers through one
+:class:`Workspace` (fresh multi-megabyte allocations would page-fault on every call).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# (B^T, G, A^T) for F(4x4, 3x3) (points 0, +-1, +-2, inf) and F(2x2, 3x3) (points 0, +-1, inf).
+_MATRICES = {
+    4: (((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+         (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+        ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+         (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
+        ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))),
+    2: (((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        ((1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1)),
+        ((1, 1, 1, 0), (0, 1, -1, -1))),
+}
+_PREPARE_LOCK = threading.Lock()  # the first calls of threads sharing a model must transform the weights once
+MIN_TILES_F4 = 32  # fewer 4x4 tiles than this (batch 1 at 13x13: 16; 26x26: 49): F(2x2, 3x3), whose weights are 2.25x smaller
+
+
+def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
+    """``[C_out, C_in, 3, 3]`` -> ``U [(m+2)^2, C_in, C_out]`` = ``G g G^T`` per channel pair (in float64)."""
+    g = torch.tensor(_MATRICES[m][1], dtype=torch.float64)
+    u = torch.einsum("ki,oqij,lj->klqo", g, weight.detach().double().cpu(), g)  # [m+2, m+2, C_in, C_out]
+    return u.reshape((m + 2) ** 2, weight.shape[1], weight.shape[0]).to(weight.device, weight.dtype).contiguous()
+
+
+def _kron_transforms(m: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``B^T kron B^T`` ``[(m+2)^2, (m+2)^2]`` and ``A^T kron A^T`` ``[m^2, (m+2)^2]``."""
+    bt, _, at = (torch.tensor(a, dtype=torch.float64) for a in _MATRICES[m])
+    return torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype)
+
+
+class Workspace:
+    """Grow-only scratch buffers shared by the Winograd convs of one model (they run one after another); one
+    set per thread, so two threads may run the same model."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def __deepcopy__(self, memo) -> "Workspace":
+        return Workspace()  # scratch contents never need copying (and thread-locals cannot be)
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._local = threading.local()
+
+    def get(self, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+        """A flat buffer of at least ``numel`` elements of ``like``'s dtype and device (contents undefined)."""
+        buffers = self._local.__dict__.setdefault("buffers", {})
+        buf = buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+            buf = torch.empty(numel, dtype=like.dtype, device=like.device)
+            buffers[name] = buf
+        return buf[:numel]
+
+
+def eligible(conv: nn.Conv2d) -> bool:
+    """A 3x3, stride-1, padding-1, undilated, ungrouped conv (what this module computes)."""
+    return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros")
+
+
+class WinogradConv2d(nn.Module):
+    """Inference-only drop-in for an eligible ``nn.Conv2d``: ``[B, C_in, H, W] -> [B, C_out, H, W]``.
+
+    The tile size is chosen at the first call from the input's shape: F(4x4, 3x3), or F(2x2, 3x3) when there
+    are fewer than ``MIN_TILES_F4`` 4x4 tiles (the product is then bound by reading the weights, and F(2x2)'s
+    are 2.25x smaller). Returns a channels-last tensor; no gradients (run it under ``inference_mode``).
+    """
+
+    def __init__(self, conv: nn.Conv2d, workspace: Workspace | None = None):
+        super().__init__()
+        if not eligible(conv):
+            raise ValueError(f"Winograd needs a 3x3 stride-1 padding-1 conv, got {conv}")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+        # Not persistent: a model's state dict keeps its convs' names and is never changed by this module.
+        self.register_buffer("weight", conv.weight.detach().clone(), persistent=False)  # [C_out, C_in, 3, 3]
+        self.register_buffer("bias", bias.to(conv.weight.device, conv.weight.dtype).clone(), persistent=False)
+        for name in ("u", "b2", "a2"):  # set at the first call, when the tile size is chosen
+            self.register_buffer(name, None, persistent=False)
+        self.workspace = workspace or Workspace()
+        self.m = 0  # tile size, set at the first call
+
+    def extra_repr(self) -> str:
+        tile = f"F({self.m}x{self.m}, 3x3)" if self.m else "tile chosen at the first call"
+        return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), {tile}"
+
+    def _prepare(self, b: int, h: int, w: int) -> None:
+        with _PREPARE_LOCK:
+            if self.m:  # another thread got here first
+                return
+            m = 4 if b * -(-h // 4) * -(-w // 4) >= MIN_TILES_F4 else 2
+            self.u = transform_weight(self.weight, m)  # [(m+2)^2, C_in, C_out]
+            self.b2, self.a2 = _kron_transforms(m, self.weight.dtype, self.weight.device)
+            self.weight, self.m = None, m  # U replaces the weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C_in, H, W]`` (any memory format) -> ``[B, C_out, H, W]`` channels-last."""
+        b, c, h, w = x.shape
+        if not self.m:
+            self._prepare(b, h, w)
+        m, a, co = self.m, self.m + 2, self.out_channels
+        nh, nw = -(-h // m), -(-w // m)
+        tiles, ws = b * nh * nw, self.workspace
+        xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, m * nw + 1 - w, 1, m * nh + 1 - h))  # [B, m*nh+2, m*nw+2, C]
+        d = ws.get("d", a * a * tiles * c, x).view(a, a, b, nh, nw, c)
+        d.copy_(xp.unfold(1, a, m).unfold(2, a, m).permute(4, 5, 0, 1, 2, 3))  # a x a tiles at stride m
+        v = ws.get("v", a * a * tiles * c, x).view(a * a, tiles * c)
+        torch.mm(self.b2, d.view(a * a, -1), out=v)  # [a^2, T*C]
+        prod = ws.get("m", a * a * tiles * co, x).view(a * a, tiles, co)
+        torch.bmm(v.view(a * a, tiles, c), self.u, out=prod)  # [a^2, T, C_out]
+        y = ws.get("y", m * m * tiles * co, x).view(m * m, tiles * co)
+        torch.mm(self.a2, prod.view(a * a, -1), out=y)  # [m^2, T*C_out]
+        y = y.view(m, m, b, nh, nw, co).permute(2, 3, 0, 4, 1, 5)  # [B, nh, m, nw, m, C_out]
+        if h == m * nh and w == m * nw:
+            out = torch.empty(b, h, w, co, dtype=x.dtype, device=x.device)
+            torch.add(y, self.bias, out=out.view(b, nh, m, nw, m, co))
+        else:
+            full = ws.get("full", tiles * m * m * co, x).view(b, nh, m, nw, m, co)
+            torch.add(y, self.bias, out=full)
+            out = full.view(b, m * nh, m * nw, co)[:, :h, :w].contiguous()
+        return out.permute(0, 3, 1, 2)  # [B, C_out, H, W] channels-last
+
+
+def use_winograd(model: nn.Module, min_channels: int = 128) -> int:
+    """Swap the eligible 3x3 convs with at least ``min_channels`` inputs (fewer channels: the transforms cost
+    more than they save) in every ``.conv`` attribute of ``model``'s modules for :class:`WinogradConv2d`,
+    sharing one workspace. Returns how many were swapped. Inference only."""
+    workspace, count = Workspace(), 0
+    for module in model.modules():
+        conv = getattr(module, "conv", None)
+        if isinstance(conv, nn.Conv2d) and eligible(conv) and conv.in_channels >= min_channels:
+            module.conv = WinogradConv2d(conv, workspace)
+            count += 1
+    return count
