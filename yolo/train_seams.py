@@ -6,6 +6,7 @@ They import the data layer (``yolo.data.formats``, ``.dataset``, ``.loader``, ``
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -45,6 +46,7 @@ def default_validate(cfg: RunConfig, data: TrainData, env: DistEnv) -> Callable 
     """``validate(model, epoch) -> metrics`` over ``data.val_loader`` in letterboxed pixels (rank 0)."""
     if data.val_loader is None:
         return None
+    from yolo.detect import TorchBackend
     from yolo.postprocess import non_max_suppression
     from yolo.utils.boxes import cxcywh_to_xyxy
     from yolo.val import Evaluator
@@ -53,12 +55,13 @@ def default_validate(cfg: RunConfig, data: TrainData, env: DistEnv) -> Callable 
     def validate(model, epoch: int) -> dict:
         model.eval()
         device = next(model.parameters()).device
+        backend = TorchBackend(copy.deepcopy(model), device)  # as detection runs it: BN folded, Winograd on CPU
         evaluator = Evaluator(len(data.names), data.names)
         for batch in data.val_loader:
-            images, targets = batch[0].to(device), batch[1]
+            images, targets = batch[0], batch[1]
             images = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # [B, 3, S, S]
             h, w = images.shape[-2:]
-            preds = non_max_suppression(model.decode(model(images)).float().cpu(), cfg.val.conf, cfg.val.iou,
+            preds = non_max_suppression(backend(images).cpu(), cfg.val.conf, cfg.val.iou,
                                         multi_label=True)  # per image [K, 6] xyxy, score, class
             for i, pred in enumerate(preds):
                 t = targets[targets[:, 0] == i]  # [M, 6]
