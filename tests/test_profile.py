@@ -111,7 +111,7 @@ LAYER_KEYS = {"index", "type", "output_shape", "params", "gflops", "gflops_total
 TOP_KEYS = {"params": int, "params_fused": int, "params_trainable": int, "gflops": float, "gflops_total": float,
             "input_size": list, "batch_size": int, "latency_ms": float, "latency": dict,
             "images_per_second": float, "peak_memory_mb": float, "memory_kind": str, "device": str, "dtype": str,
-            "layers": list}
+            "layers": list, "optimized": bool}
 
 
 def test_json_output_has_documented_keys(capsys):
@@ -127,6 +127,24 @@ def test_json_output_has_documented_keys(capsys):
     for layer in out["layers"]:
         assert set(layer) == LAYER_KEYS and layer["latency_ms"] >= 0
     assert out["layers"][23]["output_shape"] == [255, 4, 6]
+    assert out["optimized"] is False
+
+
+def test_optimized_times_the_detection_model(capsys, monkeypatch):
+    """--optimized times a copy prepared as detection prepares it (Winograd convs swapped in), counts unchanged."""
+    import yolo.model.inference as inference
+
+    swapped = []
+    real = inference.use_winograd
+    monkeypatch.setattr(inference, "use_winograd", lambda model: swapped.append(real(model)) or swapped[-1])
+    args = ["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--img-size", "128", "--runs", "2", "--warmup", "1", "--json"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(args + ["--optimized"]) == 0
+    fast = json.loads(capsys.readouterr().out)
+    assert swapped and swapped[0] > 0
+    assert fast["optimized"] is True and fast["latency_ms"] > 0 and len(fast["layers"]) == len(plain["layers"])
+    assert (fast["params"], fast["gflops"]) == (plain["params"], plain["gflops"])
 
 
 def test_fused_parameter_count_matches_torch():

@@ -61,6 +61,8 @@ def _add_profile(sub) -> None:
     p.add_argument("--half", action="store_true", help="bfloat16 on CPU, float16 on CUDA")
     p.add_argument("--runs", type=int, default=20, help="timed forwards (0: counts only; default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed forwards first (default 3)")
+    p.add_argument("--optimized", action="store_true",
+                   help="time the model as yolo detect runs it (BN folded, channels-last and Winograd convs on CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(run=_run_profile)
 
@@ -96,7 +98,8 @@ def _run_profile(args) -> int:
         warning = half_warning(select_device(args.device))
         if warning:
             print(warning, file=sys.stderr)
-    result = profile_model(model, size, args.batch_size, args.device, args.half, args.runs, args.warmup)
+    result = profile_model(model, size, args.batch_size, args.device, args.half, args.runs, args.warmup,
+                           args.optimized)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
 

@@ -22,7 +22,7 @@ from yolo.data.augment import letterbox
 from yolo.errors import InputError
 from yolo.model.checkpoint import load_model
 from yolo.model.darknet import Darknet
-from yolo.model.winograd import use_winograd
+from yolo.model.inference import prepare_for_inference
 from yolo.postprocess import check_thresholds, postprocess
 from yolo.sources import read_image, to_bgr8
 from yolo.utils.boxes import LetterboxInfo, xyxy_to_xywh
@@ -47,11 +47,7 @@ class TorchBackend:
                  winograd: bool | None = None):
         self.device = select_device(str(device))
         self.dtype = half_dtype(self.device) if half else torch.float32
-        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        self.model = model.eval().fuse().to(self.device, self.dtype).to(memory_format=self.memory_format)
-        if winograd is None:
-            winograd = self.device.type == "cpu" and self.dtype == torch.float32
-        self.winograd = use_winograd(self.model) if winograd else 0
+        self.model, self.memory_format, self.winograd = prepare_for_inference(model, self.device, self.dtype, winograd)
         self.names = list(model.names or [])
         self.stride = model.max_stride
         self.num_classes = model.num_classes

@@ -10,6 +10,7 @@ FLOPs are per image and follow two stated conventions:
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from yolo.model.cfg_parser import (
     ConvSpec, MaxPoolSpec, ModelSpec, RouteSpec, ShortcutSpec, UpsampleSpec, conv_param_count, layer_shapes,
     param_count,
 )
+from yolo.model.inference import prepare_for_inference
 from yolo.utils.device import half_dtype, select_device, synchronize
 from yolo.utils.memory import PeakMemory
 
@@ -161,8 +163,11 @@ def _size(img_size, stride: int) -> tuple[int, int]:
 
 
 def profile_model(model, img_size: int | tuple[int, int] = 416, batch_size: int = 1, device: str | None = "cpu",
-                  half: bool = False, runs: int = 30, warmup: int = 3) -> dict:
+                  half: bool = False, runs: int = 30, warmup: int = 3, optimized: bool = False) -> dict:
     """Profile a ``Darknet``: counts always; latency, per-layer time and memory when ``runs > 0``.
+
+    ``optimized``: time the model as ``yolo detect`` runs it (a copy with BN folded, channels-last and Winograd
+    convs on CPU; see ``yolo.model.inference``) instead of as trained.
 
     Returns a dict with ``params``, ``params_trainable``, ``params_fused``, ``gflops``, ``gflops_total``,
     ``input_size`` [H, W], ``batch_size``, ``device``, ``dtype``, ``latency_ms`` (median, or None),
@@ -183,11 +188,15 @@ def profile_model(model, img_size: int | tuple[int, int] = 416, batch_size: int 
         "input_size": [h, w], "batch_size": batch_size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
         "latency_ms": None, "latency": None, "images_per_second": None, "peak_memory_mb": None,
         "memory_kind": "cuda_max_allocated" if dev.type == "cuda" else "cpu_rss_growth",
-        "conventions": FLOPS_CONVENTION,
+        "conventions": FLOPS_CONVENTION, "optimized": optimized,
     }
     if runs > 0:
+        memory_format = torch.contiguous_format
+        if optimized:
+            model, memory_format, _ = prepare_for_inference(copy.deepcopy(model), dev, dtype)
         model = model.eval().to(dev, dtype)
         x = torch.rand(batch_size, model.spec.net.channels, h, w, device=dev, dtype=dtype)
+        x = x.contiguous(memory_format=memory_format)
         lat = measure_latency(model, x, runs, warmup)
         for cost, ms in zip(costs, _time_layers(model, x, max(1, min(runs, 10)))):
             cost.latency_ms = ms
@@ -218,7 +227,8 @@ def format_table(result: dict) -> str:
         lat = result["latency"]
         rows.append(f"latency {lat['median']:.2f} ms median (p90 {lat['p90']:.2f}, min {lat['min']:.2f}, "
                     f"std {lat['std']:.2f}) -> {result['images_per_second']:.1f} images/s; "
-                    f"peak memory {result['peak_memory_mb']:.1f} MiB ({result['memory_kind']})")
+                    f"peak memory {result['peak_memory_mb']:.1f} MiB ({result['memory_kind']}); "
+                    + ("optimized as yolo detect runs it" if result.get("optimized") else "the model as trained"))
         rows.append("per-layer times: medians of separate runs timed with forward hooks; "
                     "their sum is near the latency, not equal to it")
     return "\n".join(rows)

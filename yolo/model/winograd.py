@@ -38,10 +38,15 @@ MIN_TILES_F4 = 32  # fewer 4x4 tiles than this (batch 1 at 13x13: 16; 26x26: 49)
 
 
 def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
-    """``[C_out, C_in, 3, 3]`` -> ``U [(m+2)^2, C_in, C_out]`` = ``G g G^T`` per channel pair (in float64)."""
+    """``[C_out, C_in, 3, 3]`` -> ``U [(m+2)^2, C_in, C_out]`` = ``G g G^T`` per channel pair (in float64, 64
+    output channels at a time so that the transient float64 copy stays small)."""
     g = torch.tensor(_MATRICES[m][1], dtype=torch.float64)
-    u = torch.einsum("ki,oqij,lj->klqo", g, weight.detach().double().cpu(), g)  # [m+2, m+2, C_in, C_out]
-    return u.reshape((m + 2) ** 2, weight.shape[1], weight.shape[0]).to(weight.device, weight.dtype).contiguous()
+    c_out, c_in = weight.shape[:2]
+    u = torch.empty((m + 2) ** 2, c_in, c_out, dtype=weight.dtype, device=weight.device)
+    for o in range(0, c_out, 64):
+        chunk = torch.einsum("ki,oqij,lj->klqo", g, weight[o:o + 64].detach().double().cpu(), g)  # [a, a, C_in, <=64]
+        u[:, :, o:o + 64] = chunk.reshape((m + 2) ** 2, c_in, -1)
+    return u
 
 
 def _kron_transforms(m: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
