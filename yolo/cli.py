@@ -437,6 +437,7 @@ def _run_train(args) -> int:
     from yolo.config import load_run_config
     from yolo.engine import NonFiniteLossError
     from yolo.train import config_for_resume, find_last_checkpoint, train
+    from yolo.utils.dist import PeerLostError
 
     if args.resume is not None:
         if args.cfg:
@@ -447,7 +448,7 @@ def _run_train(args) -> int:
         path, cfg = None, load_run_config(args.cfg, args.overrides)
     try:
         train(cfg, resume=path)
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, PeerLostError) as e:
         print(f"yolo train: error: {e}", file=sys.stderr)
         return 1
     return 0
@@ -483,8 +484,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"yolo {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"yolo {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if verbose:
+            traceback.print_exc()
+        saved = getattr(e, "checkpoint", None)  # yolo.engine.TrainingInterrupted
+        print(f"yolo {args.command}: interrupted" + (f"; saved {saved}; continue with: yolo {args.command} "
+                                                      f"--resume {saved}" if saved else ""), file=sys.stderr)
         return 130
     except Exception as e:  # unexpected: one line unless verbose
         if verbose:
