@@ -41,7 +41,6 @@ def test_dead_or_hung_rank_does_not_hang_the_survivor(tmp_path, mode):
     else:  # torchrun may end the survivor first; either way someone says which process failed
         assert "yolo train: error: process 0 of 2" in r.stderr or "exitcode" in r.stderr, r.stderr[-3000:]
     print(f"{mode}: torchrun returned {r.returncode} after {seconds:.1f} s")
-
     ckpt = load_safe(run / "weights" / "last.pt")  # the last good checkpoint: epoch 0, intact
     assert ckpt["epoch"] == 0 and not ckpt["interrupted"]
     assert load_model(run / "weights" / "last.pt").num_classes == 5
