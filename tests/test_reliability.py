@@ -68,3 +68,57 @@ def test_sigint_saves_a_resumable_checkpoint_and_exits_130(tmp_path):
     assert final["epoch"] == done and final["interrupted"] is False
     rows = list(csv.DictReader((run / "results.csv").open()))
     assert [int(float(row["epoch"])) for row in rows] == list(range(done + 1))
+
+
+# ----------------------------------------------------------------------------- bounded memory
+
+
+def _write_tiny_pngs(folder, n: int) -> None:
+    """``n`` 32x32 PNGs (crops of a real photo, 16 different ones, written as bytes: fast)."""
+    import cv2
+
+    from tests.helpers import photo_rgb
+
+    photo = photo_rgb()
+    blobs = [cv2.imencode(".png", cv2.resize(photo[i * 20:, i * 15:], (32, 32)))[1].tobytes() for i in range(16)]
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"{i:05d}.png").write_bytes(blobs[i % 16])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmRSS from /proc")
+def test_detect_over_10000_images_streams(tmp_path):
+    """10,000 images through ``yolo detect --save-txt``: resident memory after the last image is within 30 MB
+    of what it was after 1,000, and it does not climb steadily: the median rise per 500 images is under 100 kB
+    (a one-time step of the allocator moves one interval, not the median). Keeping each image's Detections (a
+    results list) was measured at about +330 kB per 500 images, and would fail here.
+
+    About 60 s on the loaded 2-core machine (3 ms of each image is the fsync of its atomic label file)."""
+    import json
+
+    from tests.helpers import CFG, calibrated_model
+    from yolo.model.checkpoint import save_checkpoint
+
+    n = 10_000
+    weights = tmp_path / "tiny.pt"
+    save_checkpoint(calibrated_model(CFG / "yolov3-tiny.cfg", size=(64, 64)), weights)
+    _write_tiny_pngs(tmp_path / "imgs", n)
+    report = tmp_path / "rss.json"
+    r = subprocess.run([PY, str(ROOT / "tests" / "detect_memory_child.py"), str(report), "--", "detect",
+                        "--weights", str(weights), "--source", str(tmp_path / "imgs"), "--img-size", "32",
+                        "--batch-size", "32", "--save-txt", "--nosave", "--no-progress",
+                        "--out", str(tmp_path / "out")],
+                       cwd=tmp_path, env=_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{n} images" in r.stdout
+    rss = {int(k): v for k, v in json.loads(report.read_text())["rss_kb"].items()}
+    assert sorted(rss) == list(range(500, n + 1, 500))
+    assert len(list((tmp_path / "out" / "labels").iterdir())) == n
+    growth_mb = (rss[n] - rss[1000]) / 1024
+    rises = sorted(rss[k + 500] - rss[k] for k in range(1000, n, 500))  # kB per 500 images
+    median_rise = rises[len(rises) // 2]
+    print(f"RSS after 1,000 images {rss[1000] / 1024:.1f} MB, after {n:,} {rss[n] / 1024:.1f} MB "
+          f"(+{growth_mb:.1f} MB; median rise {median_rise} kB per 500 images)")
+    assert growth_mb < 30, rss
+    assert median_rise < 100, rss
