@@ -122,3 +122,49 @@ def test_detect_over_10000_images_streams(tmp_path):
           f"(+{growth_mb:.1f} MB; median rise {median_rise} kB per 500 images)")
     assert growth_mb < 30, rss
     assert median_rise < 100, rss
+
+
+def test_label_cache_of_a_large_dataset_decodes_no_image(tmp_path, monkeypatch):
+    """3,000 images of up to 1600x1200 (10 GB of pixels if decoded) are indexed and cached from their headers:
+    OpenCV's decoders are made to raise, and the traced Python/numpy memory peak stays under 64 MB."""
+    import tracemalloc
+
+    import cv2
+    import numpy as np
+
+    from yolo.data.formats import load_data_config
+    from yolo.data.split import load_split
+
+    sizes = [(1200, 1600, ".png"), (1000, 750, ".jpg"), (480, 640, ".png")]  # h, w, format
+    blobs = [cv2.imencode(ext, np.full((h, w, 3), 90 + 40 * i, np.uint8))[1].tobytes()
+             for i, (h, w, ext) in enumerate(sizes)]
+    n = 3000
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(n):
+        k = i % len(sizes)
+        (tmp_path / "images" / f"{i:05d}{sizes[k][2]}").write_bytes(blobs[k])
+        (tmp_path / "labels" / f"{i:05d}.txt").write_text(f"{i % 3} 0.5 0.5 0.{1 + i % 8} 0.25\n")
+    (tmp_path / "d.yaml").write_text("path: .\ntrain: images\nnames: [a, b, c]\n")
+    pixel_bytes = sum(h * w * 3 for h, w, _ in (sizes[i % 3] for i in range(n)))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(cv2, "imread", no_decoding)
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    config = load_data_config(tmp_path / "d.yaml")
+    tracemalloc.start()
+    try:
+        index = load_split(config, "train")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "labels.cache").is_file()
+    assert len(index) == n and index.report.labels_found == n
+    assert [tuple(s) for s in index.shapes] == [sizes[i % 3][:2] for i in range(n)]
+    assert float(index.labels[5][0, 3]) == pytest.approx(0.6)
+    print(f"traced peak {peak / 2**20:.1f} MB for {pixel_bytes / 2**30:.1f} GB of pixels")
+    assert peak < 64 * 2**20 and peak < pixel_bytes / 100
+    again = load_split(config, "train")  # from the cache: same index, still no decoding
+    assert "cache" in again.report.notes[0] and np.array_equal(again.shapes, index.shapes)
