@@ -43,6 +43,7 @@ def _add_convert(sub) -> None:
 def _run_convert(args) -> int:
     from yolo.model.convert import convert_weights
 
+    _check_output_file(args.out)
     print(convert_weights(args.src, args.out, cfg=args.cfg, cutoff=args.cutoff, names=args.names, force=args.force,
                            bn_eps=args.bn_eps))
     return 0
@@ -75,6 +76,17 @@ def _img_size(values: list[int], stride: int) -> tuple[int, int]:
         print(f"warning: image size {h}x{w} is not a multiple of {stride}; using {rounded[0]}x{rounded[1]}",
               file=sys.stderr)
     return rounded
+
+
+def _check_output_file(path: str | None) -> None:
+    """Before any work: ``path``'s folder is (or can be made under) a writable folder, as a one-line error."""
+    if not path:
+        return
+    folder = Path(path).resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write here: {folder} is not a writable folder", path)
 
 
 def _run_profile(args) -> int:
@@ -246,6 +258,7 @@ def _run_export(args) -> int:
     from yolo.model.checkpoint import load_model
     from yolo.utils.device import select_device
 
+    _check_output_file(args.out)
     device = select_device(args.device)
     if args.format == "onnx":
         from yolo.exported import require_onnx

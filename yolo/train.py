@@ -8,6 +8,7 @@ Both are imported lazily inside the default factories.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -223,15 +224,31 @@ def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callab
 def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: bool, plots: bool, env: DistEnv,
            device: torch.device, where: dict) -> Path:
     from yolo.config import check_paths
-    from yolo.train_seams import default_data, default_validate
 
     seed_everything(cfg.seed + env.rank, cfg.deterministic)
     out_dir = Path(resume).resolve().parent.parent if resume else None
+    fresh = None
     if env.is_main and out_dir is None:
         check_paths(cfg)  # before the run folder exists
-        out_dir = make_run_dir(Path(cfg.out))  # never an existing folder; proven writable
+        out_dir = fresh = make_run_dir(Path(cfg.out))  # never an existing folder; proven writable
         cfg.save(out_dir / "run.yaml")
     out_dir = where["out"] = broadcast_object(out_dir)
+    try:
+        trainer = _setup(cfg, resume, data_factory, validate_factory, progress, plots, env, device, out_dir)
+    except BaseException:
+        if fresh is not None:  # bad model cfg, empty data, ...: a run that never started leaves no folder
+            shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    trainer.fit()
+    log(f"train: done; weights in {out_dir / 'weights'}", env)
+    return out_dir
+
+
+def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: bool, plots: bool, env: DistEnv,
+           device: torch.device, out_dir: Path) -> Trainer:
+    """Data, model, validation and the trainer (resumed when asked), for the run folder ``out_dir``."""
+    from yolo.train_seams import default_data, default_validate
+
     data = (data_factory or default_data)(cfg, env)
     if env.is_main and plots and not resume:
         _plot_labels(data, out_dir / "labels.png")
@@ -245,9 +262,7 @@ def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
         trainer.resume(resume)
     log(f"train: {out_dir} ({cfg.epochs} epochs, batch {cfg.batch_size} x accumulate {trainer.accumulate}, "
         f"{device}, amp {'on' if trainer.amp else 'off'})", env)
-    trainer.fit()
-    log(f"train: done; weights in {out_dir / 'weights'}", env)
-    return out_dir
+    return trainer
 
 
 def _with_val_pictures(validate: Callable, data: TrainData, out_dir: Path, iou: float) -> Callable:
