@@ -25,15 +25,19 @@ def test_dead_or_hung_rank_does_not_hang_the_survivor(tmp_path, mode):
                     "names: [circle, rectangle, triangle, star, cross]\n")
     env = {**os.environ, "YOLO_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("YOLO_DDP_TIMEOUT", None)
+    timeout = [f"ddp_timeout={TIMEOUT_S}"]
+    if mode == "hang":  # the environment variable wins over the run config
+        env["YOLO_DDP_TIMEOUT"], timeout = str(TIMEOUT_S), ["ddp_timeout=600"]
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tests" / "ddp_die_worker.py"), mode, "--", "train", "--cfg",
            str(ROOT / "cfg" / "train" / "shapes.yaml"), "--set", f"data={data}", "epochs=5", "img_size=64",
-           "batch_size=8", "workers=0", "device=cpu", f"ddp_timeout={TIMEOUT_S}", f"out={run}"]
+           "batch_size=8", "workers=0", "device=cpu", *timeout, f"out={run}"]
     t0 = time.monotonic()
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     seconds = time.monotonic() - t0
     assert r.returncode != 0, r.stderr[-3000:]
+    assert seconds < 120, seconds  # start-up, one epoch and the timeout; not the 600 s default
     if mode == "hang":  # the survivor itself gave up after ddp_timeout and said why, in one line
         lines = [ln for ln in r.stderr.splitlines() if ln.startswith("yolo train: error: process 0 of 2")]
         assert lines, r.stderr[-3000:]
@@ -46,3 +50,33 @@ def test_dead_or_hung_rank_does_not_hang_the_survivor(tmp_path, mode):
     assert load_model(run / "weights" / "last.pt").num_classes == 5
     assert not list((run / "weights").glob(".*tmp*"))
     assert not (run.parent / "run2").exists()  # rank 1 made no folder of its own
+
+
+def test_timeout_comes_from_the_run_config_or_the_environment(monkeypatch):
+    import yolo.train as train_module
+    from yolo.config import RunConfig
+    from yolo.errors import InputError
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_init(env, device, timeout_s=None):
+        seen.append(timeout_s)
+        raise Stop
+
+    monkeypatch.setattr(train_module, "init_distributed", fake_init)
+    monkeypatch.delenv("YOLO_DDP_TIMEOUT", raising=False)
+    for env_value, expected in ((None, 7.0), ("2.5", 2.5)):
+        if env_value:
+            monkeypatch.setenv("YOLO_DDP_TIMEOUT", env_value)
+        with pytest.raises(Stop):
+            train_module.train(RunConfig.from_dict({"ddp_timeout": 7, "device": "cpu"}))
+        assert seen[-1] == expected
+    for bad in ("0", "-3", "abc", "inf"):
+        monkeypatch.setenv("YOLO_DDP_TIMEOUT", bad)
+        with pytest.raises(InputError, match="YOLO_DDP_TIMEOUT must be a positive number"):
+            train_module.train(RunConfig.from_dict({"device": "cpu"}))
+    with pytest.raises(InputError, match="ddp_timeout must be > 0"):
+        RunConfig.from_dict({"ddp_timeout": 0})
