@@ -423,3 +423,66 @@ def test_image_size_not_a_multiple_of_32_is_rounded_up_with_a_warning(capsys):
     assert main(["profile", "--cfg", str(TINY_CFG), "--img-size", "100", "--runs", "0", "--json"]) == 0
     captured = capsys.readouterr()
     assert "warning: image size 100x100 is not a multiple of 32; using 128x128" in captured.err
+
+
+# ----------------------------------------------------------------------------- safe loading, atomic writes
+
+
+def test_every_deserializer_in_the_package_is_a_safe_one():
+    """Read the code: ``torch.load`` only with ``weights_only=True`` (in ``load_safe``), ``np.load`` only with
+    ``allow_pickle=False``, YAML only through ``safe_load``, and no ``pickle``/``marshal``/``dill`` at all."""
+    import ast
+
+    problems = []
+    for path in sorted((ROOT / "yolo").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+                if any(n and n.split(".")[0] in ("pickle", "marshal", "dill", "cloudpickle", "shelve") for n in names):
+                    problems.append(f"{path}:{node.lineno}: imports {names}")
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            owner = ast.unparse(node.func.value)
+            kwargs = {k.arg: ast.unparse(k.value) for k in node.keywords}
+            call = f"{owner}.{node.func.attr}"
+            if call == "torch.load" and kwargs.get("weights_only") != "True":
+                problems.append(f"{path}:{node.lineno}: torch.load without weights_only=True")
+            if call in ("np.load", "numpy.load") and kwargs.get("allow_pickle") != "False":
+                problems.append(f"{path}:{node.lineno}: np.load without allow_pickle=False")
+            if owner == "yaml" and node.func.attr in ("load", "load_all", "unsafe_load", "full_load"):
+                problems.append(f"{path}:{node.lineno}: {call}")
+    assert not problems, problems
+
+
+def test_atomic_write_flushes_fsyncs_then_renames_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    import yolo.utils.checkpoint as ck
+
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"old")
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(ck.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(ck.os, "replace", lambda a, b: (events.append(("replace", os.path.getsize(a))),
+                                                        real_replace(a, b))[1])
+    with pytest.raises(RuntimeError):
+        with ck.atomic_write(target) as f:
+            f.write(b"half of the new")
+            raise RuntimeError("crash in the middle of the write")
+    assert target.read_bytes() == b"old" and events == [] and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    ck.save_atomic({"epoch": 3}, target)
+    assert events[0] == "fsync" and events[1][0] == "replace" and events[1][1] == target.stat().st_size
+    assert ck.load_safe(target) == {"epoch": 3}
+
+
+def test_run_folder_is_never_overwritten(files, tmp_path, capsys):
+    """Two ``yolo detect`` runs with the same ``--out``: the second goes to ``out2``; the first is untouched."""
+    from yolo.cli import main
+
+    base = ["detect", "--weights", str(files / "tiny.pt"), "--source", str(files / "img"), "--img-size", "64",
+            "--save-txt", "--no-progress", "--out", str(tmp_path / "exp")]
+    assert main(base) == 0
+    first = {p: p.read_bytes() for p in (tmp_path / "exp").rglob("*") if p.is_file()}
+    assert main(base + ["--conf", "0.01"]) == 0
+    assert "results in " + str(tmp_path / "exp2") in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in (tmp_path / "exp").rglob("*") if p.is_file()} == first
