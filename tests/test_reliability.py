@@ -40,16 +40,17 @@ def test_sigint_saves_a_resumable_checkpoint_and_exits_130(tmp_path):
     env = _env(tmp_path)
     run = tmp_path / "run"
     cmd = [PY, "-m", "yolo", "train", "--cfg", str(ROOT / "cfg" / "train" / "shapes.yaml"), "--set",
-           f"data={_tiny_data(tmp_path)}", "epochs=40", "img_size=64", "batch_size=4", "workers=0", "device=cpu",
+           f"data={_tiny_data(tmp_path)}", "epochs=40", "img_size=64", "batch_size=4", "workers=1", "device=cpu",
            f"out={run}"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     last = run / "weights" / "last.pt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not (last.is_file() and load_safe(last)["epoch"] >= 0):
         time.sleep(0.1)
     assert proc.poll() is None, "training ended before it could be interrupted"
     time.sleep(0.5)  # into the next epoch's batches (4 batches of 4 images per epoch)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the loader worker gets it too
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     lines = [ln for ln in err.splitlines() if ln.startswith("yolo train: interrupted")]
@@ -201,6 +202,7 @@ def files(tmp_path_factory):
     blob = (d / "tiny.weights").read_bytes()
     (d / "truncated.weights").write_bytes(blob[:len(blob) // 8 * 4])  # whole float32 values, half of them
     (d / "oversized.weights").write_bytes(blob + bytes(400))
+    (d / "truncated.pt").write_bytes((d / "tiny.pt").read_bytes()[:50_000])
     (d / "absurd_header.weights").write_bytes(np.array([2**31 - 1, 2**31 - 1, 0, 0, 0], np.int32).tobytes())
     for name, (text, _, _) in BAD_CFGS.items():
         (d / name).write_text(text)
@@ -240,6 +242,10 @@ BAD_INPUTS = [  # (issue bullet, argv, fragments the one line must hold)
      ["{d}/oversized.weights", "left over"]),
     ("absurd .weights header", ["detect", "--weights", "{d}/absurd_header.weights", "--cfg", "{tiny}", "--source",
                                 "{d}/img", "--out", "{out}"], ["{d}/absurd_header.weights"]),
+    ("truncated checkpoint", ["detect", "--weights", "{d}/truncated.pt", "--source", "{d}/img", "--out", "{out}"],
+     ["{d}/truncated.pt", "not a readable PyTorch checkpoint"]),
+    ("truncated checkpoint", ["train", "--resume", "{d}/truncated.pt"],
+     ["{d}/truncated.pt", "not a readable PyTorch checkpoint"]),
     *[(f"cfg: {name}", ["profile", "--cfg", f"{{d}}/{name}", "--runs", "0"], [f"{{d}}/{name}:{line}:", text])
       for name, (_, line, text) in BAD_CFGS.items()],
     *[(f"cfg: {name}", TRAIN + [f"model={{d}}/{name}", "out={out}"], [f"{{d}}/{name}:{line}:", text])
