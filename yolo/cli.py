@@ -426,6 +426,12 @@ def _run_detect(args) -> int:
     summary = detector.run(source, run_dir, save_txt=args.save_txt, save_json=args.save_json,
                            save_crop=args.save_crop, nosave=args.nosave, batch_size=args.batch_size,
                            progress=not args.no_progress, increment=False)
+    if summary["unreadable"] and not summary["images"]:  # nothing but corrupt files: no run to keep
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise InputError(f"no readable image or video frame ({summary['unreadable']} unreadable file(s))",
+                         args.source)
     print(format_summary(summary))
     return 0
 
