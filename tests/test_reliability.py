@@ -347,3 +347,35 @@ def test_run_folder_is_never_overwritten(files, tmp_path, capsys):
     assert main(base + ["--conf", "0.01"]) == 0
     assert "results in " + str(tmp_path / "exp2") in capsys.readouterr().out
     assert {p: p.read_bytes() for p in (tmp_path / "exp").rglob("*") if p.is_file()} == first
+
+
+def test_label_parser_on_arbitrary_bytes(tmp_path_factory):
+    """Any bytes as a label file (invalid UTF-8, NUL, huge or odd numbers, any line ends): rows ``[N, 5]`` that
+    obey the format's ranges, or ``None`` for an unreadable file; never an exception. (The rows themselves are
+    checked against an independent reading in tests/test_formats.py.)"""
+    import numpy as np
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from yolo.data.formats_yolo import parse_label_file
+    from yolo.data.report import DatasetReport
+
+    pieces = st.sampled_from([b"0", b"1", b"2", b" ", b"\t", b"\n", b"\r\n", b"\r", b"0.5", b"1e308", b"-1e308", b"nan",
+                              b"1" * 400, b"\x00", b"\xff\xfe", b"\xc3", b"#", b",", b"0x1", b"1_0", b"\xef\xbb\xbf"])
+    blobs = st.one_of(st.binary(max_size=200), st.lists(pieces, max_size=60).map(b"".join))
+
+    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(blobs)
+    def check(blob):
+        path = tmp_path_factory.mktemp("labels") / "x.txt"
+        path.write_bytes(blob)
+        report = DatasetReport(names=["a", "b", "c"])
+        rows = parse_label_file(path, 3, report)
+        if rows is None:
+            assert report.problem_count == 1
+            return
+        assert rows.dtype == np.float32 and rows.ndim == 2 and rows.shape[1] == 5 and np.isfinite(rows).all()
+        assert ((rows[:, 0] >= 0) & (rows[:, 0] < 3) & (rows[:, 0] == np.round(rows[:, 0]))).all()
+        assert ((rows[:, 1:] >= 0) & (rows[:, 1:] <= 1)).all() and (rows[:, 3:] > 0).all()
+
+    check()
