@@ -43,6 +43,7 @@ def _add_convert(sub) -> None:
 def _run_convert(args) -> int:
     from yolo.model.convert import convert_weights
 
+    _check_output_file(args.out)
     print(convert_weights(args.src, args.out, cfg=args.cfg, cutoff=args.cutoff, names=args.names, force=args.force,
                            bn_eps=args.bn_eps))
     return 0
@@ -77,6 +78,17 @@ def _img_size(values: list[int], stride: int) -> tuple[int, int]:
         print(f"warning: image size {h}x{w} is not a multiple of {stride}; using {rounded[0]}x{rounded[1]}",
               file=sys.stderr)
     return rounded
+
+
+def _check_output_file(path: str | None) -> None:
+    """Before any work: ``path``'s folder is (or can be made under) a writable folder, as a one-line error."""
+    if not path:
+        return
+    folder = Path(path).resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write here: {folder} is not a writable folder", path)
 
 
 def _run_profile(args) -> int:
@@ -249,6 +261,7 @@ def _run_export(args) -> int:
     from yolo.model.checkpoint import load_model
     from yolo.utils.device import select_device
 
+    _check_output_file(args.out)
     device = select_device(args.device)
     if args.format == "onnx":
         from yolo.exported import require_onnx
@@ -416,6 +429,12 @@ def _run_detect(args) -> int:
     summary = detector.run(source, run_dir, save_txt=args.save_txt, save_json=args.save_json,
                            save_crop=args.save_crop, nosave=args.nosave, batch_size=args.batch_size,
                            progress=not args.no_progress, increment=False)
+    if summary["unreadable"] and not summary["images"]:  # nothing but corrupt files: no run to keep
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise InputError(f"no readable image or video frame ({summary['unreadable']} unreadable file(s))",
+                         args.source)
     print(format_summary(summary))
     return 0
 
@@ -440,6 +459,7 @@ def _run_train(args) -> int:
     from yolo.config import load_run_config
     from yolo.engine import NonFiniteLossError
     from yolo.train import config_for_resume, find_last_checkpoint, train
+    from yolo.utils.dist import PeerLostError
 
     if args.resume is not None:
         if args.cfg:
@@ -450,7 +470,7 @@ def _run_train(args) -> int:
         path, cfg = None, load_run_config(args.cfg, args.overrides)
     try:
         train(cfg, resume=path)
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, PeerLostError) as e:
         print(f"yolo train: error: {e}", file=sys.stderr)
         return 1
     return 0
@@ -486,8 +506,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"yolo {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"yolo {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if verbose:
+            traceback.print_exc()
+        saved = getattr(e, "checkpoint", None)  # yolo.engine.TrainingInterrupted
+        print(f"yolo {args.command}: interrupted" + (f"; saved {saved}; continue with: yolo {args.command} "
+                                                      f"--resume {saved}" if saved else ""), file=sys.stderr)
         return 130
     except Exception as e:  # unexpected: one line unless verbose
         if verbose:

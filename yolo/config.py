@@ -85,6 +85,7 @@ class RunConfig:
     amp: bool | None = None  # None: on for CUDA (fp16), off on CPU (bf16 is slow without AVX512_BF16/AMX)
     freeze: int | str = 0  # first N layers, or "backbone" (layers before the first [yolo] branch)
     sync_bn: bool = False
+    ddp_timeout: float = 600.0  # seconds a DDP process waits for the others before failing ($YOLO_DDP_TIMEOUT wins)
     save_period: int = 0  # also keep epoch_N.pt every N epochs (0: off)
     patience: int = 50  # stop after this many epochs without a better fitness (0: never)
     close_mosaic: int = 0  # turn mosaic off for the last N epochs
@@ -270,6 +271,7 @@ def validate(cfg: RunConfig, source: str) -> None:
     for name in ("workers", "save_period", "patience", "close_mosaic", "grad_clip", "weight_decay",
                  "warmup_epochs", "warmup_bias_lr"):
         _check(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}", source)
+    _check(0 < cfg.ddp_timeout < float("inf"), f"ddp_timeout must be > 0 seconds, got {cfg.ddp_timeout}", source)
     _check(cfg.lr0 > 0, f"lr0 must be > 0, got {cfg.lr0}", source)
     _check(0 < cfg.lrf <= 1, f"lrf must be in (0, 1], got {cfg.lrf}", source)
     _check(0 <= cfg.momentum < 1 and 0 <= cfg.warmup_momentum < 1, "momentum values must be in [0, 1)", source)

@@ -31,6 +31,15 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the loss part."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the run; ``checkpoint`` is the resumable ``last.pt`` written on the way out
+    (``None`` on ranks other than 0)."""
+
+    def __init__(self, checkpoint: Path | None):
+        super().__init__(str(checkpoint) if checkpoint else "interrupted")
+        self.checkpoint = checkpoint
+
+
 @dataclass
 class TrainTask:
     """What the loop needs from the outside world.
@@ -98,9 +107,7 @@ class Trainer:
                 if self.stop:
                     break
         except KeyboardInterrupt:
-            if self.env.is_main:
-                self.save("last.pt", epoch=self.epoch - 1, interrupted=True)
-            raise
+            raise TrainingInterrupted(self._save_interrupted() if self.env.is_main else None) from None
         finally:
             self.after_train()
         return row
@@ -233,6 +240,20 @@ class Trainer:
             self.save("best.pt")
         if self.cfg.save_period and (self.epoch + 1) % self.cfg.save_period == 0:
             self.save(f"epoch_{self.epoch + 1}.pt")
+
+    def _save_interrupted(self) -> Path:
+        """``last.pt`` with the weights as they are and the epoch counter at the last finished epoch (resume
+        redoes the interrupted one). A second Ctrl-C is ignored while it is written; the write is atomic anyway."""
+        import signal
+        import threading
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            return self.save("last.pt", epoch=self.epoch - 1, interrupted=True)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
 
     def checkpoint(self, epoch: int | None = None, interrupted: bool = False) -> dict:
         """Everything to continue exactly, plus the deployable (EMA) model under ``model``."""

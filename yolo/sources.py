@@ -128,6 +128,8 @@ class Source:
                 raise InputError("no images or videos in folder", text)
             return files
         if path.is_file():
+            if path.suffix and path.suffix.lower() != ".txt" and not _is_media(path):  # no suffix: sniffed on read
+                raise InputError(f"not an image, video or .txt list (suffix {path.suffix!r})", text)
             return _list_file(path) if path.suffix.lower() == ".txt" else [path]
         if any(ch in text for ch in "*?["):
             files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file() and _is_media(Path(p)))

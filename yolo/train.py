@@ -8,6 +8,7 @@ Both are imported lazily inside the default factories.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ from yolo.model.cfg_parser import RouteSpec, ShortcutSpec, parse_cfg, parse_cfg_
 from yolo.model.checkpoint import checkpoint_dict, is_darknet_file, load_checkpoint
 from yolo.model.darknet import Darknet
 from yolo.utils.checkpoint import load_safe
-from yolo.utils.dist import DistEnv, broadcast_object, cleanup, env_from_torchrun, init_distributed
+from yolo.utils.dist import (DistEnv, PeerLostError, broadcast_object, cleanup, ddp_timeout, env_from_torchrun,
+                             init_distributed, is_peer_failure)
 from yolo.utils.files import make_run_dir
 from yolo.utils.rng import seed_everything
 
@@ -190,42 +192,77 @@ def detection_task(cfg: RunConfig, model: Darknet, data: TrainData, validate, en
 
 def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callable | None = None,
           validate_factory: Callable | None = None, progress: bool = True, plots: bool = True) -> Path:
-    """Run (or, with ``resume``, continue) a training run; returns the run folder."""
-    from yolo.config import check_paths
-    from yolo.train_seams import default_data, default_validate
+    """Run (or, with ``resume``, continue) a training run; returns the run folder.
+
+    Under DDP a process whose peer died or stopped answering for ``ddp_timeout`` seconds raises
+    ``PeerLostError`` (one line) instead of hanging."""
     from yolo.utils.device import select_device
 
     env = env_from_torchrun()
     device = select_device(cfg.device)
     if env.distributed and device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
-    init_distributed(env, device)
+    timeout = ddp_timeout(cfg.ddp_timeout)
+    init_distributed(env, device, timeout)
+    where: dict = {}  # the run folder once known (for the message of a failed run)
+    finished = False
     try:
-        seed_everything(cfg.seed + env.rank, cfg.deterministic)
-        out_dir = Path(resume).resolve().parent.parent if resume else None
-        if env.is_main and out_dir is None:
-            check_paths(cfg)  # before the run folder exists
-            out_dir = make_run_dir(Path(cfg.out))  # never an existing folder; proven writable
-            cfg.save(out_dir / "run.yaml")
-        out_dir = broadcast_object(out_dir)
-        data = (data_factory or default_data)(cfg, env)
-        if env.is_main and plots and not resume:
-            _plot_labels(data, out_dir / "labels.png")
-        model = build_model(cfg, data.names, env)
-        validate = (validate_factory or default_validate)(cfg, data, env) if data.val_loader is not None or \
-            validate_factory else None
-        if validate and env.is_main and plots and data.val_loader is not None:
-            validate = _with_val_pictures(validate, data, out_dir, cfg.val.iou)
-        trainer = Trainer(cfg, detection_task(cfg, model, data, validate, env), out_dir, device, env, progress, plots)
-        if resume:
-            trainer.resume(resume)
-        log(f"train: {out_dir} ({cfg.epochs} epochs, batch {cfg.batch_size} x accumulate {trainer.accumulate}, "
-            f"{device}, amp {'on' if trainer.amp else 'off'})", env)
-        trainer.fit()
-        log(f"train: done; weights in {out_dir / 'weights'}", env)
+        out_dir = _train(cfg, resume, data_factory, validate_factory, progress, plots, env, device, where)
+        finished = True
         return out_dir
+    except RuntimeError as e:
+        if not (env.distributed and is_peer_failure(e)):
+            raise
+        weights = f"; the last good checkpoint is in {where['out'] / 'weights'}" if "out" in where else ""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PeerLostError(f"process {env.rank} of {env.world_size}: another process died or did not answer "
+                            f"within ddp_timeout={timeout:g} s ({first[:200]}){weights}") from None
     finally:
-        cleanup()
+        cleanup(together=finished)  # after a failure a barrier would wait a full timeout for a dead peer
+
+
+def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: bool, plots: bool, env: DistEnv,
+           device: torch.device, where: dict) -> Path:
+    from yolo.config import check_paths
+
+    seed_everything(cfg.seed + env.rank, cfg.deterministic)
+    out_dir = Path(resume).resolve().parent.parent if resume else None
+    fresh = None
+    if env.is_main and out_dir is None:
+        check_paths(cfg)  # before the run folder exists
+        out_dir = fresh = make_run_dir(Path(cfg.out))  # never an existing folder; proven writable
+        cfg.save(out_dir / "run.yaml")
+    out_dir = where["out"] = broadcast_object(out_dir)
+    try:
+        trainer = _setup(cfg, resume, data_factory, validate_factory, progress, plots, env, device, out_dir)
+    except BaseException:
+        if fresh is not None:  # bad model cfg, empty data, ...: a run that never started leaves no folder
+            shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    trainer.fit()
+    log(f"train: done; weights in {out_dir / 'weights'}", env)
+    return out_dir
+
+
+def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: bool, plots: bool, env: DistEnv,
+           device: torch.device, out_dir: Path) -> Trainer:
+    """Data, model, validation and the trainer (resumed when asked), for the run folder ``out_dir``."""
+    from yolo.train_seams import default_data, default_validate
+
+    data = (data_factory or default_data)(cfg, env)
+    if env.is_main and plots and not resume:
+        _plot_labels(data, out_dir / "labels.png")
+    model = build_model(cfg, data.names, env)
+    validate = (validate_factory or default_validate)(cfg, data, env) if data.val_loader is not None or \
+        validate_factory else None
+    if validate and env.is_main and plots and data.val_loader is not None:
+        validate = _with_val_pictures(validate, data, out_dir, cfg.val.iou)
+    trainer = Trainer(cfg, detection_task(cfg, model, data, validate, env), out_dir, device, env, progress, plots)
+    if resume:
+        trainer.resume(resume)
+    log(f"train: {out_dir} ({cfg.epochs} epochs, batch {cfg.batch_size} x accumulate {trainer.accumulate}, "
+        f"{device}, amp {'on' if trainer.amp else 'off'})", env)
+    return trainer
 
 
 def _with_val_pictures(validate: Callable, data: TrainData, out_dir: Path, iou: float) -> Callable:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from yolo.errors import InputError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -31,24 +33,60 @@ def env_from_torchrun() -> DistEnv:
                    int(os.environ.get("WORLD_SIZE", 1)))
 
 
-def init_distributed(env: DistEnv, device: torch.device, timeout_s: float = 600.0) -> None:
-    """Join the process group (nccl on CUDA, gloo on CPU); ``timeout_s`` keeps a dead rank from hanging the rest."""
+DEFAULT_TIMEOUT_S = 600.0
+TIMEOUT_ENV = "YOLO_DDP_TIMEOUT"
+
+
+class PeerLostError(RuntimeError):
+    """Another process of a distributed run died or stopped answering; the message is one line."""
+
+
+def ddp_timeout(configured: float | None = None) -> float:
+    """Seconds a collective waits for the other processes: ``$YOLO_DDP_TIMEOUT`` when set, else ``configured``
+    (the run config's ``ddp_timeout``), else 600."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if text:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < float("inf"):
+            raise InputError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+        return value
+    return float(configured) if configured is not None else DEFAULT_TIMEOUT_S
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed because a peer died (connection reset) or hung (timeout)."""
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        s in text for s in ("gloo/", "Gloo", "NCCL", "Connection reset", "Connection closed", "Timed out waiting"))
+
+
+def init_distributed(env: DistEnv, device: torch.device, timeout_s: float | None = None) -> None:
+    """Join the process group (nccl on CUDA, gloo on CPU). Collectives give up after ``timeout_s`` (default:
+    ``ddp_timeout()``) so a dead or hung rank makes the others fail instead of hanging for ever."""
     if not env.distributed or dist.is_initialized():
         return
+    timeout_s = ddp_timeout() if timeout_s is None else timeout_s
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=env.rank,
                             world_size=env.world_size, timeout=datetime.timedelta(seconds=timeout_s))
 
 
-def cleanup() -> None:
-    """Leave the process group together: a rank tearing down gloo while its peer still talks to it can abort
-    at exit ("terminate called without an active exception") after a run that finished well."""
+def cleanup(together: bool = True) -> None:
+    """Leave the process group. ``together``: meet the others at a barrier first (a rank tearing down gloo while
+    its peer still talks to it can abort at exit after a run that finished well); pass False after a failure,
+    where a barrier would wait a full timeout for a peer that is gone."""
     if dist.is_available() and dist.is_initialized():
-        try:
-            dist.barrier()
-        except RuntimeError:  # a peer already gone (crashed or timed out): nothing to wait for
-            pass
+        if together:
+            try:
+                dist.barrier()
+            except RuntimeError:  # a peer already gone (crashed or timed out): nothing to wait for
+                pass
         dist.destroy_process_group()
 
 
