@@ -211,16 +211,24 @@ class Detector:
         """BGR uint8 images -> their Detections and the seconds spent in ``pre``, ``infer`` and ``post``."""
         t0 = time.perf_counter()
         x, infos = preprocess(images, self.img_size)  # [B, 3, H, W]
+        pre = time.perf_counter() - t0
+        dets, seconds = self.detect_letterboxed(x, infos, paths, frames)
+        return dets, {"pre": pre, **seconds}
+
+    def detect_letterboxed(self, x: torch.Tensor, infos: Sequence[LetterboxInfo], paths: Sequence[str | None] = (),
+                           frames: Sequence[int] = ()) -> tuple[list[Detections], dict]:
+        """``x [B, 3, H, W]`` and ``infos`` from :func:`preprocess` (of ``self.img_size``) -> Detections and
+        the seconds spent in ``infer`` and ``post`` (``yolo detect`` letterboxes ahead, in a reader thread)."""
         t1 = time.perf_counter()
         pred = _run_backend(self.backend, x)  # [B, N, 5+C]
         synchronize(pred.device)
         t2 = time.perf_counter()
         dets = postprocess(pred, infos, self.conf, self.iou, self.classes, self.agnostic, self.max_det)
-        out = [Detections.from_tensor(d, self.names, (list(paths) + [None] * len(images))[i], info.shape,
-                                      (list(frames) + [0] * len(images))[i])
+        out = [Detections.from_tensor(d, self.names, (list(paths) + [None] * len(x))[i], info.shape,
+                                      (list(frames) + [0] * len(x))[i])
                for i, (d, info) in enumerate(zip(dets, infos))]
         t3 = time.perf_counter()
-        return out, {"pre": t1 - t0, "infer": t2 - t1, "post": t3 - t2}
+        return out, {"infer": t2 - t1, "post": t3 - t2}
 
     def __call__(self, images, batch_size: int = 8) -> list[Detections]:
         """``images``: one BGR array ``[h, w(, 3|4)]`` (uint8/uint16, as ``cv2.imread`` gives), one path, or a
