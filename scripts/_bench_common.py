@@ -200,15 +200,18 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int, repeats: int
     return 2 * n ** 3 / best / 1e9
 
 
-def box_agreement(reference: list[torch.Tensor], other: list[torch.Tensor], iou: float = 0.9) -> tuple[int, int]:
-    """How many of ``reference``'s boxes (per image ``[K, 6]`` x1, y1, x2, y2, score, class) have a box of
-    the same class in ``other`` (same image) overlapping at IoU >= ``iou``: (matched, total)."""
+def box_agreement(reference: list[torch.Tensor], other: list[torch.Tensor], iou: float = 0.9,
+                  same_class: bool = True) -> tuple[int, int]:
+    """How many of ``reference``'s boxes (per image ``[K, 6]`` x1, y1, x2, y2, score, class) have a box in
+    ``other`` (same image; of the same class when ``same_class``) overlapping at IoU >= ``iou``: (matched, total)."""
     from torchvision.ops import box_iou
 
     matched = total = 0
     for a, b in zip(reference, other):
         total += len(a)
         if len(a) and len(b):
-            overlap = box_iou(a[:, :4].double(), b[:, :4].double()) * (a[:, 5, None] == b[None, :, 5])  # [Ka, Kb]
+            overlap = box_iou(a[:, :4].double(), b[:, :4].double())  # [Ka, Kb]
+            if same_class:
+                overlap = overlap * (a[:, 5, None] == b[None, :, 5])
             matched += int((overlap.max(1).values >= iou).sum())
     return matched, total
