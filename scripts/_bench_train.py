@@ -65,6 +65,7 @@ def train_throughput(size: int, steps: int, batch: int | None = None, workers: i
         "steps": steps, "images_per_s": cfg.batch_size * steps / sum(totals),
         "step_ms": statistics.median(totals) * 1000, "data_wait_ms": statistics.median(waits) * 1000,
         "data_wait_share": sum(waits) / sum(totals), "loader_start_s": start,
+        "buffered_batches": 2 * cfg.workers,  # DataLoader prefetch: steps beyond these show the steady state
     }
 
 
@@ -78,5 +79,7 @@ def format_train(rows: list[dict]) -> str:
             continue
         lines.append(f"{r['model']:<12} {r['size']:>4} {r['batch']:>5} {r['workers']:>7} {r['steps']:>5} "
                      f"{r['images_per_s']:>7.1f} {r['step_ms']:>8.0f} {r['data_wait_ms']:>8.1f} "
-                     f"{r['data_wait_share']:>9.1%}")
+                     f"{r['data_wait_share']:>9.1%}" +
+                     ("  (no more steps than the loader buffers: wait underestimated)"
+                      if r["steps"] <= r["buffered_batches"] else ""))
     return "\n".join(lines)

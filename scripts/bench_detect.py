@@ -16,6 +16,7 @@ Detection counts differ a little: OpenCV's letterbox resamples slightly differen
 weights are sensitive to that (fed the same tensor, both networks give the same candidates).
 
     python scripts/bench_detect.py --cfg cfg/yolov3-tiny.cfg --img-size 416 --n-images 16 [--half] [--threads 2]
+                                   [--batch-size 1] [--prefetch-gain]
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed passes over the folder, each side (median)")
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--iou", type=float, default=0.45)
+    ap.add_argument("--prefetch-gain", action="store_true",
+                    help="also time yolo detect's loop without and with its reader thread (interleaved)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,6 +96,14 @@ def main() -> int:
 
         (t_ours, summary), (t_theirs, dets) = time_interleaved(run_ours, run_theirs, args.repeats)
         unfused, fused = fuse_gain(weights, args.cfg, args.img_size, ours.backend.dtype, args.repeats)
+        if args.prefetch_gain:
+            from yolo.detect_io import run_detection
+
+            def run(prefetch: bool):
+                return lambda: run_detection(ours, tmp / "images", tmp / "runs" / "p", nosave=True, progress=False,
+                                             batch_size=args.batch_size, prefetch=prefetch)
+
+            (t_off, _), (t_on, _) = time_interleaved(run(False), run(True), args.repeats)
 
     n = args.n_images
     a, b = statistics.median(t_ours) / n * 1000, statistics.median(t_theirs) / n * 1000
@@ -106,6 +117,9 @@ def main() -> int:
     target = 0.35 if args.half else 0.75
     print(f"ratio ours/opencv: {a / b:.3f} (target <= {target})")
     print(f"BN folding: forward {unfused:.1f} ms unfused -> {fused:.1f} ms fused (x{unfused / fused:.2f})")
+    if args.prefetch_gain:
+        off, on = statistics.median(t_off) / n * 1000, statistics.median(t_on) / n * 1000
+        print(f"reader thread: {off:.1f} ms/image without -> {on:.1f} ms/image with (x{on / off:.3f})")
     return 0
 
 
