@@ -103,7 +103,7 @@ def main() -> int:
                 return lambda: run_detection(ours, tmp / "images", tmp / "runs" / "p", nosave=True, progress=False,
                                              batch_size=args.batch_size, prefetch=prefetch)
 
-            (t_off, _), (t_on, _) = time_interleaved(run(False), run(True), args.repeats)
+            (t_off, s_off), (t_on, s_on) = time_interleaved(run(False), run(True), args.repeats)
 
     n = args.n_images
     a, b = statistics.median(t_ours) / n * 1000, statistics.median(t_theirs) / n * 1000
@@ -119,7 +119,9 @@ def main() -> int:
     print(f"BN folding: forward {unfused:.1f} ms unfused -> {fused:.1f} ms fused (x{unfused / fused:.2f})")
     if args.prefetch_gain:
         off, on = statistics.median(t_off) / n * 1000, statistics.median(t_on) / n * 1000
-        print(f"reader thread: {off:.1f} ms/image without -> {on:.1f} ms/image with (x{on / off:.3f})")
+        print(f"reader thread: {off:.1f} ms/image without -> {on:.1f} ms/image with (x{on / off:.3f}); the loop "
+              f"waited {s_off['ms_per_image']['pre']:.1f} -> {s_on['ms_per_image']['pre']:.1f} ms/image for "
+              "read + letterbox")
     return 0
 
 

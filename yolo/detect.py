@@ -152,13 +152,25 @@ class Detections:
 
 def preprocess(images: Sequence[np.ndarray], size: tuple[int, int]) -> tuple[torch.Tensor, list[LetterboxInfo]]:
     """BGR ``[h, w, 3]`` uint8 images -> letterboxed RGB ``[B, 3, H, W]`` float in [0, 1] and their infos."""
+    boxed, infos = letterbox_images(images, size)
+    return to_input(boxed), infos
+
+
+def letterbox_images(images: Sequence[np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, list[LetterboxInfo]]:
+    """BGR ``[h, w, 3]`` uint8 images -> letterboxed BGR ``[B, H, W, 3]`` uint8 and their infos (OpenCV only:
+    no torch threads, so a reader thread can run it beside the network)."""
     boxed, infos = [], []
     for img in images:
         lb, info = letterbox(img, size)  # [H, W, 3]
         boxed.append(lb)
         infos.append(info)
-    x = torch.from_numpy(np.stack(boxed)[..., ::-1].copy())  # [B, H, W, 3] RGB uint8
-    return x.permute(0, 3, 1, 2).float().div_(255), infos  # [B, 3, H, W]
+    return np.stack(boxed), infos
+
+
+def to_input(boxed: np.ndarray) -> torch.Tensor:
+    """Letterboxed BGR ``[B, H, W, 3]`` uint8 -> RGB ``[B, 3, H, W]`` float in [0, 1]."""
+    x = torch.from_numpy(boxed[..., ::-1].copy())  # [B, H, W, 3] RGB uint8
+    return x.permute(0, 3, 1, 2).float().div_(255)  # [B, 3, H, W]
 
 
 def _as_image(item) -> tuple[np.ndarray, str | None]:

@@ -197,6 +197,8 @@ def run_detection(detector, source, out, save_txt=False, save_json=False, save_c
     runs; same results, in the same order, and its errors are raised here."""
     from tqdm import tqdm
 
+    from yolo.detect import to_input
+
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     src = source if isinstance(source, Source) else Source(source)
@@ -215,11 +217,14 @@ def run_detection(detector, source, out, save_txt=False, save_json=False, save_c
             stats.seconds["pre"] += time.perf_counter() - t0  # reading and letterboxing count as pre-processing
             if item is None:
                 break
-            batch, x, infos = item
+            batch, boxed, infos = item
             for f in batch:
                 if f.image is None:
                     stats.skip(f)
-            if x is not None:
+            if boxed is not None:
+                t0 = time.perf_counter()
+                x = to_input(boxed)  # [G, 3, H, W] float
+                stats.seconds["pre"] += time.perf_counter() - t0
                 _detect_and_write(detector, [f for f in batch if f.image is not None], x, infos, writer, stats)
             bar.update(len(batch))
     finally:
@@ -231,17 +236,17 @@ def run_detection(detector, source, out, save_txt=False, save_json=False, save_c
 
 
 def _letterboxed_batches(frames: Iterator[Frame], step: int, size: tuple[int, int]) -> Iterator[tuple]:
-    """Groups of ``step`` frames, read and letterboxed: ``(frames, x [G, 3, H, W] or None, infos)`` where the
-    G rows of ``x`` are the readable frames in order (None when there are none)."""
-    from yolo.detect import preprocess
+    """Groups of ``step`` frames, read and letterboxed (OpenCV only, no torch threads):
+    ``(frames, boxed [G, H, W, 3] BGR uint8 or None, infos)``, the G readable frames in order."""
+    from yolo.detect import letterbox_images
 
     while True:
         batch = list(itertools.islice(frames, step))
         if not batch:
             return
         images = [f.image for f in batch if f.image is not None]
-        x, infos = preprocess(images, size) if images else (None, [])
-        yield batch, x, infos
+        boxed, infos = letterbox_images(images, size) if images else (None, [])
+        yield batch, boxed, infos
 
 
 def _detect_and_write(detector, frames: list[Frame], x, infos, writer: RunWriter, stats: _Stats) -> None:
