@@ -306,8 +306,9 @@ def format_rows(rows: list[dict]) -> str:
             continue
         a = r.get("agreement")
         agree = f"{a['matched']}/{a['total']}" + (f" {a['fraction']:.1%}" if a["total"] else "") if a else "-"
-        note = f"compile {r['compile_s']:.0f} s" if r.get("compile_s") is not None else ""
-        note += f"any class {a['matched_any_class']}/{a['total']}" if a else ""
+        notes = [f"compile {r['compile_s']:.0f} s"] if r.get("compile_s") is not None else []
+        notes += [f"any class {a['matched_any_class']}/{a['total']}"] if a else []
+        note = "; ".join(notes)
         lines.append(f"{lead} {r['forward_ms']:>9.1f} {r['forward_images_per_s']:>9.2f} "
                      f"{r['e2e_images_per_s']:>9.2f} {_fmt(r.get('ratio_opencv_forward'), '.3f', 8)} "
                      f"{_fmt(r.get('ratio_opencv_e2e'), '.3f', 8)} {r['ratio_floor']:>7.2f} {agree:>13}  {note}")
