@@ -249,6 +249,7 @@ def _row(runner, times: list[dict], gflops: float, rate: float) -> dict:
         "forward_ms": fwd, "forward_images_per_s": runner.batch * 1000 / fwd,
         "e2e_ms": total, "e2e_images_per_s": runner.batch * 1000 / total,
         "split_ms": {k: median_ms([t[k] for t in times]) for k in ("read", "pre", "forward", "post")},
+        "forward_nms_images_per_s": runner.batch * 1000 / median_ms([t["forward"] + t["post"] for t in times]),
         "floor_ms": floor, "ratio_floor": fwd / floor, "compile_s": runner.compile_s,
     }
 

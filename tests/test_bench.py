@@ -21,7 +21,7 @@ from yolo.postprocess import postprocess
 
 COLUMNS = {"model", "size", "batch", "precision", "path", "forward_ms", "forward_images_per_s", "e2e_ms",
            "e2e_images_per_s", "split_ms", "floor_ms", "ratio_floor", "ratio_opencv_forward", "ratio_opencv_e2e",
-           "agreement", "gflops_per_image", "compile_s"}
+           "agreement", "gflops_per_image", "compile_s", "forward_nms_images_per_s"}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,7 @@ def test_bench_values_are_consistent(bench_json):
         assert sum(r["split_ms"].values()) == pytest.approx(r["e2e_ms"], rel=0.5)  # medians of parts vs of sums
         assert r["forward_images_per_s"] == pytest.approx(r["batch"] * 1000 / r["forward_ms"])
         assert r["e2e_images_per_s"] == pytest.approx(r["batch"] * 1000 / r["e2e_ms"])
+        assert r["e2e_images_per_s"] <= r["forward_nms_images_per_s"] * 1.001
         assert r["floor_ms"] == pytest.approx(r["gflops_per_image"] * r["batch"] / rate * 1000)
         assert r["ratio_floor"] == pytest.approx(r["forward_ms"] / r["floor_ms"])
         assert r["ratio_opencv_forward"] == pytest.approx(r["forward_ms"] / r["batch"] / cv["forward_ms"])
