@@ -187,7 +187,26 @@ def parse_args(argv=None) -> argparse.Namespace:
             "eager,optimized", 3
     if args.json_out and Path(args.json_out).exists() and not args.force:
         ap.error(f"{args.json_out} exists; pass --force to overwrite it")
+    _check(ap, args)
     return args
+
+
+def _check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors (exit 2) before any work: unknown paths or precisions, sizes not multiples of 32."""
+    cuda = args.device.startswith("cuda")
+    reduced = "fp16" if cuda else "bf16"  # what TorchBackend's half means on that device
+    for p in _list(args.precisions or "fp32"):
+        if p not in ("fp32", reduced):
+            ap.error(f"--precisions: {p!r} on {'CUDA' if cuda else 'CPU'}; choose from fp32,{reduced}")
+    for path in _list(args.paths):
+        if path not in ("eager", "optimized", "compile"):
+            ap.error(f"--paths: unknown {path!r}; choose from eager,optimized,compile")
+    try:
+        bad = [s for s in _list(args.sizes, int) if s <= 0 or s % 32] + [b for b in _list(args.batch, int) if b < 1]
+    except ValueError as e:
+        ap.error(f"--sizes/--batch: {e}")
+    if bad:
+        ap.error(f"sizes must be positive multiples of 32 and batches >= 1, got {bad}")
 
 
 def _list(text: str, kind=str) -> list:
