@@ -16,6 +16,7 @@ Detection counts differ a little: OpenCV's letterbox resamples slightly differen
 weights are sensitive to that (fed the same tensor, both networks give the same candidates).
 
     python scripts/bench_detect.py --cfg cfg/yolov3-tiny.cfg --img-size 416 --n-images 16 [--half] [--threads 2]
+                                   [--batch-size 1] [--prefetch-gain]
 """
 
 from __future__ import annotations
@@ -29,88 +30,13 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _bench_common import OpenCVPipeline, calibrated_weights, make_images, time_interleaved  # noqa: E402
 from yolo.detect import Detector  # noqa: E402
-from yolo.model.darknet import Darknet  # noqa: E402
-
-
-def _photo() -> np.ndarray:
-    from matplotlib import cbook
-
-    return cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))  # BGR [512, 600, 3]
-
-
-def make_images(folder: Path, n: int) -> list[Path]:
-    """``n`` JPEGs of a few sizes (640x480, 480x640, 800x600, ...) cut from a real photograph."""
-    photo, sizes, paths = _photo(), [(480, 640), (640, 480), (600, 800), (375, 500)], []
-    for i in range(n):
-        h, w = sizes[i % len(sizes)]
-        crop = photo[(i * 17) % 60:, (i * 29) % 80:]
-        paths.append(folder / f"img{i:03d}.jpg")
-        cv2.imwrite(str(paths[-1]), cv2.resize(crop, (w, h)))
-    return paths
-
-
-@torch.no_grad()
-def calibrated_weights(cfg: str, out: Path, paths: list[Path], size: int) -> None:
-    """Random weights as a darknet .weights file, made to behave like a trained model's: BN running
-    statistics measured on two of the images (so outputs depend on the pixels), and objectness biases
-    sharpened and lowered so that only ~0.5% of the predictions per head are confident (a few dozen
-    candidates per image, not thousands)."""
-    torch.manual_seed(0)
-    model = Darknet.from_cfg(cfg)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    x = [cv2.resize(cv2.imread(str(p)), (size, size))[:, :, ::-1] for p in paths[:2]]
-    x = torch.from_numpy(np.stack(x).copy()).permute(0, 3, 1, 2).float() / 255  # [2, 3, S, S]
-    model.train()(x)
-    model.eval()
-    for head_index, raw in zip(model.head_indices, model(x)):  # raw [B, A, H, W, 5+C]
-        conv = model.module_list[head_index - 1].conv  # the 1x1 output conv feeding the [yolo] layer
-        a = raw.shape[1]
-        q = torch.quantile(raw[..., 4].flatten(), 0.995)  # logit l -> 4 (l - q): sharp, 0.5% above 0.5
-        conv.weight.view(a, -1, *conv.weight.shape[1:])[:, 4] *= 4
-        bias = conv.bias.view(a, -1)[:, 4]  # [A] objectness biases
-        bias.sub_(q).mul_(4)
-    model.save_darknet_weights(out)
-
-
-class OpenCVPipeline:
-    """The same pipeline in OpenCV's DNN module."""
-
-    def __init__(self, cfg: str, weights: Path, size: int, conf: float, iou: float):
-        self.net = cv2.dnn.readNetFromDarknet(cfg, str(weights))
-        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        self.outputs = self.net.getUnconnectedOutLayersNames()
-        self.params = cv2.dnn.Image2BlobParams()
-        self.params.scalefactor, self.params.size, self.params.swapRB = 1 / 255, (size, size), True
-        self.params.paddingmode, self.params.borderValue = cv2.dnn.DNN_PMODE_LETTERBOX, (114, 114, 114, 0)
-        self.size, self.conf, self.iou = size, conf, iou
-
-    def __call__(self, path: Path) -> np.ndarray:
-        """-> ``[K, 6]`` x1, y1, x2, y2 (original pixels), score, class."""
-        img = cv2.imread(str(path))
-        self.net.setInput(cv2.dnn.blobFromImageWithParams(img, self.params))
-        out = np.concatenate(self.net.forward(self.outputs))  # [N, 5+C]: cx, cy, w, h (0-1), obj, obj*cls
-        scores = out[:, 5:]
-        cls = scores.argmax(1)
-        score = scores[np.arange(len(out)), cls]
-        keep = score > self.conf
-        cx, cy, w, h = (out[keep, :4] * self.size).T
-        rects = np.stack((cx - w / 2, cy - h / 2, w, h), 1)
-        idx = np.asarray(cv2.dnn.NMSBoxesBatched(rects.tolist(), score[keep].tolist(), cls[keep].tolist(),
-                                                 self.conf, self.iou), dtype=int).reshape(-1)
-        if not len(idx):
-            return np.zeros((0, 6))
-        boxes = self.params.blobRectsToImageRects([tuple(map(int, r)) for r in rects[idx].round()], img.shape[:2][::-1])
-        boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-        return np.column_stack((boxes[:, :2], boxes[:, :2] + boxes[:, 2:], score[keep][idx], cls[keep][idx]))
 
 
 @torch.inference_mode()
@@ -133,22 +59,6 @@ def fuse_gain(weights: Path, cfg: str, size: int, dtype: torch.dtype, repeats: i
     return out[0], out[1]
 
 
-def time_interleaved(first, second, repeats: int) -> tuple[tuple[list, object], tuple[list, object]]:
-    """Warm both up, then time them alternately (a burst of load hits both alike): (seconds, last result) each."""
-    first(), second()
-    out = ([], None), ([], None)
-    for _ in range(repeats):
-        out = tuple(_timed(f, times) for f, (times, _) in zip((first, second), out))
-    return out
-
-
-def _timed(f, times: list) -> tuple[list, object]:
-    t0 = time.perf_counter()
-    result = f()
-    times.append(time.perf_counter() - t0)
-    return times, result
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cfg", default=str(ROOT / "cfg" / "yolov3.cfg"))
@@ -160,6 +70,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed passes over the folder, each side (median)")
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--iou", type=float, default=0.45)
+    ap.add_argument("--prefetch-gain", action="store_true",
+                    help="also time yolo detect's loop without and with its reader thread (interleaved)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -184,6 +96,14 @@ def main() -> int:
 
         (t_ours, summary), (t_theirs, dets) = time_interleaved(run_ours, run_theirs, args.repeats)
         unfused, fused = fuse_gain(weights, args.cfg, args.img_size, ours.backend.dtype, args.repeats)
+        if args.prefetch_gain:
+            from yolo.detect_io import run_detection
+
+            def run(prefetch: bool):
+                return lambda: run_detection(ours, tmp / "images", tmp / "runs" / "p", nosave=True, progress=False,
+                                             batch_size=args.batch_size, prefetch=prefetch)
+
+            (t_off, s_off), (t_on, s_on) = time_interleaved(run(False), run(True), args.repeats)
 
     n = args.n_images
     a, b = statistics.median(t_ours) / n * 1000, statistics.median(t_theirs) / n * 1000
@@ -197,6 +117,11 @@ def main() -> int:
     target = 0.35 if args.half else 0.75
     print(f"ratio ours/opencv: {a / b:.3f} (target <= {target})")
     print(f"BN folding: forward {unfused:.1f} ms unfused -> {fused:.1f} ms fused (x{unfused / fused:.2f})")
+    if args.prefetch_gain:
+        off, on = statistics.median(t_off) / n * 1000, statistics.median(t_on) / n * 1000
+        print(f"reader thread: {off:.1f} ms/image without -> {on:.1f} ms/image with (x{on / off:.3f}); the loop "
+              f"waited {s_off['ms_per_image']['pre']:.1f} -> {s_on['ms_per_image']['pre']:.1f} ms/image for "
+              "read + letterbox")
     return 0
 
 

@@ -158,13 +158,25 @@ class Detections:
 
 def preprocess(images: Sequence[np.ndarray], size: tuple[int, int]) -> tuple[torch.Tensor, list[LetterboxInfo]]:
     """BGR ``[h, w, 3]`` uint8 images -> letterboxed RGB ``[B, 3, H, W]`` float in [0, 1] and their infos."""
+    boxed, infos = letterbox_images(images, size)
+    return to_input(boxed), infos
+
+
+def letterbox_images(images: Sequence[np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, list[LetterboxInfo]]:
+    """BGR ``[h, w, 3]`` uint8 images -> letterboxed BGR ``[B, H, W, 3]`` uint8 and their infos (OpenCV only:
+    no torch threads, so a reader thread can run it beside the network)."""
     boxed, infos = [], []
     for img in images:
         lb, info = letterbox(img, size)  # [H, W, 3]
         boxed.append(lb)
         infos.append(info)
-    x = torch.from_numpy(np.stack(boxed)[..., ::-1].copy())  # [B, H, W, 3] RGB uint8
-    return x.permute(0, 3, 1, 2).float().div_(255), infos  # [B, 3, H, W]
+    return np.stack(boxed), infos
+
+
+def to_input(boxed: np.ndarray) -> torch.Tensor:
+    """Letterboxed BGR ``[B, H, W, 3]`` uint8 -> RGB ``[B, 3, H, W]`` float in [0, 1]."""
+    x = torch.from_numpy(boxed[..., ::-1].copy())  # [B, H, W, 3] RGB uint8
+    return x.permute(0, 3, 1, 2).float().div_(255)  # [B, 3, H, W]
 
 
 def _as_image(item) -> tuple[np.ndarray, str | None]:
@@ -217,16 +229,24 @@ class Detector:
         """BGR uint8 images -> their Detections and the seconds spent in ``pre``, ``infer`` and ``post``."""
         t0 = time.perf_counter()
         x, infos = preprocess(images, self.img_size)  # [B, 3, H, W]
+        pre = time.perf_counter() - t0
+        dets, seconds = self.detect_letterboxed(x, infos, paths, frames)
+        return dets, {"pre": pre, **seconds}
+
+    def detect_letterboxed(self, x: torch.Tensor, infos: Sequence[LetterboxInfo], paths: Sequence[str | None] = (),
+                           frames: Sequence[int] = ()) -> tuple[list[Detections], dict]:
+        """``x [B, 3, H, W]`` and ``infos`` from :func:`preprocess` (of ``self.img_size``) -> Detections and
+        the seconds spent in ``infer`` and ``post`` (``yolo detect`` letterboxes ahead, in a reader thread)."""
         t1 = time.perf_counter()
         pred = _run_backend(self.backend, x)  # [B, N, 5+C]
         synchronize(pred.device)
         t2 = time.perf_counter()
         dets = postprocess(pred, infos, self.conf, self.iou, self.classes, self.agnostic, self.max_det)
-        out = [Detections.from_tensor(d, self.names, (list(paths) + [None] * len(images))[i], info.shape,
-                                      (list(frames) + [0] * len(images))[i])
+        out = [Detections.from_tensor(d, self.names, (list(paths) + [None] * len(x))[i], info.shape,
+                                      (list(frames) + [0] * len(x))[i])
                for i, (d, info) in enumerate(zip(dets, infos))]
         t3 = time.perf_counter()
-        return out, {"pre": t1 - t0, "infer": t2 - t1, "post": t3 - t2}
+        return out, {"infer": t2 - t1, "post": t3 - t2}
 
     def __call__(self, images, batch_size: int = 8) -> list[Detections]:
         """``images``: one BGR array ``[h, w(, 3|4)]`` (uint8/uint16, as ``cv2.imread`` gives), one path, or a

@@ -14,18 +14,20 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from yolo.errors import InputError
-from yolo.sources import Frame, Source
+from yolo.sources import Frame, Prefetcher, Source
 from yolo.utils.checkpoint import atomic_write
 from yolo.utils.draw import draw_detections
 from yolo.utils.files import make_run_dir, unique_name
 
 SAVE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 MAX_LISTED_UNREADABLE = 20
+PREFETCH_BATCHES = 2  # batches read and letterboxed ahead of the one running
 
 
 def _write_image(path: Path, img: np.ndarray) -> None:
@@ -185,12 +187,17 @@ class _Stats:
 
 
 def run_detection(detector, source, out, save_txt=False, save_json=False, save_crop=False, nosave=False,
-                  batch_size=8, progress=True, increment=True) -> dict:
+                  batch_size=8, progress=True, increment=True, prefetch=True) -> dict:
     """The loop behind ``Detector.run``: stream frames in batches, detect, write, count; returns the summary:
     ``run_dir``, ``images``, ``unreadable``, ``unreadable_files`` (first 20), ``detections``, ``per_class``
-    {name: count}, ``ms_per_image`` {pre (read + letterbox), infer, post (NMS + un-letterbox), write},
-    ``json`` (path or None), ``videos`` (file names)."""
+    {name: count}, ``ms_per_image`` {pre (read + letterbox: with ``prefetch``, only the time the loop waited
+    for them), infer, post (NMS + un-letterbox), write}, ``json`` (path or None), ``videos`` (file names).
+
+    ``prefetch``: a reader thread reads and letterboxes the next batches (two at most) while the current one
+    runs; same results, in the same order, and its errors are raised here."""
     from tqdm import tqdm
+
+    from yolo.detect import to_input
 
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
@@ -199,31 +206,52 @@ def run_detection(detector, source, out, save_txt=False, save_json=False, save_c
     writer = RunWriter(run_dir, detector.names, not nosave, save_txt, save_json, save_crop)
     total = src.count()
     bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress or total == 1, dynamic_ncols=True)
-    stats, frames = _Stats(), iter(src)
-    step = 1 if src.is_live else batch_size
+    stats = _Stats()
+    batches = _letterboxed_batches(iter(src), 1 if src.is_live else batch_size, detector.img_size)
+    reader = Prefetcher(batches, depth=PREFETCH_BATCHES) if prefetch else None
+    batches = iter(reader) if reader is not None else batches
     try:
         while True:
             t0 = time.perf_counter()
-            batch = list(itertools.islice(frames, step))
-            stats.seconds["pre"] += time.perf_counter() - t0  # reading counts as pre-processing
-            if not batch:
+            item = next(batches, None)
+            stats.seconds["pre"] += time.perf_counter() - t0  # reading and letterboxing count as pre-processing
+            if item is None:
                 break
-            good = [f for f in batch if f.image is not None]
+            batch, boxed, infos = item
             for f in batch:
                 if f.image is None:
                     stats.skip(f)
-            if good:
-                _detect_and_write(detector, good, writer, stats)
+            if boxed is not None:
+                t0 = time.perf_counter()
+                x = to_input(boxed)  # [G, 3, H, W] float
+                stats.seconds["pre"] += time.perf_counter() - t0
+                _detect_and_write(detector, [f for f in batch if f.image is not None], x, infos, writer, stats)
             bar.update(len(batch))
     finally:
+        if reader is not None:
+            reader.close()
         bar.close()
         writer.close()
     return stats.summary(run_dir, writer, detector.names)
 
 
-def _detect_and_write(detector, frames: list[Frame], writer: RunWriter, stats: _Stats) -> None:
-    dets, seconds = detector.detect_batch([f.image for f in frames], [f.path for f in frames],
-                                          [f.index for f in frames])
+def _letterboxed_batches(frames: Iterator[Frame], step: int, size: tuple[int, int]) -> Iterator[tuple]:
+    """Groups of ``step`` frames, read and letterboxed (OpenCV only, no torch threads):
+    ``(frames, boxed [G, H, W, 3] BGR uint8 or None, infos)``, the G readable frames in order."""
+    from yolo.detect import letterbox_images
+
+    while True:
+        batch = list(itertools.islice(frames, step))
+        if not batch:
+            return
+        images = [f.image for f in batch if f.image is not None]
+        boxed, infos = letterbox_images(images, size) if images else (None, [])
+        yield batch, boxed, infos
+
+
+def _detect_and_write(detector, frames: list[Frame], x, infos, writer: RunWriter, stats: _Stats) -> None:
+    """Detect on ``x [G, 3, H, W]`` (the letterboxed ``frames``) and write each frame's outputs."""
+    dets, seconds = detector.detect_letterboxed(x, infos, [f.path for f in frames], [f.index for f in frames])
     stats.seconds.update(seconds)
     t0 = time.perf_counter()
     for f, d in zip(frames, dets):

@@ -8,10 +8,12 @@ and JPEG EXIF orientation is applied (``cv2.IMREAD_COLOR`` does both).
 from __future__ import annotations
 
 import glob
+import queue
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -175,3 +177,68 @@ def _video_frames(name: str | int, label: str) -> Iterator[Frame]:
             print(f"warning: {label}: no frames could be read", file=sys.stderr)
     finally:
         cap.release()
+
+
+class Prefetcher:
+    """Runs ``iterable`` in a daemon thread, at most ``depth`` items ahead of the consumer, so reading and
+    decoding (OpenCV releases the GIL) overlap the consumer's work. Iterate it once; items come in order;
+    an exception raised by ``iterable`` is raised again, as the same object, where the consumer reached it.
+    :meth:`close` (also on Ctrl-C in the consumer) stops the thread and closes ``iterable``'s generator.
+
+    Memory: ``depth`` items in the queue, one being made in the thread and the consumer's current one."""
+
+    _END = object()
+
+    def __init__(self, iterable: Iterable, depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(iter(iterable),), name="yolo-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        """Queue ``item`` unless :meth:`close` was called while waiting for room; False when stopped."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                if not self._put((item, None)):
+                    return
+            self._put((self._END, None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put((None, error))
+        finally:
+            close = getattr(items, "close", None)  # a generator: release what it holds (video captures)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator:
+        while True:
+            item, error = self._queue.get()
+            if error is not None:
+                self.close()
+                raise error
+            if item is self._END:
+                return
+            yield item
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop reading ahead and wait (up to ``timeout`` s) for the thread to finish its current item."""
+        self._stop.set()
+        while True:  # drop what was read ahead (frees memory; a put waiting for room sees the stop)
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

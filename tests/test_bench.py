@@ -1,0 +1,116 @@
+"""``scripts/bench.py`` end to end (smallest grid) and the accuracy of every reduced-precision path against
+float32 on the synthetic validation images."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from tests.helpers import CFG, ROOT, calibrated_model
+from yolo.data.synthetic import SHAPES_NAMES, write_dataset
+from yolo.detect import Detector, preprocess
+from yolo.model.cfg_edit import set_num_classes
+from yolo.postprocess import postprocess
+
+COLUMNS = {"model", "size", "batch", "precision", "path", "forward_ms", "forward_images_per_s", "e2e_ms",
+           "e2e_images_per_s", "split_ms", "floor_ms", "ratio_floor", "ratio_opencv_forward", "ratio_opencv_e2e",
+           "agreement", "gflops_per_image", "compile_s", "forward_nms_images_per_s"}
+
+
+@pytest.fixture(scope="module")
+def bench_json(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--models", "yolov3-tiny", "--sizes", "96",
+           "--batch", "1,2", "--paths", "eager,optimized", "--precisions", "fp32", "--repeats", "2",
+           "--images", "4", "--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_bench_json_has_every_row_and_column(bench_json):
+    result, stdout = bench_json
+    rows = result["rows"]
+    got = {(r["batch"], r["precision"], r["path"]) for r in rows}
+    assert got == {(1, "fp32", "eager"), (2, "fp32", "eager"), (1, "fp32", "optimized"), (2, "fp32", "optimized"),
+                   (1, "fp32", "opencv")}
+    for r in rows:
+        assert "error" not in r, r
+        assert COLUMNS <= set(r), COLUMNS - set(r)
+    m = result["machine"]
+    assert m["cores"] >= 1 and m["torch_threads"] >= 1 and "cpu" in m and isinstance(m["isa"], list)
+    assert result["matmul_gflops"]["fp32"] > 0.1
+    assert "yolov3-tiny" in stdout and "opencv" in stdout and "machine:" in stdout
+
+
+def test_bench_values_are_consistent(bench_json):
+    """Positive times; every ratio recomputed from the times and the matmul rate of the same JSON."""
+    result, _ = bench_json
+    rows = result["rows"]
+    cv = next(r for r in rows if r["path"] == "opencv")
+    rate = result["matmul_gflops"]["fp32"]
+    # yolov3-tiny at 96x96, darknet's count: 2 x multiply-adds of its 13 convs (5.56 GFLOPs at 416 scales by area)
+    assert cv["gflops_per_image"] == pytest.approx(5.571 * (96 / 416) ** 2, rel=0.01)
+    for r in rows:
+        assert r["forward_ms"] > 0 and r["e2e_ms"] >= r["forward_ms"] * 0.999
+        assert sum(r["split_ms"].values()) == pytest.approx(r["e2e_ms"], rel=0.5)  # medians of parts vs of sums
+        assert r["forward_images_per_s"] == pytest.approx(r["batch"] * 1000 / r["forward_ms"])
+        assert r["e2e_images_per_s"] == pytest.approx(r["batch"] * 1000 / r["e2e_ms"])
+        assert r["e2e_images_per_s"] <= r["forward_nms_images_per_s"] * 1.001
+        assert r["floor_ms"] == pytest.approx(r["gflops_per_image"] * r["batch"] / rate * 1000)
+        assert r["ratio_floor"] == pytest.approx(r["forward_ms"] / r["floor_ms"])
+        assert r["ratio_opencv_forward"] == pytest.approx(r["forward_ms"] / r["batch"] / cv["forward_ms"])
+        assert r["ratio_opencv_e2e"] == pytest.approx(r["e2e_ms"] / r["batch"] / cv["e2e_ms"])
+    assert cv["ratio_opencv_forward"] == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def shapes_setup(tmp_path_factory):
+    """A 5-class yolov3-tiny (the shapes classes; random weights, BN calibrated on the photo) and the letterboxed
+    synthetic validation images ``[8, 3, 160, 160]``."""
+    tmp = tmp_path_factory.mktemp("shapes")
+    cfg = tmp / "tiny5.cfg"
+    cfg.write_text(set_num_classes((CFG / "yolov3-tiny.cfg").read_text(), len(SHAPES_NAMES)))
+    root = write_dataset(tmp / "data", 0, 8, (192, 256), seed=0)
+    images = [cv2.imread(str(p)) for p in sorted((root / "images" / "val").glob("*.png"))]
+    return calibrated_model(cfg), images
+
+
+def _agreement(model, images, size: int, device: str, conf: float = 0.4) -> tuple[int, int]:
+    """fp32 boxes (score > conf) that the reduced-precision run (score > conf - 0.03, so scores rounded across
+    the threshold are not misses) finds with the same class at IoU >= 0.9. Compared in network-input pixels,
+    before clipping to the image (random weights put some boxes in the padding, clipped to zero area)."""
+    d32 = Detector(model, img_size=size, conf=conf, device=device)
+    d16 = Detector(model, img_size=size, device=device, half=True)
+    assert d16.backend.dtype == (torch.float16 if device.startswith("cuda") else torch.bfloat16)
+    x, _ = preprocess(images, (size, size))  # [B, 3, S, S]
+    ref = postprocess(d32.backend(x), None, conf)  # per image [K, 6]
+    low = postprocess(d16.backend(x), None, conf - 0.03)
+    matched = total = 0
+    for a, b in zip(ref, low):
+        total += len(a)
+        if len(a) and len(b):
+            iou = box_iou(a[:, :4].double(), b[:, :4].double()) * (a[:, 5, None] == b[None, :, 5])  # [Ka, Kb]
+            matched += int((iou.max(1).values >= 0.9).sum())
+    return matched, total
+
+
+def test_bf16_cpu_detections_match_float32(shapes_setup):
+    model, images = shapes_setup
+    matched, total = _agreement(model, images, 160, "cpu")
+    assert total >= 100 and matched >= 0.99 * total, (matched, total)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_cuda_detections_match_float32(shapes_setup):
+    model, images = shapes_setup
+    matched, total = _agreement(model, images, 416, "cuda")
+    assert total >= 100 and matched >= 0.99 * total, (matched, total)
