@@ -100,7 +100,7 @@ class OpenCVPipeline:
         score = scores[np.arange(len(out)), cls]
         keep = score > self.conf
         cx, cy, w, h = (out[keep, :4] * self.size).T
-        rects = np.stack((cx - w / 2, cy - h / 2, w, h), 1)
+        rects = np.clip(np.stack((cx - w / 2, cy - h / 2, w, h), 1), -1e6, 1e6)  # random weights: huge w/h
         idx = np.asarray(cv2.dnn.NMSBoxesBatched(rects.tolist(), score[keep].tolist(), cls[keep].tolist(),
                                                  self.conf, self.iou), dtype=int).reshape(-1)
         if not len(idx):

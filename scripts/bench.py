@@ -5,13 +5,14 @@ For each model and size: our network for every batch x precision x path, and Ope
 (``readNetFromDarknet``, batch 1, fp32) on the same ``.weights``, timed round-robin (each round calls every
 variant once, so a burst of load hits all alike; median of the rounds, after one warm-up round). One call =
 read the images from disk, letterbox (pre), forward (network + decode), NMS and boxes back to the original
-pixels (post). OMP_WAIT_POLICY defaults to PASSIVE here (set it to ACTIVE to see PyTorch's default on an
-idle machine). The weights are random with BN statistics calibrated on the images (no downloads); the images
+pixels (post). On a machine shared with other jobs run it with OMP_WAIT_POLICY=PASSIVE (PyTorch's OpenMP
+threads otherwise spin-wait and lose badly to descheduling; on an idle machine PASSIVE costs PyTorch about 20%,
+so it is not the default). The weights are random with BN statistics calibrated on the images (no downloads); the images
 are validation images of the built-in synthetic shapes data at 640x480.
 
 Paths: eager = the model as trained (BN unfused, contiguous, no_grad); optimized = ``yolo.detect.TorchBackend``
 (what ``yolo detect`` runs: BN folded, channels-last on CPU, inference_mode, and its convolution choices);
-compile = ``torch.compile`` of the optimized model (its compile time is reported; an error is reported in
+compile = ``torch.compile`` of the optimized model without its Winograd convs (its compile time is reported; an error is reported in
 the row). Precisions: fp32, bf16 (CPU) or fp16 (CUDA); a reduced-precision row reports how many of the fp32
 row's boxes it finds (same class, IoU >= 0.9; its own threshold 0.03 lower so scores rounded near the threshold
 do not count as misses).
@@ -29,16 +30,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-# PyTorch's OpenMP threads spin-wait between parallel regions; on a machine shared with other jobs (or with
-# OpenCV's own pool, interleaved here) that spinning loses badly to descheduling. Sleep instead, unless the
-# caller chose: must be set before torch loads libgomp. The JSON records the policy used.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import cv2  # noqa: E402
 import torch  # noqa: E402
@@ -78,7 +73,10 @@ class OursRunner:
             self.model = model.eval().to(device, self.dtype)
             self.forward = self._eager
         else:
-            self.backend = TorchBackend(model, device, half=precision != "fp32")
+            # torch.compile gets the model without the Winograd convs: their workspace and out= products
+            # break dynamo's graphs (a recompile per conv); inductor generates its own kernels instead.
+            self.backend = TorchBackend(model, device, half=precision != "fp32", winograd=None if path == "optimized"
+                                        else False)
             assert self.backend.dtype == self.dtype, (self.backend.dtype, self.dtype)
             if path == "compile":
                 self.backend.model = torch.compile(self.backend.model)
