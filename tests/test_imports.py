@@ -63,7 +63,9 @@ def test_optional_packages_imported_only_inside_functions():
     assert not bad, "\n".join(bad)
 
 
-def test_cfg_parser_and_cli_import_no_torch_at_top_level():
-    for rel in ("model/cfg_parser.py", "cli.py", "__init__.py", "errors.py"):
+def test_cfg_parser_cli_and_commands_import_no_torch_at_top_level():
+    commands = [p.relative_to(PKG).as_posix() for p in sorted((PKG / "commands").glob("*.py"))]
+    assert len(commands) >= 9, commands
+    for rel in ("model/cfg_parser.py", "cli.py", "__init__.py", "errors.py", *commands):
         heavy = [(m, line) for m, line, top in _imports(PKG / rel) if top and m.split(".")[0] in THIRD_PARTY - {"yaml"}]
         assert not heavy, f"yolo/{rel} imports {heavy} at import time"

@@ -1,0 +1,57 @@
+"""``yolo anchors``: k-means anchors for a dataset."""
+
+from __future__ import annotations
+
+from yolo.commands.common import data_config, img_size
+from yolo.errors import InputError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("anchors", help="k-means anchors for a dataset",
+                       description="k-means (distance 1 - IoU of boxes sharing a centre, k-means++ seeding) on "
+                                   "the label boxes' sizes after letterboxing each image to --img-size. Prints the "
+                                   "anchors sorted by area in cfg syntax, with best possible recall (BPR: share of "
+                                   "boxes whose best anchor has both side ratios within 4) and mean best IoU, for "
+                                   "the new anchors and for the cfg's current ones.")
+    p.add_argument("data", help="data .yaml, darknet .data, or COCO instances_*.json")
+    p.add_argument("--n", type=int, default=9, help="number of anchors (default 9)")
+    p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N", help="416, or H W (default 416)")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"], help="default train")
+    p.add_argument("--cfg", default=None, help="cfg whose anchors to compare (default cfg/yolov3.cfg)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evolve", type=int, default=0, metavar="G",
+                   help="then G generations of mutation that keep only gains in mean best IoU (default 0: off)")
+    p.add_argument("--images", help="images folder for a COCO json given as DATA")
+    p.set_defaults(run=_run_anchors)
+
+
+def _run_anchors(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from yolo.data.anchors import anchor_fitness, evolve_anchors, format_anchors, kmeans_anchors, label_wh
+    from yolo.data.formats import load_split
+    from yolo.model.cfg_parser import parse_cfg
+
+    if args.n < 1 or args.evolve < 0:
+        raise InputError(f"--n must be >= 1 and --evolve >= 0, got {args.n} and {args.evolve}")
+    cfg = Path(args.cfg) if args.cfg else Path(__file__).resolve().parents[1] / "cfg" / "yolov3.cfg"
+    heads = parse_cfg(cfg).heads if args.cfg or cfg.is_file() else []  # an install without cfg/: no comparison
+    size = img_size(args.img_size, 32)
+    index = load_split(data_config(args.data, args.images), args.split)
+    wh, small = label_wh(index, size)
+    if len(wh) < args.n:
+        raise InputError(f"{len(wh)} boxes (of at least 2 px) are too few for {args.n} anchors", index.source)
+    anchors = kmeans_anchors(wh, args.n, seed=args.seed)
+    if args.evolve > 0:
+        anchors = evolve_anchors(wh, anchors, args.evolve, seed=args.seed)
+    print(format_anchors(anchors))
+    rows = [("new", anchor_fitness(wh, anchors))]
+    if heads:
+        rows.append((f"cfg {cfg.name}", anchor_fitness(wh, np.array(heads[0].anchors))))
+    for name, fit in rows:
+        print(f"{name}: BPR {fit['bpr']:.4f}, mean best IoU {fit['mean_best_iou']:.4f}, anchors per box "
+              f"{fit['mean_anchors_per_box']:.2f}")
+    print(f"{len(wh)} boxes at {size[0]}x{size[1]} ({small} under 2 px left out)")
+    return 0

@@ -1,0 +1,42 @@
+"""Helpers the command modules share."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from yolo.errors import InputError
+
+
+def img_size(values: list[int], stride: int) -> tuple[int, int]:
+    """One or two sizes; each rounded up to a multiple of ``stride`` with a warning."""
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise InputError(f"--img-size takes one or two positive integers, got {values}")
+    h, w = (values * 2)[:2]
+    rounded = tuple(-(-v // stride) * stride for v in (h, w))
+    if rounded != (h, w):
+        print(f"warning: image size {h}x{w} is not a multiple of {stride}; using {rounded[0]}x{rounded[1]}",
+              file=sys.stderr)
+    return rounded
+
+
+def check_output_file(path: str | None) -> None:
+    """Before any work: ``path``'s folder is (or can be made under) a writable folder, as a one-line error."""
+    if not path:
+        return
+    folder = Path(path).resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write here: {folder} is not a writable folder", path)
+
+
+def data_config(data: str, images: str | None = None):
+    from yolo.data.formats import coco_config, load_data_config
+
+    if images is not None:
+        if not data.endswith(".json"):
+            raise InputError("--images goes with a COCO json as DATA", data)
+        return coco_config(images, data)
+    return load_data_config(data)

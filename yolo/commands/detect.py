@@ -1,0 +1,76 @@
+"""``yolo detect``: images, folders, videos and cameras in; boxes, pictures, txt and JSON out."""
+
+from __future__ import annotations
+
+from yolo.commands.common import img_size
+from yolo.errors import InputError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("detect", help="detect objects in images, folders, videos, cameras or streams",
+                       description="Run a model on a source and write annotated images/videos (and optionally "
+                                   "txt labels, a COCO-style JSON and crops) into a new run folder.")
+    p.add_argument("--weights", required=True, help="our .pt, darknet .weights (with --cfg), another toolkit's "
+                                                    "checkpoint (with --cfg), or an exported .onnx/.torchscript")
+    p.add_argument("--cfg", help="darknet .cfg (needed for .weights and other toolkits' checkpoints)")
+    p.add_argument("--source", required=True, help="image, folder, glob, .txt list of paths, video, camera index "
+                                                   "(0) or stream URL")
+    p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N",
+                   help="network input: 416, or H W; multiples of 32 (default 416)")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold, objectness x class (default 0.25)")
+    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--classes", type=int, nargs="+", metavar="C", help="keep only these class indices")
+    p.add_argument("--agnostic-nms", action="store_true", help="NMS across classes")
+    p.add_argument("--max-det", type=int, default=300, help="most detections per image (default 300)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward (default 8; live sources: 1)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--half", action="store_true", help="bfloat16 on CPU, float16 on CUDA")
+    p.add_argument("--names", help="class names file (default: the checkpoint's, else COCO)")
+    p.add_argument("--out", default="runs/detect/exp", help="run folder; exp2, exp3, ... when it exists "
+                                                            "(default runs/detect/exp)")
+    p.add_argument("--save-txt", action="store_true", help="labels/<stem>.txt: class cx cy w h conf, normalized")
+    p.add_argument("--save-json", action="store_true", help="predictions.json: COCO-style results")
+    p.add_argument("--save-crop", action="store_true", help="crops/<class name>/<stem>_<k>.jpg")
+    p.add_argument("--nosave", action="store_true", help="do not write annotated images or videos")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_detect)
+
+
+def _run_detect(args) -> int:
+    from pathlib import Path
+
+    from yolo.postprocess import check_thresholds
+    from yolo.sources import Source
+
+    check_thresholds(args.conf, args.iou, args.max_det)
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    img_size(args.img_size, 1)  # shape check before any work; rounded to the model's stride below
+    if not Path(args.weights).is_file():
+        raise InputError("weights file not found", args.weights)
+    source = Source(args.source)  # a missing source or an empty folder fails here
+
+    from yolo.detect import Detector, load_backend
+    from yolo.utils.files import make_run_dir
+    from yolo.detect_io import format_summary
+
+    run_dir = make_run_dir(args.out)  # writable, before the model is loaded
+    try:
+        backend = load_backend(args.weights, args.cfg, args.device, args.half, args.names)
+    except BaseException:
+        run_dir.rmdir()  # still empty: leave no trace of a run that never started
+        raise
+    size = img_size(args.img_size, backend.stride)
+    detector = Detector(backend, img_size=size, conf=args.conf, iou=args.iou, classes=args.classes,
+                        agnostic=args.agnostic_nms, max_det=args.max_det)
+    summary = detector.run(source, run_dir, save_txt=args.save_txt, save_json=args.save_json,
+                           save_crop=args.save_crop, nosave=args.nosave, batch_size=args.batch_size,
+                           progress=not args.no_progress, increment=False)
+    if summary["unreadable"] and not summary["images"]:  # nothing but corrupt files: no run to keep
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise InputError(f"no readable image or video frame ({summary['unreadable']} unreadable file(s))",
+                         args.source)
+    print(format_summary(summary))
+    return 0

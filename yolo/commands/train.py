@@ -1,0 +1,44 @@
+"""``yolo train``: a run config in, a run folder out (single process or torchrun DDP)."""
+
+from __future__ import annotations
+
+import sys
+
+from yolo.errors import InputError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model (run YAML + --set overrides; torchrun for several GPUs)",
+                       description="Train a darknet-cfg model. The run config is the defaults, then --cfg's YAML, then "
+                                   "every --set key=value (dotted keys for nested settings; values read as YAML). "
+                                   "Writes runs/train/exp (exp2, ... if taken): run.yaml, weights/last.pt and best.pt, "
+                                   "results.csv and results.png. Several processes: torchrun --nproc_per_node N -m "
+                                   "yolo train ... (batch_size is the total over all processes).")
+    p.add_argument("--cfg", help="run YAML (e.g. cfg/train/shapes.yaml); without it the defaults are used")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override settings: --set epochs=3 optimizer=adamw augment.mosaic=0")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
+                   help="continue a run from its last.pt (default: the newest runs/train/*/weights/last.pt); the "
+                        "run config comes from the checkpoint, --set may change it (e.g. epochs)")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from yolo.config import load_run_config
+    from yolo.engine import NonFiniteLossError
+    from yolo.train import config_for_resume, find_last_checkpoint, train
+    from yolo.utils.dist import PeerLostError
+
+    if args.resume is not None:
+        if args.cfg:
+            raise InputError("--resume takes the run config from the checkpoint; drop --cfg (use --set to change it)")
+        path = args.resume or str(find_last_checkpoint())
+        cfg = config_for_resume(path, args.overrides)
+    else:
+        path, cfg = None, load_run_config(args.cfg, args.overrides)
+    try:
+        train(cfg, resume=path)
+    except (NonFiniteLossError, PeerLostError) as e:
+        print(f"yolo train: error: {e}", file=sys.stderr)
+        return 1
+    return 0
