@@ -1,4 +1,5 @@
-"""Winograd F(4x4, 3x3) convolution for inference on CPU: 3x3 stride-1 convs with 4x fewer multiplications.
+"""Winograd convolution for inference on CPU: 3x3 stride-1 convs with 4x (F(4x4, 3x3)) or 2.25x (F(2x2, 3x3),
+for maps with few tiles) fewer multiplications.
 
 Each 4x4 output tile is computed from a 6x6 input tile as ``Y = A^T [(G g G^T) * (B^T d B)] A`` (Lavin & Gray,
 "Fast Algorithms for Convolutional Neural Networks", 2015; the points 0, +-1, +-2, inf). Written as three
@@ -155,7 +156,7 @@ def use_winograd(model: nn.Module, min_channels: int = 128) -> int:
     more than they save) in every ``.conv`` attribute of ``model``'s modules for :class:`WinogradConv2d`,
     sharing one workspace. Returns how many were swapped. Inference only."""
     workspace, count = Workspace(), 0
-    for module in model.modules():
+    for module in list(model.modules()):  # a snapshot: the loop replaces children
         conv = getattr(module, "conv", None)
         if isinstance(conv, nn.Conv2d) and eligible(conv) and conv.in_channels >= min_channels:
             module.conv = WinogradConv2d(conv, workspace)
