@@ -8,7 +8,6 @@ resolved config that is written as ``run.yaml`` next to the run's checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ CLS_LOSSES = ("bce", "ce")
 
 @dataclass
 class LossConfig:
-    """Gains and kinds of the YOLOv3 loss terms (see ``yolo.loss.YoloLoss``)."""
+    """Gains and kinds of the YOLOv3 loss terms (see ``yolo.train.loss.YoloLoss``)."""
 
     box: float = 0.05  # gain of the box term
     obj: float = 1.0  # gain of the objectness term
@@ -99,14 +98,12 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        """Write the resolved config as YAML, atomically (temporary file, fsync, rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Write the resolved config as YAML, atomically (``atomic_write``: temporary file, fsync, rename)."""
+        from yolo.utils.checkpoint import atomic_write  # torch comes with it; loading a config needs none
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        with atomic_write(path) as f:
+            f.write(text.encode("utf-8"))
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "RunConfig":

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from yolo.config import RunConfig
-from yolo.optim import accumulate_steps, build_optimizer, set_lr
+from yolo.train.config import RunConfig
+from yolo.train.optim import accumulate_steps, build_optimizer, set_lr
 from yolo.utils.checkpoint import load_safe, save_atomic
 from yolo.utils.dist import DistEnv, broadcast_object, reduce_mean
 from yolo.utils.ema import ModelEMA, unwrap

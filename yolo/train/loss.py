@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import box_iou
 
 from yolo.errors import InputError
+from yolo.utils.boxes import cxcywh_to_xyxy, wh_iou
 
 
 @dataclass
@@ -37,22 +39,6 @@ class HeadTargets:
     cls: torch.Tensor  # [P] long
     anchor: torch.Tensor  # [P, 2] anchor (w, h) in grid units
     scale: torch.Tensor  # [P] darknet coordinate weight 2 - w*h (w, h normalized)
-
-
-def box_cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
-    """``[..., 4]`` cx, cy, w, h -> x1, y1, x2, y2."""
-    xy, wh = b[..., :2], b[..., 2:4]
-    return torch.cat((xy - wh / 2, xy + wh / 2), dim=-1)
-
-
-def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of every box in ``a [N, 4]`` with every box in ``b [M, 4]`` (xyxy) -> ``[N, M]``."""
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)  # [N, M]
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-12)
 
 
 def iou_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "ciou", eps: float = 1e-7) -> torch.Tensor:
@@ -77,17 +63,11 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "ciou", eps: 
     return 1 - (iou - rho2 / c2 - alpha * v)
 
 
-def wh_iou(wh1: torch.Tensor, wh2: torch.Tensor) -> torch.Tensor:
-    """IoU of boxes sharing a centre: ``wh1 [N, 2]``, ``wh2 [M, 2]`` -> ``[N, M]``."""
-    inter = torch.min(wh1[:, None], wh2[None]).prod(-1)
-    return inter / (wh1.prod(-1)[:, None] + wh2.prod(-1)[None] - inter)
-
-
 class YoloLoss:
     """``loss(outputs, targets) -> (total, {"box", "obj", "cls"})``.
 
     ``anchors``: per head ``[A_h, 2]`` (w, h) in input pixels; ``strides``: per head. Gains and kinds as in
-    ``yolo.config.LossConfig``.
+    ``yolo.train.config.LossConfig``.
     """
 
     def __init__(self, anchors: list[torch.Tensor], strides: list[int], num_classes: int, box: float = 0.05,
@@ -153,15 +133,15 @@ class YoloLoss:
         """Per head ``[B, A, H, W]`` bool: the prediction's best IoU with a gt of its image > ``ignore_thresh``."""
         img_hw = (outputs[0].shape[2] * self.strides[0], outputs[0].shape[3] * self.strides[0])
         scale = torch.tensor([img_hw[1], img_hw[0]] * 2, device=outputs[0].device, dtype=torch.float32)
-        gts = box_cxcywh_to_xyxy(targets[:, 2:6].to(scale.device).float() * scale)  # [M, 4] pixels
+        gts = cxcywh_to_xyxy(targets[:, 2:6].to(scale.device).float() * scale)  # [M, 4] pixels
         masks = []
         for h, out in enumerate(outputs):
-            boxes = box_cxcywh_to_xyxy(self.decode_boxes(out.detach().float(), h))  # [B, A, H, W, 4]
+            boxes = cxcywh_to_xyxy(self.decode_boxes(out.detach().float(), h))  # [B, A, H, W, 4]
             mask = torch.zeros(out.shape[:4], dtype=torch.bool, device=out.device)
             for b in range(out.shape[0]):
                 mine = gts[targets[:, 0].to(scale.device).long() == b]
                 if len(mine):
-                    best = pairwise_iou(boxes[b].reshape(-1, 4), mine).max(1).values  # [A*H*W]
+                    best = box_iou(boxes[b].reshape(-1, 4), mine).max(1).values  # [A*H*W]
                     mask[b] = (best > self.ignore_thresh).view(out.shape[1:4])
             masks.append(mask)
         return masks
@@ -200,8 +180,8 @@ class YoloLoss:
             return t.scale * err.sum(1)
         xy = p[:, :2].sigmoid() + torch.stack((t.gi, t.gj), 1)
         wh = p[:, 2:4].clamp(max=10).exp() * t.anchor
-        pred = box_cxcywh_to_xyxy(torch.cat((xy, wh), 1))
-        return iou_loss(pred, box_cxcywh_to_xyxy(t.box), self.box_loss)
+        pred = cxcywh_to_xyxy(torch.cat((xy, wh), 1))
+        return iou_loss(pred, cxcywh_to_xyxy(t.box), self.box_loss)
 
     def _cls_term(self, logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         """``[P]`` class loss; zero for a single-class model (objectness says it all)."""

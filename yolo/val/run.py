@@ -21,12 +21,12 @@ from yolo.data.formats import load_data_config
 from yolo.data.index import DatasetIndex
 from yolo.data.loader import build_loader
 from yolo.data.split import load_split
-from yolo.detect import _run_backend, load_backend
 from yolo.errors import InputError
-from yolo.postprocess import check_thresholds, postprocess
+from yolo.runtime.backends import load_backend, run_backend
+from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.utils.boxes import cxcywh_to_xyxy
 from yolo.utils.checkpoint import atomic_write
-from yolo.val import Evaluator
+from yolo.val.evaluator import Evaluator
 
 
 @dataclass
@@ -85,7 +85,7 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     t0 = time.perf_counter()
     for images, _, paths, infos in batches:
         t1 = time.perf_counter()
-        pred = _run_backend(backend, images.float().div_(255))  # [B, N, 5+C]
+        pred = run_backend(backend, images.float().div_(255))  # [B, N, 5+C]
         t2 = time.perf_counter()
         dets = postprocess(pred.float().cpu(), infos, conf, iou, max_det=max_det, multi_label=True)  # [K, 6] each
         t3 = time.perf_counter()
