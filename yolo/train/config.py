@@ -86,6 +86,7 @@ class RunConfig:
     sync_bn: bool = False
     ddp_timeout: float = 600.0  # seconds a DDP process waits for the others before failing ($YOLO_DDP_TIMEOUT wins)
     save_period: int = 0  # also keep epoch_N.pt every N epochs (0: off)
+    best_half: bool = False  # best.pt stores its weights as float16 (half the size; last.pt stays float32)
     patience: int = 50  # stop after this many epochs without a better fitness (0: never)
     close_mosaic: int = 0  # turn mosaic off for the last N epochs
     multi_scale: bool = False

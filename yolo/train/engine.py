@@ -73,6 +73,23 @@ def _set_epoch(loader, epoch: int) -> None:
             obj.set_epoch(epoch)
 
 
+TRAINING_KEYS = ("train_model", "optimizer", "scaler", "epoch", "rng")  # what resume() reads
+
+
+def check_resumable(ckpt, path: str | Path) -> None:
+    """``InputError`` (one line) unless ``ckpt`` holds the training state ``resume`` needs; for a deployment
+    checkpoint (``best.pt``) it says how to fine-tune from it instead."""
+    from yolo.errors import InputError
+
+    missing = [k for k in TRAINING_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(TRAINING_KEYS)
+    if not missing:
+        return
+    run_yaml = Path(path).resolve().parent.parent / "run.yaml"
+    start = f"--cfg {run_yaml} " if run_yaml.is_file() else ""
+    raise InputError(f"holds no training state (no {', '.join(missing)}; resume from the run's last.pt); to "
+                     f"fine-tune from it instead: yolo train {start}--set weights={path}", str(path))
+
+
 class Trainer:
     """``fit()`` = ``before_train`` + per epoch ``train_epoch`` / ``after_epoch`` + ``after_train``."""
 
@@ -206,7 +223,7 @@ class Trainer:
             row = {"epoch": self.epoch, **{f"train/{k}": v for k, v in losses.items()}, **self._validate(losses),
                    "lr": self.optimizer.param_groups[0]["lr"], "time": sum(times.values()), **times}
             self._log(row)  # the row first: a checkpoint never claims an epoch results.csv lacks (a redone
-            self._save_epoch(row["fitness"])  # epoch after a kill replaces its row)
+            self._save_epoch(row)  # epoch after a kill replaces its row)
             patience = self.cfg.patience
             self.stop = patience > 0 and self.epoch - self.best_epoch >= patience
         self.stop = broadcast_object(self.stop)
@@ -231,13 +248,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _save_epoch(self, fitness: float) -> None:
-        better = fitness > self.best_fitness
+    def _save_epoch(self, row: dict) -> None:
+        """``last.pt`` (full) every epoch; ``best.pt`` (deployable, no training state) when fitness improved."""
+        better = row["fitness"] > self.best_fitness
         if better:
-            self.best_fitness, self.best_epoch = fitness, self.epoch
+            self.best_fitness, self.best_epoch = row["fitness"], self.epoch
         self.save("last.pt")
         if better:
-            self.save("best.pt")
+            save_atomic(self.deploy_checkpoint(row), self.weights_dir / "best.pt")
         if self.cfg.save_period and (self.epoch + 1) % self.cfg.save_period == 0:
             self.save(f"epoch_{self.epoch + 1}.pt")
 
@@ -267,7 +285,20 @@ class Trainer:
                 "scheduler": {"kind": self.cfg.schedule, "epoch": self.epoch if epoch is None else epoch},
                 "epoch": self.epoch if epoch is None else epoch, "best_fitness": float(self.best_fitness),
                 "best_epoch": self.best_epoch, "interrupted": interrupted, "run_config": self.cfg.to_dict(),
-                "rng": rng_state()}
+                "rng": rng_state(), "training_state": True}
+
+    def deploy_checkpoint(self, metrics: dict) -> dict:
+        """What deployment needs and nothing more (``best.pt``): the task's self-describing keys, the EMA weights
+        (float16 floats with ``cfg.best_half``), run config, epoch and this epoch's ``metrics`` (timings left
+        out); no raw weights, EMA counters, optimizer, scaler or RNG states (``last.pt`` has those)."""
+        deploy = self.eval_model
+        meta = self.task.checkpoint_meta(deploy) if self.task.checkpoint_meta else {}
+        dtype = torch.float16 if self.cfg.best_half else None
+        state = {k: v.detach().cpu().to(dtype) if dtype and v.is_floating_point() else v.detach().cpu()
+                 for k, v in deploy.state_dict().items()}
+        return {**meta, "model": state, "epoch": self.epoch, "best_fitness": float(self.best_fitness),
+                "best_epoch": self.best_epoch, "run_config": self.cfg.to_dict(), "training_state": False,
+                "metrics": {k: v for k, v in metrics.items() if not k.startswith("time")}}
 
     def save(self, name: str, epoch: int | None = None, interrupted: bool = False) -> Path:
         path = self.weights_dir / name
@@ -277,12 +308,7 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Load a training checkpoint: weights, EMA, optimizer, scaler, counters and RNG states."""
         ckpt = load_safe(path)
-        missing = [k for k in ("train_model", "optimizer", "epoch", "rng") if k not in ckpt]
-        if missing:
-            from yolo.errors import InputError
-
-            raise InputError(f"not a training checkpoint (no {', '.join(missing)}); use it as weights instead",
-                             str(path))
+        check_resumable(ckpt, path)
         unwrap(self.model).load_state_dict(ckpt["train_model"])
         if self.ema is not None and ckpt.get("ema"):
             self.ema.load_state_dict({**ckpt["ema"], "model": ckpt["model"]})

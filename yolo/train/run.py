@@ -24,7 +24,7 @@ from yolo.model.darknet import Darknet
 from yolo.train import defaults
 from yolo.train.config import RunConfig
 from yolo.train.defaults import TrainData
-from yolo.train.engine import Trainer, TrainTask
+from yolo.train.engine import Trainer, TrainTask, check_resumable
 from yolo.train.loss import YoloLoss
 from yolo.utils.checkpoint import load_safe
 from yolo.utils.dist import (
@@ -280,9 +280,10 @@ def _with_val_pictures(validate: Callable, data: TrainData, out_dir: Path, iou: 
         x = images.to(next(model.parameters()).device).float() / 255
         dets = non_max_suppression(model.decode(model(x)).float().cpu(), 0.25, iou)  # per image [K, 6] xyxy
         h, w = x.shape[-2:]
-        rows = [torch.cat((torch.full((len(d), 1), float(i)), d[:, 5:6],  # [K, 6] as targets: image, class, box
-                           xyxy_to_cxcywh(d[:, :4]) / d.new_tensor([w, h, w, h])), 1) for i, d in enumerate(dets)]
-        save_batch_image(images, torch.cat(rows) if rows else torch.zeros(0, 6), out_dir / "val_batch0_pred.jpg",
+        rows = [torch.cat((torch.full((len(d), 1), float(i)), d[:, 5:6],  # [K, 7]: image, class, box, score
+                           xyxy_to_cxcywh(d[:, :4]) / d.new_tensor([w, h, w, h]), d[:, 4:5]), 1)
+                for i, d in enumerate(dets)]
+        save_batch_image(images, torch.cat(rows) if rows else torch.zeros(0, 7), out_dir / "val_batch0_pred.jpg",
                          data.names)
         return metrics
 
@@ -311,6 +312,7 @@ def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> R
     from yolo.train.config import apply_override, validate
 
     ckpt = load_safe(path)
+    check_resumable(ckpt, path)  # best.pt and converted .pt files: one line on how to fine-tune from them
     if "run_config" not in ckpt:
         raise InputError("not a training checkpoint (no run_config); pass it as weights instead", str(path))
     cfg = RunConfig.from_dict(ckpt["run_config"], str(path))
