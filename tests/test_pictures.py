@@ -40,7 +40,7 @@ def test_text_contrast_rule():
         other = BLACK if fg == WHITE else WHITE
         assert wcag_contrast(fg, bg) >= max(wcag_contrast(other, bg), 4.5), bg  # WCAG AA for normal text
     assert text_color((0, 255, 255)) == BLACK and text_color((130, 0, 0)) == WHITE  # yellow, navy
-    light, dark = 4, 16  # PALETTE[4] (49, 210, 207) is light, PALETTE[16] (133, 0, 82) dark
+    light, dark = 12, 8  # PALETTE[12] (49, 210, 207) is light, PALETTE[8] (133, 0, 82) dark
     for cls, fg, absent in ((light, BLACK, WHITE), (dark, WHITE, BLACK)):
         out = draw_detections(np.full((120, 200, 3), GREY, np.uint8), [[50, 60, 150, 110, 0.9, cls]], ["person"])
         tag = class_color(cls)
@@ -49,8 +49,8 @@ def test_text_contrast_rule():
 
 def _white_text_pixels(box, shape=(300, 400), name="person"):
     img = np.full((*shape, 3), GREY, np.uint8)
-    out = draw_detections(img, [[*box, 0.93, 16]], [name])
-    return int(text_pixels(out, WHITE, class_color(16)).sum())  # dark tag: white text
+    out = draw_detections(img, [[*box, 0.93, 8]], [name])
+    return int(text_pixels(out, WHITE, class_color(8)).sum())  # dark tag: white text
 
 
 def test_labels_stay_inside_the_image():
@@ -81,20 +81,20 @@ def test_line_width_grows_with_the_image():
 
 def test_batch_mosaic_draws_through_the_helper(tmp_path):
     images = torch.full((16, 3, 256, 256), 128, dtype=torch.uint8)
-    targets = torch.tensor([[0, 16, 0.5, 0.5, 0.5, 0.5], [2, 16, 0.95, 0.5, 0.1, 0.2]])  # tile 2: at its right edge
-    save_batch_image(images, targets, tmp_path / "b.png", ["person"] * 17)
+    targets = torch.tensor([[0, 8, 0.5, 0.5, 0.5, 0.5], [2, 8, 0.95, 0.5, 0.1, 0.2]])  # tile 2: at its right edge
+    save_batch_image(images, targets, tmp_path / "b.png", ["person"] * 9)
     canvas = cv2.imread(str(tmp_path / "b.png"))
-    assert canvas.shape == (1024, 1024, 3)
-    tile0 = canvas[:256, :256]
-    assert (tile0[128] == class_color(16)).all(-1).sum() // 2 == line_width(canvas.shape) > 1  # sized for 1024 px
-    white = lambda img: int(text_pixels(img, WHITE, class_color(16)).sum())  # noqa: E731 - the tags' text
-    assert white(tile0) > 50
-    tile3 = canvas[4:252, 768 + 4:1024 - 4]  # no box: the tag of tile 2's border box did not spill into it
-    assert (tile3 == GREY).all()
-    assert white(canvas[:256, 512:768]) == white(tile0)  # its tag is whole inside its own tile
-    preds = torch.tensor([[0, 16, 0.5, 0.5, 0.5, 0.5, 0.87]])  # [M, 7]: a score last
-    save_batch_image(images, preds, tmp_path / "p.png", ["person"] * 17)
-    assert white(cv2.imread(str(tmp_path / "p.png"))[:256, :256]) > white(tile0)  # "person 0.87" > "person"
+    gap = (canvas.shape[1] - 4 * 256) // 3
+    assert canvas.shape[:2] == (4 * 256 + 3 * gap,) * 2 and (canvas[:, 256:256 + gap] == WHITE).all()  # separators
+    tile = [canvas[:256, k * (256 + gap):k * (256 + gap) + 256] for k in range(4)]  # the first row of tiles
+    assert (tile[0][128] == class_color(8)).all(-1).sum() // 2 == line_width((1024, 1024)) > 1  # sized for 1024 px
+    white = lambda img: int(text_pixels(img, WHITE, class_color(8)).sum())  # noqa: E731 - the tags' text
+    assert white(tile[0]) > 50
+    assert (tile[3] == GREY).all()  # no box: the tag of tile 2's border box did not spill into it
+    assert white(tile[2]) == white(tile[0])  # its tag is whole inside its own tile
+    preds = torch.tensor([[0, 8, 0.5, 0.5, 0.5, 0.5, 0.87]])  # [M, 7]: a score last
+    save_batch_image(images, preds, tmp_path / "p.png", ["person"] * 9)
+    assert white(cv2.imread(str(tmp_path / "p.png"))[:256, :256]) > white(tile[0])  # "person 0.87" > "person"
 
 
 COLUMNS = ["epoch", "train/box", "train/obj", "train/cls", "train/loss", "map50", "map", "precision", "recall",
@@ -127,6 +127,8 @@ def test_results_png_draws_the_expected_panels(tmp_path):
         lines = ax.get_lines()
         np.testing.assert_allclose(lines[0].get_ydata(), [r[column[ax.get_title()]] for r in rows], rtol=1e-6)
         np.testing.assert_array_equal(lines[0].get_xdata(), [1, 2, 3, 4])  # epochs counted from 1
+    star = drawn[-1].get_lines()[1]  # the epoch best.pt comes from
+    assert list(star.get_xdata()) == [1 + int(np.argmax([r["fitness"] for r in rows]))]
     box = drawn[0].get_lines()
     assert len(box) == 2 and np.allclose(box[1].get_ydata(), [r["val/box"] for r in rows])  # val in the same panel
     plt.close(fig)
@@ -141,5 +143,5 @@ def test_results_png_keeps_its_layout_without_validation(tmp_path):
         fig = results_figure(list(csv.DictReader(f)), plt)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["mse loss", "", "", "", "learning rate"] + EXPECTED[5:]
-    assert [len(ax.get_lines()) for ax in fig.axes] == [1, 0, 0, 0, 1, 0, 0, 0, 0, 1]
+    assert [len(ax.get_lines()) for ax in fig.axes] == [1, 0, 0, 0, 1, 0, 0, 0, 0, 2]
     plt.close(fig)

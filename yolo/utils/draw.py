@@ -11,11 +11,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# 20 distinct BGR colours; class i gets PALETTE[i % 20]
-PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
-           (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
-           (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
-           (200, 149, 255), (199, 55, 255)]
+# 20 distinct BGR colours; class i gets PALETTE[i % 20]. Neighbouring classes get far-apart hues (the
+# ultralytics colours, taken with a stride of 7 through their hue order: red, light green, blue, pink, ...).
+PALETTE = [(56, 56, 255), (134, 219, 61), (236, 24, 0), (151, 157, 255), (52, 147, 26), (255, 56, 132),
+           (31, 112, 255), (187, 212, 0), (133, 0, 82), (29, 178, 255), (168, 153, 44), (255, 56, 203),
+           (49, 210, 207), (255, 194, 0), (200, 149, 255), (10, 249, 72), (147, 69, 52), (199, 55, 255),
+           (23, 204, 146), (255, 115, 100)]
 BLACK, WHITE = (0, 0, 0), (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 MIN_FONT_SCALE = 0.4  # below this cv2's Hershey text is no longer readable
@@ -33,8 +34,13 @@ def line_width(shape: tuple[int, ...]) -> int:
 
 
 def font_scale(lw: int) -> float:
-    """cv2 font scale that goes with line width ``lw`` (text about 7 * lw + 3 pixels high)."""
-    return max(lw / 3, MIN_FONT_SCALE)
+    """cv2 font scale that goes with line width ``lw`` (capitals about 22 * scale pixels high)."""
+    return max(0.2 * lw, MIN_FONT_SCALE)
+
+
+def text_thickness(lw: int) -> int:
+    """Stroke width of the tag text for line width ``lw``."""
+    return max(1, lw // 2)
 
 
 def relative_luminance(bgr: tuple[int, int, int]) -> float:
@@ -59,7 +65,7 @@ def label_box(text: str, x: int, y: int, lw: int, shape: tuple[int, ...]) -> tup
     width, height, font scale). Above the box when there is room, else just inside it; moved left and up so it
     stays inside the image; the font shrinks when the text is wider than the image."""
     h, w = shape[:2]
-    scale, thick = font_scale(lw), max(lw - 1, 1)
+    scale, thick = font_scale(lw), text_thickness(lw)
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thick)
     if tw + 2 > w:  # a very narrow image: shrink the text to its width
         scale *= (w - 2) / (tw + 2)
@@ -74,7 +80,7 @@ def label_box(text: str, x: int, y: int, lw: int, shape: tuple[int, ...]) -> tup
 def put_label(img: np.ndarray, x: int, y: int, text: str, color: tuple[int, int, int], lw: int) -> None:
     """Draw a filled tag in ``color`` with ``text`` for a box whose top-left corner is (x, y), in place."""
     left, top, tag_w, tag_h, scale = label_box(text, x, y, lw, img.shape)
-    thick = max(lw - 1, 1)
+    thick = text_thickness(lw)
     (_, th), base = cv2.getTextSize(text, FONT, scale, thick)
     cv2.rectangle(img, (left, top), (left + tag_w - 1, top + tag_h - 1), color, -1, cv2.LINE_8)
     cv2.putText(img, text, (left + 1, top + 1 + th), FONT, scale, text_color(color), thick, cv2.LINE_AA)

@@ -82,10 +82,22 @@ def results_figure(rows: list[dict], plt):
             ax.legend(fontsize=8)
         if not keys or not any(_series(rows, k)[0] for k in keys):
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="0.5")
-        ax.grid(alpha=0.3)
-        ax.set_xlabel("epoch", fontsize=8)
+        if title.startswith("fitness") and keys and _series(rows, keys[0])[0]:
+            xs, ys = _series(rows, keys[0])
+            best = int(np.argmax(ys))
+            ax.plot([xs[best]], [ys[best]], marker="*", markersize=12, linestyle="", label="best.pt")
+            ax.legend(fontsize=8)
+        _epoch_axis(ax)
     fig.tight_layout()
     return fig
+
+
+def _epoch_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("epoch", fontsize=8)
 
 
 def time_figure(rows: list[dict], plt):
@@ -94,9 +106,8 @@ def time_figure(rows: list[dict], plt):
     for key in time_columns(list(rows[0])):
         ax.plot(*_series(rows, key), marker=".", label=key.replace("time/", "") if key != "time" else "total")
     ax.set_title("seconds per epoch", fontsize=10)
-    ax.set_xlabel("epoch", fontsize=8)
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    _epoch_axis(ax)
     fig.tight_layout()
     return fig
 
@@ -130,7 +141,7 @@ def save_batch_image(images, targets, path: str | Path, names: list[str] | None 
     class, cx, cy, w, h normalized) drawn, or ``[M, 7]`` with a score last (predictions: tags show it).
 
     Lines and tags are sized for the whole mosaic (what a viewer scales to the screen); each tag stays inside
-    its own tile.
+    its own tile; white lines as wide as the box lines separate the tiles.
     """
     imgs = images[:max_images].detach().cpu()
     if imgs.dtype.is_floating_point:
@@ -139,8 +150,9 @@ def save_batch_image(images, targets, path: str | Path, names: list[str] | None 
     b, h, w, _ = imgs.shape
     cols = int(np.ceil(np.sqrt(b)))
     rows = -(-b // cols)
-    canvas = np.full((rows * h, cols * w, 3), 255, np.uint8)
-    lw = line_width(canvas.shape)
+    lw = line_width((rows * h, cols * w))
+    gap = lw  # white lines between the tiles (training tiles are mosaics themselves)
+    canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
     t = targets.detach().cpu().float().numpy().reshape(-1, targets.shape[-1] if targets.ndim == 2 else 6)
     for i in range(b):
         mine = t[t[:, 0] == i]  # [K, 6 or 7]
@@ -148,8 +160,8 @@ def save_batch_image(images, targets, path: str | Path, names: list[str] | None 
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)  # [K, 4] tile pixels
         tile = draw_boxes(imgs[i][:, :, ::-1], boxes, mine[:, 1], mine[:, 6] if t.shape[1] > 6 else None, names,
                           lw=lw)  # BGR for cv2
-        r, c = divmod(i, cols)
-        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+        y, x = (k * (n + gap) for k, n in zip(divmod(i, cols), (h, w)))
+        canvas[y:y + h, x:x + w] = tile
     ok, buf = cv2.imencode(Path(path).suffix or ".jpg", canvas)
     if ok:
         with atomic_write(path) as f:
