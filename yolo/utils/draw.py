@@ -28,19 +28,25 @@ def class_color(cls: int) -> tuple[int, int, int]:
 
 
 def line_width(shape: tuple[int, ...]) -> int:
-    """Box line thickness for a picture of ``shape`` (h, w, ...): ~0.3% of its mean side, at least 1 pixel
+    """Box line width for a picture of ``shape`` (h, w, ...): ~0.3% of its mean side, at least 1 pixel
     (256 px: 1, 640 px: 2, 1024 px: 3, 1920 x 1080: 4)."""
     return max(1, round(0.003 * (shape[0] + shape[1]) / 2))
 
 
+def mosaic_line_width(shape: tuple[int, ...]) -> int:
+    """Line width for a mosaic of small pictures of ``shape`` (h, w, ...) in all: 0.1% of h + w, thinner than
+    :func:`line_width` so small objects in the tiles stay visible (1024 x 1024: 2)."""
+    return max(1, round(0.001 * (shape[0] + shape[1])))
+
+
 def font_scale(lw: int) -> float:
     """cv2 font scale that goes with line width ``lw`` (capitals about 22 * scale pixels high)."""
-    return max(0.2 * lw, MIN_FONT_SCALE)
+    return max(lw / 3, MIN_FONT_SCALE)
 
 
 def text_thickness(lw: int) -> int:
     """Stroke width of the tag text for line width ``lw``."""
-    return max(1, lw // 2)
+    return max(lw - 1, 1)
 
 
 def relative_luminance(bgr: tuple[int, int, int]) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from yolo.utils.checkpoint import atomic_write
-from yolo.utils.draw import draw_boxes, line_width
+from yolo.utils.draw import draw_boxes, mosaic_line_width
 
 LOSS_ORDER = ("box", "obj", "cls", "loss")  # loss parts in this order first, any others after them
 LOSS_TITLES = {"box": "box loss", "obj": "objectness loss", "cls": "class loss", "loss": "total loss"}
@@ -150,7 +150,7 @@ def save_batch_image(images, targets, path: str | Path, names: list[str] | None 
     b, h, w, _ = imgs.shape
     cols = int(np.ceil(np.sqrt(b)))
     rows = -(-b // cols)
-    lw = line_width((rows * h, cols * w))
+    lw = mosaic_line_width((rows * h, cols * w))
     gap = lw  # white lines between the tiles (training tiles are mosaics themselves)
     canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
     t = targets.detach().cpu().float().numpy().reshape(-1, targets.shape[-1] if targets.ndim == 2 else 6)
