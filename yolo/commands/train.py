@@ -11,15 +11,18 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (run YAML + --set overrides; torchrun for several GPUs)",
                        description="Train a darknet-cfg model. The run config is the defaults, then --cfg's YAML, then "
                                    "every --set key=value (dotted keys for nested settings; values read as YAML). "
-                                   "Writes runs/train/exp (exp2, ... if taken): run.yaml, weights/last.pt and best.pt, "
-                                   "results.csv and results.png. Several processes: torchrun --nproc_per_node N -m "
+                                   "Writes runs/train/exp (exp2, ... if taken): run.yaml, weights/last.pt (everything "
+                                   "--resume needs) and best.pt (the best epoch's EMA weights only, about the size of "
+                                   "the model; best_half=true stores them as float16), results.csv and results.png. "
+                                   "Several processes: torchrun --nproc_per_node N -m "
                                    "yolo train ... (batch_size is the total over all processes).")
     p.add_argument("--cfg", help="run YAML (e.g. cfg/train/shapes.yaml); without it the defaults are used")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override settings: --set epochs=3 optimizer=adamw augment.mosaic=0")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                    help="continue a run from its last.pt (default: the newest runs/train/*/weights/last.pt); the "
-                        "run config comes from the checkpoint, --set may change it (e.g. epochs)")
+                        "run config comes from the checkpoint, --set may change it (e.g. epochs). best.pt holds no "
+                        "training state: fine-tune from it with --set weights=PATH instead")
     p.set_defaults(run=_run_train)
 
 
