@@ -3,7 +3,9 @@
 Keys: ``format`` ("yolo-toolkit"), ``format_version`` (1), ``cfg`` (the darknet cfg text), ``cfg_name``,
 ``names`` (class names), ``bn_eps`` (BN epsilon the weights were trained with), ``darknet`` (``major``,
 ``minor``, ``revision``, ``seen``, ``cutoff``: enough to write the ``.weights`` file back byte for byte),
-``model`` (the state dict). Training runs add their own keys.
+``model`` (the state dict). Training runs add their own keys (``yolo.train.engine``): ``last.pt`` everything
+resume needs, ``best.pt`` only ``epoch``, ``best_fitness``, ``best_epoch``, ``run_config``, ``metrics`` and
+``training_state: False``, its ``model`` in float16 with ``best_half`` (loaded back into float32).
 Everything is tensors, strings, numbers, lists and dicts, so it loads with ``torch.load(weights_only=True)``.
 """
 
