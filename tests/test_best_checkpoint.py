@@ -98,3 +98,19 @@ def test_resume_from_best_pt_is_refused_with_the_way_to_fine_tune(runs, capsys):
     best = torch.load(f16 / "best.pt", map_location="cpu", weights_only=True)["model"]
     for k, v in model.state_dict().items():
         assert torch.equal(v, best[k].to(v.dtype)), k
+
+
+def test_generic_trainer_writes_a_lean_best_pt_with_plain_metrics(tmp_path):
+    from tests.test_engine import toy_cfg, toy_trainer
+
+    scores = iter([0.2, 0.5, 0.4])  # best at epoch 1
+    tr = toy_trainer(tmp_path, toy_cfg(epochs=3), validate=lambda model, epoch: {
+        "map50": np.float32(0.0), "map": np.float64(next(scores) / 0.9), "images": np.int64(48), "note": "x"})
+    tr.fit()
+    best = torch.load(tmp_path / "run" / "weights" / "best.pt", weights_only=True)  # numpy scalars would refuse
+    assert best["epoch"] == 1 and not any(k in best for k in TRAINING_STATE)
+    assert best["metrics"]["images"] == 48 and abs(best["metrics"]["fitness"] - 0.5) < 1e-6
+    assert "note" not in best["metrics"] and "time" not in best["metrics"]
+    final = tr.ema.ema.state_dict()  # the run ended at epoch 2: best.pt kept epoch 1's EMA weights
+    assert any(not torch.equal(final[k], v) for k, v in best["model"].items())
+    assert torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)["epoch"] == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,12 @@ def _set_epoch(loader, epoch: int) -> None:
         if obj is not None and id(obj) not in seen and hasattr(obj, "set_epoch"):
             seen.add(id(obj))
             obj.set_epoch(epoch)
+
+
+def _plain_numbers(values: dict) -> dict:
+    """The numbers of ``values`` as Python ints and floats (numpy scalars would not load with weights_only)."""
+    return {k: int(v) if isinstance(v, numbers.Integral) else float(v) for k, v in values.items()
+            if isinstance(v, numbers.Real)}
 
 
 TRAINING_KEYS = ("train_model", "optimizer", "scaler", "epoch", "rng")  # what resume() reads
@@ -298,7 +305,7 @@ class Trainer:
                  for k, v in deploy.state_dict().items()}
         return {**meta, "model": state, "epoch": self.epoch, "best_fitness": float(self.best_fitness),
                 "best_epoch": self.best_epoch, "run_config": self.cfg.to_dict(), "training_state": False,
-                "metrics": {k: v for k, v in metrics.items() if not k.startswith("time")}}
+                "metrics": _plain_numbers({k: v for k, v in metrics.items() if not k.startswith("time")})}
 
     def save(self, name: str, epoch: int | None = None, interrupted: bool = False) -> Path:
         path = self.weights_dir / name
