@@ -98,7 +98,7 @@ RUN = {
         (_TINY_PT + _IMAGES, {"yolov3": "yolov3-tiny"}),
     ("python-api.md", "from yolo import coco_eval, evaluate_files, Evaluator"):
         (_COCO, {"Evaluator.merge(list_of_states)": "Evaluator.merge([states])"}),
-    ("python-api.md", "from yolo.config import load_run_config"):
+    ("python-api.md", "from yolo.train.config import load_run_config"):
         (_TINY_DATA, {'["epochs=3", "img_size=128"]':
                       '["epochs=1", "img_size=64", "batch_size=4", "workers=0", "data=tiny.yaml"]'}),
     ("python-api.md", "from yolo import export_model, load_exported"):
