@@ -68,7 +68,7 @@ def test_best_pt_holds_the_deployable_model_only(runs, tmp_path):
 def test_best_pt_detects_like_the_ema_model(runs, ema):
     f32, f16 = runs
     img = np.ascontiguousarray(cv2.resize(photo_rgb(), (160, 128))[:, :, ::-1])  # BGR
-    run = lambda model: Detector(TorchBackend(model, winograd=False), img_size=128, conf=0.01)(img)[0]  # noqa: E731
+    run = lambda model: Detector(TorchBackend(model, winograd=False), img_size=128, conf=0.01)(img)[0]
     expected, got = run(copy.deepcopy(ema)), run(load_model(f32 / "best.pt"))  # (Winograd's first call is slow
     # on CPU; TorchBackend folds BN into the model it is given)
     assert len(expected.boxes) > 0

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from yolo.utils.draw import PALETTE, class_color, draw_boxes, draw_detections, line_width, text_color
+from yolo.utils.draw import (
+    PALETTE,
+    class_color,
+    draw_boxes,
+    draw_detections,
+    line_width,
+    text_color,
+)
 from yolo.utils.plots import plot_results, results_figure, save_batch_image
 
 GREY = (128, 128, 128)
@@ -88,7 +95,7 @@ def test_batch_mosaic_draws_through_the_helper(tmp_path):
     assert canvas.shape[:2] == (4 * 256 + 3 * gap,) * 2 and (canvas[:, 256:256 + gap] == WHITE).all()  # separators
     tile = [canvas[:256, k * (256 + gap):k * (256 + gap) + 256] for k in range(4)]  # the first row of tiles
     assert (tile[0][128] == class_color(8)).all(-1).sum() // 2 == 2 > line_width((256, 256))  # for 1024 px, not 256
-    white = lambda img: int(text_pixels(img, WHITE, class_color(8)).sum())  # noqa: E731 - the tags' text
+    white = lambda img: int(text_pixels(img, WHITE, class_color(8)).sum())  # the tags' text
     assert white(tile[0]) > 50
     assert (tile[3] == GREY).all()  # no box: the tag of tile 2's border box did not spill into it
     assert white(tile[2]) == white(tile[0])  # its tag is whole inside its own tile

@@ -87,7 +87,7 @@ def put_label(img: np.ndarray, x: int, y: int, text: str, color: tuple[int, int,
     """Draw a filled tag in ``color`` with ``text`` for a box whose top-left corner is (x, y), in place."""
     left, top, tag_w, tag_h, scale = label_box(text, x, y, lw, img.shape)
     thick = text_thickness(lw)
-    (_, th), base = cv2.getTextSize(text, FONT, scale, thick)
+    (_, th), _ = cv2.getTextSize(text, FONT, scale, thick)
     cv2.rectangle(img, (left, top), (left + tag_w - 1, top + tag_h - 1), color, -1, cv2.LINE_8)
     cv2.putText(img, text, (left + 1, top + 1 + th), FONT, scale, text_color(color), thick, cv2.LINE_AA)
 
