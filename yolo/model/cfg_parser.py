@@ -680,3 +680,22 @@ def darknet_float_count(s: ConvSpec) -> int:
     weights = s.filters * (s.in_channels // s.groups) * s.size * s.size
     return weights + (4 if s.batch_normalize else 1) * s.filters
 
+
+
+def darknet_layer_flops(s: LayerSpec, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """``(conv FLOPs, AlexeyAB FLOPs)`` of one layer whose output is ``shape`` ``(C, H, W)``, for one image.
+
+    The first is pjreddie's ``darknet ops`` count: 2 x multiply-adds of convolutions only. The second is what
+    AlexeyAB's darknet sums into its printed "Total BFLOPS" (``l.bflops`` of each layer, src/*_layer.c): the
+    same conv term, plus ``size^2 x outputs`` for a max-pool and ``outputs`` for an unweighted shortcut;
+    route, upsample, avgpool, scale_channels, dropout and yolo set no ``bflops`` and count 0.
+    """
+    c, h, w = shape
+    if isinstance(s, ConvSpec):
+        conv = 2 * (s.in_channels // s.groups) * s.filters * s.size * s.size * h * w
+        return conv, conv
+    if isinstance(s, MaxPoolSpec):
+        return 0, s.size * s.size * c * h * w
+    if isinstance(s, ShortcutSpec):
+        return 0, c * h * w
+    return 0, 0
