@@ -8,8 +8,18 @@ import torch
 from torch import nn
 
 from yolo.model.cfg_parser import (
-    AvgPoolSpec, ConvSpec, DropoutSpec, MaxPoolSpec, ModelSpec, RouteSpec, ScaleChannelsSpec, ShortcutSpec,
-    UpsampleSpec, YoloSpec, parse_cfg, parse_cfg_text,
+    AvgPoolSpec,
+    ConvSpec,
+    DropoutSpec,
+    MaxPoolSpec,
+    ModelSpec,
+    RouteSpec,
+    ScaleChannelsSpec,
+    ShortcutSpec,
+    UpsampleSpec,
+    YoloSpec,
+    parse_cfg,
+    parse_cfg_text,
 )
 from yolo.model.head import YoloHead
 from yolo.model.layers import ConvBlock, GlobalAvgPool, MaxPoolDarknet, Route, ScaleChannels, Shortcut
