@@ -219,7 +219,7 @@ REFUSED = [  # (section text with the key on its last line, the key's name)
     ("[convolutional]\nfilters=4\nsize=1\n[shortcut]\nfrom=-2\nweights_type=per_feature\n", "weights_type"),
     ("[convolutional]\nfilters=4\nsize=1\n[shortcut]\nfrom=-1,-2\n", "from"),
     ("[maxpool]\nsize=2\nstride=1\nmaxpool_depth=1\n", "maxpool_depth"),
-    ("[upsample]\nstride=2\nscale=0.5\n", "scale"),
+    ("[convolutional]\nfilters=4\nsize=1\nstride=2\n[upsample]\nstride=2\nscale=0.5\n", "scale"),
 ]
 
 
