@@ -41,12 +41,13 @@ from yolo.model.darknet import Darknet
 if not hasattr(cv2.dnn, "readNetFromDarknet"):  # removed in OpenCV 5; the dev extra pins 4.x
     pytest.skip("OpenCV without the darknet importer", allow_module_level=True)
 
-# name: input (height, width) for the test; small for the big networks to keep the suite quick
+# name: input (height, width) for the test; small for the big networks to keep the suite quick (p6, of stride
+# 64, needs 192: at 128 its 2x2 deepest maps give BN statistics so noisy that float32 drifts by 2e-2)
 ZOO = {
-    "yolov3-tiny-prn": (192, 256), "enet-coco": (192, 256), "yolov4-tiny": (192, 256),
+    "yolov3-tiny-prn": (192, 256), "enet-coco": (128, 160), "yolov4-tiny": (192, 256),
     "yolov4-tiny-3l": (192, 256), "yolov7-tiny": (192, 256),
     "yolov4": (128, 160), "yolov4-csp": (128, 160), "yolov4-csp-swish": (128, 160), "yolov7": (128, 160),
-    "yolov4-p5": (96, 128), "yolov4x-mish": (96, 128), "yolov7x": (96, 128), "yolov4-p6": (128, 128),
+    "yolov4-p5": (96, 128), "yolov4x-mish": (96, 128), "yolov7x": (96, 128), "yolov4-p6": (192, 192),
 }
 SLOW = {"yolov4-p5", "yolov4x-mish", "yolov7x", "yolov4-p6"}  # the biggest: `-m "not slow"` skips them
 DRIFT_FACTOR = 4.0
