@@ -138,7 +138,7 @@ class Shortcut(nn.Module):
         super().__init__()
         self.act = make_activation(activation)
 
-    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:  # [B, C, H, W], [B, C', H, W] -> [B, C, H, W]
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:  # [B,C,H,W], [B,C',H,W] -> [B,C,H,W]
         c, c_other = x.shape[1], other.shape[1]
         if c_other == c:
             return self.act(x + other)
