@@ -44,7 +44,8 @@ FLOPS_CONVENTION = {
     "bflops": "AlexeyAB darknet's Total BFLOPS: gflops + max-pool (size*size/output) + shortcut (1/output), "
               "per image",
     "gflops_total": "gflops + conv bias adds + BN (2/element) + activations (1/element) + shortcut adds "
-                    "(1/element) + max-pool comparisons (size*size-1 per output), per image",
+                    "(1/element) + max-pool comparisons (size*size-1 per output) + avg-pool adds (1/input) + "
+                    "scale_channels multiplies (1/output), per image",
 }
 
 
