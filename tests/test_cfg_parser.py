@@ -339,13 +339,18 @@ def test_shortcut_needs_from():
     expect_error(text, 4, "[shortcut] needs the key 'from'")
 
 
-def test_shortcut_mismatched_channels():
+def test_shortcut_with_different_channels_keeps_the_previous_layers():
+    """AlexeyAB's shortcut adds over the channels both have (yolov3-tiny-prn); the output has the previous's."""
     text = "[net]\n[convolutional]\nfilters=4\n[convolutional]\nfilters=8\n[shortcut]\nfrom=-2\n"
-    assert line_at(text, 7) == "from=-2"
-    expect_error(text, 7, "4 channels", "8 channels", "shapes must match")
-    # same channels but a different stride is just as wrong
+    sc = parse_cfg_text(text).layers[2]
+    assert isinstance(sc, ShortcutSpec) and sc.source == 0 and sc.out_channels == 8
+    assert layer_shapes(parse_cfg_text(text), 32, 32)[2] == (8, 32, 32)
+
+
+def test_shortcut_mismatched_strides():
     text = "[net]\n[convolutional]\nfilters=4\n[convolutional]\nfilters=4\nstride=2\n[shortcut]\nfrom=-2\n"
-    expect_error(text, 8, "stride 1", "stride 2", "shapes must match")
+    assert line_at(text, 8) == "from=-2"
+    expect_error(text, 8, "stride 1", "stride 2", "same size")
 
 
 def test_shortcut_ok():

@@ -24,6 +24,36 @@ def test_darknet_bflops(name, size, gflops):
     assert result["gflops_total"] > result["gflops"]
 
 
+# "Total BFLOPS" AlexeyAB's darknet prints for each cfg at its own [net] width x height (and yolov4 at 416)
+ALEXEYAB_BFLOPS = [("yolov4", None, 128.459), ("yolov4", 416, 60.137), ("yolov4-tiny", None, 6.910),
+                   ("yolov4-csp", None, 77.003), ("yolov4-csp-swish", None, 120.317), ("yolov4x-mish", None, 221.986),
+                   ("yolov7-tiny", None, 5.802), ("yolov7", None, 104.580), ("yolov7x", None, 189.760),
+                   ("yolov3-tiny-prn", None, 3.467), ("enet-coco", None, 3.731), ("yolov3", 416, 65.879)]
+
+
+@pytest.mark.parametrize("name,size,bflops", ALEXEYAB_BFLOPS)
+def test_alexeyab_total_bflops(name, size, bflops):
+    from tests.test_zoo import spec_of
+
+    spec = spec_of(name)
+    size = size or (spec.net.height, spec.net.width)
+    with torch.device("meta"):  # counts come from the spec; no weights needed for runs=0
+        model = Darknet(spec)
+    result = profile_model(model, size, runs=0)
+    assert round(result["bflops"], 3) == bflops
+    assert result["gflops"] <= result["bflops"] < result["gflops_total"]
+    assert result["bflops"] == pytest.approx(sum(layer["bflops"] for layer in result["layers"]), rel=1e-12)
+
+
+def test_global_avgpool_receptive_field_is_the_whole_input():
+    from tests.test_zoo import spec_of
+
+    costs = layer_costs(spec_of("enet-coco"), 416, 416)
+    pools = [c for c in costs if c.type == "avgpool"]
+    assert pools and all(c.receptive_field is None and c.output_shape[1:] == [1, 1] for c in pools)
+    assert all(c.receptive_field is not None for c in costs[:3])
+
+
 def test_agrees_with_thop():
     """Our darknet-convention count is exactly 2 x thop's multiply-accumulates of the conv layers."""
     thop = pytest.importorskip("thop")
@@ -107,8 +137,9 @@ def test_receptive_fields_and_strides_by_hand():
 
 
 LAYER_KEYS = {"index", "type", "output_shape", "params", "gflops", "gflops_total", "receptive_field", "stride",
-              "latency_ms"}
+              "bflops", "latency_ms"}
 TOP_KEYS = {"params": int, "params_fused": int, "params_trainable": int, "gflops": float, "gflops_total": float,
+            "bflops": float,
             "input_size": list, "batch_size": int, "latency_ms": float, "latency": dict,
             "images_per_second": float, "peak_memory_mb": float, "memory_kind": str, "device": str, "dtype": str,
             "layers": list, "optimized": bool}

@@ -11,8 +11,10 @@ from yolo.errors import InputError
 def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="parameters, FLOPs, per-layer table, latency and memory",
                        description="Profile a model. GFLOPs are per image: 'gflops' counts 2 x multiply-adds of "
-                                   "conv layers as darknet does; 'gflops_total' adds BN, activations, additions and "
-                                   "pooling. Latency is the median of --runs timed forwards after warm-up.")
+                                   "conv layers as pjreddie's darknet does; 'bflops' is the Total BFLOPS AlexeyAB's "
+                                   "darknet prints (gflops + max-pool and shortcut terms); 'gflops_total' adds BN, "
+                                   "activations, additions and pooling. Latency is the median of --runs timed "
+                                   "forwards after warm-up.")
     p.add_argument("--cfg", help="darknet .cfg; alone: random weights (counts and speed do not depend on them)")
     p.add_argument("--weights", help="our .pt, another toolkit's checkpoint or a darknet .weights (these need --cfg)")
     p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N", help="416, or H W (default 416)")

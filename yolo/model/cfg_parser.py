@@ -16,7 +16,13 @@ from typing import Callable
 
 from yolo.errors import InputError
 
-ACTIVATIONS = ("leaky", "linear", "relu", "mish", "swish", "logistic")
+# Darknet's activation names this toolkit builds (yolo/model/layers.py has their formulas, from darknet's
+# src/activations.h). Darknet falls back to relu on a name it does not know; we refuse it.
+ACTIVATIONS = ("leaky", "linear", "relu", "mish", "swish", "logistic", "relu6", "elu", "selu", "gelu", "tanh",
+               "hardtan", "relie", "loggy")
+# Darknet names we do not build: refused with a message that says so (not "unknown").
+DARKNET_ONLY_ACTIVATIONS = ("hard_mish", "normalize_channels", "normalize_channels_softmax",
+                            "normalize_channels_softmax_maxval", "ramp", "plse", "lhtan", "stair", "revleaky")
 
 # Sane bounds: a cfg cannot make the toolkit allocate absurd memory.
 MAX_FILTERS = 16384
@@ -34,11 +40,16 @@ class LayerSpec:
     index: int
     line: int
     out_channels: int = 0
-    out_stride: int = 1
+    out_stride: int = 1  # 0: a global (1x1) map, e.g. after [avgpool]
 
     @property
     def kind(self) -> str:
         return SECTION_OF[type(self)]
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        """Absolute indices of the layers whose outputs this one reads (the previous one by default)."""
+        return (self.index - 1,) if self.index else ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,8 +66,14 @@ class ConvSpec(LayerSpec):
 
 @dataclass(frozen=True, kw_only=True)
 class ShortcutSpec(LayerSpec):
+    """Previous layer + layer ``source``, over the channels both have; the output keeps the previous layer's."""
+
     source: int  # absolute index of the layer added to the previous one
     activation: str = "linear"
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return (self.index - 1, self.source)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +81,10 @@ class RouteSpec(LayerSpec):
     sources: tuple[int, ...]  # absolute indices, concatenated along channels in this order
     groups: int = 1
     group_id: int = 0
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return self.sources
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +100,23 @@ class MaxPoolSpec(LayerSpec):
 
     def out_size(self, n: int) -> int:
         return (n + self.padding - self.size) // self.stride + 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class AvgPoolSpec(LayerSpec):
+    """``[avgpool]``: darknet's global average pool, ``[C, H, W] -> [C, 1, 1]``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleChannelsSpec(LayerSpec):
+    """``[scale_channels]``: ``out[c, y, x] = prev[c] * layer_source[c, y, x]`` (prev is a 1x1 map), then activation."""
+
+    source: int
+    activation: str = "linear"
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return (self.index - 1, self.source)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +170,8 @@ SECTION_OF = {
     RouteSpec: "route",
     UpsampleSpec: "upsample",
     MaxPoolSpec: "maxpool",
+    AvgPoolSpec: "avgpool",
+    ScaleChannelsSpec: "scale_channels",
     YoloSpec: "yolo",
     DropoutSpec: "dropout",
 }
@@ -223,13 +263,36 @@ class _Reader:
         self.used.add(key)
         return self.sect.keys[key][0]
 
+    def activation(self, key: str, default: str) -> str:
+        v = self._get(key, default, str.lower, "a word")
+        if v in DARKNET_ONLY_ACTIVATIONS:
+            raise self.error(key, f"activation={v} in [{self.sect.name}] is darknet's but not implemented here "
+                                  f"(implemented: {', '.join(ACTIVATIONS)})")
+        if v not in ACTIVATIONS:
+            raise self.error(key, f"{key}={v!r} in [{self.sect.name}]: expected one of {', '.join(ACTIVATIONS)}")
+        return v
+
     def reject_unknown(self, extra_allowed=()):
-        for key, (_, line) in self.sect.keys.items():
-            if key not in self.used and key not in extra_allowed:
-                known = sorted(self.used | set(extra_allowed))
-                raise InputError(
-                    f"unknown key {key!r} in [{self.sect.name}] (known: {', '.join(known)})", self.source, line
-                )
+        """Refuse keys nobody read: darknet keys that change the forward by name and value, others as unknown.
+
+        Keys that only steer darknet's training (``TRAINING_LAYER_KEYS``) are accepted; the cfg text keeps them.
+        """
+        refused = UNSUPPORTED_KEYS.get(self.sect.name, {}) | UNSUPPORTED_KEYS["*"]
+        for key, (value, line) in self.sect.keys.items():
+            if key in self.used or key in extra_allowed:
+                continue
+            if self.sect.name not in ("net", "network") and key in TRAINING_LAYER_KEYS:
+                continue
+            if key in refused:
+                what, noop = refused[key]
+                if noop is not None and _convert_value(value.lower()) == noop:
+                    continue  # darknet's default: the key changes nothing
+                raise InputError(f"{key}={value} in [{self.sect.name}] changes what darknet computes ({what}); "
+                                 "this toolkit does not implement it", self.source, line)
+            known = sorted(self.used | set(extra_allowed))
+            raise InputError(
+                f"unknown key {key!r} in [{self.sect.name}] (known: {', '.join(known)})", self.source, line
+            )
 
 
 _REQUIRED = object()
@@ -270,14 +333,71 @@ def _convert_value(s: str):
 
 # ----------------------------------------------------------------------------- per-section parsers
 
-# [net] keys darknet (pjreddie and AlexeyAB) knows; kept as data, none changes the network.
+# [net] keys darknet (pjreddie and AlexeyAB: parse_net_options) knows; kept as data, none changes the network.
 NET_KEYS = frozenset(
     """batch subdivisions width height channels momentum decay angle saturation exposure hue learning_rate
     burn_in max_batches policy steps scales step gamma power max_crop min_crop aspect flip mosaic mixup cutmix
     blur gaussian_noise letter_box label_smooth_eps adam b1 b2 eps time_steps notruth random max_chart_loss
     inputs track augment_speed sequential_subdivisions try_fix_nan loss_scale dynamic_minibatch optimized_memory
     workspace_size_limit_mb adversarial_lr attention contrastive unsupervised mosaic_bound equidistant_point
-    burn_out rate seed""".split()
+    burn_out rate seed ema_alpha learning_rate_min sgdr_cycle sgdr_mult seq_scales resize_step scale
+    badlabels_rejection_percentage num_sigmas_reject_badlabels weights_reject_freq contrastive_color
+    contrastive_jit_flip use_cuda_graph""".split()
+)
+
+# Keys darknet reads on any layer that only steer its training (frozen layers, learning-rate scales, update
+# schedules) or its GPU streams; accepted on every layer, kept in the cfg text. dropblock* act in training only.
+TRAINING_LAYER_KEYS = frozenset(
+    """stopbackward onlyforward dont_update burnin_update train_only_bn learning_rate clip stream wait_stream
+    dot grad_centr dropblock dropblock_size_rel dropblock_size_abs""".split()
+)
+
+# Darknet keys that change the forward (or how .weights are read) and that this toolkit does not build:
+# section -> key -> (what it does, the value at which it changes nothing, or None). "*": every section.
+UNSUPPORTED_KEYS: dict[str, dict[str, tuple[str, object]]] = {
+    "*": {
+        "dontload": ("the layer's weights are not read from the .weights file", 0),
+        "dontloadscales": ("the layer's BN scales are not read from the .weights file", 0),
+    },
+    "convolutional": {
+        "dilation": ("dilated convolution", 1),
+        "antialiasing": ("anti-aliased strided convolution", 0),
+        "share_index": ("weights shared with another layer", None),
+        "cbn": ("cross-iteration batch norm", 0),
+        "binary": ("binary weights", 0),
+        "xnor": ("XNOR convolution", 0),
+        "bin_output": ("binary output", 0),
+        "sway": ("deformable convolution", 0),
+        "rotate": ("deformable convolution", 0),
+        "stretch": ("deformable convolution", 0),
+        "stretch_sway": ("deformable convolution", 0),
+        "angle": ("deformable convolution", None),
+        "reverse": ("deformable convolution", None),
+        "flipped": ("transposed weights", 0),
+        "coordconv": ("coordinate channels", 0),
+        "assisted_excitation": ("assisted excitation", 0),
+    },
+    "maxpool": {
+        "maxpool_depth": ("max over channels", 0),
+        "out_channels": ("max over channels", 1),
+        "antialiasing": ("anti-aliased pooling", 0),
+        "maxpool_zero_nonmax": ("non-maximum outputs set to zero", 0),
+    },
+    "shortcut": {
+        "weights_type": ("weighted shortcut", "none"),
+        "weights_normalization": ("weighted shortcut", "none"),
+    },
+    "upsample": {"scale": ("output scaled", 1)},
+    "scale_channels": {"scale_wh": ("scale by a spatial map instead of per channel", 0)},
+}
+UNSUPPORTED_KEYS["conv"] = UNSUPPORTED_KEYS["convolutional"]
+UNSUPPORTED_KEYS["max"] = UNSUPPORTED_KEYS["maxpool"]
+
+# Darknet section names this toolkit does not build: refused by name.
+DARKNET_ONLY_SECTIONS = frozenset(
+    """sam reorg3d reorg local_avgpool local_avg implicit region detection gaussian_yolo connected conn crop cost
+    local activation crnn gru lstm conv_lstm history rnn normalization lrn batchnorm softmax soft contrastive
+    empty silence""".split()
 )
 
 YOLO_TRAINING_KEYS = frozenset(
@@ -297,17 +417,29 @@ def _parse_net(r: _Reader) -> NetSpec:
     return NetSpec(width=width, height=height, channels=channels, extras=extras)
 
 
+def _square_stride(r: _Reader) -> int:
+    """``stride``, or darknet's ``stride_x`` / ``stride_y`` when they agree (unequal ones are refused)."""
+    stride = r.int("stride", 1, 1, MAX_STRIDE)
+    sx, sy = r.int("stride_x", stride, 1, MAX_STRIDE), r.int("stride_y", stride, 1, MAX_STRIDE)
+    if sx != sy:
+        raise r.error("stride_x", f"stride_x={sx} and stride_y={sy} in [{r.sect.name}] differ; this toolkit "
+                                  "implements square strides only")
+    return sx
+
+
 def _parse_conv(r: _Reader, index: int, in_channels: int, in_stride: int) -> ConvSpec:
     filters = r.int("filters", 1, 1, MAX_FILTERS)
     size = r.int("size", 1, 1, MAX_KERNEL)
-    stride = r.int("stride", 1, 1, MAX_STRIDE)
+    stride = _square_stride(r)
     pad = r.int("pad", 0, 0, 1)
     padding = size // 2 if pad else r.int("padding", 0, 0, MAX_KERNEL)
     if pad and "padding" in r.sect.keys:
         r.used.add("padding")  # darknet: pad=1 overrides padding
     groups = r.int("groups", 1, 1, MAX_FILTERS)
     bn = bool(r.int("batch_normalize", 0, 0, 1))
-    act = r.choice("activation", "logistic", ACTIVATIONS)
+    act = r.activation("activation", "logistic")
+    if size == 1 and "dilation" in r.sect.keys:
+        r.used.add("dilation")  # darknet: a 1x1 convolution ignores dilation
     if in_channels % groups or filters % groups:
         raise r.error("groups", f"groups={groups} must divide the input channels ({in_channels}) and filters ({filters})")
     r.reject_unknown()
@@ -328,13 +460,14 @@ def _source(r: _Reader, key: str, value: int, index: int) -> int:
 
 
 def _parse_shortcut(r: _Reader, index: int, layers: list[LayerSpec]) -> ShortcutSpec:
+    if "," in r.sect.keys.get("from", ("", 0))[0]:
+        raise r.error("from", "[shortcut] with several from= layers is not implemented (one layer only)")
     src = _source(r, "from", r.int("from", _REQUIRED), index)
-    act = r.choice("activation", "linear", ACTIVATIONS)
+    act = r.activation("activation", "linear")
     prev, other = layers[index - 1], layers[src]
-    if (prev.out_channels, prev.out_stride) != (other.out_channels, other.out_stride):
-        raise r.error("from", f"[shortcut] adds layer {src} ({other.out_channels} channels, stride {other.out_stride}) "
-                              f"to layer {index - 1} ({prev.out_channels} channels, stride {prev.out_stride}); "
-                              "shapes must match")
+    if prev.out_stride != other.out_stride:
+        raise r.error("from", f"[shortcut] adds layer {src} (stride {other.out_stride}) to layer {index - 1} "
+                              f"(stride {prev.out_stride}); their maps must have the same size")
     r.reject_unknown()
     return ShortcutSpec(index=index, line=r.sect.line, source=src, activation=act,
                         out_channels=prev.out_channels, out_stride=prev.out_stride)
@@ -366,7 +499,7 @@ def _parse_upsample(r: _Reader, index: int, prev: LayerSpec) -> UpsampleSpec:
 
 
 def _parse_maxpool(r: _Reader, index: int, prev: LayerSpec) -> MaxPoolSpec:
-    stride = r.int("stride", 1, 1, MAX_STRIDE)
+    stride = _square_stride(r)
     size = r.int("size", stride, 1, MAX_KERNEL)
     padding = r.int("padding", size - 1, 0, MAX_KERNEL)
     r.reject_unknown()
@@ -400,6 +533,26 @@ def _parse_yolo(r: _Reader, index: int, prev: LayerSpec) -> YoloSpec:
     r.reject_unknown()
     return YoloSpec(index=index, line=r.sect.line, mask=mask, anchors=anchors, classes=classes,
                     scale_x_y=scale_x_y, extras=extras, out_channels=prev.out_channels, out_stride=prev.out_stride)
+
+
+def _parse_avgpool(r: _Reader, index: int, prev: LayerSpec) -> AvgPoolSpec:
+    r.reject_unknown()
+    return AvgPoolSpec(index=index, line=r.sect.line, out_channels=prev.out_channels, out_stride=0)
+
+
+def _parse_scale_channels(r: _Reader, index: int, layers: list[LayerSpec]) -> ScaleChannelsSpec:
+    src = _source(r, "from", r.int("from", _REQUIRED), index)
+    act = r.activation("activation", "linear")
+    if act in ("swish", "mish"):  # darknet prints a warning and computes zeros
+        raise r.error("activation", f"darknet's [scale_channels] does not support activation={act}")
+    prev, other = layers[index - 1], layers[src]
+    if prev.out_stride != 0 or prev.out_channels != other.out_channels:
+        raise r.error("from", f"[scale_channels] scales the {other.out_channels} channels of layer {src} by layer "
+                              f"{index - 1}, which must be a global 1x1 map (after [avgpool]) of as many channels; "
+                              f"it has {prev.out_channels}" + ("" if prev.out_stride == 0 else " and is not 1x1"))
+    r.reject_unknown()
+    return ScaleChannelsSpec(index=index, line=r.sect.line, source=src, activation=act,
+                             out_channels=other.out_channels, out_stride=other.out_stride)
 
 
 def _parse_dropout(r: _Reader, index: int, prev: LayerSpec) -> DropoutSpec:
@@ -447,7 +600,14 @@ def _parse_layer(sect: _Section, source: str, index: int, net: NetSpec, layers: 
         return _parse_yolo(r, index, prev)
     if name == "dropout":
         return _parse_dropout(r, index, prev)
-    known = "convolutional, shortcut, route, upsample, maxpool, yolo, dropout"
+    if name in ("avgpool", "avg"):
+        return _parse_avgpool(r, index, prev)
+    if name == "scale_channels":
+        return _parse_scale_channels(r, index, layers)
+    known = "convolutional, shortcut, route, upsample, maxpool, avgpool, scale_channels, yolo, dropout"
+    if name in DARKNET_ONLY_SECTIONS:
+        raise InputError(f"darknet's [{name}] layer (layer {index}) is not implemented by this toolkit; "
+                         f"supported: {known}", source, sect.line)
     raise InputError(f"unknown section [{name}] (layer {index}); supported: {known}", source, sect.line)
 
 
@@ -486,9 +646,16 @@ def layer_shapes(spec: ModelSpec, height: int, width: int) -> list[tuple[int, in
                                  f"for a {height}x{width} input", spec.source, s.line)
             (h, w), c = hw.pop(), s.out_channels
         elif isinstance(s, ShortcutSpec):
-            if shapes[s.source] != (c, h, w):
+            if shapes[s.source][1:] != (h, w):
                 raise InputError(f"[shortcut] layer {s.index} adds {shapes[s.source]} to {(c, h, w)} "
                                  f"for a {height}x{width} input", spec.source, s.line)
+        elif isinstance(s, AvgPoolSpec):
+            h = w = 1
+        elif isinstance(s, ScaleChannelsSpec):
+            if (h, w) != (1, 1):
+                raise InputError(f"[scale_channels] layer {s.index} scales by a {h}x{w} map, not 1x1, "
+                                 f"for a {height}x{width} input", spec.source, s.line)
+            c, h, w = shapes[s.source]
         if h <= 0 or w <= 0:
             raise InputError(f"layer {s.index} output is empty for a {height}x{width} input", spec.source, s.line)
         shapes.append((c, h, w))
@@ -513,3 +680,22 @@ def darknet_float_count(s: ConvSpec) -> int:
     weights = s.filters * (s.in_channels // s.groups) * s.size * s.size
     return weights + (4 if s.batch_normalize else 1) * s.filters
 
+
+
+def darknet_layer_flops(s: LayerSpec, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """``(conv FLOPs, AlexeyAB FLOPs)`` of one layer whose output is ``shape`` ``(C, H, W)``, for one image.
+
+    The first is pjreddie's ``darknet ops`` count: 2 x multiply-adds of convolutions only. The second is what
+    AlexeyAB's darknet sums into its printed "Total BFLOPS" (``l.bflops`` of each layer, src/*_layer.c): the
+    same conv term, plus ``size^2 x outputs`` for a max-pool and ``outputs`` for an unweighted shortcut;
+    route, upsample, avgpool, scale_channels, dropout and yolo set no ``bflops`` and count 0.
+    """
+    c, h, w = shape
+    if isinstance(s, ConvSpec):
+        conv = 2 * (s.in_channels // s.groups) * s.filters * s.size * s.size * h * w
+        return conv, conv
+    if isinstance(s, MaxPoolSpec):
+        return 0, s.size * s.size * c * h * w
+    if isinstance(s, ShortcutSpec):
+        return 0, c * h * w
+    return 0, 0

@@ -8,11 +8,13 @@ import torch
 from torch import nn
 
 from yolo.model.cfg_parser import (
+    AvgPoolSpec,
     ConvSpec,
     DropoutSpec,
     MaxPoolSpec,
     ModelSpec,
     RouteSpec,
+    ScaleChannelsSpec,
     ShortcutSpec,
     UpsampleSpec,
     YoloSpec,
@@ -20,7 +22,7 @@ from yolo.model.cfg_parser import (
     parse_cfg_text,
 )
 from yolo.model.head import YoloHead
-from yolo.model.layers import ConvBlock, MaxPoolDarknet, Route, Shortcut
+from yolo.model.layers import ConvBlock, GlobalAvgPool, MaxPoolDarknet, Route, ScaleChannels, Shortcut
 from yolo.model.weights import DarknetHeader, load_darknet_weights, save_darknet_weights
 
 
@@ -38,10 +40,9 @@ class Darknet(nn.Module):
         self.bn_eps = bn_eps
         self.module_list = nn.ModuleList(self._build(s, bn_eps) for s in spec.layers)
         self.head_indices = [s.index for s in spec.layers if isinstance(s, YoloSpec)]
-        # outputs later layers read again (route / shortcut sources)
-        self._keep = {i for s in spec.layers for i in getattr(s, "sources", ())} | {
-            s.source for s in spec.layers if isinstance(s, ShortcutSpec)
-        }
+        # outputs later layers read again (route / shortcut / scale_channels sources)
+        # (forward passes the previous output along itself, except to a route, which reads only saved maps)
+        self._keep = {i for s in spec.layers for i in s.inputs if i != s.index - 1 or isinstance(s, RouteSpec)}
         self.max_stride = max(s.out_stride for s in spec.layers)
         self.header = DarknetHeader()  # of the .weights file last loaded; written back by save_darknet_weights
         self.cutoff: int | None = None  # layers that .weights file held (None: all)
@@ -64,6 +65,10 @@ class Darknet(nn.Module):
             return YoloHead(s)
         if isinstance(s, DropoutSpec):
             return nn.Dropout(s.probability)
+        if isinstance(s, AvgPoolSpec):
+            return GlobalAvgPool()
+        if isinstance(s, ScaleChannelsSpec):
+            return ScaleChannels(s.activation)
         raise TypeError(f"no module for {type(s).__name__}")
 
     @classmethod
@@ -95,7 +100,7 @@ class Darknet(nn.Module):
         for spec, module in zip(self.spec.layers, self.module_list):
             if isinstance(spec, RouteSpec):
                 x = module([saved[i] for i in spec.sources])
-            elif isinstance(spec, ShortcutSpec):
+            elif isinstance(spec, (ShortcutSpec, ScaleChannelsSpec)):
                 x = module(x, saved[spec.source])
             else:
                 x = module(x)

@@ -1,4 +1,5 @@
-"""The torch modules darknet layers turn into: conv blocks, darknet's max-pool, route, shortcut."""
+"""The torch modules darknet layers turn into: conv blocks, activations, darknet's pools, route, shortcut,
+scale_channels. Formulas follow AlexeyAB's darknet (src/activations.h, src/*_layer.c)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,50 @@ from torch import nn
 from yolo.model.cfg_parser import ConvSpec, MaxPoolSpec, RouteSpec
 
 
+class DarknetSELU(nn.Module):
+    """Darknet's selu, with its rounded constants: ``1.0507 x`` for x >= 0, else ``1.0507 * 1.6732 (e^x - 1)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x >= 0, 1.0507 * x, (1.0507 * 1.6732) * torch.expm1(x))
+
+
+class DarknetGELU(nn.Module):
+    """Darknet's gelu (tanh form, its constants): ``0.5 x (1 + tanh(0.797885 x + 0.035677 x^3))``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x * (1 + torch.tanh(0.797885 * x + 0.035677 * x * x * x))
+
+
+class Loggy(nn.Module):
+    """Darknet's loggy: ``2 / (1 + e^-x) - 1``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * torch.sigmoid(x) - 1
+
+
+# mish: x * tanh(softplus(x)), softplus linear above 20 (torch's Mish and darknet's MISH_THRESHOLD agree);
+# swish: x * sigmoid(x); relu6 is darknet's GPU formula (its CPU activate() has no relu6 case and returns 0).
+ACTIVATION_MODULES = {
+    "leaky": lambda: nn.LeakyReLU(0.1, inplace=True),
+    "linear": nn.Identity,
+    "relu": lambda: nn.ReLU(inplace=True),
+    "mish": nn.Mish,
+    "swish": nn.SiLU,
+    "logistic": nn.Sigmoid,
+    "relu6": nn.ReLU6,
+    "elu": nn.ELU,
+    "selu": DarknetSELU,
+    "gelu": DarknetGELU,
+    "tanh": nn.Tanh,
+    "hardtan": nn.Hardtanh,
+    "relie": lambda: nn.LeakyReLU(0.01, inplace=True),
+    "loggy": Loggy,
+}
+
+
 def make_activation(name: str) -> nn.Module:
-    """Darknet activation names -> modules (leaky uses darknet's slope 0.1)."""
-    return {
-        "leaky": lambda: nn.LeakyReLU(0.1, inplace=True),
-        "linear": nn.Identity,
-        "relu": lambda: nn.ReLU(inplace=True),
-        "mish": nn.Mish,
-        "swish": nn.SiLU,
-        "logistic": nn.Sigmoid,
-    }[name]()
+    """Darknet activation names (``cfg_parser.ACTIVATIONS``) -> modules (leaky uses darknet's slope 0.1)."""
+    return ACTIVATION_MODULES[name]()
 
 
 class ConvBlock(nn.Module):
@@ -92,11 +127,39 @@ class Route(nn.Module):
 
 
 class Shortcut(nn.Module):
-    """``[shortcut]``: residual sum of the previous layer and an earlier one, then an activation."""
+    """``[shortcut]``: residual sum of the previous layer and an earlier one, then an activation.
+
+    When the channel counts differ (yolov3-tiny-prn), darknet adds over the channels both have and the output
+    keeps the previous layer's channels: ``out[:k] = x[:k] + other[:k]`` with ``k = min(C_x, C_other)``,
+    ``out[k:] = x[k:]``.
+    """
 
     def __init__(self, activation: str):
         super().__init__()
         self.act = make_activation(activation)
 
-    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] x2 -> [B, C, H, W]
-        return self.act(x + other)
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:  # [B,C,H,W], [B,C',H,W] -> [B,C,H,W]
+        c, c_other = x.shape[1], other.shape[1]
+        if c_other == c:
+            return self.act(x + other)
+        if c_other > c:
+            return self.act(x + other[:, :c])
+        return self.act(torch.cat((x[:, :c_other] + other, x[:, c_other:]), dim=1))
+
+
+class GlobalAvgPool(nn.Module):
+    """``[avgpool]``: darknet's global mean over each channel, ``[B, C, H, W] -> [B, C, 1, 1]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
+class ScaleChannels(nn.Module):
+    """``[scale_channels]``: ``out[b, c, y, x] = scale[b, c] * other[b, c, y, x]``, then an activation."""
+
+    def __init__(self, activation: str):
+        super().__init__()
+        self.act = make_activation(activation)
+
+    def forward(self, scale: torch.Tensor, other: torch.Tensor) -> torch.Tensor:  # [B, C, 1, 1], [B, C, H, W]
+        return self.act(scale * other)

@@ -2,10 +2,13 @@
 
 FLOPs are per image and follow two stated conventions:
 
-- ``gflops`` — darknet's: 2 x multiply-adds of the conv layers only (what darknet prints as BFLOPs).
+- ``gflops`` — pjreddie darknet's (``darknet ops``): 2 x multiply-adds of the conv layers only.
+- ``bflops`` — AlexeyAB darknet's printed "Total BFLOPS": ``gflops`` plus ``size*size`` per max-pool output
+  and 1 per shortcut output (``cfg_parser.darknet_layer_flops``).
 - ``gflops_total`` — ``gflops`` plus 1 per conv bias add, 2 per BN output (scale and shift), 1 per
-  activation output (whatever the activation), 1 per shortcut addition, and ``size*size - 1``
-  comparisons per max-pool output. Route, upsample, dropout and the YOLO reshape count 0.
+  activation output (whatever the activation), 1 per shortcut addition, ``size*size - 1`` comparisons per
+  max-pool output, 1 add per avg-pool input and 1 multiply per scale_channels output. Route, upsample,
+  dropout and the YOLO reshape count 0.
 """
 
 from __future__ import annotations
@@ -13,18 +16,22 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 
 from yolo.model.cfg_parser import (
+    AvgPoolSpec,
     ConvSpec,
     MaxPoolSpec,
     ModelSpec,
     RouteSpec,
+    ScaleChannelsSpec,
     ShortcutSpec,
     UpsampleSpec,
     conv_param_count,
+    darknet_layer_flops,
     layer_shapes,
     param_count,
 )
@@ -34,8 +41,11 @@ from yolo.utils.memory import PeakMemory
 
 FLOPS_CONVENTION = {
     "gflops": "darknet: 2 x multiply-adds of conv layers, per image",
+    "bflops": "AlexeyAB darknet's Total BFLOPS: gflops + max-pool (size*size/output) + shortcut (1/output), "
+              "per image",
     "gflops_total": "gflops + conv bias adds + BN (2/element) + activations (1/element) + shortcut adds "
-                    "(1/element) + max-pool comparisons (size*size-1 per output), per image",
+                    "(1/element) + max-pool comparisons (size*size-1 per output) + avg-pool adds (1/input) + "
+                    "scale_channels multiplies (1/output), per image",
 }
 
 
@@ -47,8 +57,9 @@ class LayerCost:
     params: int
     gflops: float
     gflops_total: float
-    receptive_field: int | float
+    receptive_field: int | float | None  # None: the whole input (after a global pool)
     stride: int | float
+    bflops: float = 0.0
     latency_ms: float | None = None
 
 
@@ -56,8 +67,8 @@ def _activation_ops(name: str, elements: int) -> int:
     return 0 if name == "linear" else elements
 
 
-def _layer_flops(s, shape: tuple[int, int, int]) -> tuple[int, int]:
-    """(darknet conv FLOPs, total FLOPs) of one layer for one image."""
+def _layer_flops(s, shape: tuple[int, int, int], in_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(darknet conv FLOPs, total FLOPs) of one layer for one image (``in_shape``: the previous layer's output)."""
     c, h, w = shape
     out = c * h * w
     if isinstance(s, ConvSpec):
@@ -68,6 +79,10 @@ def _layer_flops(s, shape: tuple[int, int, int]) -> tuple[int, int]:
         return 0, out + _activation_ops(s.activation, out)
     if isinstance(s, MaxPoolSpec):
         return 0, out * (s.size * s.size - 1)
+    if isinstance(s, AvgPoolSpec):
+        return 0, math.prod(in_shape)
+    if isinstance(s, ScaleChannelsSpec):
+        return 0, out + _activation_ops(s.activation, out)
     return 0, 0
 
 
@@ -88,11 +103,17 @@ def _receptive_fields(spec: ModelSpec) -> list[tuple[float, float]]:
             rf, jump = max(out[i][0] for i in s.sources), out[s.sources[0]][1]
         elif isinstance(s, ShortcutSpec):
             rf = max(rf, out[s.source][0])
+        elif isinstance(s, AvgPoolSpec):
+            rf = math.inf
+        elif isinstance(s, ScaleChannelsSpec):
+            rf, jump = max(rf, out[s.source][0]), out[s.source][1]
         out.append((rf, jump))
     return out
 
 
-def _number(v: float) -> int | float:
+def _number(v: float) -> int | float | None:
+    if math.isinf(v):
+        return None
     return int(v) if float(v).is_integer() else v
 
 
@@ -102,10 +123,11 @@ def layer_costs(spec: ModelSpec, height: int, width: int) -> list[LayerCost]:
     rfs = _receptive_fields(spec)
     costs = []
     for s, shape, (rf, jump) in zip(spec.layers, shapes, rfs):
-        conv, total = _layer_flops(s, shape)
+        in_shape = shapes[s.index - 1] if s.index else (spec.net.channels, height, width)
+        conv, total = _layer_flops(s, shape, in_shape)
         params = conv_param_count(s) if isinstance(s, ConvSpec) else 0
         costs.append(LayerCost(s.index, s.kind, list(shape), params, conv / 1e9, total / 1e9,
-                               _number(rf), _number(jump)))
+                               _number(rf), _number(jump), bflops=darknet_layer_flops(s, shape)[1] / 1e9))
     return costs
 
 
@@ -176,11 +198,11 @@ def profile_model(model, img_size: int | tuple[int, int] = 416, batch_size: int 
     ``optimized``: time the model as ``yolo detect`` runs it (a copy with BN folded, channels-last and Winograd
     convs on CPU; see ``yolo.model.inference``) instead of as trained.
 
-    Returns a dict with ``params``, ``params_trainable``, ``params_fused``, ``gflops``, ``gflops_total``,
+    Returns a dict with ``params``, ``params_trainable``, ``params_fused``, ``gflops``, ``bflops``, ``gflops_total``,
     ``input_size`` [H, W], ``batch_size``, ``device``, ``dtype``, ``latency_ms`` (median, or None),
     ``latency`` (spread), ``images_per_second``, ``peak_memory_mb``, ``memory_kind``, ``conventions``
     and ``layers`` (each: ``index``, ``type``, ``output_shape``, ``params``, ``gflops``, ``gflops_total``,
-    ``receptive_field``, ``stride``, ``latency_ms``).
+    ``receptive_field`` (None after a global pool), ``stride``, ``bflops``, ``latency_ms``).
     """
     h, w = _size(img_size, model.max_stride)
     costs = layer_costs(model.spec, h, w)
@@ -191,7 +213,8 @@ def profile_model(model, img_size: int | tuple[int, int] = 416, batch_size: int 
         "params": sum(p.numel() for p in model.parameters()),
         "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "params_fused": param_count(model.spec, fused=True),
-        "gflops": sum(c.gflops for c in costs), "gflops_total": sum(c.gflops_total for c in costs),
+        "gflops": sum(c.gflops for c in costs), "bflops": sum(c.bflops for c in costs),
+        "gflops_total": sum(c.gflops_total for c in costs),
         "input_size": [h, w], "batch_size": batch_size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
         "latency_ms": None, "latency": None, "images_per_second": None, "peak_memory_mb": None,
         "memory_kind": "cuda_max_allocated" if dev.type == "cuda" else "cpu_rss_growth",
@@ -215,19 +238,22 @@ def profile_model(model, img_size: int | tuple[int, int] = 416, batch_size: int 
 
 def format_table(result: dict) -> str:
     """The per-layer table and totals, for the terminal."""
-    rows = [f"{'idx':>4} {'type':<14} {'output':>16} {'params':>11} {'GFLOPs':>8} {'RF':>6} {'stride':>6} {'ms':>8}"]
+    rows = [f"{'idx':>4} {'type':<14} {'output':>16} {'params':>11} {'GFLOPs':>8} {'BFLOPS':>8} {'RF':>6} "
+            f"{'stride':>6} {'ms':>8}"]
     for L in result["layers"]:
         shape = "x".join(map(str, L["output_shape"]))
         ms = f"{L['latency_ms']:.3f}" if L["latency_ms"] is not None else "-"
         stride = f"{L['stride']:g}"
+        rf = "all" if L["receptive_field"] is None else L["receptive_field"]
         rows.append(f"{L['index']:>4} {L['type']:<14} {shape:>16} {L['params']:>11,} {L['gflops']:>8.3f} "
-                    f"{L['receptive_field']:>6} {stride:>6} {ms:>8}")
+                    f"{L['bflops']:>8.3f} {rf:>6} {stride:>6} {ms:>8}")
     h, w = result["input_size"]
     rows += [
         "",
         f"input {h}x{w}, batch {result['batch_size']}, {result['device']} {result['dtype']}",
         f"params {result['params']:,} (trainable {result['params_trainable']:,}; BN folded {result['params_fused']:,})",
         f"GFLOPs {result['gflops']:.3f}  [{FLOPS_CONVENTION['gflops']}]",
+        f"BFLOPS {result['bflops']:.3f}  [{FLOPS_CONVENTION['bflops']}]",
         f"GFLOPs total {result['gflops_total']:.3f}  [{FLOPS_CONVENTION['gflops_total']}]",
     ]
     if result["latency_ms"] is not None:
