@@ -22,7 +22,8 @@ def _torchrun(out, *extra) -> subprocess.CompletedProcess:
 
 
 def _threads_at_exit(stdout: str) -> dict[int, str]:
-    return {int(line.split()[1]): line.split(": ", 1)[1] for line in stdout.splitlines() if " threads at exit: " in line}
+    return {int(line.split()[1]): line.split(": ", 1)[1] for line in stdout.splitlines()
+            if " threads at exit: " in line}
 
 
 def test_two_process_ddp_matches_one_process(tmp_path):

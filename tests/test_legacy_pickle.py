@@ -16,7 +16,6 @@ import pickle
 import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -250,7 +249,8 @@ def _payloads(marker) -> dict:
         "tensor rebuild calling a function": Reduce(_rebuild_from_type_v2, _touch, torch.Tensor, (m,), None),
         "tensor rebuild with a payload inside": Reduce(_utils._rebuild_parameter, Reduce(os.system, f"touch {m}"),
                                                        False, None),
-        "inside a whole model": {"model": torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1)), "x": [{"y": Reduce(_touch, m)}]},
+        "inside a whole model": {"model": torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1)),
+                                 "x": [{"y": Reduce(_touch, m)}]},
         "torch.load of another file": Reduce(torch.load, m),
     }
 
@@ -293,8 +293,9 @@ def test_a_protocol_0_pickle_that_calls_os_system_is_refused(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("name, refused", [("os.system", "posix.system"), ("builtins.eval", "builtins.eval"),
-                                           ("a function of a harmless-looking module", "tests.test_legacy_pickle._touch")])
+@pytest.mark.parametrize("name, refused", [
+    ("os.system", "posix.system"), ("builtins.eval", "builtins.eval"),
+    ("a function of a harmless-looking module", "tests.test_legacy_pickle._touch")])
 def test_verbose_names_the_refused_global(tmp_path, capsys, name, refused):
     marker, src = tmp_path / "pwned", tmp_path / "evil.pt"
     torch.save(_payloads(marker)[name], src)
