@@ -1,7 +1,9 @@
-"""A toy training run for the DDP test: ``torchrun --nproc_per_node N tests/ddp_toy_worker.py OUT``.
+"""A toy training run for the DDP test: ``torchrun --nproc_per_node N tests/ddp_toy_worker.py OUT [fail]``.
 
 Each rank trains on its share of every global batch; rank r writes nothing unless r == 0 (checked by the test
-through per-rank run folders). Also imported by the test for the single-process reference run.
+through per-rank run folders). Also imported by the test for the single-process reference run. After leaving
+the process group each rank prints the threads it still has (``threads at exit: ...``): gloo's must be gone.
+``fail``: raise once training is done, with the trainer still on the stack (as a failed or interrupted run).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 
 from yolo.train.config import RunConfig
 from yolo.train.engine import Trainer, TrainTask
-from yolo.utils.dist import DistEnv, cleanup, env_from_torchrun, init_distributed
+from yolo.utils.dist import DistEnv, cleanup, env_from_torchrun, init_distributed, native_threads
 
 TOTAL_BATCH = 8
 
@@ -58,10 +60,21 @@ def run(out: Path, env: DistEnv) -> Trainer:
     return trainer
 
 
+def run_then_fail(out: Path, env: DistEnv) -> None:
+    trainer = run(out, env)  # noqa: F841 (kept on the stack, and so in the traceback)
+    raise RuntimeError("failed after training")
+
+
 if __name__ == "__main__":
     env = env_from_torchrun()
     init_distributed(env, torch.device("cpu"), timeout_s=120)
+    fail = sys.argv[2:] == ["fail"]
     try:
-        run(Path(sys.argv[1]) / f"rank{env.rank}", env)
-    finally:
-        cleanup()
+        try:
+            (run_then_fail if fail else run)(Path(sys.argv[1]) / f"rank{env.rank}", env)
+        finally:  # as in yolo.train.run.train: on a failure, while the exception (and its traceback) is alive
+            cleanup()
+            print(f"rank {env.rank} threads at exit: {native_threads()}", flush=True)
+    except RuntimeError:
+        if not fail:
+            raise

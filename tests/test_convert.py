@@ -550,14 +550,17 @@ class Evil:
         return (open, (str(self.marker), "w"))
 
 
-def test_whole_module_pickle_is_refused(tmp_path, capsys, foreign_tiny):
-    torch.save(foreign_tiny["ultralytics"], tmp_path / "whole.pt")
-    torch.save({"epoch": 1, "model": foreign_tiny["ultralytics"]}, tmp_path / "ckpt.pt")
+def test_whole_module_pickle_converts_bit_exact(tmp_path, capsys, foreign_tiny, tiny_spec):
+    """A pickled whole model (classes of this test module) is read through inert stand-ins, weights intact
+    (tests/test_legacy_pickle.py does it with the old toolkit's own module path, in a child process)."""
+    net = foreign_tiny["ultralytics"]
+    torch.save(net, tmp_path / "whole.pt")
+    torch.save({"epoch": 1, "model": net}, tmp_path / "ckpt.pt")
     for name in ("whole.pt", "ckpt.pt"):
-        rc, out, err = cli(capsys, tmp_path / name, "--cfg", TINY, "-o", tmp_path / "o.pt")
-        assert rc == 2 and out == ""
-        assert_one_line_error(err, str(tmp_path / name), "refused", "pickled Python objects")
-    assert not (tmp_path / "o.pt").exists()
+        rc, out, err = cli(capsys, tmp_path / name, "--cfg", TINY, "-o", tmp_path / f"{name}.out.pt")
+        assert (rc, err) == (0, "") and "stand-ins (tests.test_convert.EmptyLayer" in out, err
+        model = load_model(tmp_path / f"{name}.out.pt")
+        assert assert_matches_source(model, net, "ultralytics", tiny_spec, check_nbt=True) == 13
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])

@@ -174,3 +174,128 @@ def test_unletterbox_matches_measured_pixels(shape, scaleup):
     tol = 0.6 / min(info.scale) + 0.01  # half a letterboxed pixel, in original pixels
     assert (back - torch.tensor([x1, y1, x2, y2], dtype=torch.float64)).abs().max() <= tol
     assert lb.shape[:2] == (256, 256) and cv2.countNonZero(lb[:, :, 0]) > 0
+
+
+# ---------------------------------------------------------------- degenerate boxes (issue 19)
+
+
+def _rows(boxes_cxcywh, scores, classes=None, c=2) -> torch.Tensor:
+    """``[1, N, 5+c]`` decoded rows: the given boxes (input pixels), objectness = score, class prob 1."""
+    n = len(boxes_cxcywh)
+    pred = torch.zeros(1, n, 5 + c)
+    pred[0, :, :4] = torch.tensor(boxes_cxcywh, dtype=torch.float32)
+    pred[0, :, 4] = torch.tensor(scores)
+    pred[0, torch.arange(n), 5 + torch.tensor(classes or [0] * n)] = 1.0
+    return pred
+
+
+def test_box_in_the_letterbox_border_is_dropped_before_nms():
+    """The reported case: a 640x480 photo letterboxed to 416 (52 px of grey above and below); a box lying in
+    the top border came out as ``bbox [292.851, 0.0, 40.152, 0.0]`` (zero height once clipped)."""
+    _, info = letterbox(np.zeros((480, 640, 3), np.uint8), (416, 416))
+    assert info.pad == (0, 52) and info.scale == (0.65, 0.65)
+    border = (203.4026, 30.0, 26.0988, 40.0)  # y 10..50 in input pixels: above the image, which starts at y=52
+    real = (150.0, 200.0, 80.0, 60.0)
+    half_in = (203.4026, 45.0, 26.0988, 60.0)  # y 15..75: mostly in the border, 23 input px inside the image
+    old = non_max_suppression(_rows([border, real], [0.9, 0.8]), 0.25, 0.45)[0]
+    (x1, y1, x2, y2) = unletterbox_boxes(old[:1, :4], info)[0].tolist()
+    assert len(old) == 2 and (y1, y2) == (0.0, 0.0)  # what used to be written: [292.851, 0.0, 40.152, 0.0]
+    assert (x1, x2 - x1) == (pytest.approx(292.851, abs=1e-3), pytest.approx(40.152, abs=1e-3))
+    (det,) = postprocess(_rows([border, real, half_in], [0.9, 0.8, 0.7]), [info], 0.25, 0.45)
+    assert len(det) == 2 and det[:, 4].tolist() == pytest.approx([0.8, 0.7])
+    assert ((det[:, 2] - det[:, 0]) >= 1).all() and ((det[:, 3] - det[:, 1]) >= 1).all()
+    assert det[1, 1] == 0 and det[1, 3] == pytest.approx((75 - 52) / 0.65)
+
+
+def test_degenerate_box_neither_suppresses_nor_takes_a_max_det_slot():
+    _, info = letterbox(np.zeros((480, 640, 3), np.uint8), (416, 416))
+    border = (100.0, 33.0, 60.0, 38.0)  # y 14..52: ends exactly where the image starts
+    real = (100.0, 40.0, 60.0, 40.0)  # y 20..60: 8 input px (12 image px) inside; IoU with border 0.71
+    (det,) = postprocess(_rows([border, real], [0.9, 0.8]), [info], 0.25, 0.45, max_det=1)
+    assert len(det) == 1 and det[0, 4] == pytest.approx(0.8)
+    assert det[0, 3] - det[0, 1] == pytest.approx(8 / 0.65)
+
+
+@pytest.mark.parametrize("size, kept", [(0.5, False), (0.98, False), (1.02, True), (1.5, True)])
+def test_sub_pixel_boxes_are_dropped_in_image_pixels(size, kept):
+    """A box must be a pixel wide and high in the image it is reported in (original pixels with infos)."""
+    _, info = letterbox(np.zeros((100, 200, 3), np.uint8), (416, 416))  # scale 2.08: 1 image px = 2.08 input px
+    s = info.scale[0]
+    pred = _rows([(200.0, 208.0, size * s, 30.0), (100.0, 208.0, 30.0, size * s)], [0.9, 0.8], [0, 1])
+    (det,) = postprocess(pred, [info], 0.25, 0.45)
+    assert len(det) == (2 if kept else 0)
+    (raw,) = non_max_suppression(pred, 0.25, 0.45)  # without infos: input pixels (2.08x larger) count
+    assert len(raw) == (2 if size * s >= 1 else 0)
+
+
+def test_input_size_clips_before_the_size_rule():
+    pred = _rows([(416.0, 100.0, 1.6, 20.0), (414.0, 100.0, 3.0, 20.0)], [0.9, 0.8], [0, 1])  # x 415.2..416.8
+    assert len(non_max_suppression(pred, 0.25, 0.45)[0]) == 2
+    (det,) = non_max_suppression(pred, 0.25, 0.45, image_size=(416, 416))  # first: 1.2 px, but 0.8 inside
+    assert det[:, 4].tolist() == pytest.approx([0.8])
+
+
+class _FixedBackend:
+    """A backend whose output is fixed rows, whatever the image (the Detector's own code does the rest)."""
+
+    names, stride, fixed_shape, fixed_batch, device = ["a", "b"], 32, None, None, "cpu"
+
+    def __init__(self, rows: torch.Tensor):
+        self.rows = rows
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rows.expand(len(x), -1, -1).clone()
+
+
+def test_detector_writes_no_zero_height_box():
+    from yolo.detect.predictor import Detector
+
+    rows = _rows([(203.5, 30.0, 26.1, 40.0), (150.0, 200.0, 80.0, 60.0)], [0.9, 0.8])
+    (dets,), _ = Detector(_FixedBackend(rows), img_size=416).detect_batch([np.zeros((480, 640, 3), np.uint8)])
+    assert len(dets.boxes) == 1 and (dets.boxes[:, 3] - dets.boxes[:, 1] >= 1).all()
+    assert all(row["bbox"][2] >= 1 and row["bbox"][3] >= 1 for row in dets.to_json("x.jpg"))
+
+
+def test_exported_nms_graph_applies_the_same_rule(tmp_path):
+    """The ``--nms`` graph (ONNX, dynamic) keeps exactly what ``non_max_suppression(image_size=...)`` keeps."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from yolo.export.exporter import NmsModel
+
+    class Fixed(torch.nn.Module):  # stands in for Darknet: its decode gives rows scaled to the input size
+        def __init__(self, rows):
+            super().__init__()
+            self.register_buffer("rows", rows)  # [1, N, 5+C], boxes as fractions of the input
+
+        def forward(self, images):
+            h, w = images.shape[-2:]
+            scale = torch.stack([w + 0 * images[0, 0, 0, 0], h + 0 * images[0, 0, 0, 0]]).repeat(2)
+            rows = self.rows.repeat(images.shape[0], 1, 1)
+            return torch.cat((rows[..., :4] * scale, rows[..., 4:]), -1)
+
+        def decode(self, raw):
+            return raw
+
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    frac = torch.rand(1, n, 4, generator=g)
+    frac[..., 2:] = frac[..., 2:] * 0.02  # many boxes of 0..2% of the input: some under a pixel
+    frac[0, :100, 0] = 1 - frac[0, :100, 2] * torch.rand(100, generator=g)  # hanging over the right edge
+    rows = torch.cat((frac, torch.rand(1, n, 1, generator=g), torch.rand(1, n, 2, generator=g)), -1)
+    model = NmsModel(Fixed(rows), 0.2, 0.45).eval()
+    path = tmp_path / "nms.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 64, 96),), str(path), dynamo=False, opset_version=17,
+                      input_names=["images"], output_names=["det"],
+                      dynamic_axes={"images": {0: "batch", 2: "h", 3: "w"}, "det": {0: "k"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h, w in ((64, 96), (128, 64)):
+        x = torch.zeros(2, 3, h, w)
+        (out,) = session.run(None, {"images": x.numpy()})
+        ref = non_max_suppression(model.decoded(x), 0.2, 0.45, image_size=(h, w), max_det=10**6)
+        unsized = non_max_suppression(model.decoded(x), 0.2, 0.45, max_det=10**6)
+        assert sum(map(len, unsized)) > sum(map(len, ref)) > 20  # the rule drops some here
+        for b in range(2):
+            mine = torch.from_numpy(out[out[:, 0] == b][:, 1:])
+            order = torch.argsort(mine[:, 4], descending=True)
+            torch.testing.assert_close(mine[order], ref[b], atol=1e-4, rtol=0)
+        torch.testing.assert_close(model(x), torch.from_numpy(out), atol=1e-4, rtol=0)

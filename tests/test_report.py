@@ -107,3 +107,26 @@ def test_readme_datasets_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(code.replace('"data/coco.yaml"', repr(str(data))), {})
     assert (tmp_path / "labels.png").is_file()
+
+
+def test_data_check_names_every_image_without_a_label_file(tmp_path, capsys):
+    """Issue 19: a missing label file (background by rule) is named, so it can be told from a deliberate
+    background image (an empty label file, which is not a problem)."""
+    for i in range(6):
+        _img(tmp_path / f"images/{i}.jpg", 40, 48, seed=i)
+    for i in (0, 2, 4):
+        _write(tmp_path / f"labels/{i}.txt", "0 0.5 0.5 0.2 0.2\n")
+    _write(tmp_path / "labels/5.txt", "")  # a deliberate background image
+    data = _write(tmp_path / "d.yaml", "path: .\ntrain: images\nnames: [a]\n")
+    missing = [str(tmp_path / f"images/{i}.jpg") for i in (1, 3)]
+    assert main(["data", "check", str(data), "--no-cache", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["train"]
+    assert report["no_label_files"] == missing and report["labels_missing"] == 2 and report["labels_empty"] == 1
+    assert report["problems"] == [f"{m}: no label file (counted as background)" for m in missing]
+    assert report["images"] == 6 and report["instances"] == [3]
+    assert main(["data", "check", str(data), "--problems", "1"]) == 0  # cached report: the same names
+    out = capsys.readouterr().out
+    assert "labels 4 found, 2 missing, 1 empty" in out
+    assert "images without a label file: 2 (counted as background" in out
+    assert f"  {missing[0]}: no label file (counted as background)" in out and "... and 1 more" in out
+    assert str(tmp_path / "images/5.jpg") not in out

@@ -13,7 +13,10 @@ def add_parser(sub) -> None:
                     "toolkit's checkpoint (cfg, class names and darknet header inside), .weights a darknet file. "
                     "Inputs: darknet .weights (needs --cfg), our .pt, or a state dict from the cfg-era "
                     "ultralytics/yolov3 or eriklindernoren/PyTorch-YOLOv3 (needs --cfg), also under DDP "
-                    "(module.) or torch.compile (_orig_mod.) prefixes.",
+                    "(module.) or torch.compile (_orig_mod.) prefixes, or their pickled whole models "
+                    "({'model': <nn.Module>, ...}), read without running their code: the classes they name "
+                    "become inert stand-ins and only tensors and plain data are kept; a file that would call "
+                    "code is refused (--verbose names the global).",
     )
     p.add_argument("src", help="input: .weights, or a PyTorch checkpoint (.pt/.pth/.ckpt)")
     p.add_argument("-o", "--out", help="output path ending in .pt or .weights (default: the input with the other "

@@ -13,6 +13,9 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", required=True, help="our .pt, darknet .weights (with --cfg), another toolkit's "
                                                     "checkpoint (with --cfg), or an exported .onnx/.torchscript")
     p.add_argument("--cfg", help="darknet .cfg (needed for .weights and other toolkits' checkpoints)")
+    p.add_argument("--trust", action="store_true",
+                   help="load a .torchscript file that has no yolo-toolkit export metadata (refused by default: a "
+                        "TorchScript file runs its own code); it must return [B, N, 5+C] as Darknet.decode does")
     p.add_argument("--source", required=True, help="image, folder, glob, .txt list of paths, video, camera index "
                                                    "(0) or stream URL")
     p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N",
@@ -57,7 +60,7 @@ def _run_detect(args) -> int:
 
     run_dir = make_run_dir(args.out)  # writable, before the model is loaded
     try:
-        backend = load_backend(args.weights, args.cfg, args.device, args.half, args.names)
+        backend = load_backend(args.weights, args.cfg, args.device, args.half, args.names, args.trust)
     except BaseException:
         run_dir.rmdir()  # still empty: leave no trace of a run that never started
         raise

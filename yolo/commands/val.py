@@ -16,6 +16,9 @@ def add_parser(sub) -> None:
                                    "small/medium/large), equal to pycocotools' without needing it.")
     p.add_argument("--weights", help="model: our .pt, .weights (+ --cfg), .onnx or .torchscript")
     p.add_argument("--cfg", help="darknet .cfg for .weights or another toolkit's checkpoint")
+    p.add_argument("--trust", action="store_true",
+                   help="load a .torchscript file that has no yolo-toolkit export metadata (refused by default: a "
+                        "TorchScript file runs its own code); it must return [B, N, 5+C] as Darknet.decode does")
     p.add_argument("--data", help="data YAML, darknet .data (see yolo data check)")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
     p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N", help="416 (default)")
@@ -67,7 +70,8 @@ def _run_val_dataset(args) -> int:
     out = make_run_dir(args.out) if args.save_json or not args.no_plots else None  # writable, before any work
     try:
         result = validate_dataset(args.weights, args.data, args.split, size, args.batch_size, args.conf, args.iou,
-                                  args.max_det, args.device, args.half, args.cfg, args.rect, args.workers)
+                                  args.max_det, args.device, args.half, args.cfg, args.rect, args.workers,
+                                  trust=args.trust)
     except BaseException:
         if out is not None and not any(out.iterdir()):
             out.rmdir()  # leave no empty run folder behind

@@ -16,8 +16,9 @@ class DatasetReport:
     """Counts of one split's reading, plus the first ``MAX_PROBLEMS`` problems as ``"file:line: message"``.
 
     ``images`` counts usable images (corrupt ones are dropped and counted in ``corrupt``). Every label
-    file is found, ``missing`` (no file: the image has no objects) or ``empty`` (a file without rows: a
-    negative image). ``bad_rows`` counts dropped rows by kind; ``clipped`` counts boxes cut to the image.
+    file is found, ``missing`` (no file: the image is counted as background, and named in ``no_label_files``,
+    all of them, and in the problems) or ``empty`` (a file without rows: a negative image). ``bad_rows``
+    counts dropped rows by kind; ``clipped`` counts boxes cut to the image.
     """
 
     split: str = ""
@@ -28,6 +29,7 @@ class DatasetReport:
     labels_found: int = 0
     labels_missing: int = 0
     labels_empty: int = 0
+    no_label_files: list[str] = field(default_factory=list)  # images without a label file, every one
     bad_rows: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     clipped: int = 0
@@ -44,6 +46,12 @@ class DatasetReport:
         if len(self.problems) < MAX_PROBLEMS:
             where = f"{path}:{line}" if isinstance(line, int) else f"{path}: {line}" if line else f"{path}"
             self.problems.append(f"{where}: {message}")
+
+    def no_label_file(self, image: str | Path) -> None:
+        """Count and name an image whose label file does not exist: it is used as a background image."""
+        self.labels_missing += 1
+        self.no_label_files.append(str(image))
+        self.problem("no label file (counted as background)", image)
 
     def bad_row(self, kind: str, message: str, path: str | Path, line: int | str | None = None) -> None:
         """Count a dropped row of ``kind`` and record where and why."""
@@ -69,6 +77,9 @@ class DatasetReport:
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))
             lines.append(f"  rows dropped: {dropped}{f' ({kinds})' if kinds else ''}; duplicates dropped: "
                          f"{self.duplicates}; boxes clipped: {self.clipped}; crowd boxes: {self.crowd}")
+        if self.labels_missing:
+            lines.append(f"  images without a label file: {self.labels_missing} (counted as background; each is "
+                         "named among the problems, and all of them in --json's no_label_files)")
         empty = [n for n, c in zip(self.names, self.instances) if c == 0]
         if empty and total:
             lines.append(f"  classes without boxes: {_short_list(empty, 8)}")

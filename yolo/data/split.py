@@ -86,7 +86,7 @@ def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: li
         if rows is None:
             if os.path.exists(lab_path):  # unreadable (reported): unknown labels make no negative, drop the image
                 continue
-            report.labels_missing += 1
+            report.no_label_file(image)
             rows = np.zeros((0, 5), np.float32)
         else:
             report.labels_found += 1

@@ -83,12 +83,13 @@ class Detector:
     ``img_size``: int or (H, W), multiples of the model stride. Scores are objectness x class probability;
     ``conf`` and ``iou`` in [0, 1]; ``classes`` keeps only those class indices; ``agnostic`` runs NMS across
     classes. ``half``: bfloat16 on CPU, float16 on CUDA. ``names``: list or names file (default: the model's).
+    ``trust``: load a ``.torchscript`` without our export metadata (it runs the file's code).
     """
 
     def __init__(self, weights, cfg=None, img_size=416, conf=0.25, iou=0.45, classes=None, agnostic=False,
-                 max_det=300, device="cpu", half=False, names=None):
+                 max_det=300, device="cpu", half=False, names=None, trust=False):
         check_thresholds(conf, iou, max_det)
-        self.backend = load_backend(weights, cfg, device, half, names)
+        self.backend = load_backend(weights, cfg, device, half, names, trust)
         self.img_size = self._size(img_size)
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.classes = None if classes is None else [int(c) for c in classes]

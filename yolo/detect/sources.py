@@ -85,8 +85,8 @@ def _is_media(p: Path) -> bool:
 class Source:
     """An iterable of :class:`Frame` s. ``Source("0")`` is camera 0; ``"rtsp://..."`` a stream;
     a folder, glob or ``.txt`` list expands to files (images and videos, sorted); otherwise one file.
-    Missing sources, empty folders and video files OpenCV cannot open are ``InputError`` s raised here,
-    before any work."""
+    Missing sources, empty folders and video files, cameras and streams OpenCV cannot open are
+    ``InputError`` s raised here, before any work (a live source's capture is kept for the first pass)."""
 
     def __init__(self, source: str | Path | int):
         text = str(source)
@@ -95,7 +95,10 @@ class Source:
         self.url = text if "://" in text else None
         self.files: list[Path] = []
         self.video_frames: dict[Path, int] = {}  # frame count each video file reports (0: unknown)
-        if self.camera is None and self.url is None:
+        self._capture: cv2.VideoCapture | None = None  # a live source, opened here so failing to is an error now
+        if self.is_live:
+            self._capture = open_video(self.camera if self.camera is not None else self.url)
+        else:
             self.files = self._expand(text)
             for p in self.files:  # a video that cannot be opened fails here, before any work
                 if p.suffix.lower() in VIDEO_SUFFIXES:
@@ -134,7 +137,8 @@ class Source:
 
     def __iter__(self) -> Iterator[Frame]:
         if self.is_live:
-            yield from _video_frames(self.camera if self.camera is not None else self.url, self.text)
+            cap, self._capture = self._capture, None  # the capture opened by __init__, once; then a new one
+            yield from _video_frames(self.camera if self.camera is not None else self.url, self.text, cap)
             return
         for p in self.files:
             if p.suffix.lower() in VIDEO_SUFFIXES:
@@ -143,8 +147,9 @@ class Source:
                 yield Frame(str(p), _read_bgr_or_none(p))
 
 
-def _video_frames(name: str | int, label: str) -> Iterator[Frame]:
-    cap = open_video(name)
+def _video_frames(name: str | int, label: str, cap: cv2.VideoCapture | None = None) -> Iterator[Frame]:
+    """Frames of a video, camera or stream until it ends (or drops: what was read is kept)."""
+    cap = cap if cap is not None else open_video(name)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else 30.0
     try:

@@ -35,6 +35,7 @@ from yolo.export.verify import (
 from yolo.model.checkpoint import load_model
 from yolo.model.darknet import Darknet
 from yolo.runtime.exported import META_FORMAT, META_VERSION, TS_CONFIG, ExportedBackend, load_exported, require_onnx
+from yolo.runtime.postprocess import MIN_BOX_SIZE
 from yolo.utils.boxes import cxcywh_to_xyxy
 
 DEFAULT_OPSET = 17  # the TorchScript-based exporter of torch 2.x supports 7..20; NMS needs >= 11
@@ -75,8 +76,10 @@ class NmsModel(nn.Module):
     """``images [B, 3, H, W] -> detections [K, 7]``: batch index, x1, y1, x2, y2 (input pixels), score, class.
 
     Each box keeps its best class (score = objectness * that class's probability); boxes with score >
-    ``conf_thres`` go through ``torchvision.ops.batched_nms`` per image and class (IoU > ``iou_thres``
-    suppressed), exported as ONNX NonMaxSuppression. Rows are in descending score over the whole batch.
+    ``conf_thres`` and at least ``MIN_BOX_SIZE`` pixels wide and high once clipped to the input (the rule of
+    :func:`yolo.runtime.postprocess.non_max_suppression` with ``image_size``) go through
+    ``torchvision.ops.batched_nms`` per image and class (IoU > ``iou_thres`` suppressed), exported as ONNX
+    NonMaxSuppression. Rows are in descending score over the whole batch.
     """
 
     def __init__(self, model: Darknet, conf_thres: float, iou_thres: float):
@@ -92,7 +95,11 @@ class NmsModel(nn.Module):
         score = (pred[..., 4] * cls_prob).reshape(-1)  # [B*N]
         cls = cls.reshape(-1)
         batch = torch.arange(b, device=images.device).view(b, 1).expand(b, n).reshape(-1)  # [B*N]
-        keep = score > self.conf_thres
+        h, w = images.shape[-2:]  # traced as the input's size, so dynamic exports follow it
+        x1, y1, x2, y2 = boxes.unbind(-1)  # clipped extents: (x2 - x1) - overhang right - overhang left
+        width = (x2 - x1) - torch.relu(x2 - w) - torch.relu(-x1)
+        height = (y2 - y1) - torch.relu(y2 - h) - torch.relu(-y1)
+        keep = (score > self.conf_thres) & (width >= MIN_BOX_SIZE) & (height >= MIN_BOX_SIZE)
         boxes, score, cls, batch = boxes[keep], score[keep], cls[keep], batch[keep]  # [M, ...]
         keep = batched_nms(boxes, score, batch * (k - 5) + cls, self.iou_thres)  # [K]
         return torch.cat((batch[keep, None].to(pred.dtype), boxes[keep], score[keep, None],

@@ -7,6 +7,8 @@ Keys: ``format`` ("yolo-toolkit"), ``format_version`` (1), ``cfg`` (the darknet 
 resume needs, ``best.pt`` only ``epoch``, ``best_fitness``, ``best_epoch``, ``run_config``, ``metrics`` and
 ``training_state: False``, its ``model`` in float16 with ``best_half`` (loaded back into float32).
 Everything is tensors, strings, numbers, lists and dicts, so it loads with ``torch.load(weights_only=True)``.
+Other toolkits' checkpoints that pickled a whole model are read without their code
+(:mod:`yolo.utils.legacy_pickle`): only their tensors and plain data are kept.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.darknet import Darknet
 from yolo.model.state import MatchReport, extract_state_dict, match_state
 from yolo.model.weights import DarknetHeader
-from yolo.utils.checkpoint import is_torch_file, load_safe, save_atomic
+from yolo.utils.checkpoint import is_torch_file, load_checkpoint_data, save_atomic
 from yolo.utils.names import default_names, load_names
 
 FORMAT = "yolo-toolkit"
@@ -128,6 +130,8 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
 def load_checkpoint(path: str | Path, cfg: str | Path | None = None, bn_eps: float | None = None
                     ) -> tuple[Darknet, MatchReport]:
     """Like :func:`load_model` for ``.pt`` files, also returning how the tensors were matched."""
-    model, report = model_from_state(load_safe(path), str(path), cfg, bn_eps)
+    obj, stand_ins = load_checkpoint_data(path)
+    model, report = model_from_state(obj, str(path), cfg, bn_eps)
+    report.stand_ins = stand_ins
     return model.eval(), report
 

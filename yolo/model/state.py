@@ -31,6 +31,7 @@ class MatchReport:
     folded_conv_bias: list[int] = field(default_factory=list)
     toolkit: str = "unknown"  # "ours", "ultralytics", "eriklindernoren" (from the BN submodule names)
     bn_eps: float | None = None
+    stand_ins: list[str] = field(default_factory=list)  # classes of a pickled whole model, read as inert stand-ins
 
     def summary(self) -> str:
         text = f"{self.conv_layers} conv layers matched ({self.toolkit} layout"
@@ -40,6 +41,11 @@ class MatchReport:
             text += f"; {len(self.ignored)} non-weight entries ignored ({shown})"
         if self.folded_conv_bias:
             text += f"; conv biases before BN folded into running_mean at layers {self.folded_conv_bias}"
+        if self.stand_ins:
+            names = [n for n in self.stand_ins if not n.startswith("torch.")] or self.stand_ins
+            shown = ", ".join(names[:3]) + (", ..." if len(self.stand_ins) > 3 else "")
+            text += (f"; a pickled whole model, read without its code: {len(self.stand_ins)} classes as inert "
+                     f"stand-ins ({shown})")
         return text
 
 

@@ -69,9 +69,10 @@ def run_backend(backend, x: torch.Tensor) -> torch.Tensor:
 
 
 def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", half: bool = False,
-                 names: str | Path | Sequence[str] | None = None):
+                 names: str | Path | Sequence[str] | None = None, trust: bool = False):
     """A backend for ``weights``: a backend object (returned as is), a ``Darknet``, or a file: our ``.pt``,
-    a darknet ``.weights`` (with ``cfg``), another toolkit's checkpoint (with ``cfg``), ``.onnx``/``.torchscript``."""
+    a darknet ``.weights`` (with ``cfg``), another toolkit's checkpoint (with ``cfg``), ``.onnx``/``.torchscript``
+    (``trust``: also a ``.torchscript`` without our export metadata, whose code then runs)."""
     if callable(weights) and hasattr(weights, "stride") and not isinstance(weights, Darknet):
         return weights
     if isinstance(weights, Darknet):
@@ -81,7 +82,7 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
             raise InputError("weights file not found", str(weights))
         from yolo.runtime.exported import load_exported  # onnxruntime only when an .onnx is asked for
 
-        backend = load_exported(str(weights), str(device))
+        backend = load_exported(str(weights), str(device), trust=trust)
     else:
         names_file = names if isinstance(names, (str, Path)) else None
         backend = TorchBackend(load_model(weights, cfg=cfg, names=names_file), device, half)

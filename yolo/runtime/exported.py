@@ -4,6 +4,12 @@
 what ``Darknet.decode(model(x))`` gives: ``[B, N, 5+C]`` (cx, cy, w, h in input pixels, objectness probability,
 class probabilities), or for a file exported with ``--nms`` the detections ``[K, 7]`` (batch index, x1, y1, x2,
 y2, score, class). The file's metadata (class names, strides, input size, dynamic flags) comes with it.
+
+A ``.torchscript`` file is a program, not data: loading it runs the TorchScript code inside it (``__setstate__``
+methods at load, ``forward`` on every batch) with this process's rights. TorchScript cannot import Python
+modules, but it can call any operator torch has registered, file I/O among them. So its metadata is read from
+the archive first, without loading it, and a file without ours is refused unless ``trust=True`` (``--trust``).
+An ONNX file is a graph of ONNX operators that onnxruntime interprets; it runs no Python.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import io
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -24,6 +31,9 @@ META_VERSION = 1
 TS_CONFIG = "config.json"  # TorchScript extra file holding the metadata
 SUFFIXES = {".onnx": "onnx", ".torchscript": "torchscript"}
 EXTRA_HINT = "pip install 'yolo-toolkit[export]'"
+UNTRUSTED = ("no yolo-toolkit export metadata, so not a file written by `yolo export`; a TorchScript file is a "
+             "program that runs its own code when loaded, so it is refused (pass --trust to run it anyway)")
+TRUST_PROBE = (1, 3, 416, 416)  # a trusted file without metadata is run once on zeros of this shape
 
 
 def require_onnx(need_runtime: bool = True):
@@ -152,11 +162,52 @@ class OnnxBackend(ExportedBackend):
         return torch.from_numpy(out)
 
 
+def torchscript_metadata(source: str | bytes, path: str) -> dict | None:
+    """The ``config.json`` extra file of a TorchScript archive, read as a zip without loading (running) it;
+    None when it has none or it is not JSON."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as z:
+            names = [n for n in z.namelist() if n.count("/") == 2 and n.endswith(f"/extra/{TS_CONFIG}")]
+            text = z.read(names[0]) if names else b"null"
+    except (zipfile.BadZipFile, OSError) as e:
+        raise InputError(f"not a readable TorchScript file ({_first_line(e)})", path) from None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def assumed_metadata(module, device: torch.device, path: str) -> dict:
+    """For a trusted file without our metadata: Darknet.decode's output layout, any size multiple of 32, the
+    class count from one run on zeros of ``TRUST_PROBE``."""
+    from yolo.utils.names import default_names
+
+    try:
+        out = module(torch.zeros(TRUST_PROBE, device=device))
+    except Exception as e:
+        raise InputError(f"could not run it on a {'x'.join(map(str, TRUST_PROBE))} input ({_first_line(e)})",
+                         path) from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 3 or out.shape[-1] < 6:
+        raise InputError("its output is not [B, N, 5+C] (cx, cy, w, h, objectness, class probabilities)", path)
+    return {"format": META_FORMAT, "names": default_names(out.shape[-1] - 5), "stride": 32, "dynamic": True,
+            "nms": False, "device": device.type, "assumed": True}
+
+
 class TorchScriptBackend(ExportedBackend):
     """``torch.jit.load(map_location=device)``. A traced graph creates its index grids on the device it was
-    traced on, so a file exported on CPU runs on CPU only (export with ``--device cuda`` for CUDA)."""
+    traced on, so a file exported on CPU runs on CPU only (export with ``--device cuda`` for CUDA).
 
-    def __init__(self, source: str | bytes, path: str, device: torch.device):
+    The metadata is read from the archive before anything is loaded; a file without ours is refused unless
+    ``trust``, and is then taken to work as ``Darknet.decode`` does (see :func:`assumed_metadata`)."""
+
+    def __init__(self, source: str | bytes, path: str, device: torch.device, trust: bool = False):
+        meta = torchscript_metadata(source, path)
+        if not (isinstance(meta, dict) and meta.get("format") == META_FORMAT):
+            if not trust:
+                raise InputError(UNTRUSTED, path)
+            meta = None
+        else:
+            check_metadata(meta, path)
         extra = {TS_CONFIG: ""}
         try:
             with warnings.catch_warnings():
@@ -165,11 +216,10 @@ class TorchScriptBackend(ExportedBackend):
                                         map_location=device, _extra_files=extra)
         except Exception as e:  # torch raises RuntimeError with long multi-line texts
             raise InputError(f"not a readable TorchScript file ({_first_line(e)})", path) from None
-        try:
-            meta = json.loads(extra[TS_CONFIG] or "null")
-        except ValueError:
-            meta = None
-        super().__init__(check_metadata(meta, path), path, device)
+        if meta is None:
+            with torch.no_grad():
+                meta = assumed_metadata(module.eval(), device, path)
+        super().__init__(meta, path, device)
         traced_on = torch.device(meta.get("device", "cpu")).type
         if traced_on != device.type:
             raise InputError(f"this TorchScript file was traced on {traced_on} and runs only there; load it with "
@@ -192,11 +242,13 @@ def _onnx_load(onnx, source: str | bytes, path: str):
         raise InputError(f"not a readable ONNX file ({_first_line(e)})", path) from None
 
 
-def load_exported(path: str | Path, device: str | torch.device = "cpu", fmt: str | None = None) -> ExportedBackend:
+def load_exported(path: str | Path, device: str | torch.device = "cpu", fmt: str | None = None,
+                  trust: bool = False) -> ExportedBackend:
     """Load a ``.onnx`` or ``.torchscript`` file written by ``yolo export`` as a callable backend.
 
     ``fmt`` overrides the suffix (``'onnx'`` or ``'torchscript'``). A file without our metadata, or one that
-    cannot be read, raises InputError naming it. See :class:`ExportedBackend` for the attributes.
+    cannot be read, raises InputError naming it; ``trust`` loads a ``.torchscript`` without our metadata
+    anyway (it runs the file's code: see the module docstring). See :class:`ExportedBackend` for the attributes.
     """
     path = str(path)
     fmt = fmt or format_of(path)
@@ -206,5 +258,5 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu", fmt: str
     if fmt == "onnx":
         return OnnxBackend(path, path, device)
     if fmt == "torchscript":
-        return TorchScriptBackend(path, path, device)
+        return TorchScriptBackend(path, path, device, trust)
     raise InputError(f"unknown export format {fmt!r}: expected onnx or torchscript", path)

@@ -71,8 +71,8 @@ def default_validate(cfg: RunConfig, data: TrainData, env: DistEnv) -> Callable 
             images, targets = batch[0], batch[1]
             images = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # [B, 3, S, S]
             h, w = images.shape[-2:]
-            preds = non_max_suppression(backend(images).cpu(), cfg.val.conf, cfg.val.iou,
-                                        multi_label=True)  # per image [K, 6] xyxy, score, class
+            preds = non_max_suppression(backend(images).cpu(), cfg.val.conf, cfg.val.iou, multi_label=True,
+                                        image_size=(h, w))  # per image [K, 6] xyxy, score, class
             for i, pred in enumerate(preds):
                 t = targets[targets[:, 0] == i]  # [M, 6]
                 boxes = cxcywh_to_xyxy(t[:, 2:6] * torch.tensor([w, h, w, h]))  # [M, 4] pixels

@@ -150,6 +150,10 @@ class Trainer:
             self.tb = TensorBoard(self.out_dir)
 
     def after_train(self) -> None:
+        # DDP's reducer holds the process group: while a Trainer outlives the run (held by a traceback, a
+        # Ctrl-C or a reference cycle), destroy_process_group() would leave gloo's threads running into
+        # interpreter exit, where they abort the process ("terminate called without an active exception").
+        self.model = unwrap(self.model)
         if self.env.is_main and hasattr(self, "tb"):
             self.tb.close()
             if self.plots and self.results.rows:

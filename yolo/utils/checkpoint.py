@@ -1,4 +1,4 @@
-"""Atomic writes and safe checkpoint loading (``torch.load(weights_only=True)``)."""
+"""Atomic writes and safe checkpoint loading (``torch.load(weights_only=True)``, legacy pickles without their code)."""
 
 from __future__ import annotations
 
@@ -55,17 +55,43 @@ def is_torch_file(path: str | Path) -> bool:
     return magic == b"PK\x03\x04" or magic[:1] == b"\x80"
 
 
+REFUSED = ("refused: unpickling it would call a function it names, which could run code; only tensors, plain data "
+           "and inert stand-ins of the classes it names are read (--verbose names the global)")
+
+
 def load_safe(path: str | Path):
-    """``torch.load(path, weights_only=True)`` on CPU; refuses pickled code with a one-line error."""
+    """``torch.load(path, weights_only=True)`` on CPU; a whole pickled model through :func:`load_checkpoint_data`."""
+    return load_checkpoint_data(path)[0]
+
+
+def load_checkpoint_data(path: str | Path) -> tuple[object, list[str]]:
+    """A checkpoint's contents and the pickled classes read as inert stand-ins (none for a plain one).
+
+    ``torch.load(weights_only=True)`` first; a checkpoint it refuses for naming Python classes (a legacy
+    whole-model pickle) is read by :func:`yolo.utils.legacy_pickle.load_legacy`, which keeps its tensors and
+    plain data and refuses, with a one-line error naming the file, anything that would call code.
+    """
     path = str(path)
     if not os.path.isfile(path):
         raise InputError("checkpoint not found", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True), []
     except Exception as e:  # torch raises UnpicklingError / RuntimeError with long multi-line texts
         text = str(e)
-        if "weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text:
-            raise InputError("refused: the checkpoint holds pickled Python objects (for example a whole model), "
-                             "which could run code; only tensors and plain containers are loaded", path) from None
-        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        if not ("weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text):
+            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+            raise InputError(f"not a readable PyTorch checkpoint ({first})", path) from None
+    return _load_legacy(path)
+
+
+def _load_legacy(path: str) -> tuple[object, list[str]]:
+    from yolo.utils.legacy_pickle import RefusedGlobal, load_legacy
+
+    try:
+        return load_legacy(path)
+    except RefusedGlobal as e:
+        raise InputError(REFUSED, path) from e
+    except Exception as e:
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
         raise InputError(f"not a readable PyTorch checkpoint ({first})", path) from None

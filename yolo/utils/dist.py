@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -78,16 +79,40 @@ def init_distributed(env: DistEnv, device: torch.device, timeout_s: float | None
 
 
 def cleanup(together: bool = True) -> None:
-    """Leave the process group. ``together``: meet the others at a barrier first (a rank tearing down gloo while
-    its peer still talks to it can abort at exit after a run that finished well); pass False after a failure,
-    where a barrier would wait a full timeout for a peer that is gone."""
+    """Leave the process group, so that no thread of it is left at interpreter exit. ``together``: meet the
+    others at a barrier first; pass False after a failure, where a barrier would wait a full timeout for a peer
+    that is gone.
+
+    ``destroy_process_group`` only unregisters the group: its gloo threads (``gloo_tcp_loop``,
+    ``pt_gloo_runloop``) stop when the last reference to it goes, and a DistributedDataParallel's reducer holds
+    one. Native threads still running at interpreter exit can abort the process ("terminate called without an
+    active exception": a thread that must take the GIL during finalization is ended by Python, and that
+    unwinding through a C++ destructor calls std::terminate). Trainers let go of their DDP wrapper when
+    training ends; the ``gc.collect()`` here frees any that only a reference cycle still holds."""
     if dist.is_available() and dist.is_initialized():
         if together:
             try:
                 dist.barrier()
             except RuntimeError:  # a peer already gone (crashed or timed out): nothing to wait for
                 pass
+        gc.collect()
         dist.destroy_process_group()
+
+
+def native_threads() -> list[str]:
+    """Names of this process's threads as the OS sees them (Linux ``/proc``; empty elsewhere)."""
+    names = []
+    try:
+        tasks = sorted(os.listdir("/proc/self/task"))
+    except OSError:
+        return names
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # ended meanwhile
+            pass
+    return names
 
 
 def world_size() -> int:

@@ -55,17 +55,18 @@ def _image_id(index: DatasetIndex, j: int) -> int:
 def validate_dataset(weights, data: str | Path, split: str = "val", img_size: int = 416, batch_size: int = 32,
                      conf: float = 0.001, iou: float = 0.6, max_det: int = 300, device: str = "cpu",
                      half: bool = False, cfg: str | Path | None = None, rect: bool = False, workers: int = 0,
-                     progress: bool = True) -> ValResult:
+                     progress: bool = True, trust: bool = False) -> ValResult:
     """Detect on every image of ``split`` (multi-label NMS, as COCO evaluation wants) and evaluate.
 
     ``weights``: anything ``yolo.detect.load_backend`` takes (``.pt``, ``.weights`` + ``cfg``, ``.onnx``,
-    ``.torchscript``, a ``Darknet``). The model's class count must equal the data's.
+    ``.torchscript``, a ``Darknet``; ``trust``: also a ``.torchscript`` without our export metadata, whose code
+    then runs). The model's class count must equal the data's.
     """
     check_thresholds(conf, iou, max_det)
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     index = load_split(load_data_config(data), split)
-    backend = load_backend(weights, cfg=cfg, device=device, half=half)
+    backend = load_backend(weights, cfg=cfg, device=device, half=half, trust=trust)
     nc = getattr(backend, "num_classes", None) or len(backend.names)
     if nc != len(index.names):
         raise InputError(f"the model has {nc} classes, the data {len(index.names)} ({', '.join(index.names[:5])}"
