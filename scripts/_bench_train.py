@@ -1,4 +1,4 @@
-"""Training throughput for ``bench.py --train``: images/s of the real trainer (``yolo.engine.Trainer`` with
+"""Training throughput for ``bench.py --train``: images/s of the real trainer (``yolo.train.engine.Trainer`` with
 the detection task of ``yolo train``) on a synthetic dataset, and the share of each step spent waiting for
 data, i.e. in ``next(loader)``, with the loader settings of ``yolo train`` (``RunConfig`` defaults unless
 overridden)."""
@@ -25,10 +25,10 @@ def train_throughput(size: int, steps: int, batch: int | None = None, workers: i
 
     -> ``{model, size, batch, workers, steps, images_per_s, step_ms (median), data_wait_ms (median),
     data_wait_share (total wait / total step time), loader_start_s}``."""
-    from yolo.config import load_run_config
-    from yolo.engine import Trainer
-    from yolo.train import build_model, detection_task
-    from yolo.train_seams import default_data
+    from yolo.train.config import load_run_config
+    from yolo.train.defaults import default_data
+    from yolo.train.engine import Trainer
+    from yolo.train.run import build_model, detection_task
     from yolo.utils.dist import DistEnv
 
     overrides = [f"img_size={size}", f"data={_abs(data)}", f"model={_abs(model)}", f"device={device}"]

@@ -42,13 +42,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 from _bench_common import (  # noqa: E402
-    OpenCVPipeline, box_agreement, calibrated_weights, format_machine, machine_info, matmul_gflops, median_ms,
-    round_robin, synthetic_images,
+    OpenCVPipeline,
+    box_agreement,
+    calibrated_weights,
+    format_machine,
+    machine_info,
+    matmul_gflops,
+    median_ms,
+    round_robin,
+    synthetic_images,
 )
 from _bench_train import format_train, train_throughput  # noqa: E402
-from yolo.detect import TorchBackend, preprocess  # noqa: E402
+
 from yolo.model.checkpoint import load_model  # noqa: E402
-from yolo.postprocess import postprocess  # noqa: E402
+from yolo.runtime.backends import TorchBackend  # noqa: E402
+from yolo.runtime.postprocess import postprocess  # noqa: E402
+from yolo.runtime.preprocess import preprocess
 from yolo.utils.device import synchronize  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -219,7 +228,7 @@ def _cfg_path(name: str) -> str:
 def _gflops(cfg: str, size: int) -> float:
     """Darknet-convention GFLOPs of one ``size x size`` image (2 x conv multiply-adds)."""
     from yolo.model.cfg_parser import parse_cfg
-    from yolo.profile import layer_costs
+    from yolo.model.profile import layer_costs
 
     return sum(c.gflops for c in layer_costs(parse_cfg(cfg), size, size))
 
@@ -355,8 +364,8 @@ def run_inference(args, device: torch.device, tmp: Path) -> tuple[dict, list[dic
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from yolo.utils.device import select_device
     from yolo.utils.checkpoint import atomic_write
+    from yolo.utils.device import select_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _bench_common import OpenCVPipeline, calibrated_weights, make_images, time_interleaved  # noqa: E402
-from yolo.detect import Detector  # noqa: E402
+
+from yolo.detect.predictor import Detector  # noqa: E402
 
 
 @torch.inference_mode()
@@ -97,7 +98,7 @@ def main() -> int:
         (t_ours, summary), (t_theirs, dets) = time_interleaved(run_ours, run_theirs, args.repeats)
         unfused, fused = fuse_gain(weights, args.cfg, args.img_size, ours.backend.dtype, args.repeats)
         if args.prefetch_gain:
-            from yolo.detect_io import run_detection
+            from yolo.detect.run import run_detection
 
             def run(prefetch: bool):
                 return lambda: run_detection(ours, tmp / "images", tmp / "runs" / "p", nosave=True, progress=False,

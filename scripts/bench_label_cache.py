@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolo.data.formats import load_data_config, load_split
+from yolo.data.formats import load_data_config
 from yolo.data.imageinfo import image_size
+from yolo.data.split import load_split
 
 
 def _make(root: Path, n: int, w: int, h: int) -> Path:

@@ -1,4 +1,4 @@
-"""Time yolo.metrics.coco_eval against pycocotools' COCOeval on synthetic COCO-sized data.
+"""Time yolo.val.coco.coco_eval against pycocotools' COCOeval on synthetic COCO-sized data.
 
 Data: --images images (default 5000), --classes categories (80), about --gt-per-image ground truths per image
 (7, Poisson; 1 in 20 crowd), --dets detections per image (100): jittered copies of the image's boxes (mostly
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json and Path(args.json).exists() and not args.force:
         ap.error(f"{args.json} exists (use --force to replace it)")
 
-    from yolo.metrics import coco_eval
+    from yolo.val.coco import coco_eval
 
     gt, results = make_data(args.images, args.classes, args.gt_per_image, args.dets, args.seed)
     start = time.perf_counter()

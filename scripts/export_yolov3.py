@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     from tests.helpers import calibrated_model
-    from yolo.export import export_model
+    from yolo.export.exporter import export_model
     from yolo.model.checkpoint import save_checkpoint
 
     out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="yolov3-export-"))

@@ -9,7 +9,7 @@ import sys
 import time
 
 from yolo.cli import main
-from yolo.engine import Trainer
+from yolo.train.engine import Trainer
 
 
 def _stop_rank_1(mode: str):

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolo.config import RunConfig
-from yolo.engine import Trainer, TrainTask
+from yolo.train.config import RunConfig
+from yolo.train.engine import Trainer, TrainTask
 from yolo.utils.dist import DistEnv, cleanup, env_from_torchrun, init_distributed
 
 TOTAL_BATCH = 8

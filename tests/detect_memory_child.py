@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-import yolo.detect_io as detect_io
+import yolo.detect.run as detect_io
 from yolo.cli import main
 
 

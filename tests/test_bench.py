@@ -15,9 +15,10 @@ from torchvision.ops import box_iou
 
 from tests.helpers import CFG, ROOT, calibrated_model
 from yolo.data.synthetic import SHAPES_NAMES, write_dataset
-from yolo.detect import Detector, preprocess
+from yolo.detect.predictor import Detector
 from yolo.model.cfg_edit import set_num_classes
-from yolo.postprocess import postprocess
+from yolo.runtime.postprocess import postprocess
+from yolo.runtime.preprocess import preprocess
 
 COLUMNS = {"model", "size", "batch", "precision", "path", "forward_ms", "forward_images_per_s", "e2e_ms",
            "e2e_images_per_s", "split_ms", "floor_ms", "ratio_floor", "ratio_opencv_forward", "ratio_opencv_e2e",

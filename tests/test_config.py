@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from tests.helpers import ROOT
-from yolo.config import RunConfig, load_run_config
 from yolo.errors import InputError
+from yolo.train.config import RunConfig, load_run_config
 
 
 def test_layers_of_precedence(tmp_path):

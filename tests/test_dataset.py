@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from yolo.data.augment import AugmentConfig
-from yolo.data.dataset import DetectionDataset, read_image
+from yolo.data.dataset import DetectionDataset
 from yolo.data.index import DatasetIndex
 from yolo.data.loader import MultiScale, build_loader, collate, to_device
 from yolo.data.synthetic import write_dataset
 from yolo.errors import InputError
 from yolo.utils.boxes import cxcywh_to_xyxy, unletterbox_boxes
+from yolo.utils.image import read_image
 
 
 def _index(root, split="train"):
@@ -64,7 +65,7 @@ def test_validation_labels_map_back_to_the_original(mixed):
 
 def test_rect_batches(mixed):
     ds = DetectionDataset(mixed, 160, rect=True, batch_size=2, stride=32)
-    aspect = [read_image(mixed.images[j]).shape[0] / read_image(mixed.images[j]).shape[1] for j in ds.order]
+    aspect = [read_image(mixed.images[j], "rgb").shape[0] / read_image(mixed.images[j], "rgb").shape[1] for j in ds.order]
     assert aspect == sorted(aspect) and sorted(ds.order.tolist()) == list(range(5))
     batches = list(build_loader(ds, 2, train=False, workers=0, seed=0))
     assert [b[0].shape[0] for b in batches] == [2, 2, 1]
@@ -141,16 +142,16 @@ def test_image_quirks(tmp_path):
 
     rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "gray.png"), rgb[:, :, 0])
-    assert np.array_equal(read_image(tmp_path / "gray.png"), np.repeat(rgb[:, :, :1], 3, 2))
+    assert np.array_equal(read_image(tmp_path / "gray.png", "rgb"), np.repeat(rgb[:, :, :1], 3, 2))
     cv2.imwrite(str(tmp_path / "alpha.png"), np.dstack([rgb[:, :, ::-1], rgb[:, :, 0]]))
-    assert np.array_equal(read_image(tmp_path / "alpha.png"), rgb)
+    assert np.array_equal(read_image(tmp_path / "alpha.png", "rgb"), rgb)
     cv2.imwrite(str(tmp_path / "deep.png"), rgb[:, :, ::-1].astype(np.uint16) * 257)
-    assert np.abs(read_image(tmp_path / "deep.png").astype(int) - rgb).max() <= 1
+    assert np.abs(read_image(tmp_path / "deep.png", "rgb").astype(int) - rgb).max() <= 1
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     Image.fromarray(rgb).save(tmp_path / "rot.jpg", quality=95, exif=exif)
     expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "rot.jpg")).convert("RGB"))
-    got = read_image(tmp_path / "rot.jpg")
+    got = read_image(tmp_path / "rot.jpg", "rgb")
     assert got.shape == (60, 40, 3) and np.abs(got.astype(int) - expected).mean() < 2
 
 

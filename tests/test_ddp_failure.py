@@ -53,9 +53,9 @@ def test_dead_or_hung_rank_does_not_hang_the_survivor(tmp_path, mode):
 
 
 def test_timeout_comes_from_the_run_config_or_the_environment(monkeypatch):
-    import yolo.train as train_module
-    from yolo.config import RunConfig
+    import yolo.train.run as train_module
     from yolo.errors import InputError
+    from yolo.train.config import RunConfig
 
     seen = []
 

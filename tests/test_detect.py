@@ -14,9 +14,10 @@ from torchvision.ops import box_iou
 
 from tests.helpers import CFG, calibrated_model, photo_rgb
 from yolo.cli import main
-from yolo.detect import Detector, preprocess
+from yolo.detect.predictor import Detector
 from yolo.errors import InputError
 from yolo.model.checkpoint import save_checkpoint
+from yolo.runtime.preprocess import preprocess
 from yolo.utils.boxes import cxcywh_to_xyxy
 from yolo.utils.draw import draw_detections, line_width
 from yolo.utils.files import increment_path
@@ -308,7 +309,7 @@ def test_backend_matches_the_plain_model_and_leaves_it_alone(weights, folder):
 
 def test_static_batch_backends_get_exact_chunks():
     """An exported model with a fixed batch size sees only batches of that size; padding rows are dropped."""
-    from yolo.detect import _run_backend
+    from yolo.runtime.backends import run_backend as _run_backend
 
     class Fixed:
         fixed_batch = 3
@@ -325,7 +326,7 @@ def test_exported_torchscript_gives_the_same_detections(weights, folder, tmp_pat
     """Where the export module is present (the export branch): a static batch-1 TorchScript file behind the
     same Detector gives the .pt's detections, also when fed batches of 8."""
     try:
-        from yolo.export import export_model
+        from yolo.export.exporter import export_model
     except ImportError:
         pytest.skip("yolo.export not available in this checkout")
     path = tmp_path / "tiny.torchscript"

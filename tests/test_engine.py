@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from yolo.config import RunConfig
-from yolo.engine import NonFiniteLossError, Trainer, TrainTask
-from yolo.optim import lr_factor, param_groups, set_lr
+from yolo.train.config import RunConfig
+from yolo.train.engine import NonFiniteLossError, Trainer, TrainTask
+from yolo.train.optim import lr_factor, param_groups, set_lr
 from yolo.utils.checkpoint import load_safe
 from yolo.utils.ema import ModelEMA
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from yolo.data import imageinfo, split
-from yolo.data.formats import coco_config, load_data_config, load_split
+from yolo.data.formats import coco_config, load_data_config
 from yolo.data.imageinfo import CorruptImage, image_size
+from yolo.data.split import load_split
 from yolo.errors import InputError
 
 

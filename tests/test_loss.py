@@ -9,8 +9,8 @@ import torch
 from torchvision.ops import box_iou, complete_box_iou_loss, generalized_box_iou_loss
 
 from tests.helpers import CFG
-from yolo.loss import YoloLoss, iou_loss
 from yolo.model.darknet import Darknet
+from yolo.train.loss import YoloLoss, iou_loss
 
 TINY_ANCHORS = [torch.tensor([[81., 82], [135, 169], [344, 319]]), torch.tensor([[10., 14], [23, 27], [37, 58]])]
 TINY_STRIDES = [32, 16]

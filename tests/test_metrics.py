@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from yolo.metrics import coco_eval
-from yolo.metrics_curves import CONF_GRID, pr_conf_curves
-from yolo.val import Evaluator
+from yolo.val.coco import coco_eval
+from yolo.val.curves import CONF_GRID, pr_conf_curves
+from yolo.val.evaluator import Evaluator
 
 pytest.importorskip("pycocotools")
 

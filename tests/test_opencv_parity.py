@@ -45,7 +45,7 @@ def test_matches_opencv(tmp_path, name, height, width, optimized):
 
     x = torch.flip(photo_batch(height, width, n=1), dims=[3]).contiguous()  # not the calibration image
     if optimized:
-        from yolo.detect import TorchBackend
+        from yolo.runtime.backends import TorchBackend
 
         backend = TorchBackend(calibrated_model(CFG / f"{name}.cfg", seed=1, bn_eps=1e-6))
         assert backend.winograd >= 10

@@ -11,9 +11,8 @@ from torchvision.ops import nms as tv_nms
 
 from yolo.data.augment import letterbox
 from yolo.errors import InputError
-from yolo.postprocess import non_max_suppression, postprocess
+from yolo.runtime.postprocess import non_max_suppression, postprocess
 from yolo.utils.boxes import letterbox_boxes, unletterbox_boxes
-
 
 # ---------------------------------------------------------------- brute-force reference (independent code)
 

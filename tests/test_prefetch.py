@@ -1,4 +1,4 @@
-"""``yolo detect``'s reader thread (``yolo.sources.Prefetcher``): same outputs as reading in the loop, same
+"""``yolo detect``'s reader thread (``yolo.detect.sources.Prefetcher``): same outputs as reading in the loop, same
 errors, bounded read-ahead, and a clean stop."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from tests.helpers import CFG, calibrated_model, photo_rgb
-from yolo.detect import Detector
-from yolo.detect_io import run_detection
+from yolo.detect.predictor import Detector
+from yolo.detect.run import run_detection
+from yolo.detect.sources import Frame, Prefetcher, Source
 from yolo.errors import InputError
-from yolo.sources import Frame, Prefetcher, Source
 
 
 @pytest.fixture(scope="module")

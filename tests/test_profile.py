@@ -12,7 +12,7 @@ from tests.helpers import CFG
 from yolo import Darknet
 from yolo.cli import main
 from yolo.model.cfg_parser import parse_cfg_text
-from yolo.profile import layer_costs, profile_model
+from yolo.model.profile import layer_costs, profile_model
 
 
 @pytest.mark.parametrize("name,size,gflops", [("yolov3", 416, 65.864), ("yolov3-tiny", 416, 5.565),

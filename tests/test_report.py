@@ -13,9 +13,10 @@ import numpy as np
 from tests.helpers import ROOT
 from tests.test_formats import _broken_yolo, _img, _write
 from yolo.cli import main
-from yolo.data.formats import load_data_config, load_split
+from yolo.data.formats import load_data_config
 from yolo.data.index import DatasetIndex
 from yolo.data.report import DatasetReport, plot_labels
+from yolo.data.split import load_split
 
 
 def test_format_caps_problems_and_counts():

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from tests.helpers import CFG
-from yolo.config import RunConfig
 from yolo.model.cfg_edit import set_num_classes
 from yolo.model.cfg_parser import parse_cfg_text
 from yolo.model.checkpoint import load_model, save_checkpoint
 from yolo.model.darknet import Darknet
-from yolo.train import TrainData, backbone_layers, build_model, config_for_resume, train
+from yolo.train.config import RunConfig
+from yolo.train.defaults import TrainData
+from yolo.train.run import backbone_layers, build_model, config_for_resume, train
 from yolo.utils.checkpoint import load_safe
 
 NAMES = ["square", "disc", "bar"]
@@ -180,7 +181,7 @@ def _cli_yaml(tmp_path):
 
 
 def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
-    import yolo.train_seams as seams
+    import yolo.train.defaults as seams
     from yolo.cli import main
 
     loaders = {"interrupt_at": None}
@@ -201,9 +202,9 @@ def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_non_finite_loss_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
-    import yolo.train_seams as seams
+    import yolo.train.defaults as seams
     from yolo.cli import main
-    from yolo.loss import YoloLoss
+    from yolo.train.loss import YoloLoss
 
     monkeypatch.setattr(seams, "default_data", fake_data())
     original = YoloLoss.__call__

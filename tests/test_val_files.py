@@ -12,7 +12,7 @@ from tests.helpers import ROOT
 from tests.test_metrics import pycocotools_eval, random_problem
 from yolo.cli import main
 from yolo.errors import InputError
-from yolo.val import evaluate_files
+from yolo.val.evaluator import evaluate_files
 
 pytest.importorskip("pycocotools")
 

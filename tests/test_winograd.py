@@ -76,7 +76,8 @@ def test_only_eligible_convs_are_swapped():
 
 def test_backend_with_and_without_winograd_agree():
     """yolov3-tiny has 3x3 convs with 128..512 inputs at 20x16 and 10x8 (for a 320x256 image): F(4,3) and F(2,3)."""
-    from yolo.detect import Detector, TorchBackend
+    from yolo.detect.predictor import Detector
+    from yolo.runtime.backends import TorchBackend
 
     model = calibrated_model(CFG / "yolov3-tiny.cfg", seed=1)
     fast, exact = TorchBackend(model), TorchBackend(calibrated_model(CFG / "yolov3-tiny.cfg", seed=1), winograd=False)

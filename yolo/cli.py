@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         if verbose:
             traceback.print_exc()
-        saved = getattr(e, "checkpoint", None)  # yolo.engine.TrainingInterrupted
+        saved = getattr(e, "checkpoint", None)  # yolo.train.engine.TrainingInterrupted
         print(f"yolo {args.command}: interrupted" + (f"; saved {saved}; continue with: yolo {args.command} "
                                                       f"--resume {saved}" if saved else ""), file=sys.stderr)
         return 130

@@ -31,7 +31,7 @@ def _run_anchors(args) -> int:
     import numpy as np
 
     from yolo.data.anchors import anchor_fitness, evolve_anchors, format_anchors, kmeans_anchors, label_wh
-    from yolo.data.formats import load_split
+    from yolo.data.split import load_split
     from yolo.model.cfg_parser import parse_cfg
 
     if args.n < 1 or args.evolve < 0:

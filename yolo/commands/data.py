@@ -34,8 +34,8 @@ def _run_data_check(args) -> int:
     import json
     from pathlib import Path
 
-    from yolo.data.formats import load_split
     from yolo.data.report import plot_labels
+    from yolo.data.split import load_split
 
     config = data_config(args.data, args.images)
     splits = list(config.splits) if args.split == "all" else [args.split]

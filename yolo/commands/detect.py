@@ -39,8 +39,8 @@ def add_parser(sub) -> None:
 def _run_detect(args) -> int:
     from pathlib import Path
 
-    from yolo.postprocess import check_thresholds
-    from yolo.sources import Source
+    from yolo.detect.sources import Source
+    from yolo.runtime.postprocess import check_thresholds
 
     check_thresholds(args.conf, args.iou, args.max_det)
     if args.batch_size < 1:
@@ -50,9 +50,10 @@ def _run_detect(args) -> int:
         raise InputError("weights file not found", args.weights)
     source = Source(args.source)  # a missing source or an empty folder fails here
 
-    from yolo.detect import Detector, load_backend
+    from yolo.detect.predictor import Detector
+    from yolo.detect.run import format_summary
+    from yolo.runtime.backends import load_backend
     from yolo.utils.files import make_run_dir
-    from yolo.detect_io import format_summary
 
     run_dir = make_run_dir(args.out)  # writable, before the model is loaded
     try:

@@ -38,18 +38,18 @@ def add_parser(sub) -> None:
 
 
 def _run_export(args) -> int:
-    from yolo.export import ExportVerificationError, export_model
+    from yolo.export.exporter import ExportVerificationError, export_model
     from yolo.model.checkpoint import load_model
     from yolo.utils.device import select_device
 
     check_output_file(args.out)
     device = select_device(args.device)
     if args.format == "onnx":
-        from yolo.exported import require_onnx
+        from yolo.runtime.exported import require_onnx
 
         require_onnx()  # before loading a large model
     if Path(args.weights).suffix.lower() in (".onnx", ".torchscript"):
-        from yolo.exported import load_exported
+        from yolo.runtime.exported import load_exported
 
         backend = load_exported(args.weights)  # a corrupt or foreign file fails here with its own message
         raise InputError(f"already an exported model ({backend.metadata.get('export_format')}, cfg "

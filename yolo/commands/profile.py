@@ -32,7 +32,7 @@ def _run_profile(args) -> int:
 
     from yolo.model.checkpoint import load_model
     from yolo.model.darknet import Darknet
-    from yolo.profile import format_table, profile_model
+    from yolo.model.profile import format_table, profile_model
 
     if args.batch_size < 1 or args.runs < 0 or args.warmup < 0:
         raise InputError("--batch-size must be >= 1, --runs and --warmup >= 0")

@@ -24,9 +24,9 @@ def add_parser(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from yolo.config import load_run_config
-    from yolo.engine import NonFiniteLossError
-    from yolo.train import config_for_resume, find_last_checkpoint, train
+    from yolo.train.config import load_run_config
+    from yolo.train.engine import NonFiniteLossError
+    from yolo.train.run import config_for_resume, find_last_checkpoint, train
     from yolo.utils.dist import PeerLostError
 
     if args.resume is not None:

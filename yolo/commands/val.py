@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
 def _run_val(args) -> int:
     import json
 
-    from yolo.val import evaluate_files
+    from yolo.val.evaluator import evaluate_files
 
     if args.weights or args.data:
         return _run_val_dataset(args)
@@ -57,7 +57,7 @@ def _run_val_dataset(args) -> int:
     import json
 
     from yolo.utils.files import make_run_dir
-    from yolo.val_dataset import format_result, save_json, validate_dataset
+    from yolo.val.run import format_result, save_json, validate_dataset
 
     if not args.weights or not args.data:
         raise InputError("give both --weights and --data")

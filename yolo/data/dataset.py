@@ -4,32 +4,29 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from yolo.data.augment import (AugmentConfig, augment_hsv, clip_boxes, hflip, letterbox, mixup, mosaic4,
-                               random_affine, stretch, vflip)
+from yolo.data.augment import (
+    AugmentConfig,
+    augment_hsv,
+    clip_boxes,
+    hflip,
+    letterbox,
+    mixup,
+    mosaic4,
+    random_affine,
+    stretch,
+    vflip,
+)
 from yolo.data.index import DatasetIndex
 from yolo.errors import InputError
 from yolo.utils.boxes import LetterboxInfo
+from yolo.utils.image import UnreadableImage, read_image
 
 MAX_RETRIES = 10  # unreadable training images replaced in a row before giving up
-
-
-class UnreadableImage(Exception):
-    """An image file that OpenCV cannot decode."""
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB. ``cv2.IMREAD_COLOR`` applies the EXIF orientation, makes grayscale 3-channel,
-    drops alpha and scales 16-bit images to 8 bits; raises ``UnreadableImage``."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise UnreadableImage(str(path))
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def rect_shapes(shapes: np.ndarray, img_size: int, batch_size: int, stride: int,
@@ -89,7 +86,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _read_shapes(self) -> np.ndarray:
         """``[n, 2]`` (h, w) of every image, read from the files (when the index does not know them)."""
-        return np.array([read_image(p).shape[:2] for p in self.index.images], float)
+        return np.array([read_image(p, "rgb").shape[:2] for p in self.index.images], float)
 
     def set_epoch(self, epoch: int) -> None:
         """Pick the random stream of ``epoch`` (call before each epoch; the loader passes it on to workers)."""
@@ -108,7 +105,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     def load_image(self, j: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float], tuple[int, int]]:
         """Image ``j`` of the index resized so its long side is S: ``img [h, w, 3]``, ``labels [N, 5]`` (class,
         xyxy pixels of the resized image), scale (sx, sy) and the original shape (h0, w0)."""
-        img = read_image(self.index.images[j])
+        img = read_image(self.index.images[j], "rgb")
         h0, w0 = img.shape[:2]
         r = self.img_size / max(h0, w0)
         if r != 1:

@@ -1,7 +1,6 @@
 """Dataset descriptions -> ``DataConfig``: data YAML (YOLO txt or COCO json splits), darknet ``.data``.
 
-``load_split`` (defined in ``yolo.data.split``, re-exported here) turns one split of a ``DataConfig`` into a
-checked ``DatasetIndex``.
+``yolo.data.split.load_split`` turns one split of a ``DataConfig`` into a checked ``DatasetIndex``.
 """
 
 from __future__ import annotations
@@ -12,11 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from yolo.data.split import load_split
 from yolo.errors import InputError
 from yolo.utils.names import default_names, load_names
-
-__all__ = ["DataConfig", "SplitSpec", "coco_config", "load_data_config", "load_split"]
 
 SPLITS = ("train", "val", "test")
 YAML_KEYS = ("path", "train", "val", "test", "names", "nc", "format", "synthetic")

@@ -5,20 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from yolo.data.cache import cache_key, load_cache, save_cache
+from yolo.data.formats import DataConfig, SplitSpec
 from yolo.data.formats_coco import read_coco
-from yolo.data.formats_yolo import stat_or_none, list_images, parse_label_file, resolve_label
+from yolo.data.formats_yolo import list_images, parse_label_file, resolve_label, stat_or_none
 from yolo.data.imageinfo import CorruptImage, image_size
 from yolo.data.index import DatasetIndex
 from yolo.data.report import DatasetReport
 from yolo.errors import InputError
-
-if TYPE_CHECKING:
-    from yolo.data.formats import DataConfig, SplitSpec
 
 
 def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetIndex:

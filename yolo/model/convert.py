@@ -10,7 +10,13 @@ from pathlib import Path
 
 from yolo.errors import InputError
 from yolo.model.checkpoint import (
-    CHECKPOINT_SUFFIXES, WEIGHTS_SUFFIXES, check_names, is_darknet_file, load_checkpoint, load_model, save_checkpoint,
+    CHECKPOINT_SUFFIXES,
+    WEIGHTS_SUFFIXES,
+    check_names,
+    is_darknet_file,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
 )
 from yolo.model.darknet import Darknet
 from yolo.utils.names import load_names

@@ -9,8 +9,16 @@ import torch
 from torch import nn
 
 from yolo.model.cfg_parser import (
-    ConvSpec, DropoutSpec, MaxPoolSpec, ModelSpec, RouteSpec, ShortcutSpec, UpsampleSpec, YoloSpec,
-    parse_cfg, parse_cfg_text,
+    ConvSpec,
+    DropoutSpec,
+    MaxPoolSpec,
+    ModelSpec,
+    RouteSpec,
+    ShortcutSpec,
+    UpsampleSpec,
+    YoloSpec,
+    parse_cfg,
+    parse_cfg_text,
 )
 from yolo.model.head import YoloHead
 from yolo.model.layers import ConvBlock, MaxPoolDarknet, Route, Shortcut

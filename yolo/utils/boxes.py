@@ -1,9 +1,10 @@
-"""Box formats and overlaps, in torch. Boxes are ``[N, 4]``; xyxy = corners, cxcywh = centre and size."""
+"""Box formats and overlaps (the one home of box math; where ``torchvision.ops`` does the job, call it). Boxes are ``[N, 4]``; xyxy = corners, cxcywh = centre and size."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 
@@ -29,6 +30,18 @@ def wh_iou(wh1: torch.Tensor, wh2: torch.Tensor) -> torch.Tensor:
     """IoU of boxes sharing one centre: ``[N, 2]`` x ``[M, 2]`` widths/heights -> ``[N, M]``."""
     inter = torch.min(wh1[:, None], wh2[None]).clamp(min=0).prod(-1)
     return inter / (wh1.prod(-1)[:, None] + wh2.prod(-1)[None] - inter)
+
+
+def box_iou_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of numpy ``[N, 4]`` and ``[M, 4]`` corner boxes -> ``[N, M]`` (0 where the union is empty).
+    For tensors use ``torchvision.ops.box_iou``."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 class LetterboxInfo(NamedTuple):

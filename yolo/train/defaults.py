@@ -1,20 +1,30 @@
 """The default data and validation factories of ``yolo.train.train``.
 
 They import the data layer (``yolo.data.formats``, ``.dataset``, ``.loader``, ``.augment``) and the metrics
-(``yolo.metrics``, ``yolo.postprocess``) inside the functions, so the trainer imports and is tested without them.
+(``yolo.val``, ``yolo.runtime``) inside the functions, so the trainer imports and is tested without them.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import torch
 
-from yolo.config import RunConfig
 from yolo.errors import InputError
-from yolo.train import TrainData
+from yolo.train.config import RunConfig
 from yolo.utils.dist import DistEnv
+
+
+@dataclass
+class TrainData:
+    """Class names, the training loader (batches: images ``[B, 3, S, S]`` uint8, targets ``[M, 6]``, paths,
+    infos) and the validation loader (same batches, or None)."""
+
+    names: list[str]
+    train_loader: Iterable
+    val_loader: Iterable | None = None
 
 
 def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
@@ -46,10 +56,10 @@ def default_validate(cfg: RunConfig, data: TrainData, env: DistEnv) -> Callable 
     """``validate(model, epoch) -> metrics`` over ``data.val_loader`` in letterboxed pixels (rank 0)."""
     if data.val_loader is None:
         return None
-    from yolo.detect import TorchBackend
-    from yolo.postprocess import non_max_suppression
+    from yolo.runtime.backends import TorchBackend
+    from yolo.runtime.postprocess import non_max_suppression
     from yolo.utils.boxes import cxcywh_to_xyxy
-    from yolo.val import Evaluator
+    from yolo.val.evaluator import Evaluator
 
     @torch.no_grad()
     def validate(model, epoch: int) -> dict:

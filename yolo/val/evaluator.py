@@ -1,7 +1,7 @@
 """Validation: the :class:`Evaluator` our pipeline feeds image by image, and evaluation of COCO json files.
 
 The Evaluator keeps every image's detections and ground truth, computes the 12 COCO statistics with the
-COCO-exact code of ``yolo.metrics`` (gt areas = box w*h, as for COCO gt made from boxes), and adds what the
+COCO-exact code of ``yolo.val.coco`` (gt areas = box w*h, as for COCO gt made from boxes), and adds what the
 YOLO toolkits report: precision and recall at the max-F1 confidence, per-class numbers, PR curves, a
 confusion matrix and ``fitness = 0.1 * mAP50 + 0.9 * mAP50:95``. ``state()``/``Evaluator.merge()`` carry it
 across DDP ranks; ``to_coco()`` writes the same problem as COCO dicts, on which ``coco_eval`` gives the same
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from yolo.errors import InputError
-from yolo.metrics import REC_THRS, STAT_NAMES, CocoArrays, CocoStats, coco_eval, evaluate_arrays
-from yolo.metrics_curves import confusion_update, pr_conf_curves
+from yolo.val.coco import REC_THRS, STAT_NAMES, CocoArrays, CocoStats, coco_eval, evaluate_arrays
+from yolo.val.curves import confusion_update, pr_conf_curves
 
 
 def _np(x, shape_tail: tuple[int, ...], dtype=np.float64) -> np.ndarray:
@@ -170,7 +170,7 @@ class Evaluator:
 
     def save_plots(self, out_dir: str | Path) -> list[Path]:
         """PR, F1/P/R-vs-confidence and normalized confusion-matrix PNGs in ``out_dir``; returns the paths."""
-        from yolo.metrics_plots import save_plots
+        from yolo.val.plots import save_plots
 
         return save_plots(self.result if self.result is not None else self.compute(), self.names, out_dir)
 

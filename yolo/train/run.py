@@ -2,7 +2,7 @@
 
 Data and metrics come in through two seams so this module works (and is tested) without them:
 ``data_factory(cfg, env) -> TrainData`` (default: ``yolo.data``) and
-``validate_factory(cfg, data, env) -> validate(model, epoch) -> metrics`` (default: ``yolo.metrics``).
+``validate_factory(cfg, data, env) -> validate(model, epoch) -> metrics`` (default: ``yolo.val``).
 Both are imported lazily inside the default factories.
 """
 
@@ -10,35 +10,35 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 
-from yolo.config import RunConfig
-from yolo.engine import Trainer, TrainTask
 from yolo.errors import InputError
-from yolo.loss import YoloLoss
 from yolo.model.cfg_edit import set_num_classes
 from yolo.model.cfg_parser import RouteSpec, ShortcutSpec, parse_cfg, parse_cfg_text
 from yolo.model.checkpoint import checkpoint_dict, is_darknet_file, load_checkpoint
 from yolo.model.darknet import Darknet
+from yolo.train import defaults
+from yolo.train.config import RunConfig
+from yolo.train.defaults import TrainData
+from yolo.train.engine import Trainer, TrainTask
+from yolo.train.loss import YoloLoss
 from yolo.utils.checkpoint import load_safe
-from yolo.utils.dist import (DistEnv, PeerLostError, broadcast_object, cleanup, ddp_timeout, env_from_torchrun,
-                             init_distributed, is_peer_failure)
+from yolo.utils.dist import (
+    DistEnv,
+    PeerLostError,
+    broadcast_object,
+    cleanup,
+    ddp_timeout,
+    env_from_torchrun,
+    init_distributed,
+    is_peer_failure,
+)
 from yolo.utils.files import make_run_dir
 from yolo.utils.rng import seed_everything
-
-
-@dataclass
-class TrainData:
-    """Class names, the training loader (batches: images ``[B, 3, S, S]`` uint8, targets ``[M, 6]``, paths,
-    infos) and the validation loader (same batches, or None)."""
-
-    names: list[str]
-    train_loader: Iterable
-    val_loader: Iterable | None = None
 
 
 def log(message: str, env: DistEnv | None = None) -> None:
@@ -223,7 +223,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callab
 
 def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: bool, plots: bool, env: DistEnv,
            device: torch.device, where: dict) -> Path:
-    from yolo.config import check_paths
+    from yolo.train.config import check_paths
 
     seed_everything(cfg.seed + env.rank, cfg.deterministic)
     out_dir = Path(resume).resolve().parent.parent if resume else None
@@ -247,13 +247,11 @@ def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
 def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: bool, plots: bool, env: DistEnv,
            device: torch.device, out_dir: Path) -> Trainer:
     """Data, model, validation and the trainer (resumed when asked), for the run folder ``out_dir``."""
-    from yolo.train_seams import default_data, default_validate
-
-    data = (data_factory or default_data)(cfg, env)
+    data = (data_factory or defaults.default_data)(cfg, env)
     if env.is_main and plots and not resume:
         _plot_labels(data, out_dir / "labels.png")
     model = build_model(cfg, data.names, env)
-    validate = (validate_factory or default_validate)(cfg, data, env) if data.val_loader is not None or \
+    validate = (validate_factory or defaults.default_validate)(cfg, data, env) if data.val_loader is not None or \
         validate_factory else None
     if validate and env.is_main and plots and data.val_loader is not None:
         validate = _with_val_pictures(validate, data, out_dir, cfg.val.iou)
@@ -268,7 +266,7 @@ def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
 def _with_val_pictures(validate: Callable, data: TrainData, out_dir: Path, iou: float) -> Callable:
     """``validate`` that also draws the first validation batch: ``val_batch0_labels.jpg`` (the truth) and
     ``val_batch0_pred.jpg`` (the model's detections above 0.25 after NMS), rewritten at each validation."""
-    from yolo.postprocess import non_max_suppression
+    from yolo.runtime.postprocess import non_max_suppression
     from yolo.utils.boxes import xyxy_to_cxcywh
     from yolo.utils.plots import save_batch_image
 
@@ -310,7 +308,7 @@ def find_last_checkpoint(root: str | Path = "runs/train") -> Path:
 
 def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """The run config stored in a training checkpoint, with ``--set`` overrides (e.g. more epochs) on top."""
-    from yolo.config import apply_override, validate
+    from yolo.train.config import apply_override, validate
 
     ckpt = load_safe(path)
     if "run_config" not in ckpt:

@@ -3,7 +3,7 @@
 The exported graph is ``model.fuse()`` followed by ``model.decode``: input ``images [B, 3, H, W]`` RGB float in
 [0, 1], output ``[B, N, 5+C]``. With ``nms=True`` (ONNX only) the graph ends in NMS and outputs ``detections
 [K, 7]``. Files are written to a temporary name, loaded back (onnxruntime / ``torch.jit.load``), compared with
-PyTorch (see :mod:`yolo.export_verify`) and only then renamed into place; a file that fails is deleted.
+PyTorch (see :mod:`yolo.export.verify`) and only then renamed into place; a file that fails is deleted.
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ from torchvision.ops import batched_nms
 
 from yolo import __version__
 from yolo.errors import InputError
-from yolo.export_verify import (
-    TOLERANCE, TOLERANCE_HALF, decoded_max_diff, detections_max_diff, verification_batch,
+from yolo.export.verify import (
+    TOLERANCE,
+    TOLERANCE_HALF,
+    decoded_max_diff,
+    detections_max_diff,
+    verification_batch,
 )
-from yolo.exported import META_FORMAT, META_VERSION, TS_CONFIG, ExportedBackend, load_exported, require_onnx
 from yolo.model.checkpoint import load_model
 from yolo.model.darknet import Darknet
+from yolo.runtime.exported import META_FORMAT, META_VERSION, TS_CONFIG, ExportedBackend, load_exported, require_onnx
 from yolo.utils.boxes import cxcywh_to_xyxy
 
 DEFAULT_OPSET = 17  # the TorchScript-based exporter of torch 2.x supports 7..20; NMS needs >= 11
@@ -45,7 +49,7 @@ class ExportVerificationError(RuntimeError):
 @dataclass
 class ExportResult:
     path: Path
-    max_diff: float  # the verification metric (see yolo.export_verify); <= tolerance
+    max_diff: float  # the verification metric (see yolo.export.verify); <= tolerance
     tolerance: float
     metadata: dict = field(default_factory=dict)
     seconds: float = 0.0  # export plus verification

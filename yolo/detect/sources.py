@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from yolo.errors import InputError
+from yolo.utils.image import UnreadableImage, read_image, to_bgr8
 
 IMAGE_SUFFIXES = {".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".tif", ".tiff", ".pbm",
                   ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif"}
@@ -46,31 +47,12 @@ class Frame:
         return self.path.isdigit() or "://" in self.path
 
 
-def to_bgr8(img: np.ndarray) -> np.ndarray:
-    """Any array OpenCV might return -> BGR ``[H, W, 3]`` uint8: ``[H, W]`` gray, ``[H, W, 1]``, BGRA
-    ``[H, W, 4]``; uint16 is scaled by 1/257, floats are taken as [0, 1]."""
-    if img.dtype == np.uint16:
-        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif img.dtype.kind == "f":
-        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise InputError(f"unsupported image dtype {img.dtype} (expected uint8, uint16 or float)")
-    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
-        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
-    if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return img
-    raise InputError(f"unsupported image shape {list(img.shape)} (expected [H, W], [H, W, 3] or [H, W, 4])")
-
-
-def read_image(path: str | Path) -> np.ndarray | None:
-    """BGR ``[H, W, 3]`` uint8 with EXIF orientation applied, or None when OpenCV cannot decode the file."""
+def _read_bgr_or_none(path: Path) -> np.ndarray | None:
+    """BGR ``[H, W, 3]`` uint8, or None for a file OpenCV cannot decode (the detect loop counts and names it)."""
     try:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    except cv2.error:
+        return read_image(path, "bgr")
+    except UnreadableImage:
         return None
-    return None if img is None or img.size == 0 else img
 
 
 def open_video(name: str | int) -> cv2.VideoCapture:
@@ -158,7 +140,7 @@ class Source:
             if p.suffix.lower() in VIDEO_SUFFIXES:
                 yield from _video_frames(str(p), str(p))
             else:
-                yield Frame(str(p), read_image(p))
+                yield Frame(str(p), _read_bgr_or_none(p))
 
 
 def _video_frames(name: str | int, label: str) -> Iterator[Frame]:

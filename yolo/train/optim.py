@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolo.config import RunConfig
+from yolo.train.config import RunConfig
 
 # param group order; "bias" warms up from warmup_bias_lr, the others from 0
 GROUPS = ("decay", "no_decay", "bias")

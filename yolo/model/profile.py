@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass
 import torch
 
 from yolo.model.cfg_parser import (
-    ConvSpec, MaxPoolSpec, ModelSpec, RouteSpec, ShortcutSpec, UpsampleSpec, conv_param_count, layer_shapes,
+    ConvSpec,
+    MaxPoolSpec,
+    ModelSpec,
+    RouteSpec,
+    ShortcutSpec,
+    UpsampleSpec,
+    conv_param_count,
+    layer_shapes,
     param_count,
 )
 from yolo.model.inference import prepare_for_inference

@@ -1,12 +1,14 @@
 """The YOLO toolkits' extra metrics: precision/recall/F1 against confidence, and the confusion matrix.
 
 Both work on numpy arrays; the matching that decides true positives comes from the COCO-exact evaluation
-in ``yolo.metrics`` (IoU 0.5, all areas, top 100 per image and class), so P/R here agree with its AP50.
+in ``yolo.val.coco`` (IoU 0.5, all areas, top 100 per image and class), so P/R here agree with its AP50.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from yolo.utils.boxes import box_iou_numpy
 
 CONF_GRID = np.linspace(0, 1, 1000)  # [1000] confidences the P/R/F1 curves are sampled at
 
@@ -39,17 +41,6 @@ def pr_conf_curves(score: np.ndarray, cls: np.ndarray, tp: np.ndarray, fp: np.nd
     return {"conf": CONF_GRID, "p": p, "r": r, "f1": f1, "best": best}
 
 
-def box_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of ``[N, 4]`` and ``[M, 4]`` corner boxes -> ``[N, M]``."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def confusion_update(matrix: np.ndarray, pred: np.ndarray, gt_boxes: np.ndarray, gt_cls: np.ndarray,
                      conf: float = 0.25, iou: float = 0.45) -> None:
     """Add one image to ``matrix`` ``[C+1, C+1]`` (rows predicted class, columns true class; index C is
@@ -64,7 +55,7 @@ def confusion_update(matrix: np.ndarray, pred: np.ndarray, gt_boxes: np.ndarray,
     if len(pred) == 0 or len(gt_cls) == 0:
         g_idx = d_idx = np.zeros(0, np.int64)
     else:
-        ious = box_iou_xyxy(gt_boxes, pred[:, :4])  # [M, K]
+        ious = box_iou_numpy(gt_boxes, pred[:, :4])  # [M, K]
         g_idx, d_idx = np.nonzero(ious > iou)
     order = np.argsort(-ious[g_idx, d_idx], kind="stable") if len(g_idx) else g_idx
     gt_used, det_used = np.zeros(len(gt_cls), bool), np.zeros(len(pred), bool)

@@ -1,0 +1,128 @@
+"""The ``yolo detect`` run loop: frames from a source, in batches, through a detector, into the writers."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+from yolo.detect.sources import Frame, Prefetcher, Source
+from yolo.detect.writers import RunWriter, prepare_dir
+from yolo.errors import InputError
+from yolo.runtime.preprocess import letterbox_images, to_input
+
+MAX_LISTED_UNREADABLE = 20
+PREFETCH_BATCHES = 2  # batches read and letterboxed ahead of the one running
+
+
+class _Stats:
+    """Counts and seconds for the closing summary."""
+
+    def __init__(self):
+        self.images = self.unreadable = 0
+        self.bad_files: list[str] = []
+        self.per_class: Counter = Counter()
+        self.seconds = Counter()
+
+    def skip(self, frame: Frame) -> None:
+        self.unreadable += 1
+        if len(self.bad_files) < MAX_LISTED_UNREADABLE:
+            self.bad_files.append(frame.path)
+        print(f"warning: {frame.path}: cannot read this image, skipped", file=sys.stderr)
+
+    def summary(self, run_dir: Path, writer: RunWriter, names: list[str]) -> dict:
+        n = max(self.images, 1)
+        return {
+            "run_dir": str(run_dir), "images": self.images, "unreadable": self.unreadable,
+            "unreadable_files": self.bad_files, "detections": sum(self.per_class.values()),
+            "per_class": {names[c] if c < len(names) else str(c): k for c, k in sorted(self.per_class.items())},
+            "ms_per_image": {k: round(1000 * self.seconds[k] / n, 3) for k in ("pre", "infer", "post", "write")},
+            "json": str(writer.json.path) if writer.json is not None else None, "videos": writer.videos,
+        }
+
+
+def run_detection(detector, source, out, save_txt=False, save_json=False, save_crop=False, nosave=False,
+                  batch_size=8, progress=True, increment=True, prefetch=True) -> dict:
+    """The loop behind ``Detector.run``: stream frames in batches, detect, write, count; returns the summary:
+    ``run_dir``, ``images``, ``unreadable``, ``unreadable_files`` (first 20), ``detections``, ``per_class``
+    {name: count}, ``ms_per_image`` {pre (read + letterbox: with ``prefetch``, only the time the loop waited
+    for them), infer, post (NMS + un-letterbox), write}, ``json`` (path or None), ``videos`` (file names).
+
+    ``prefetch``: a reader thread reads and letterboxes the next batches (two at most) while the current one
+    runs; same results, in the same order, and its errors are raised here."""
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    src = source if isinstance(source, Source) else Source(source)
+    run_dir = prepare_dir(out, increment)
+    writer = RunWriter(run_dir, detector.names, not nosave, save_txt, save_json, save_crop)
+    total = src.count()
+    bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress or total == 1, dynamic_ncols=True)
+    stats = _Stats()
+    batches = _letterboxed_batches(iter(src), 1 if src.is_live else batch_size, detector.img_size)
+    reader = Prefetcher(batches, depth=PREFETCH_BATCHES) if prefetch else None
+    batches = iter(reader) if reader is not None else batches
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = next(batches, None)
+            stats.seconds["pre"] += time.perf_counter() - t0  # reading and letterboxing count as pre-processing
+            if item is None:
+                break
+            batch, boxed, infos = item
+            for f in batch:
+                if f.image is None:
+                    stats.skip(f)
+            if boxed is not None:
+                t0 = time.perf_counter()
+                x = to_input(boxed)  # [G, 3, H, W] float
+                stats.seconds["pre"] += time.perf_counter() - t0
+                _detect_and_write(detector, [f for f in batch if f.image is not None], x, infos, writer, stats)
+            bar.update(len(batch))
+    finally:
+        if reader is not None:
+            reader.close()
+        bar.close()
+        writer.close()
+    return stats.summary(run_dir, writer, detector.names)
+
+
+def _letterboxed_batches(frames: Iterator[Frame], step: int, size: tuple[int, int]) -> Iterator[tuple]:
+    """Groups of ``step`` frames, read and letterboxed (OpenCV only, no torch threads):
+    ``(frames, boxed [G, H, W, 3] BGR uint8 or None, infos)``, the G readable frames in order."""
+    while True:
+        batch = list(itertools.islice(frames, step))
+        if not batch:
+            return
+        images = [f.image for f in batch if f.image is not None]
+        boxed, infos = letterbox_images(images, size) if images else (None, [])
+        yield batch, boxed, infos
+
+
+def _detect_and_write(detector, frames: list[Frame], x, infos, writer: RunWriter, stats: _Stats) -> None:
+    """Detect on ``x [G, 3, H, W]`` (the letterboxed ``frames``) and write each frame's outputs."""
+    dets, seconds = detector.detect_letterboxed(x, infos, [f.path for f in frames], [f.index for f in frames])
+    stats.seconds.update(seconds)
+    t0 = time.perf_counter()
+    for f, d in zip(frames, dets):
+        writer.write(f, d)
+        stats.per_class.update(d.classes.tolist())
+    stats.images += len(frames)
+    stats.seconds["write"] += time.perf_counter() - t0
+
+
+def format_summary(s: dict) -> str:
+    """The closing lines ``yolo detect`` prints."""
+    t = s["ms_per_image"]
+    per_class = ", ".join(f"{k} {name}" for name, k in s["per_class"].items()) or "none"
+    lines = [f"{s['images']} images, {s['detections']} detections ({per_class})",
+             f"per image: {t['pre']:.1f} ms pre-process (read + letterbox), {t['infer']:.1f} ms inference, "
+             f"{t['post']:.1f} ms post-process (NMS), {t['write']:.1f} ms writing"]
+    if s["unreadable"]:
+        lines.append(f"{s['unreadable']} unreadable file(s) skipped: {', '.join(s['unreadable_files'])}")
+    lines.append(f"results in {s['run_dir']}")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Backends: what every task runs a model through.
+
+A *backend* runs the network: ``backend(x [B, 3, H, W] float in [0, 1]) -> [B, N, 5+C]`` decoded
+(cx, cy, w, h in input pixels, objectness, class probabilities), with attributes ``names``, ``stride``,
+``fixed_shape`` ((H, W) or None), ``device`` and ``dtype``. :class:`TorchBackend` runs our models;
+``.onnx`` / ``.torchscript`` files go to :func:`yolo.runtime.exported.load_exported`.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from yolo.errors import InputError
+from yolo.model.checkpoint import load_model
+from yolo.model.darknet import Darknet
+from yolo.model.inference import prepare_for_inference
+from yolo.utils.device import half_dtype, half_warning, select_device
+from yolo.utils.names import load_names
+
+EXPORTED_SUFFIXES = (".onnx", ".torchscript")
+
+
+class TorchBackend:
+    """A ``Darknet`` on ``device``, BN folded into the convs, channels-last on CPU, in ``dtype``.
+    The network runs in ``dtype``; decoding runs in float32 (pixel coordinates need the precision).
+
+    ``winograd`` (default: on for float32 on CPU) computes the 3x3 stride-1 convs with 128 or more input
+    channels by Winograd's algorithm (``yolo.model.winograd``): about 2x faster on those layers, results equal
+    to the direct convolution within about 1e-5 relative. ``self.winograd`` is the number of convs swapped.
+    """
+
+    fixed_shape = None
+
+    def __init__(self, model: Darknet, device: str | torch.device = "cpu", half: bool = False,
+                 winograd: bool | None = None):
+        self.device = select_device(str(device))
+        self.dtype = half_dtype(self.device) if half else torch.float32
+        self.model, self.memory_format, self.winograd = prepare_for_inference(model, self.device, self.dtype, winograd)
+        self.names = list(model.names or [])
+        self.stride = model.max_stride
+        self.num_classes = model.num_classes
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` float in [0, 1] -> ``[B, N, 5+C]`` float32."""
+        x = x.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+        raw = self.model(x)  # [[B, A, H/s, W/s, 5+C] per head]
+        return self.model.decode([r.float() for r in raw])
+
+
+def run_backend(backend, x: torch.Tensor) -> torch.Tensor:
+    """``backend(x)`` ``[B, 3, H, W] -> [B, N, 5+C]``; a backend with a ``fixed_batch`` (static export) gets
+    chunks of exactly that size, the last one padded with zeros (their rows are dropped)."""
+    fixed = getattr(backend, "fixed_batch", None)
+    if not fixed or fixed == len(x):
+        return backend(x)
+    out = []
+    for chunk in x.split(fixed):
+        pad = fixed - len(chunk)
+        if pad:
+            chunk = torch.cat((chunk, chunk.new_zeros(pad, *chunk.shape[1:])))
+        out.append(backend(chunk)[:fixed - pad])
+    return torch.cat(out)
+
+
+def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", half: bool = False,
+                 names: str | Path | Sequence[str] | None = None):
+    """A backend for ``weights``: a backend object (returned as is), a ``Darknet``, or a file: our ``.pt``,
+    a darknet ``.weights`` (with ``cfg``), another toolkit's checkpoint (with ``cfg``), ``.onnx``/``.torchscript``."""
+    if callable(weights) and hasattr(weights, "stride") and not isinstance(weights, Darknet):
+        return weights
+    if isinstance(weights, Darknet):
+        backend = TorchBackend(copy.deepcopy(weights), device, half)  # fusing must not change the caller's model
+    elif str(weights).lower().endswith(EXPORTED_SUFFIXES):
+        if not Path(weights).is_file():
+            raise InputError("weights file not found", str(weights))
+        from yolo.runtime.exported import load_exported  # onnxruntime only when an .onnx is asked for
+
+        backend = load_exported(str(weights), str(device))
+    else:
+        names_file = names if isinstance(names, (str, Path)) else None
+        backend = TorchBackend(load_model(weights, cfg=cfg, names=names_file), device, half)
+    if half and torch.device(backend.device).type == "cpu":
+        warning = half_warning(torch.device(backend.device))
+        if warning:
+            print(warning, file=sys.stderr)
+    if names is not None:
+        names = load_names(names) if isinstance(names, (str, Path)) else list(names)
+        if backend.names and len(names) != len(backend.names):
+            raise InputError(f"{len(names)} class names for a model with {len(backend.names)} classes")
+        backend.names = names
+    return backend

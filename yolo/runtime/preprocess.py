@@ -1,0 +1,47 @@
+"""Pre-processing: images -> the network's letterboxed ``[B, 3, H, W]`` input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from yolo.data.augment import letterbox
+from yolo.errors import InputError
+from yolo.utils.boxes import LetterboxInfo
+from yolo.utils.image import UnreadableImage, read_image, to_bgr8
+
+
+def preprocess(images: Sequence[np.ndarray], size: tuple[int, int]) -> tuple[torch.Tensor, list[LetterboxInfo]]:
+    """BGR ``[h, w, 3]`` uint8 images -> letterboxed RGB ``[B, 3, H, W]`` float in [0, 1] and their infos."""
+    boxed, infos = letterbox_images(images, size)
+    return to_input(boxed), infos
+
+
+def letterbox_images(images: Sequence[np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, list[LetterboxInfo]]:
+    """BGR ``[h, w, 3]`` uint8 images -> letterboxed BGR ``[B, H, W, 3]`` uint8 and their infos (OpenCV only:
+    no torch threads, so a reader thread can run it beside the network)."""
+    boxed, infos = [], []
+    for img in images:
+        lb, info = letterbox(img, size)  # [H, W, 3]
+        boxed.append(lb)
+        infos.append(info)
+    return np.stack(boxed), infos
+
+
+def to_input(boxed: np.ndarray) -> torch.Tensor:
+    """Letterboxed BGR ``[B, H, W, 3]`` uint8 -> RGB ``[B, 3, H, W]`` float in [0, 1]."""
+    x = torch.from_numpy(boxed[..., ::-1].copy())  # [B, H, W, 3] RGB uint8
+    return x.permute(0, 3, 1, 2).float().div_(255)  # [B, 3, H, W]
+
+
+def as_image(item) -> tuple[np.ndarray, str | None]:
+    """A path or an array -> (BGR ``[h, w, 3]`` uint8, path or None); unreadable files are an InputError."""
+    if isinstance(item, np.ndarray):
+        return to_bgr8(item), None
+    try:
+        return read_image(item, "bgr"), str(item)
+    except UnreadableImage:
+        raise InputError("cannot read image" if Path(item).is_file() else "image not found", str(item)) from None

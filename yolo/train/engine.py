@@ -1,0 +1,317 @@
+"""A training loop that knows nothing about detection: ``Trainer(cfg, task, out_dir).fit()``.
+
+The task (``TrainTask``) brings the model, the batches, the loss and optionally validation and the
+self-describing checkpoint keys; the loop brings optimizer groups, warmup and schedule, accumulation to a
+nominal batch, AMP, gradient clipping, EMA, DDP, checkpoints, resume, early stopping and logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from yolo.train.config import RunConfig
+from yolo.train.optim import accumulate_steps, build_optimizer, set_lr
+from yolo.utils.checkpoint import load_safe, save_atomic
+from yolo.utils.dist import DistEnv, broadcast_object, reduce_mean
+from yolo.utils.ema import ModelEMA, unwrap
+from yolo.utils.log import ResultsLog, TensorBoard
+from yolo.utils.meters import MeterBuffer
+from yolo.utils.rng import rng_state, set_rng_state
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the loss part."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the run; ``checkpoint`` is the resumable ``last.pt`` written on the way out
+    (``None`` on ranks other than 0)."""
+
+    def __init__(self, checkpoint: Path | None):
+        super().__init__(str(checkpoint) if checkpoint else "interrupted")
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class TrainTask:
+    """What the loop needs from the outside world.
+
+    ``compute_loss(model, batch, device) -> (loss scalar, {part: scalar})``: the loss to back-propagate (under
+    DDP gradients are averaged over processes; scale it yourself if it sums over the batch).
+    ``validate(model, epoch) -> metrics`` (rank 0 only; ``fitness`` in it decides best.pt, else the negative
+    mean training loss does). ``checkpoint_meta(model) -> dict`` adds self-describing keys (cfg, names, ...).
+    ``batch_images(batch) -> int`` counts images for images/s.
+    """
+
+    model: nn.Module
+    train_loader: Iterable
+    compute_loss: Callable[[nn.Module, Any, torch.device], tuple[torch.Tensor, dict]]
+    validate: Callable[[nn.Module, int], dict] | None = None
+    checkpoint_meta: Callable[[nn.Module], dict] | None = None
+    batch_images: Callable[[Any], int] = lambda batch: len(batch[0])
+    on_epoch_start: Callable[[int], None] | None = None  # e.g. close mosaic for the last epochs
+    on_first_batches: Callable[[Any, int, Path], None] | None = None  # (batch, i, run folder) for i < 3
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    """Tell the loader, its dataset and its (distributed) sampler which epoch it is (shuffling and augmentation
+    streams differ per epoch and restart exactly on resume)."""
+    sampler = getattr(loader, "sampler", None)
+    batch_sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    seen: set[int] = set()
+    for obj in (loader, getattr(loader, "dataset", None), sampler, batch_sampler):
+        if obj is not None and id(obj) not in seen and hasattr(obj, "set_epoch"):
+            seen.add(id(obj))
+            obj.set_epoch(epoch)
+
+
+class Trainer:
+    """``fit()`` = ``before_train`` + per epoch ``train_epoch`` / ``after_epoch`` + ``after_train``."""
+
+    def __init__(self, cfg: RunConfig, task: TrainTask, out_dir: str | Path, device: torch.device | str = "cpu",
+                 env: DistEnv | None = None, progress: bool = True, plots: bool = True):
+        self.cfg, self.task, self.env = cfg, task, env or DistEnv()
+        self.device = torch.device(device)
+        self.out_dir, self.weights_dir = Path(out_dir), Path(out_dir) / "weights"
+        self.progress = progress and self.env.is_main
+        self.plots = plots and self.env.is_main  # results.png once the run ends (matplotlib is slow per epoch)
+        self.model = task.model.to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.accumulate = accumulate_steps(cfg)
+        self.amp = cfg.amp if cfg.amp is not None else self.device.type == "cuda"
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.device.type == "cuda")
+        self.ema = ModelEMA(self.model, cfg.ema.decay, cfg.ema.tau) if cfg.ema.enabled else None
+        self.start_epoch, self.epoch, self.best_fitness, self.best_epoch = 0, 0, -math.inf, -1
+        self.meters = MeterBuffer()
+        self.stop = False
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> dict:
+        """Train from ``start_epoch`` to ``cfg.epochs``; returns the last epoch's log row."""
+        self.before_train()
+        row: dict = {}
+        try:
+            for self.epoch in range(self.start_epoch, self.cfg.epochs):
+                self.train_epoch()
+                row = self.after_epoch()
+                if self.stop:
+                    break
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._save_interrupted() if self.env.is_main else None) from None
+        finally:
+            self.after_train()
+        return row
+
+    def before_train(self) -> None:
+        if self.env.distributed:
+            if self.cfg.sync_bn and self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.nb = len(self.task.train_loader)
+        self.warmup_steps = round(self.cfg.warmup_epochs * self.nb)
+        if self.env.is_main:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            self.results = ResultsLog(self.out_dir / "results.csv")
+            self.tb = TensorBoard(self.out_dir)
+
+    def after_train(self) -> None:
+        if self.env.is_main and hasattr(self, "tb"):
+            self.tb.close()
+            if self.plots and self.results.rows:
+                from yolo.utils.plots import plot_results
+
+                plot_results(self.results.path)
+
+    def train_epoch(self) -> None:
+        """One pass over the loader with accumulation; the optimizer also steps after the last batch."""
+        self.model.train()
+        self.meters = MeterBuffer()
+        if self.task.on_epoch_start:
+            self.task.on_epoch_start(self.epoch)
+        _set_epoch(self.task.train_loader, self.epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        bar = self._progress_bar()
+        tic = time.perf_counter()
+        try:
+            for i, batch in enumerate(self.task.train_loader):
+                self.meters.update(data_time=time.perf_counter() - tic)
+                if i < 3 and self.epoch == self.start_epoch and self.env.is_main and self.task.on_first_batches:
+                    self.task.on_first_batches(batch, i, self.out_dir)  # e.g. pictures of what the model sees
+                self.train_step(i, batch)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(self._postfix(batch, time.perf_counter() - tic), refresh=False)
+                tic = time.perf_counter()
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def train_step(self, i: int, batch) -> None:
+        step = self.epoch * self.nb + i
+        lr = set_lr(self.optimizer, self.cfg, self.epoch, step, self.warmup_steps)
+        t0 = time.perf_counter()
+        step_now = (i + 1) % self.accumulate == 0 or i + 1 == self.nb
+        # DDP: gradients are all-reduced only on the micro-batch that steps (no_sync before it)
+        sync = contextlib.nullcontext() if step_now or not self.env.distributed else self.model.no_sync()
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
+        with sync:
+            with autocast:
+                loss, parts = self.task.compute_loss(self.model, batch, self.device)
+            self._check_finite(step, loss, parts)
+            t1 = time.perf_counter()
+            self.scaler.scale(loss).backward()
+        t2 = time.perf_counter()
+        if step_now:
+            self.optimizer_step()
+        self.meters.update({k: float(v) for k, v in parts.items()}, loss=float(loss.detach()), lr=lr,
+                           forward_time=t1 - t0, backward_time=t2 - t1, optim_time=time.perf_counter() - t2)
+
+    def optimizer_step(self) -> None:
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _check_finite(self, step: int, loss: torch.Tensor, parts: dict) -> None:
+        values = {k: torch.as_tensor(v).detach().float() for k, v in {"total": loss, **parts}.items()}
+        bad = {k: float(v) for k, v in values.items() if not torch.isfinite(v).all()}
+        if bad:
+            part = next((k for k in bad if k != "total"), "total")
+            raise NonFiniteLossError(f"non-finite loss at step {step} (epoch {self.epoch}, batch "
+                                     f"{step - self.epoch * self.nb}): {part} = {bad[part]}; the last good "
+                                     f"checkpoint is kept in {self.weights_dir}")
+
+    def after_epoch(self) -> dict:
+        """Reduce the epoch's losses, validate (rank 0), log, save checkpoints, decide on early stopping."""
+        losses = reduce_mean({k: m.global_avg for k, m in self.meters.items()
+                              if not k.endswith("_time") and k != "lr"}, self.device)
+        row: dict = {}
+        if self.env.is_main:
+            times = {f"time/{k[:-5]}": m.total for k, m in self.meters.items() if k.endswith("_time")}  # seconds
+            row = {"epoch": self.epoch, **{f"train/{k}": v for k, v in losses.items()}, **self._validate(losses),
+                   "lr": self.optimizer.param_groups[0]["lr"], "time": sum(times.values()), **times}
+            self._log(row)  # the row first: a checkpoint never claims an epoch results.csv lacks (a redone
+            self._save_epoch(row["fitness"])  # epoch after a kill replaces its row)
+            patience = self.cfg.patience
+            self.stop = patience > 0 and self.epoch - self.best_epoch >= patience
+        self.stop = broadcast_object(self.stop)
+        return row
+
+    def _validate(self, losses: dict) -> dict:
+        last = self.epoch + 1 == self.cfg.epochs
+        metrics: dict = {}
+        if self.task.validate and ((self.epoch + 1) % self.cfg.val.period == 0 or last):
+            metrics = dict(self.task.validate(self.eval_model, self.epoch))
+        if "fitness" not in metrics:
+            if "map50" in metrics and "map" in metrics:
+                metrics["fitness"] = 0.1 * metrics["map50"] + 0.9 * metrics["map"]
+            else:
+                metrics["fitness"] = -losses.get("loss", 0.0)
+        return metrics
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The EMA model when EMA is on (what validation sees and checkpoints deploy), else the raw one."""
+        return self.ema.ema if self.ema is not None else unwrap(self.model)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_epoch(self, fitness: float) -> None:
+        better = fitness > self.best_fitness
+        if better:
+            self.best_fitness, self.best_epoch = fitness, self.epoch
+        self.save("last.pt")
+        if better:
+            self.save("best.pt")
+        if self.cfg.save_period and (self.epoch + 1) % self.cfg.save_period == 0:
+            self.save(f"epoch_{self.epoch + 1}.pt")
+
+    def _save_interrupted(self) -> Path:
+        """``last.pt`` with the weights as they are and the epoch counter at the last finished epoch (resume
+        redoes the interrupted one). A second Ctrl-C is ignored while it is written; the write is atomic anyway."""
+        import signal
+        import threading
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            return self.save("last.pt", epoch=self.epoch - 1, interrupted=True)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+
+    def checkpoint(self, epoch: int | None = None, interrupted: bool = False) -> dict:
+        """Everything to continue exactly, plus the deployable (EMA) model under ``model``."""
+        deploy = self.eval_model
+        meta = self.task.checkpoint_meta(deploy) if self.task.checkpoint_meta else {}
+        return {**meta,
+                "model": {k: v.detach().cpu() for k, v in deploy.state_dict().items()},
+                "train_model": {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()},
+                "ema": {k: v for k, v in self.ema.state_dict().items() if k != "model"} if self.ema else None,
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "scheduler": {"kind": self.cfg.schedule, "epoch": self.epoch if epoch is None else epoch},
+                "epoch": self.epoch if epoch is None else epoch, "best_fitness": float(self.best_fitness),
+                "best_epoch": self.best_epoch, "interrupted": interrupted, "run_config": self.cfg.to_dict(),
+                "rng": rng_state()}
+
+    def save(self, name: str, epoch: int | None = None, interrupted: bool = False) -> Path:
+        path = self.weights_dir / name
+        save_atomic(self.checkpoint(epoch, interrupted), path)
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        """Load a training checkpoint: weights, EMA, optimizer, scaler, counters and RNG states."""
+        ckpt = load_safe(path)
+        missing = [k for k in ("train_model", "optimizer", "epoch", "rng") if k not in ckpt]
+        if missing:
+            from yolo.errors import InputError
+
+            raise InputError(f"not a training checkpoint (no {', '.join(missing)}); use it as weights instead",
+                             str(path))
+        unwrap(self.model).load_state_dict(ckpt["train_model"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict({**ckpt["ema"], "model": ckpt["model"]})
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        self.best_fitness, self.best_epoch = float(ckpt["best_fitness"]), int(ckpt.get("best_epoch", -1))
+        set_rng_state(ckpt["rng"])
+        if self.env.is_main:  # temporary files of writes a SIGKILL cut short (the finished files are intact)
+            for stale in self.weights_dir.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ seeing the run
+
+    def _log(self, row: dict) -> None:
+        self.results.append(row)
+        self.tb.scalars(row, self.epoch)
+
+    def _progress_bar(self):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.nb, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=True,
+                    bar_format="{l_bar}{bar:12}{r_bar}")
+
+    def _postfix(self, batch, seconds: float) -> str:
+        m = self.meters
+        losses = " ".join(f"{k} {m[k].avg:.4f}" for k in ("box", "obj", "cls", "loss") if k in m)
+        mem = torch.cuda.memory_reserved(self.device) / 2 ** 30 if self.device.type == "cuda" else 0.0
+        speed = self.task.batch_images(batch) * self.env.world_size / max(seconds, 1e-9)
+        return f"{losses} lr {m['lr'].latest:.2e} mem {mem:.2f}G {speed:.1f} img/s"

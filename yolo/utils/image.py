@@ -1,0 +1,48 @@
+"""The one image reader, with an explicit colour order, and the array normalizer behind it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from yolo.errors import InputError
+
+
+class UnreadableImage(Exception):
+    """An image file that OpenCV cannot decode (or that does not exist)."""
+
+
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Any array OpenCV might return -> BGR ``[H, W, 3]`` uint8: ``[H, W]`` gray, ``[H, W, 1]``, BGRA
+    ``[H, W, 4]``; uint16 is scaled by 1/257, floats are taken as [0, 1]."""
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif img.dtype.kind == "f":
+        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise InputError(f"unsupported image dtype {img.dtype} (expected uint8, uint16 or float)")
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    raise InputError(f"unsupported image shape {list(img.shape)} (expected [H, W], [H, W, 3] or [H, W, 4])")
+
+
+def read_image(path: str | Path, order: Literal["bgr", "rgb"]) -> np.ndarray:
+    """``[H, W, 3]`` uint8 in colour ``order`` ("bgr", as OpenCV draws and writes, or "rgb", as the network
+    takes). ``cv2.IMREAD_COLOR`` applies the EXIF orientation, makes grayscale 3-channel, drops alpha and
+    scales 16-bit images to 8 bits. Raises ``UnreadableImage`` when the file cannot be decoded."""
+    if order not in ("bgr", "rgb"):
+        raise ValueError(f"order must be 'bgr' or 'rgb', got {order!r}")
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:
+        img = None
+    if img is None or img.size == 0:
+        raise UnreadableImage(str(path))
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if order == "rgb" else img

@@ -1,0 +1,148 @@
+"""Run a model over a dataset split and evaluate it in the original images' pixels (``yolo val --weights``).
+
+The model sees letterboxed images; detections are mapped back through each image's letterbox and compared
+with the split's labels scaled to the original image, so the figures do not depend on ``--img-size``'s
+padding. COCO datasets keep their crowd regions, image ids and category ids, so ``--save-json`` output is
+a standard COCO results file for the original ``instances_*.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from yolo.data.dataset import DetectionDataset
+from yolo.data.formats import load_data_config
+from yolo.data.index import DatasetIndex
+from yolo.data.loader import build_loader
+from yolo.data.split import load_split
+from yolo.errors import InputError
+from yolo.runtime.backends import load_backend, run_backend
+from yolo.runtime.postprocess import check_thresholds, postprocess
+from yolo.utils.boxes import cxcywh_to_xyxy
+from yolo.utils.checkpoint import atomic_write
+from yolo.val.evaluator import Evaluator
+
+
+@dataclass
+class ValResult:
+    """What ``validate_dataset`` measured: ``metrics`` is ``Evaluator.compute()``; ``times_ms`` per image
+    (``pre`` = reading + letterbox, ``inference``, ``nms``); ``evaluator`` holds every prediction."""
+
+    metrics: dict
+    evaluator: Evaluator
+    index: DatasetIndex
+    times_ms: dict = field(default_factory=dict)
+    images: int = 0
+
+
+def _pixels(labels: np.ndarray, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, 5]`` class, cx, cy, w, h normalized -> (``[N, 4]`` xyxy pixels of an image of ``shape`` (h, w), ``[N]``)."""
+    h, w = shape
+    t = torch.as_tensor(labels, dtype=torch.float64).reshape(-1, 5)
+    return cxcywh_to_xyxy(t[:, 1:5] * t.new_tensor([w, h, w, h])), t[:, 0].long()
+
+
+def _image_id(index: DatasetIndex, j: int) -> int:
+    return int(index.image_ids[j]) if index.image_ids else j + 1
+
+
+def validate_dataset(weights, data: str | Path, split: str = "val", img_size: int = 416, batch_size: int = 32,
+                     conf: float = 0.001, iou: float = 0.6, max_det: int = 300, device: str = "cpu",
+                     half: bool = False, cfg: str | Path | None = None, rect: bool = False, workers: int = 0,
+                     progress: bool = True) -> ValResult:
+    """Detect on every image of ``split`` (multi-label NMS, as COCO evaluation wants) and evaluate.
+
+    ``weights``: anything ``yolo.detect.load_backend`` takes (``.pt``, ``.weights`` + ``cfg``, ``.onnx``,
+    ``.torchscript``, a ``Darknet``). The model's class count must equal the data's.
+    """
+    check_thresholds(conf, iou, max_det)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    index = load_split(load_data_config(data), split)
+    backend = load_backend(weights, cfg=cfg, device=device, half=half)
+    nc = getattr(backend, "num_classes", None) or len(backend.names)
+    if nc != len(index.names):
+        raise InputError(f"the model has {nc} classes, the data {len(index.names)} ({', '.join(index.names[:5])}"
+                         f"{', ...' if len(index.names) > 5 else ''})", str(data))
+    if img_size % backend.stride:
+        raise InputError(f"image size {img_size} is not a multiple of the model's stride {backend.stride}")
+    dataset = DetectionDataset(index, img_size, train=False, rect=rect, batch_size=batch_size, stride=backend.stride)
+    loader = build_loader(dataset, batch_size, train=False, workers=workers, seed=0)
+    evaluator = Evaluator(len(index.names), list(index.names))
+    row_of = {str(p): j for j, p in enumerate(index.images)}
+    times = {"pre": 0.0, "inference": 0.0, "nms": 0.0}
+    batches = loader
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc=f"val {split}", unit="batch")
+    t0 = time.perf_counter()
+    for images, _, paths, infos in batches:
+        t1 = time.perf_counter()
+        pred = run_backend(backend, images.float().div_(255))  # [B, N, 5+C]
+        t2 = time.perf_counter()
+        dets = postprocess(pred.float().cpu(), infos, conf, iou, max_det=max_det, multi_label=True)  # [K, 6] each
+        t3 = time.perf_counter()
+        for det, path, info in zip(dets, paths, infos):
+            j = row_of[path]
+            boxes, classes = _pixels(index.labels[j], info.shape)
+            crowd = index.crowd[j] if index.crowd else np.zeros((0, 5), np.float32)
+            crowd_boxes, crowd_classes = _pixels(crowd, info.shape)
+            evaluator.update(det, boxes, classes, crowd_boxes, crowd_classes, image_id=_image_id(index, j))
+        times["pre"] += t1 - t0
+        times["inference"] += t2 - t1
+        times["nms"] += t3 - t2
+        t0 = time.perf_counter()
+    n = max(len(evaluator), 1)
+    return ValResult(evaluator.compute(), evaluator, index, {k: 1000 * v / n for k, v in times.items()}, len(evaluator))
+
+
+def coco_files(result: ValResult) -> tuple[dict, list[dict]]:
+    """(annotations dict, results list) in COCO form: the split's own image ids and category ids when it came
+    from a COCO json, else ids 1..N and class indices; ``file_name`` of every image. Evaluating the pair
+    gives exactly ``result.metrics['stats']``."""
+    gt, results = result.evaluator.to_coco()
+    index = result.index
+    cat = list(index.category_ids) if index.category_ids else list(range(len(index.names)))
+    files = {_image_id(index, j): Path(p).name for j, p in enumerate(index.images)}
+    for image in gt["images"]:
+        image["file_name"] = files.get(image["id"], "")
+    for category in gt["categories"]:
+        category["id"] = cat[category["id"]]
+    for row in (*gt["annotations"], *results):
+        row["category_id"] = cat[row["category_id"]]
+    return gt, results
+
+
+def save_json(result: ValResult, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``predictions.json`` (COCO results) and ``annotations.json`` (the ground truth as COCO
+    instances) into ``out_dir``, atomically. ``yolo val --predictions ... --annotations ...`` on them
+    reproduces the run's 12 COCO figures."""
+    gt, results = coco_files(result)
+    paths = Path(out_dir) / "predictions.json", Path(out_dir) / "annotations.json"
+    for path, obj in zip(paths, (results, gt)):
+        with atomic_write(path) as f:
+            f.write(json.dumps(obj).encode())
+    return paths
+
+
+def format_result(result: ValResult) -> str:
+    """The summary table: overall and per-class P, R, mAP@0.5, mAP@0.5:0.95, then the time split."""
+    m = result.metrics
+    lines = [f"{'class':>14} {'images':>7} {'instances':>9} {'P':>6} {'R':>6} {'mAP50':>6} {'mAP50-95':>8}"]
+    total = sum(len(lab) for lab in result.index.labels)
+    lines.append(f"{'all':>14} {result.images:>7} {total:>9} {m['precision']:6.3f} {m['recall']:6.3f} "
+                 f"{m['map50']:6.3f} {m['map']:8.3f}")
+    for row in m["per_class"]:
+        lines.append(f"{row['name'][:14]:>14} {'':>7} {row['instances']:>9} {row['P']:6.3f} {row['R']:6.3f} "
+                     f"{max(row['AP50'], 0):6.3f} {max(row['AP'], 0):8.3f}")
+    t = result.times_ms
+    lines.append(f"speed per image: {t['pre']:.1f} ms pre-processing, {t['inference']:.1f} ms inference, "
+                 f"{t['nms']:.1f} ms NMS")
+    return "\n".join(lines)
