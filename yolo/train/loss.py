@@ -100,10 +100,10 @@ class YoloLoss:
         self._all_anchors = all_anchors
 
     @classmethod
-    def for_model(cls, model, **gains) -> "YoloLoss":
+    def for_model(klass, model, **gains) -> "YoloLoss":  # not ``cls``: that is a gain's name
         """The loss of a ``Darknet``: its heads' anchors, strides, ``scale_x_y`` and ``new_coords``."""
         heads = model.heads
-        return cls([h.anchors for h in heads], [int(h.stride) for h in heads], model.num_classes, **gains,
+        return klass([h.anchors for h in heads], [int(h.stride) for h in heads], model.num_classes, **gains,
                    scale_x_y=[h.scale_x_y for h in heads], new_coords=[h.new_coords for h in heads])
 
     def match(self, targets: torch.Tensor, img_hw: tuple[int, int]) -> torch.Tensor:
