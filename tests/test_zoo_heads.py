@@ -270,3 +270,26 @@ def test_stretch_inverse_is_exact_on_pixels(shape):
     tol = 1.0 / min(info.scale) + 0.01  # a stretched pixel, in original pixels
     assert torch.allclose(back, torch.tensor([x1, y1, x2, y2], dtype=torch.float64), atol=tol)
     assert info.scale == (96 / w, 160 / h)
+
+
+def test_dataset_stretches_for_validation(tmp_path):
+    """``DetectionDataset(letterbox=False)``: the image fills the whole input, normalized labels are unchanged,
+    and the info maps the input back to the original pixels."""
+    from yolo.data.dataset import DetectionDataset
+    from yolo.data.formats import load_data_config
+    from yolo.data.split import load_split
+    from yolo.data.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "d", 0, 2, (96, 128), seed=0)
+    data = tmp_path / "d.yaml"
+    data.write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames: [a, b, c, d, e]\n")
+    index = load_split(load_data_config(data), "val")
+    dataset = DetectionDataset(index, 64, train=False, letterbox=False)
+    for i in range(len(dataset)):
+        img, labels, path, info = dataset[i]
+        assert img.shape == (3, 64, 64) and info.shape == (96, 128)
+        assert info.scale == (64 / 128, 64 / 96) and info.pad == (0.0, 0.0)
+        want = np.asarray(index.labels[i], np.float32).reshape(-1, 5)
+        np.testing.assert_allclose(labels[:, 1:].numpy(), want, atol=1e-6)
+    with pytest.raises(InputError, match="stretching is for validation"):
+        DetectionDataset(index, 64, train=True, letterbox=False)

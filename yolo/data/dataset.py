@@ -130,7 +130,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _stretched(self, j: int, shape: tuple[int, int]):
         """Image ``j`` stretched to ``shape`` (h, w): img, labels (class, xyxy pixels), exact info."""
-        img, info = stretch(read_image(self.index.images[j]), shape)
+        img, info = stretch(read_image(self.index.images[j], "rgb"), shape)
         labels = np.asarray(self.index.labels[j], np.float32).reshape(-1, 5)
         h, w = shape
         out = labels.copy()
