@@ -21,6 +21,17 @@ def img_size(values: list[int], stride: int) -> tuple[int, int]:
     return rounded
 
 
+def add_resize_flags(p) -> None:
+    """``--letterbox`` / ``--stretch`` (``args.letterbox``: True, False, or None = what the model wants)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--letterbox", dest="letterbox", action="store_true", default=None,
+                       help="letterbox the images: keep the aspect ratio, pad (default when the model's cfg does "
+                            "not say letter_box=0)")
+    group.add_argument("--stretch", dest="letterbox", action="store_false",
+                       help="stretch the images to --img-size, as AlexeyAB darknet does for models trained "
+                            "without letter_box=1 (default when the cfg says letter_box=0)")
+
+
 def check_output_file(path: str | None) -> None:
     """Before any work: ``path``'s folder is (or can be made under) a writable folder, as a one-line error."""
     if not path:

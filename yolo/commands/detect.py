@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from yolo.commands.common import img_size
+from yolo.commands.common import add_resize_flags, img_size
 from yolo.errors import InputError
 
 
@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
                                                    "(0) or stream URL")
     p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N",
                    help="network input: 416, or H W; multiples of 32 (default 416)")
+    add_resize_flags(p)
     p.add_argument("--conf", type=float, default=0.25, help="score threshold, objectness x class (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     p.add_argument("--classes", type=int, nargs="+", metavar="C", help="keep only these class indices")
@@ -66,7 +67,7 @@ def _run_detect(args) -> int:
         raise
     size = img_size(args.img_size, backend.stride)
     detector = Detector(backend, img_size=size, conf=args.conf, iou=args.iou, classes=args.classes,
-                        agnostic=args.agnostic_nms, max_det=args.max_det)
+                        agnostic=args.agnostic_nms, max_det=args.max_det, letterbox=args.letterbox)
     summary = detector.run(source, run_dir, save_txt=args.save_txt, save_json=args.save_json,
                            save_crop=args.save_crop, nosave=args.nosave, batch_size=args.batch_size,
                            progress=not args.no_progress, increment=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from yolo.commands.common import img_size
+from yolo.commands.common import add_resize_flags, img_size
 from yolo.errors import InputError
 
 
@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--half", action="store_true", help="bfloat16 on CPU, float16 on CUDA")
     p.add_argument("--rect", action="store_true", help="rectangular batches (less padding)")
+    add_resize_flags(p)
     p.add_argument("--workers", type=int, default=0, help="loader processes (default 0)")
     p.add_argument("--out", default="runs/val/exp", help="folder for plots and --save-json (exp2, ... if taken)")
     p.add_argument("--save-json", action="store_true", help="write predictions.json and annotations.json (COCO)")
@@ -71,7 +72,7 @@ def _run_val_dataset(args) -> int:
     try:
         result = validate_dataset(args.weights, args.data, args.split, size, args.batch_size, args.conf, args.iou,
                                   args.max_det, args.device, args.half, args.cfg, args.rect, args.workers,
-                                  trust=args.trust)
+                                  trust=args.trust, letterbox=args.letterbox)
     except BaseException:
         if out is not None and not any(out.iterdir()):
             out.rmdir()  # leave no empty run folder behind

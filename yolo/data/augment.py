@@ -1,4 +1,4 @@
-"""Image transforms that move boxes with the pixels: letterbox, affine, mosaic, mixup, HSV, flips.
+"""Image transforms that move boxes with the pixels: letterbox, stretch, affine, mosaic, mixup, HSV, flips.
 
 Images are ``[H, W, 3]`` uint8 RGB numpy arrays.
 """
@@ -38,6 +38,22 @@ def letterbox(img: np.ndarray, size: tuple[int, int], scaleup: bool = True,
     out = np.full((H, W, img.shape[2]), pad_value, dtype=img.dtype)
     out[top:top + nh, left:left + nw] = img
     return out, LetterboxInfo((h, w), (nw / w, nh / h), (float(left), float(top)))
+
+
+def stretch(img: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, LetterboxInfo]:
+    """Resize ``img`` ``[h, w, C]`` to exactly ``size`` (H, W) without keeping its aspect ratio (AlexeyAB
+    darknet's ``resize_image`` for models without ``letter_box=1``); bilinear, as darknet.
+
+    Returns the new image and the ``LetterboxInfo`` (scale W/w, H/h; no padding) that ``unletterbox_boxes``
+    inverts exactly.
+    """
+    h, w = img.shape[:2]
+    H, W = size
+    if (h, w) != (H, W):
+        img = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    return img, LetterboxInfo((h, w), (W / w, H / h), (0.0, 0.0))
 
 
 # Inside the transforms below, labels are ``[N, 5]`` float32 numpy arrays: class, x1, y1, x2, y2 in the

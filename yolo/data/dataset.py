@@ -18,6 +18,7 @@ from yolo.data.augment import (
     mixup,
     mosaic4,
     random_affine,
+    stretch,
     vflip,
 )
 from yolo.data.index import DatasetIndex
@@ -59,14 +60,20 @@ class DetectionDataset(torch.utils.data.Dataset):
     not depend on the number of workers. The loader passes keys ``(i, epoch, mosaic)`` taken from
     ``epoch`` / ``mosaic_enabled`` in the main process (set them with ``set_epoch`` and, for close-mosaic,
     ``mosaic_enabled = False``); they reach persistent workers that way. A plain ``int`` key uses them too.
+
+    ``letterbox=False`` (validation only) stretches each image to the output shape instead of letterboxing it
+    (AlexeyAB darknet's resize for models without ``letter_box=1``); the info still maps boxes back exactly.
     """
 
     def __init__(self, index: DatasetIndex, img_size: int, augment: AugmentConfig | None = None,
                  train: bool = False, seed: int = 0, rect: bool = False, batch_size: int = 16, stride: int = 32,
-                 pad: float = 0.5):
+                 pad: float = 0.5, letterbox: bool = True):
         if img_size % stride:
             raise InputError(f"image size {img_size} is not a multiple of the stride {stride}")
+        if train and not letterbox:
+            raise InputError("training letterboxes (or makes mosaics of) its images; stretching is for validation")
         self.index, self.img_size, self.train, self.seed, self.rect = index, img_size, train, seed, rect
+        self.letterbox = letterbox
         self.augment = augment if train else None
         self.epoch, self.mosaic_enabled = 0, True
         self.bad_images: list[str] = []  # unreadable images skipped at train time (in this process)
@@ -121,6 +128,16 @@ class DetectionDataset(torch.utils.data.Dataset):
         labels[:, [2, 4]] = labels[:, [2, 4]] * lb.scale[1] + lb.pad[1]
         return img, labels, LetterboxInfo(shape0, (sx * lb.scale[0], sy * lb.scale[1]), lb.pad)
 
+    def _stretched(self, j: int, shape: tuple[int, int]):
+        """Image ``j`` stretched to ``shape`` (h, w): img, labels (class, xyxy pixels), exact info."""
+        img, info = stretch(read_image(self.index.images[j], "rgb"), shape)
+        labels = np.asarray(self.index.labels[j], np.float32).reshape(-1, 5)
+        h, w = shape
+        out = labels.copy()
+        out[:, 1], out[:, 3] = (labels[:, 1] - labels[:, 3] / 2) * w, (labels[:, 1] + labels[:, 3] / 2) * w
+        out[:, 2], out[:, 4] = (labels[:, 2] - labels[:, 4] / 2) * h, (labels[:, 2] + labels[:, 4] / 2) * h
+        return img, out, info
+
     def _mosaic(self, j: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A 4-image mosaic around image ``j`` (3 others drawn at random), cropped to ``[S, S, 3]``."""
         picks = [j, *rng.integers(0, len(self.index), 3).tolist()]
@@ -152,6 +169,8 @@ class DetectionDataset(torch.utils.data.Dataset):
     def _item(self, i: int, j: int, rng: np.random.Generator, mosaic: bool):
         if self.augment is not None:
             return self._train_item(i, j, rng, mosaic)
+        if not self.letterbox:
+            return self._stretched(j, self.shape_at(i))
         return self._letterboxed(j, self.shape_at(i))
 
     def __getitem__(self, key):

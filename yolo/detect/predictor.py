@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from yolo.errors import InputError
-from yolo.runtime.backends import load_backend, run_backend
+from yolo.runtime.backends import load_backend, run_backend, wants_letterbox
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.runtime.preprocess import as_image, preprocess
 from yolo.utils.boxes import LetterboxInfo, xyxy_to_xywh
@@ -84,12 +84,15 @@ class Detector:
     ``conf`` and ``iou`` in [0, 1]; ``classes`` keeps only those class indices; ``agnostic`` runs NMS across
     classes. ``half``: bfloat16 on CPU, float16 on CUDA. ``names``: list or names file (default: the model's).
     ``trust``: load a ``.torchscript`` without our export metadata (it runs the file's code).
+    ``letterbox``: True letterboxes the images (aspect kept, padded), False stretches them to ``img_size``;
+    None (default) does what the model wants (``model.letterbox``: its cfg's ``[net] letter_box``).
     """
 
     def __init__(self, weights, cfg=None, img_size=416, conf=0.25, iou=0.45, classes=None, agnostic=False,
-                 max_det=300, device="cpu", half=False, names=None, trust=False):
+                 max_det=300, device="cpu", half=False, names=None, trust=False, letterbox: bool | None = None):
         check_thresholds(conf, iou, max_det)
         self.backend = load_backend(weights, cfg, device, half, names, trust)
+        self.letterbox = wants_letterbox(self.backend) if letterbox is None else bool(letterbox)
         self.img_size = self._size(img_size)
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.classes = None if classes is None else [int(c) for c in classes]
@@ -115,7 +118,7 @@ class Detector:
                      frames: Sequence[int] = ()) -> tuple[list[Detections], dict]:
         """BGR uint8 images -> their Detections and the seconds spent in ``pre``, ``infer`` and ``post``."""
         t0 = time.perf_counter()
-        x, infos = preprocess(images, self.img_size)  # [B, 3, H, W]
+        x, infos = preprocess(images, self.img_size, self.letterbox)  # [B, 3, H, W]
         pre = time.perf_counter() - t0
         dets, seconds = self.detect_letterboxed(x, infos, paths, frames)
         return dets, {"pre": pre, **seconds}

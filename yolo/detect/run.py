@@ -63,7 +63,8 @@ def run_detection(detector, source, out, save_txt=False, save_json=False, save_c
     total = src.count()
     bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress or total == 1, dynamic_ncols=True)
     stats = _Stats()
-    batches = _letterboxed_batches(iter(src), 1 if src.is_live else batch_size, detector.img_size)
+    batches = _letterboxed_batches(iter(src), 1 if src.is_live else batch_size, detector.img_size,
+                                   getattr(detector, "letterbox", True))
     reader = Prefetcher(batches, depth=PREFETCH_BATCHES) if prefetch else None
     batches = iter(reader) if reader is not None else batches
     try:
@@ -91,15 +92,17 @@ def run_detection(detector, source, out, save_txt=False, save_json=False, save_c
     return stats.summary(run_dir, writer, detector.names)
 
 
-def _letterboxed_batches(frames: Iterator[Frame], step: int, size: tuple[int, int]) -> Iterator[tuple]:
-    """Groups of ``step`` frames, read and letterboxed (OpenCV only, no torch threads):
+def _letterboxed_batches(frames: Iterator[Frame], step: int, size: tuple[int, int], letterbox: bool = True
+                         ) -> Iterator[tuple]:
+    """Groups of ``step`` frames, read and letterboxed (or stretched: ``letterbox=False``; OpenCV only, no torch
+    threads):
     ``(frames, boxed [G, H, W, 3] BGR uint8 or None, infos)``, the G readable frames in order."""
     while True:
         batch = list(itertools.islice(frames, step))
         if not batch:
             return
         images = [f.image for f in batch if f.image is not None]
-        boxed, infos = letterbox_images(images, size) if images else (None, [])
+        boxed, infos = letterbox_images(images, size, letterbox) if images else (None, [])
         yield batch, boxed, infos
 
 

@@ -114,7 +114,8 @@ def _metadata(model: Darknet, fmt: str, size: tuple[int, int], batch_size: int, 
         "names": list(model.names), "num_classes": model.num_classes, "stride": model.max_stride,
         "strides": [int(h.stride) for h in model.heads], "input_size": list(size), "batch_size": batch_size,
         "dynamic": dynamic, "half": half, "dtype": "float16" if half else "float32", "nms": nms,
-        "input": "images [B, 3, H, W] RGB float in [0, 1], letterboxed",
+        "input": "images [B, 3, H, W] RGB float in [0, 1], " + ("letterboxed" if model.letterbox else "stretched"),
+        "letterbox": model.letterbox,
         "output": ("detections [K, 7]: batch index, x1, y1, x2, y2, score, class" if nms else
                    "[B, N, 5+C]: cx, cy, w, h (input pixels), objectness, class probabilities"),
     }

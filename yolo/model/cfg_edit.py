@@ -1,4 +1,5 @@
-"""Edit darknet cfg text: set the class count (every [yolo] ``classes`` and the ``filters`` of the conv feeding it)."""
+"""Edit darknet cfg text: set the class count (every [yolo] ``classes`` and the ``filters`` of the conv feeding it)
+and ``[net] letter_box``."""
 
 from __future__ import annotations
 
@@ -38,4 +39,15 @@ def set_num_classes(text: str, num_classes: int, source: str = "<cfg>") -> str:
         _set_key(lines, line, key, value)
     out = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
     parse_cfg_text(out, source)  # the result must still be a valid network
+    return out
+
+
+def set_letter_box(text: str, letterbox: bool, source: str = "<cfg>") -> str:
+    """The cfg ``text`` with ``letter_box=1`` (or ``0``) in its ``[net]`` section; everything else is kept."""
+    parse_cfg_text(text, source)  # a valid cfg: its first section is [net]
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split("#", 1)[0].strip().startswith("["))
+    _set_key(lines, header + 1, "letter_box", int(letterbox))
+    out = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+    parse_cfg_text(out, source)
     return out

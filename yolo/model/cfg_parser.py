@@ -124,7 +124,8 @@ class YoloSpec(LayerSpec):
     mask: tuple[int, ...]
     anchors: tuple[tuple[float, float], ...]  # all anchors of the cfg, (w, h) in input pixels
     classes: int
-    scale_x_y: float = 1.0
+    scale_x_y: float = 1.0  # x = (s * p - (s - 1) / 2 + col) * stride, same for y
+    new_coords: bool = False  # the conv before is logistic: p = its outputs, w = (2 * p_w)^2 * anchor_w
     extras: dict = field(default_factory=dict)  # training keys (jitter, ignore_thresh, ...) as data
 
     @property
@@ -143,6 +144,14 @@ class NetSpec:
     height: int
     channels: int
     extras: dict  # every other [net] key, as data
+    letter_box: int | None = None  # AlexeyAB's [net] letter_box (0 / 1); None when the cfg does not say
+
+    @property
+    def letterbox(self) -> bool:
+        """Which resize the model wants at inference: letterbox (aspect kept, padded) unless the cfg says
+        ``letter_box=0`` (AlexeyAB's stretch to the network size). Without the key: letterbox, as pjreddie's
+        darknet (``detector test`` / ``valid``) and this toolkit's trainer do."""
+        return self.letter_box != 0
 
 
 @dataclass(frozen=True)
@@ -412,9 +421,10 @@ def _parse_net(r: _Reader) -> NetSpec:
     width = r.int("width", 416, 32, MAX_NET_SIZE)
     height = r.int("height", 416, 32, MAX_NET_SIZE)
     channels = r.int("channels", 3, 1, 64)
+    letter_box = r.int("letter_box", None, 0, 1)
     extras = {k: _convert_value(r.raw(k)) for k in r.sect.keys if k in NET_KEYS and k not in r.used}
     r.reject_unknown()
-    return NetSpec(width=width, height=height, channels=channels, extras=extras)
+    return NetSpec(width=width, height=height, channels=channels, extras=extras, letter_box=letter_box)
 
 
 def _square_stride(r: _Reader) -> int:
@@ -523,8 +533,10 @@ def _parse_yolo(r: _Reader, index: int, prev: LayerSpec) -> YoloSpec:
     if bad:
         raise r.error("mask", f"mask {list(mask)} names anchors {bad}; only 0..{num - 1} exist")
     scale_x_y = r.float("scale_x_y", 1.0, 0.5, 4.0)
-    if r.int("new_coords", 0, 0, 1):
-        raise r.error("new_coords", "new_coords=1 (scaled-YOLOv4 decoding) is not supported")
+    new_coords = bool(r.int("new_coords", 0, 0, 1))
+    if new_coords and not (isinstance(prev, ConvSpec) and prev.activation == "logistic"):
+        raise r.error("new_coords", f"new_coords=1 needs the layer before [yolo] (layer {index - 1}) to be a "
+                                    "[convolutional] with activation=logistic: the head applies no sigmoid itself")
     need = len(mask) * (classes + 5)
     if prev.out_channels != need:
         raise r.error(None, f"[yolo] with {len(mask)} anchors and {classes} classes needs {need} channels from "
@@ -532,7 +544,8 @@ def _parse_yolo(r: _Reader, index: int, prev: LayerSpec) -> YoloSpec:
     extras = {k: _convert_value(r.raw(k)) for k in list(r.sect.keys) if k in YOLO_TRAINING_KEYS}
     r.reject_unknown()
     return YoloSpec(index=index, line=r.sect.line, mask=mask, anchors=anchors, classes=classes,
-                    scale_x_y=scale_x_y, extras=extras, out_channels=prev.out_channels, out_stride=prev.out_stride)
+                    scale_x_y=scale_x_y, new_coords=new_coords, extras=extras, out_channels=prev.out_channels,
+                    out_stride=prev.out_stride)
 
 
 def _parse_avgpool(r: _Reader, index: int, prev: LayerSpec) -> AvgPoolSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,13 +33,19 @@ class Darknet(nn.Module):
     ``model(x)``: ``x [B, 3, H, W]`` RGB in [0, 1], H and W multiples of the network stride (32 for YOLOv3),
     independent of the cfg's width/height -> list of raw head maps ``[B, A, H_i, W_i, 5+C]`` in cfg order.
     ``model.decode(raw)`` -> ``[B, N, 5+C]``: rows head by head, inside a head anchor, then y, then x.
+    Raw maps are logits for every head: the logistic that darknet puts on the conv before a ``new_coords=1``
+    head is applied by that head's decoding instead (see ``yolo.model.head``), so the loss can work on logits.
+    ``model.letterbox``: the resize the model wants at inference (``[net] letter_box``; see ``NetSpec``).
     """
 
     def __init__(self, spec: ModelSpec, bn_eps: float = 1e-5):
         super().__init__()
         self.spec = spec
         self.bn_eps = bn_eps
-        self.module_list = nn.ModuleList(self._build(s, bn_eps) for s in spec.layers)
+        into_logistic_head = {s.index - 1 for s in spec.layers if isinstance(s, YoloSpec) and s.new_coords}
+        self.module_list = nn.ModuleList(
+            self._build(replace(s, activation="linear") if s.index in into_logistic_head else s, bn_eps)
+            for s in spec.layers)
         self.head_indices = [s.index for s in spec.layers if isinstance(s, YoloSpec)]
         # outputs later layers read again (route / shortcut / scale_channels sources)
         # (forward passes the previous output along itself, except to a route, which reads only saved maps)
@@ -83,6 +90,11 @@ class Darknet(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.spec.num_classes
+
+    @property
+    def letterbox(self) -> bool:
+        """True: letterbox inputs (aspect kept, padded); False: stretch them to the network size."""
+        return self.spec.net.letterbox
 
     @property
     def heads(self) -> list[YoloHead]:

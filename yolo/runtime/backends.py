@@ -2,7 +2,8 @@
 
 A *backend* runs the network: ``backend(x [B, 3, H, W] float in [0, 1]) -> [B, N, 5+C]`` decoded
 (cx, cy, w, h in input pixels, objectness, class probabilities), with attributes ``names``, ``stride``,
-``fixed_shape`` ((H, W) or None), ``device`` and ``dtype``. :class:`TorchBackend` runs our models;
+``fixed_shape`` ((H, W) or None), ``device``, ``dtype`` and optionally ``letterbox`` (the resize the model
+wants: True letterbox, False stretch; :func:`wants_letterbox` reads it, True when absent). :class:`TorchBackend` runs our models;
 ``.onnx`` / ``.torchscript`` files go to :func:`yolo.runtime.exported.load_exported`.
 """
 
@@ -44,6 +45,7 @@ class TorchBackend:
         self.names = list(model.names or [])
         self.stride = model.max_stride
         self.num_classes = model.num_classes
+        self.letterbox = model.letterbox  # the resize the model wants (its cfg's [net] letter_box)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +53,12 @@ class TorchBackend:
         x = x.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
         raw = self.model(x)  # [[B, A, H/s, W/s, 5+C] per head]
         return self.model.decode([r.float() for r in raw])
+
+
+def wants_letterbox(backend) -> bool:
+    """The resize ``backend``'s model was trained with: True letterbox (also when the backend does not say),
+    False stretch."""
+    return bool(getattr(backend, "letterbox", True))
 
 
 def run_backend(backend, x: torch.Tensor) -> torch.Tensor:

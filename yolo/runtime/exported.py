@@ -83,7 +83,8 @@ class ExportedBackend:
     """Common part of both backends: metadata, shape checks, dtype and device handling.
 
     Attributes: ``names`` (class names), ``stride`` (max stride), ``strides`` (per head), ``fixed_shape`` (H, W)
-    or None when dynamic, ``fixed_batch`` or None, ``device``, ``dtype`` (what the graph computes in; inputs are
+    or None when dynamic, ``fixed_batch`` or None, ``letterbox`` (the resize the model wants: True letterbox,
+    False stretch), ``device``, ``dtype`` (what the graph computes in; inputs are
     cast to it, outputs are returned as float32 on ``device``), ``has_nms``, ``metadata``, ``path``.
     """
 
@@ -96,6 +97,7 @@ class ExportedBackend:
         self.fixed_shape = None if meta["dynamic"] else tuple(int(v) for v in meta["input_size"])
         self.fixed_batch = None if meta["dynamic"] else int(meta["batch_size"])
         self.has_nms = bool(meta.get("nms", False))
+        self.letterbox = bool(meta.get("letterbox", True))  # files of earlier versions: letterbox
         self.device = device
         self.dtype = torch.float16 if meta.get("half") else torch.float32
 

@@ -1,4 +1,9 @@
-"""Pre-processing: images -> the network's letterboxed ``[B, 3, H, W]`` input."""
+"""Pre-processing: images -> the network's letterboxed (or stretched) ``[B, 3, H, W]`` input.
+
+``letterbox=True`` keeps each image's aspect ratio and pads it (grey) to the input size; ``False`` stretches it to
+the input size (AlexeyAB darknet's resize for models without ``[net] letter_box=1``). Either way the returned
+``LetterboxInfo`` maps boxes back exactly (``yolo.utils.boxes.unletterbox_boxes``).
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,34 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from yolo.data.augment import letterbox
+from yolo.data.augment import letterbox, stretch
 from yolo.errors import InputError
 from yolo.utils.boxes import LetterboxInfo
 from yolo.utils.image import UnreadableImage, read_image, to_bgr8
 
 
-def preprocess(images: Sequence[np.ndarray], size: tuple[int, int]) -> tuple[torch.Tensor, list[LetterboxInfo]]:
-    """BGR ``[h, w, 3]`` uint8 images -> letterboxed RGB ``[B, 3, H, W]`` float in [0, 1] and their infos."""
-    boxed, infos = letterbox_images(images, size)
+def preprocess(images: Sequence[np.ndarray], size: tuple[int, int], letterbox: bool = True
+               ) -> tuple[torch.Tensor, list[LetterboxInfo]]:
+    """BGR ``[h, w, 3]`` uint8 images -> letterboxed (or stretched) RGB ``[B, 3, H, W]`` float in [0, 1] and
+    their infos."""
+    boxed, infos = letterbox_images(images, size, letterbox)
     return to_input(boxed), infos
 
 
-def letterbox_images(images: Sequence[np.ndarray], size: tuple[int, int]) -> tuple[np.ndarray, list[LetterboxInfo]]:
-    """BGR ``[h, w, 3]`` uint8 images -> letterboxed BGR ``[B, H, W, 3]`` uint8 and their infos (OpenCV only:
-    no torch threads, so a reader thread can run it beside the network)."""
+def letterbox_images(images: Sequence[np.ndarray], size: tuple[int, int], letterbox: bool = True
+                     ) -> tuple[np.ndarray, list[LetterboxInfo]]:
+    """BGR ``[h, w, 3]`` uint8 images -> letterboxed (``letterbox=False``: stretched) BGR ``[B, H, W, 3]`` uint8
+    and their infos (OpenCV only: no torch threads, so a reader thread can run it beside the network)."""
+    resize = _letterbox if letterbox else stretch
     boxed, infos = [], []
     for img in images:
-        lb, info = letterbox(img, size)  # [H, W, 3]
+        lb, info = resize(img, size)  # [H, W, 3]
         boxed.append(lb)
         infos.append(info)
     return np.stack(boxed), infos
+
+
+_letterbox = letterbox  # the parameter of the functions above shadows the function
 
 
 def to_input(boxed: np.ndarray) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """YOLOv3 loss: assign each ground truth to anchors across all heads, then box + objectness + class terms.
 
-Conventions (the network's, see ``yolo.model.head``): a head map is ``[B, A, H, W, 5+C]`` raw; a cell's box is
-``cx = (sigmoid(tx) + i) * stride``, ``w = exp(tw) * anchor_w`` (anchors in input pixels). Targets are
+Conventions (the network's, see ``yolo.model.head``): a head map is ``[B, A, H, W, 5+C]`` raw logits; a cell's
+box is ``cx = (s * sigmoid(tx) - (s - 1) / 2 + i) * stride`` with s = the head's ``scale_x_y`` (1 in YOLOv3),
+``w = exp(tw) * anchor_w``, or with ``new_coords`` ``w = (2 * sigmoid(tw))^2 * anchor_w`` (anchors in input
+pixels). Objectness and classes are logits for every head (a new_coords head's logistic is applied in decoding,
+not in the conv), so their BCE runs on logits: finite under AMP whatever the outputs saturate to. Targets are
 ``[M, 6]``: batch index, class, cx, cy, w, h normalized to the input image ``[0, 1]``.
 
 Assignment (darknet): a gt goes to the anchor, among ALL heads' anchors, whose shape fits it best (wh-IoU of
@@ -24,7 +27,10 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from yolo.errors import InputError
+from yolo.model.head import decode_boxes
 from yolo.utils.boxes import cxcywh_to_xyxy, wh_iou
+
+MAX_LOG_WH = 10.0  # exp(tw) is clamped at exp(10) in the loss, so a wild start cannot overflow
 
 
 @dataclass
@@ -66,15 +72,22 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "ciou", eps: 
 class YoloLoss:
     """``loss(outputs, targets) -> (total, {"box", "obj", "cls"})``.
 
-    ``anchors``: per head ``[A_h, 2]`` (w, h) in input pixels; ``strides``: per head. Gains and kinds as in
-    ``yolo.train.config.LossConfig``.
+    ``anchors``: per head ``[A_h, 2]`` (w, h) in input pixels; ``strides``: per head; ``scale_x_y`` and
+    ``new_coords``: per head (default 1.0 and False: YOLOv3's head). Gains and kinds as in
+    ``yolo.train.config.LossConfig``. :meth:`for_model` reads all of them from a ``Darknet``'s heads.
     """
 
     def __init__(self, anchors: list[torch.Tensor], strides: list[int], num_classes: int, box: float = 0.05,
                  obj: float = 1.0, cls: float = 0.5, box_loss: str = "ciou", cls_loss: str = "bce",
-                 ignore_thresh: float = 0.7, iou_t: float = 0.2, label_smoothing: float = 0.0):
+                 ignore_thresh: float = 0.7, iou_t: float = 0.2, label_smoothing: float = 0.0,
+                 scale_x_y: list[float] | None = None, new_coords: list[bool] | None = None):
         if len(anchors) != len(strides):
             raise InputError(f"{len(anchors)} anchor sets for {len(strides)} strides")
+        self.scale_x_y = [float(v) for v in scale_x_y] if scale_x_y is not None else [1.0] * len(strides)
+        self.new_coords = [bool(v) for v in new_coords] if new_coords is not None else [False] * len(strides)
+        if not len(self.scale_x_y) == len(self.new_coords) == len(strides):
+            raise InputError(f"{len(self.scale_x_y)} scale_x_y and {len(self.new_coords)} new_coords values for "
+                             f"{len(strides)} heads")
         self.anchors = [a.detach().float().cpu().reshape(-1, 2) for a in anchors]
         self.strides = [int(s) for s in strides]
         self.num_classes = num_classes
@@ -85,6 +98,13 @@ class YoloLoss:
         self._head_of = torch.cat([torch.full((len(a),), h) for h, a in enumerate(self.anchors)])  # [NA]
         self._index_in_head = torch.cat([torch.arange(len(a)) for a in self.anchors])  # [NA]
         self._all_anchors = all_anchors
+
+    @classmethod
+    def for_model(klass, model, **gains) -> "YoloLoss":  # not ``cls``: that is a gain's name
+        """The loss of a ``Darknet``: its heads' anchors, strides, ``scale_x_y`` and ``new_coords``."""
+        heads = model.heads
+        return klass([h.anchors for h in heads], [int(h.stride) for h in heads], model.num_classes, **gains,
+                   scale_x_y=[h.scale_x_y for h in heads], new_coords=[h.new_coords for h in heads])
 
     def match(self, targets: torch.Tensor, img_hw: tuple[int, int]) -> torch.Tensor:
         """Which (gt, global anchor) pairs learn: ``[M, NA]`` bool (best anchor, plus wh-IoU > ``iou_t``)."""
@@ -123,9 +143,9 @@ class YoloLoss:
         ys, xs = torch.meshgrid(torch.arange(ny, device=raw.device), torch.arange(nx, device=raw.device),
                                 indexing="ij")
         grid = torch.stack((xs, ys), -1).to(raw.dtype)  # [H, W, 2]
-        s = self.strides[head]
-        xy = (raw[..., :2].sigmoid() + grid) * s
-        wh = raw[..., 2:4].clamp(max=10).exp() * self.anchors[head].to(raw.device, raw.dtype).view(1, na, 1, 1, 2)
+        anchors = self.anchors[head].to(raw.device, raw.dtype).view(1, na, 1, 1, 2)
+        xy, wh = decode_boxes(raw[..., :4], grid, anchors, self.strides[head], self.scale_x_y[head],
+                              self.new_coords[head], MAX_LOG_WH)  # [B, A, H, W, 2] each
         return torch.cat((xy, wh), -1)
 
     @torch.no_grad()
@@ -159,7 +179,7 @@ class YoloLoss:
             weight = (~ignored[h]).float()
             if len(t.b):
                 p = out[t.b, t.a, t.gj, t.gi]  # [P, 5+C]
-                box_sum = box_sum + self._box_term(p, t).sum()
+                box_sum = box_sum + self._box_term(p, t, h).sum()
                 cls_sum = cls_sum + self._cls_term(p[:, 5:], t.cls).sum()
                 tobj[t.b, t.a, t.gj, t.gi] = 1.0
                 weight[t.b, t.a, t.gj, t.gi] = 1.0
@@ -171,15 +191,20 @@ class YoloLoss:
         total = (parts["box"] + parts["obj"] + parts["cls"]) * outputs[0].shape[0]
         return total, {k: v.detach() for k, v in parts.items()}
 
-    def _box_term(self, p: torch.Tensor, t: HeadTargets) -> torch.Tensor:
-        """``[P]`` coordinate loss of assigned predictions ``p [P, 5+C]``."""
-        if self.box_loss == "darknet":
-            txy = (t.box[:, :2] - torch.stack((t.gi, t.gj), 1)).clamp(0, 1)
-            twh = torch.log(t.box[:, 2:4] / t.anchor)
-            err = (p[:, :2].sigmoid() - txy) ** 2 + (p[:, 2:4] - twh) ** 2  # [P, 2]
+    def _box_term(self, p: torch.Tensor, t: HeadTargets, head: int) -> torch.Tensor:
+        """``[P]`` coordinate loss of assigned predictions ``p [P, 5+C]`` of ``head`` (grid units)."""
+        s, new_coords = self.scale_x_y[head], self.new_coords[head]
+        cell = torch.stack((t.gi, t.gj), 1).to(p.dtype)  # [P, 2]
+        if self.box_loss == "darknet":  # AlexeyAB's MSE form: on the scaled offsets, log sizes or sqrt sizes
+            txy = (t.box[:, :2] - cell).clamp(0, 1)
+            pxy = p[:, :2].sigmoid() * s - (s - 1) / 2
+            if new_coords:
+                twh, pwh = torch.sqrt(t.box[:, 2:4] / (4 * t.anchor)), p[:, 2:4].sigmoid()
+            else:
+                twh, pwh = torch.log(t.box[:, 2:4] / t.anchor), p[:, 2:4]
+            err = (pxy - txy) ** 2 + (pwh - twh) ** 2  # [P, 2]
             return t.scale * err.sum(1)
-        xy = p[:, :2].sigmoid() + torch.stack((t.gi, t.gj), 1)
-        wh = p[:, 2:4].clamp(max=10).exp() * t.anchor
+        xy, wh = decode_boxes(p[:, :4], cell, t.anchor, 1, s, new_coords, MAX_LOG_WH)  # [P, 2] each
         pred = cxcywh_to_xyxy(torch.cat((xy, wh), 1))
         return iou_loss(pred, cxcywh_to_xyxy(t.box), self.box_loss)
 

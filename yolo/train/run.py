@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from yolo.errors import InputError
-from yolo.model.cfg_edit import set_num_classes
+from yolo.model.cfg_edit import set_letter_box, set_num_classes
 from yolo.model.cfg_parser import RouteSpec, ShortcutSpec, parse_cfg, parse_cfg_text
 from yolo.model.checkpoint import checkpoint_dict, is_darknet_file, load_checkpoint
 from yolo.model.darknet import Darknet
@@ -51,13 +51,18 @@ def log(message: str, env: DistEnv | None = None) -> None:
 
 def build_model(cfg: RunConfig, names: list[str], env: DistEnv | None = None) -> Darknet:
     """Darknet from ``cfg.model`` with one class per name (the cfg's heads rewritten when they differ), starting
-    weights loaded and the first layers frozen as asked."""
+    weights loaded and the first layers frozen as asked. The model is trained on letterboxed images, so its cfg
+    never says ``letter_box=0`` (that key is rewritten to 1)."""
     spec = parse_cfg(cfg.model)
     text = spec.text
     if spec.num_classes != len(names):
         log(f"model: {cfg.model} has {spec.num_classes} classes, the data {len(names)}: heads rebuilt for "
             f"{len(names)}", env)
         text = set_num_classes(text, len(names), cfg.model)
+    if not spec.net.letterbox:
+        log(f"model: {cfg.model} says letter_box=0, but training letterboxes (or makes mosaics of) its images: "
+            "the run's cfg says letter_box=1, so detect and val letterbox too", env)
+        text = set_letter_box(text, True, cfg.model)
     model = Darknet(parse_cfg_text(text, cfg.model))
     model.names, model.cfg_name = list(names), Path(cfg.model).name
     if cfg.weights:
@@ -121,9 +126,8 @@ def freeze_layers(model: Darknet, freeze: int | str) -> int:
 
 
 def detection_loss(model: Darknet, cfg: RunConfig) -> YoloLoss:
-    heads = model.heads
-    return YoloLoss([h.anchors for h in heads], [int(h.stride) for h in heads], model.num_classes,
-                    **asdict(cfg.loss))
+    """The loss of ``model``'s heads (anchors, strides, ``scale_x_y``, ``new_coords``) with ``cfg.loss``."""
+    return YoloLoss.for_model(model, **asdict(cfg.loss))
 
 
 def make_compute_loss(loss: YoloLoss, cfg: RunConfig, stride: int, world_size: int, clock: dict) -> Callable:

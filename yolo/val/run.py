@@ -1,6 +1,7 @@
 """Run a model over a dataset split and evaluate it in the original images' pixels (``yolo val --weights``).
 
-The model sees letterboxed images; detections are mapped back through each image's letterbox and compared
+The model sees letterboxed images (or stretched ones, for a model whose cfg says ``letter_box=0`` or with
+``letterbox=False``); detections are mapped back through each image's letterbox (or stretch) and compared
 with the split's labels scaled to the original image, so the figures do not depend on ``--img-size``'s
 padding. COCO datasets keep their crowd regions, image ids and category ids, so ``--save-json`` output is
 a standard COCO results file for the original ``instances_*.json``.
@@ -22,7 +23,7 @@ from yolo.data.index import DatasetIndex
 from yolo.data.loader import build_loader
 from yolo.data.split import load_split
 from yolo.errors import InputError
-from yolo.runtime.backends import load_backend, run_backend
+from yolo.runtime.backends import load_backend, run_backend, wants_letterbox
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.utils.boxes import cxcywh_to_xyxy
 from yolo.utils.checkpoint import atomic_write
@@ -55,12 +56,13 @@ def _image_id(index: DatasetIndex, j: int) -> int:
 def validate_dataset(weights, data: str | Path, split: str = "val", img_size: int = 416, batch_size: int = 32,
                      conf: float = 0.001, iou: float = 0.6, max_det: int = 300, device: str = "cpu",
                      half: bool = False, cfg: str | Path | None = None, rect: bool = False, workers: int = 0,
-                     progress: bool = True, trust: bool = False) -> ValResult:
+                     progress: bool = True, trust: bool = False, letterbox: bool | None = None) -> ValResult:
     """Detect on every image of ``split`` (multi-label NMS, as COCO evaluation wants) and evaluate.
 
     ``weights``: anything ``yolo.detect.load_backend`` takes (``.pt``, ``.weights`` + ``cfg``, ``.onnx``,
     ``.torchscript``, a ``Darknet``; ``trust``: also a ``.torchscript`` without our export metadata, whose code
-    then runs). The model's class count must equal the data's.
+    then runs). The model's class count must equal the data's. ``letterbox``: True letterboxes, False
+    stretches each image to the input size, None does what the model wants.
     """
     check_thresholds(conf, iou, max_det)
     if batch_size < 1:
@@ -73,7 +75,9 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
                          f"{', ...' if len(index.names) > 5 else ''})", str(data))
     if img_size % backend.stride:
         raise InputError(f"image size {img_size} is not a multiple of the model's stride {backend.stride}")
-    dataset = DetectionDataset(index, img_size, train=False, rect=rect, batch_size=batch_size, stride=backend.stride)
+    letterbox = wants_letterbox(backend) if letterbox is None else bool(letterbox)
+    dataset = DetectionDataset(index, img_size, train=False, rect=rect, batch_size=batch_size, stride=backend.stride,
+                               letterbox=letterbox)
     loader = build_loader(dataset, batch_size, train=False, workers=workers, seed=0)
     evaluator = Evaluator(len(index.names), list(index.names))
     row_of = {str(p): j for j, p in enumerate(index.images)}
