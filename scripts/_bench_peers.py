@@ -10,13 +10,16 @@ package that is missing, or the error.
 
 Whole command: ``python -m yolo detect --save-txt --nosave`` against ``_opencv_detect.py`` (letterbox +
 forward + NMS + txt, cv2 and numpy only), same images (640x480 crops of a photograph), weights and
-thresholds, each timed as a whole process (start-up included), interleaved, median of the repeats.
+thresholds, each timed as a whole process (start-up included), interleaved, median of the repeats; wall time
+and the process's CPU time (user + system: on a machine other jobs load, the wall time mostly measures how
+much of the CPU each process was given).
 Not part of the ``yolo`` package; ``bench.py`` imports it from this folder.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -212,24 +215,34 @@ def whole_command(cfg: str, model: str, size: int, weights: Path, tmp: Path, n_i
     theirs = [sys.executable, str(ROOT / "scripts" / "_opencv_detect.py"), "--cfg", cfg, "--weights", str(weights),
               "--source", str(folder), *common]
     times: dict[str, list[float]] = {"ours": [], "opencv": []}
+    cpu: dict[str, list[float]] = {"ours": [], "opencv": []}
     for r in range(repeats + 1):  # round 0 warms the file cache
         for side, cmd in (("ours", ours), ("opencv", theirs)) if r % 2 else (("opencv", theirs), ("ours", ours)):
             out = tmp / f"whole-{side}-{r}"
-            t0 = time.perf_counter()
+            c0, t0 = _children_cpu(), time.perf_counter()
             done = subprocess.run([*cmd, "--out", str(out)], env=env, cwd=tmp, capture_output=True, text=True)
-            seconds = time.perf_counter() - t0
+            seconds, cpu_seconds = time.perf_counter() - t0, _children_cpu() - c0
             if done.returncode != 0:
                 raise RuntimeError(f"{side}: exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
             if r:
                 times[side].append(seconds)
+                cpu[side].append(cpu_seconds)
     last = repeats
     counts = {side: sum(len(p.read_text().splitlines()) for p in (tmp / f"whole-{side}-{last}" / "labels").glob("*.txt"))
               for side in times}
     ours_s, cv_s = (statistics.median(times[s]) for s in ("ours", "opencv"))
     precision = "bf16" if half else "fp32"
+    ours_cpu, cv_cpu = (statistics.median(cpu[s]) for s in ("ours", "opencv"))
     return {"model": model, "size": size, "images": n_images, "precision": precision, "ours_s": ours_s,
-            "opencv_s": cv_s, "ratio": ours_s / cv_s, "target": WHOLE_TARGET[precision], "detections": counts,
+            "opencv_s": cv_s, "ratio": ours_s / cv_s, "ours_cpu_s": ours_cpu, "opencv_cpu_s": cv_cpu,
+            "cpu_ratio": ours_cpu / cv_cpu, "target": WHOLE_TARGET[precision], "detections": counts,
             "repeats": repeats}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def format_whole(rows: list[dict]) -> str:
@@ -240,7 +253,9 @@ def format_whole(rows: list[dict]) -> str:
             continue
         lines.append(f"whole command {w['model']} {w['size']} {w['precision']}, {w['images']} images 640x480, "
                      f"--save-txt: yolo detect {w['ours_s']:.2f} s, OpenCV-DNN script {w['opencv_s']:.2f} s, "
-                     f"ratio {w['ratio']:.3f} (target <= {w['target']}); detections {w['detections']['ours']} vs "
+                     f"ratio {w['ratio']:.3f} (target <= {w['target']}); CPU time {w['ours_cpu_s']:.1f} s vs "
+                     f"{w['opencv_cpu_s']:.1f} s (ratio {w['cpu_ratio']:.3f}: steadier than wall time on a loaded "
+                     f"machine); detections {w['detections']['ours']} vs "
                      f"{w['detections']['opencv']}; median of {w['repeats']}, interleaved")
     return "\n".join(lines)
 

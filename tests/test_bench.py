@@ -143,5 +143,6 @@ def test_bench_peers_at_a_tiny_size(tmp_path):
     (whole,) = result["peers"]["whole_command"]
     assert whole["images"] == 2 and whole["precision"] == "fp32"
     assert whole["ratio"] == pytest.approx(whole["ours_s"] / whole["opencv_s"])
+    assert whole["cpu_ratio"] == pytest.approx(whole["ours_cpu_s"] / whole["opencv_cpu_s"])
     assert whole["detections"]["ours"] >= 0 and whole["detections"]["opencv"] >= 0
     assert "machine:" in done.stdout and "whole command yolov3-tiny 64 fp32" in done.stdout
