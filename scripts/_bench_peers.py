@@ -205,7 +205,7 @@ def _short(note: str) -> str:
 def whole_command(cfg: str, model: str, size: int, weights: Path, tmp: Path, n_images: int, repeats: int,
                   conf: float, iou: float, half: bool) -> dict:
     """Our ``yolo detect`` process against the OpenCV-DNN script on the same folder, interleaved."""
-    folder = tmp / "whole"
+    folder, precision = tmp / "whole", "bf16" if half else "fp32"
     if not folder.is_dir():
         photo_images(folder, n_images)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -218,7 +218,7 @@ def whole_command(cfg: str, model: str, size: int, weights: Path, tmp: Path, n_i
     cpu: dict[str, list[float]] = {"ours": [], "opencv": []}
     for r in range(repeats + 1):  # round 0 warms the file cache
         for side, cmd in (("ours", ours), ("opencv", theirs)) if r % 2 else (("opencv", theirs), ("ours", ours)):
-            out = tmp / f"whole-{side}-{r}"
+            out = tmp / f"whole-{model}-{size}-{precision}-{side}-{r}"
             c0, t0 = _children_cpu(), time.perf_counter()
             done = subprocess.run([*cmd, "--out", str(out)], env=env, cwd=tmp, capture_output=True, text=True)
             seconds, cpu_seconds = time.perf_counter() - t0, _children_cpu() - c0
@@ -227,11 +227,10 @@ def whole_command(cfg: str, model: str, size: int, weights: Path, tmp: Path, n_i
             if r:
                 times[side].append(seconds)
                 cpu[side].append(cpu_seconds)
-    last = repeats
-    counts = {side: sum(len(p.read_text().splitlines()) for p in (tmp / f"whole-{side}-{last}" / "labels").glob("*.txt"))
+    counts = {side: sum(len(p.read_text().splitlines()) for p in
+                        (tmp / f"whole-{model}-{size}-{precision}-{side}-{repeats}" / "labels").glob("*.txt"))
               for side in times}
     ours_s, cv_s = (statistics.median(times[s]) for s in ("ours", "opencv"))
-    precision = "bf16" if half else "fp32"
     ours_cpu, cv_cpu = (statistics.median(cpu[s]) for s in ("ours", "opencv"))
     return {"model": model, "size": size, "images": n_images, "precision": precision, "ours_s": ours_s,
             "opencv_s": cv_s, "ratio": ours_s / cv_s, "ours_cpu_s": ours_cpu, "opencv_cpu_s": cv_cpu,
