@@ -24,6 +24,12 @@ whatever else the machine runs: trust ratios measured in the same run, not absol
     python scripts/bench.py --quick                 # first look: a few minutes on 2 CPU cores
     python scripts/bench.py --json bench.json       # the full grid: can take an hour or more on a small CPU
     python scripts/bench.py --train                 # also training images/s and the data-wait share
+    python scripts/bench.py --peers-only --models yolov3-tiny,yolov3 --sizes 416
+                                                    # ours vs OpenCV DNN, onnxruntime, OpenVINO; whole command
+
+--peers (``_bench_peers.py``): a batch-1 forward table of ours, OpenCV DNN, onnxruntime and OpenVINO (our own
+ONNX export) in fp32 and bf16 (bf16 only where the CPU has AVX512_BF16/AMX, else n/a; a peer that is not
+installed is skipped with a line saying so), and ``yolo detect`` against an OpenCV-DNN script as whole processes.
 """
 
 from __future__ import annotations
@@ -186,6 +192,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--train-batch", type=int, default=None, help="default: yolo train's (RunConfig)")
     ap.add_argument("--train-workers", type=int, default=None, help="default: yolo train's (RunConfig)")
     ap.add_argument("--train-data", default="data/shapes.yaml", help="dataset YAML (default: built-in shapes)")
+    _add_peer_args(ap)
     ap.add_argument("--json", dest="json_out", default=None, help="write the results here as JSON")
     ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     args = ap.parse_args(argv)
@@ -196,6 +203,28 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error(f"{args.json_out} exists; pass --force to overwrite it")
     _check(ap, args)
     return args
+
+
+def _add_peer_args(ap: argparse.ArgumentParser) -> None:
+    """``--peers``: onnxruntime and OpenVINO beside OpenCV DNN, and the whole-command comparison."""
+    ap.add_argument("--peers", action="store_true",
+                    help="also the peer table (ours, OpenCV DNN, onnxruntime, OpenVINO; fp32 and bf16, batch 1, "
+                         "forward + decode) and the whole command (yolo detect against an OpenCV-DNN script)")
+    ap.add_argument("--peers-only", action="store_true", help="only --peers (no grid)")
+    ap.add_argument("--peer-images", type=int, default=24, help="640x480 photos for --peers (default 24)")
+    ap.add_argument("--peer-repeats", type=int, default=3, help="whole-command runs per side (median)")
+    ap.add_argument("--peer-bf16", choices=("auto", "on", "off"), default="auto",
+                    help="bf16 cells: auto = only where the CPU has AVX512_BF16/AMX (else n/a)")
+
+
+def run_peer_part(args, tmp: Path) -> dict:
+    """``--peers``: the peer forward table and the whole-command comparison (``_bench_peers``)."""
+    from _bench_peers import format_forward, format_whole, run_peers
+
+    result = run_peers(args, _cfg_path, _list(args.models), _list(args.sizes, int), tmp)
+    print("peers (ms per image):\n" + format_forward(result["forward"]) + "\n" + format_whole(result["whole_command"]),
+          flush=True)
+    return result
 
 
 def _check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -375,8 +404,10 @@ def main(argv=None) -> int:
               "flops_convention": "darknet: 2 x conv multiply-adds per image", "rows": [], "train": []}
     print(format_machine(result["machine"]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.train_only:
+        if not args.train_only and not args.peers_only:
             result["matmul_gflops"], result["rows"] = run_inference(args, device, Path(tmp))
+        if args.peers or args.peers_only:
+            result["peers"] = run_peer_part(args, Path(tmp))
     if args.train or args.train_only:
         for size in _list(args.train_sizes, int):
             try:

@@ -115,3 +115,34 @@ def test_fp16_cuda_detections_match_float32(shapes_setup):
     model, images = shapes_setup
     matched, total = _agreement(model, images, 416, "cuda")
     assert total >= 100 and matched >= 0.99 * total, (matched, total)
+
+
+def test_bench_peers_at_a_tiny_size(tmp_path):
+    """``--peers-only`` at 64x64: every engine's cell is a time, n/a or 'not installed' (optional peers), and the
+    whole-command row's ratio is its two process times'."""
+    import importlib.util
+
+    out = tmp_path / "peers.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--peers-only", "--models", "yolov3-tiny", "--sizes",
+           "64", "--repeats", "1", "--peer-images", "2", "--peer-repeats", "1", "--peer-bf16", "off",
+           "--json", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (row,) = result["peers"]["forward"]
+    ms, notes = row["forward_ms"], row["notes"]
+    assert ms["ours fp32"] > 0 and ms["opencv fp32"] > 0
+    for peer in ("onnxruntime", "openvino"):
+        if importlib.util.find_spec(peer) is None:
+            assert notes[f"{peer} fp32"].startswith("not installed"), notes
+        else:
+            assert ms[f"{peer} fp32"] > 0, notes
+    for engine in ("ours bf16", "onnxruntime bf16", "openvino bf16"):
+        assert engine not in ms and notes[engine].startswith(("n/a", "not installed")), notes
+    (whole,) = result["peers"]["whole_command"]
+    assert whole["images"] == 2 and whole["precision"] == "fp32"
+    assert whole["ratio"] == pytest.approx(whole["ours_s"] / whole["opencv_s"])
+    assert whole["cpu_ratio"] == pytest.approx(whole["ours_cpu_s"] / whole["opencv_cpu_s"])
+    assert whole["detections"]["ours"] >= 0 and whole["detections"]["opencv"] >= 0
+    assert "machine:" in done.stdout and "whole command yolov3-tiny 64 fp32" in done.stdout

@@ -59,7 +59,8 @@ def test_batch_1_and_8_agree(detector, folder):
     assert sum(len(d) for d in one) >= 10
     for a, b in zip(one, eight):
         assert a.path == b.path and a.shape == b.shape
-        torch.testing.assert_close(a.tensor(), b.tensor(), atol=1e-4, rtol=1e-4)  # float32 pixels ~100
+        # float32 pixels ~100; batch 1 and batch 8 may take different Winograd tile sizes (rounding ~1e-5 relative)
+        torch.testing.assert_close(a.tensor(), b.tensor(), atol=1e-3, rtol=1e-4)
 
 
 def test_detections_are_in_original_pixels(detector, folder):

@@ -12,6 +12,7 @@ from yolo.train.config import RunConfig
 from yolo.train.engine import NonFiniteLossError, Trainer, TrainTask
 from yolo.train.optim import lr_factor, param_groups, set_lr
 from yolo.utils.checkpoint import load_safe
+from yolo.utils.device import cpu_has_fast_bf16
 from yolo.utils.ema import ModelEMA
 
 
@@ -234,7 +235,14 @@ def test_bf16_autocast_on_cpu_when_asked(tmp_path):
     tr.fit()
     assert seen and all(seen) and not tr.scaler.is_enabled()  # no gradient scaler for bf16
     off = Trainer(toy_cfg(), TrainTask(toy_model(), ToyLoader(), mse), tmp_path / "b", progress=False, plots=False)
-    assert off.amp is False  # default (amp: null) is off on CPU
+    assert off.amp is cpu_has_fast_bf16()  # default (amp: auto): on only where the CPU has bf16 hardware
+    assert off.amp_reason.startswith("auto")
+    for amp in (None, "auto"):  # null (configs saved before auto) means auto
+        assert Trainer(toy_cfg(amp=amp), TrainTask(toy_model(), ToyLoader(), mse), tmp_path / "c", progress=False,
+                       plots=False).amp is off.amp
+    forced = Trainer(toy_cfg(amp=False), TrainTask(toy_model(), ToyLoader(), mse), tmp_path / "d", progress=False,
+                     plots=False)
+    assert forced.amp is False and forced.amp_reason == "as set"
 
 
 def test_meters_window_and_global_average():

@@ -5,6 +5,7 @@ maps, batches, with and without bias; and the whole detector with it on and off.
 from __future__ import annotations
 
 import threading
+from unittest import mock
 
 import pytest
 import torch
@@ -26,11 +27,10 @@ def _conv(c_in: int, c_out: int, bias: bool, dtype: torch.dtype, seed: int = 0) 
 def _winograd(conv: nn.Conv2d, m: int, x: torch.Tensor) -> torch.Tensor:
     """Run ``conv`` through WinogradConv2d with tile size ``m`` forced."""
     module = WinogradConv2d(conv)
-    module.m = m
-    module.u = winograd.transform_weight(conv.weight, m)
-    module.b2, module.a2 = winograd._kron_transforms(m, conv.weight.dtype, conv.weight.device)
-    with torch.inference_mode():
-        return module(x)
+    with mock.patch.object(winograd, "tile_size", lambda b, h, w: m), torch.inference_mode():
+        out = module(x)
+    assert module.tiles == (m,)
+    return out
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -55,14 +55,22 @@ def test_float32_accuracy_and_channels_last(m):
     assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
 
-def test_tile_size_chosen_from_the_first_input():
+def test_tile_size_chosen_per_input_shape():
+    """Batch 1 at 13x13 has 16 tiles of 4x4 (F(2x2)), batch 8 has 128 (F(4x4)); a layer that saw one shape first
+    gives, for the other, exactly what a fresh layer gives (the choice is per call, not fixed by the first)."""
     conv = _conv(8, 8, True, torch.float32)
-    small, large = WinogradConv2d(conv), WinogradConv2d(conv)
+    small, large = torch.randn(1, 8, 13, 13), torch.randn(8, 8, 13, 13)
+    assert (winograd.tile_size(1, 13, 13), winograd.tile_size(8, 13, 13), winograd.tile_size(1, 52, 52)) == (2, 4, 4)
+    first_small, first_large = WinogradConv2d(conv), WinogradConv2d(conv)
     with torch.inference_mode():
-        small(torch.randn(1, 8, 13, 13))  # 16 tiles of 4x4: bound by reading the weights
-        large(torch.randn(1, 8, 52, 52))  # 169 tiles
-    assert (small.m, large.m) == (2, 4)
-    assert small.weight is None and small.u.shape == (16, 8, 8) and large.u.shape == (36, 8, 8)
+        fresh_small, fresh_large = WinogradConv2d(conv)(small), WinogradConv2d(conv)(large)
+        assert first_small(small) is not None and first_small.tiles == (2,) and first_small.weight is not None
+        assert first_large(large) is not None and first_large.tiles == (4,)
+        assert torch.equal(first_small(large), fresh_large) and torch.equal(first_large(small), fresh_small)
+    assert first_small.tiles == (4, 2) and first_small.weight is None  # both U made: the weight is dropped
+    assert first_small.u2.shape == (16, 8, 8) and first_small.u4.shape == (36, 8, 8)
+    ref = F.conv2d(large, conv.weight, conv.bias, padding=1)
+    assert (fresh_large - ref).abs().max() < 1e-5 * ref.abs().max()
 
 
 def test_only_eligible_convs_are_swapped():
@@ -85,7 +93,7 @@ def test_backend_with_and_without_winograd_agree():
     assert exact.winograd == 0
     x = photo_batch(256, 320, n=2)
     a, b = fast(x), exact(x)
-    assert {m.m for m in fast.model.modules() if isinstance(m, WinogradConv2d)} == {2, 4}
+    assert {m.tiles for m in fast.model.modules() if isinstance(m, WinogradConv2d)} == {(2,), (4,)}
     assert ((a - b).abs().amax((0, 1)) / b.abs().amax((0, 1)) < 1e-4).all()
     images = [(img.permute(1, 2, 0).numpy()[..., ::-1] * 255).round().astype("uint8") for img in x]
     det_a = Detector(fast, img_size=(256, 320), conf=0.1)(images)

@@ -32,6 +32,16 @@ class YoloHead(nn.Module):
         anchors = torch.tensor(spec.head_anchors, dtype=torch.float32)  # [A, 2] (w, h) pixels
         self.register_buffer("anchors", anchors, persistent=False)
         self.register_buffer("stride", torch.tensor(float(spec.out_stride)), persistent=False)
+        self._grids: dict = {}  # (h, w, device, dtype, inference mode) -> [H, W, 2]: made once per map size
+
+    def grid(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``[H, W, 2]`` (x, y) cell offsets, cached per size, device and dtype (decode runs on every batch)."""
+        key = (h, w, device, dtype, torch.is_inference_mode_enabled())
+        grid = self._grids.get(key)
+        if grid is None:
+            ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+            grid = self._grids[key] = torch.stack((xs, ys), dim=-1).to(dtype)  # [H, W, 2] (x, y)
+        return grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -40,8 +50,7 @@ class YoloHead(nn.Module):
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         b, a, h, w, n = raw.shape
-        ys, xs = torch.meshgrid(torch.arange(h, device=raw.device), torch.arange(w, device=raw.device), indexing="ij")
-        grid = torch.stack((xs, ys), dim=-1).to(raw.dtype)  # [H, W, 2] (x, y)
+        grid = self.grid(h, w, raw.device, raw.dtype)  # [H, W, 2] (x, y)
         anchors = self.anchors.to(raw.dtype).view(1, a, 1, 1, 2)
         xy, wh = decode_boxes(raw[..., :4], grid, anchors, self.stride.to(raw.dtype), self.scale_x_y,
                               self.new_coords)  # [B, A, H, W, 2] each

@@ -35,6 +35,7 @@ _MATRICES = {
         ((1, 1, 1, 0), (0, 1, -1, -1))),
 }
 _PREPARE_LOCK = threading.Lock()  # the first calls of threads sharing a model must transform the weights once
+TILE_SIZES = (4, 2)
 MIN_TILES_F4 = 32  # fewer 4x4 tiles than this (batch 1 at 13x13: 16; 26x26: 49): F(2x2, 3x3), whose weights are 2.25x smaller
 
 
@@ -88,12 +89,19 @@ def eligible(conv: nn.Conv2d) -> bool:
             and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros")
 
 
+def tile_size(b: int, h: int, w: int) -> int:
+    """The tile size for a ``[b, C, h, w]`` input: 4 (F(4x4, 3x3)), or 2 when there are fewer than
+    ``MIN_TILES_F4`` 4x4 tiles (the product is then bound by reading the weights, and F(2x2)'s are 2.25x smaller)."""
+    return 4 if b * -(-h // 4) * -(-w // 4) >= MIN_TILES_F4 else 2
+
+
 class WinogradConv2d(nn.Module):
     """Inference-only drop-in for an eligible ``nn.Conv2d``: ``[B, C_in, H, W] -> [B, C_out, H, W]``.
 
-    The tile size is chosen at the first call from the input's shape: F(4x4, 3x3), or F(2x2, 3x3) when there
-    are fewer than ``MIN_TILES_F4`` 4x4 tiles (the product is then bound by reading the weights, and F(2x2)'s
-    are 2.25x smaller). Returns a channels-last tensor; no gradients (run it under ``inference_mode``).
+    The tile size is chosen per call from the input's shape (:func:`tile_size`), so that the same layer runs
+    batch 1 at 13x13 with F(2x2, 3x3) and batch 8 with F(4x4, 3x3) whatever came first; each tile size's
+    transformed weights ``U`` are made at its first use and kept (the original weight is dropped once both
+    exist). Returns a channels-last tensor; no gradients (run it under ``inference_mode``).
     """
 
     def __init__(self, conv: nn.Conv2d, workspace: Workspace | None = None):
@@ -105,41 +113,50 @@ class WinogradConv2d(nn.Module):
         # Not persistent: a model's state dict keeps its convs' names and is never changed by this module.
         self.register_buffer("weight", conv.weight.detach().clone(), persistent=False)  # [C_out, C_in, 3, 3]
         self.register_buffer("bias", bias.to(conv.weight.device, conv.weight.dtype).clone(), persistent=False)
-        for name in ("u", "b2", "a2"):  # set at the first call, when the tile size is chosen
-            self.register_buffer(name, None, persistent=False)
+        for m in TILE_SIZES:  # U, B^T kron B^T, A^T kron A^T of each tile size, made at its first use
+            for name in (f"u{m}", f"b{m}", f"a{m}"):
+                self.register_buffer(name, None, persistent=False)
         self.workspace = workspace or Workspace()
-        self.m = 0  # tile size, set at the first call
+
+    @property
+    def tiles(self) -> tuple[int, ...]:
+        """The tile sizes prepared so far (by the inputs seen)."""
+        return tuple(m for m in TILE_SIZES if getattr(self, f"u{m}") is not None)
 
     def extra_repr(self) -> str:
-        tile = f"F({self.m}x{self.m}, 3x3)" if self.m else "tile chosen at the first call"
-        return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), {tile}"
+        tiles = ", ".join(f"F({m}x{m}, 3x3)" for m in self.tiles) or "tile size chosen per input shape"
+        return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), {tiles}"
 
-    def _prepare(self, b: int, h: int, w: int) -> None:
+    def _prepare(self, m: int) -> None:
         with _PREPARE_LOCK:
-            if self.m:  # another thread got here first
+            if getattr(self, f"u{m}") is not None:  # another thread got here first
                 return
-            m = 4 if b * -(-h // 4) * -(-w // 4) >= MIN_TILES_F4 else 2
-            self.u = transform_weight(self.weight, m)  # [(m+2)^2, C_in, C_out]
-            self.b2, self.a2 = _kron_transforms(m, self.weight.dtype, self.weight.device)
-            self.weight, self.m = None, m  # U replaces the weight
+            b2, a2 = _kron_transforms(m, self.weight.dtype, self.weight.device)
+            setattr(self, f"b{m}", b2)
+            setattr(self, f"a{m}", a2)
+            setattr(self, f"u{m}", transform_weight(self.weight, m))  # [(m+2)^2, C_in, C_out]; set last
+            if len(self.tiles) == len(TILE_SIZES):
+                self.weight = None  # every U made: the weight is no longer needed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C_in, H, W]`` (any memory format) -> ``[B, C_out, H, W]`` channels-last."""
         b, c, h, w = x.shape
-        if not self.m:
-            self._prepare(b, h, w)
-        m, a, co = self.m, self.m + 2, self.out_channels
+        m = tile_size(b, h, w)
+        if getattr(self, f"u{m}") is None:
+            self._prepare(m)
+        a, co = m + 2, self.out_channels
+        u, b2, a2 = getattr(self, f"u{m}"), getattr(self, f"b{m}"), getattr(self, f"a{m}")
         nh, nw = -(-h // m), -(-w // m)
         tiles, ws = b * nh * nw, self.workspace
         xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, m * nw + 1 - w, 1, m * nh + 1 - h))  # [B, m*nh+2, m*nw+2, C]
         d = ws.get("d", a * a * tiles * c, x).view(a, a, b, nh, nw, c)
         d.copy_(xp.unfold(1, a, m).unfold(2, a, m).permute(4, 5, 0, 1, 2, 3))  # a x a tiles at stride m
         v = ws.get("v", a * a * tiles * c, x).view(a * a, tiles * c)
-        torch.mm(self.b2, d.view(a * a, -1), out=v)  # [a^2, T*C]
+        torch.mm(b2, d.view(a * a, -1), out=v)  # [a^2, T*C]
         prod = ws.get("m", a * a * tiles * co, x).view(a * a, tiles, co)
-        torch.bmm(v.view(a * a, tiles, c), self.u, out=prod)  # [a^2, T, C_out]
+        torch.bmm(v.view(a * a, tiles, c), u, out=prod)  # [a^2, T, C_out]
         y = ws.get("y", m * m * tiles * co, x).view(m * m, tiles * co)
-        torch.mm(self.a2, prod.view(a * a, -1), out=y)  # [m^2, T*C_out]
+        torch.mm(a2, prod.view(a * a, -1), out=y)  # [m^2, T*C_out]
         y = y.view(m, m, b, nh, nw, co).permute(2, 3, 0, 4, 1, 5)  # [B, nh, m, nw, m, C_out]
         if h == m * nh and w == m * nw:
             out = torch.empty(b, h, w, co, dtype=x.dtype, device=x.device)

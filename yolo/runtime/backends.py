@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -33,12 +34,20 @@ class TorchBackend:
     ``winograd`` (default: on for float32 on CPU) computes the 3x3 stride-1 convs with 128 or more input
     channels by Winograd's algorithm (``yolo.model.winograd``): about 2x faster on those layers, results equal
     to the direct convolution within about 1e-5 relative. ``self.winograd`` is the number of convs swapped.
+
+    ``cpu_batch``: on CPU a batch of B > 1 images may run faster as B forwards of one image (smaller working
+    sets stay in cache) or slower (more, smaller products); which one depends on the CPU. ``None`` (default)
+    measures it per input shape: the first four calls of a shape alternate the two ways (the first two warm
+    each up, the next two are timed), and later calls take the faster (``self.batch_plan``: ``(B, H, W)`` ->
+    images per forward). An int fixes the images per forward. Either way gives the same detections (float
+    rounding aside: the Winograd tile size follows the shape).
     """
 
     fixed_shape = None
+    TRIALS = 4  # calls of a shape that try both ways: warm-up whole, warm-up split, timed whole, timed split
 
     def __init__(self, model: Darknet, device: str | torch.device = "cpu", half: bool = False,
-                 winograd: bool | None = None):
+                 winograd: bool | None = None, cpu_batch: int | None = None):
         self.device = select_device(str(device))
         self.dtype = half_dtype(self.device) if half else torch.float32
         self.model, self.memory_format, self.winograd = prepare_for_inference(model, self.device, self.dtype, winograd)
@@ -46,11 +55,46 @@ class TorchBackend:
         self.stride = model.max_stride
         self.num_classes = model.num_classes
         self.letterbox = model.letterbox  # the resize the model wants (its cfg's [net] letter_box)
+        if cpu_batch is not None and cpu_batch < 1:
+            raise InputError(f"cpu_batch must be >= 1, got {cpu_batch}")
+        self.cpu_batch = cpu_batch
+        self.batch_plan: dict[tuple[int, int, int], int] = {}  # (B, H, W) -> images per forward, once measured
+        self._trials: dict[tuple[int, int, int], list[tuple[int, float]]] = {}  # (B, H, W) -> [(chunk, seconds)]
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` float in [0, 1] -> ``[B, N, 5+C]`` float32."""
         x = x.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+        b, _, h, w = x.shape
+        if b == 1 or self.device.type != "cpu":
+            return self._forward(x)
+        if self.cpu_batch is not None:
+            return self._forward_chunked(x, self.cpu_batch)
+        key = (b, h, w)
+        if key in self.batch_plan:
+            return self._forward_chunked(x, self.batch_plan[key])
+        return self._trial(x, key)
+
+    def _trial(self, x: torch.Tensor, key: tuple[int, int, int]) -> torch.Tensor:
+        """One of the first ``TRIALS`` calls of a shape: whole or split by turns, timed; then the plan."""
+        trials = self._trials.setdefault(key, [])
+        chunk = len(x) if len(trials) % 2 == 0 else 1
+        t0 = time.perf_counter()
+        out = self._forward_chunked(x, chunk)
+        trials.append((chunk, time.perf_counter() - t0))
+        if len(trials) >= self.TRIALS:
+            timed = dict(trials[2:])  # {chunk: seconds} of the calls after the warm-ups
+            self.batch_plan[key] = min(timed, key=timed.get)
+        return out
+
+    def _forward_chunked(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> ``[B, N, 5+C]`` in forwards of ``chunk`` images."""
+        if chunk >= len(x):
+            return self._forward(x)
+        return torch.cat([self._forward(part) for part in x.split(chunk)])
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` in ``dtype`` and ``memory_format`` -> ``[B, N, 5+C]`` float32."""
         raw = self.model(x)  # [[B, A, H/s, W/s, 5+C] per head]
         return self.model.decode([r.float() for r in raw])
 

@@ -81,7 +81,9 @@ class RunConfig:
     warmup_bias_lr: float = 0.1
     nbs: int = 64  # nominal batch size: gradients accumulate to about this many images per step
     grad_clip: float = 10.0  # max gradient norm (0: off)
-    amp: bool | None = None  # None: on for CUDA (fp16), off on CPU (bf16 is slow without AVX512_BF16/AMX)
+    # auto (or null): on for CUDA (fp16) and for CPUs with bf16 hardware (AVX512_BF16/AMX), off on other CPUs
+    # (bf16 is far slower than float32 without it); true/false force it
+    amp: bool | str | None = "auto"
     freeze: int | str = 0  # first N layers, or "backbone" (layers before the first [yolo] branch)
     sync_bn: bool = False
     ddp_timeout: float = 600.0  # seconds a DDP process waits for the others before failing ($YOLO_DDP_TIMEOUT wins)
@@ -283,4 +285,6 @@ def validate(cfg: RunConfig, source: str) -> None:
     _check(cfg.freeze == "backbone" or (isinstance(cfg.freeze, int) and cfg.freeze >= 0),
            f"freeze must be a layer count >= 0 or 'backbone', got {cfg.freeze!r}", source)
     _check(cfg.cutoff is None or cfg.cutoff >= 1, "cutoff must be >= 1", source)
+    _check(not isinstance(cfg.amp, str) or cfg.amp == "auto", f"amp must be auto, true or false, got {cfg.amp!r}",
+           source)
     _check(all(0 < m < 1 for m in cfg.step_milestones), "step_milestones are fractions of the run in (0, 1)", source)

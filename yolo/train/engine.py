@@ -21,6 +21,7 @@ from torch import nn
 from yolo.train.config import RunConfig
 from yolo.train.optim import accumulate_steps, build_optimizer, set_lr
 from yolo.utils.checkpoint import load_safe, save_atomic
+from yolo.utils.device import resolve_amp
 from yolo.utils.dist import DistEnv, broadcast_object, reduce_mean
 from yolo.utils.ema import ModelEMA, unwrap
 from yolo.utils.log import ResultsLog, TensorBoard
@@ -110,7 +111,7 @@ class Trainer:
         self.model = task.model.to(self.device)
         self.optimizer = build_optimizer(self.model, cfg)
         self.accumulate = accumulate_steps(cfg)
-        self.amp = cfg.amp if cfg.amp is not None else self.device.type == "cuda"
+        self.amp, self.amp_reason = resolve_amp(cfg.amp, self.device)
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.device.type == "cuda")
         self.ema = ModelEMA(self.model, cfg.ema.decay, cfg.ema.tau) if cfg.ema.enabled else None

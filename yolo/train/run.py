@@ -263,7 +263,7 @@ def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
     if resume:
         trainer.resume(resume)
     log(f"train: {out_dir} ({cfg.epochs} epochs, batch {cfg.batch_size} x accumulate {trainer.accumulate}, "
-        f"{device}, amp {'on' if trainer.amp else 'off'})", env)
+        f"{device}, amp {'on' if trainer.amp else 'off'} ({trainer.amp_reason}))", env)
     return trainer
 
 

@@ -43,6 +43,18 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def resolve_amp(amp: bool | str | None, device: torch.device) -> tuple[bool, str]:
+    """Training's ``amp`` setting -> (on, why): true/false as given; ``auto`` (or None) on for CUDA (float16) and
+    for CPUs with bf16 hardware (bfloat16), off on other CPUs."""
+    if isinstance(amp, bool):
+        return amp, "as set"
+    if device.type == "cuda":
+        return True, "auto: float16 on CUDA"
+    if cpu_has_fast_bf16():
+        return True, "auto: bfloat16, this CPU has AVX512_BF16/AMX"
+    return False, "auto: this CPU has no AVX512_BF16/AMX, bfloat16 would be slower than float32"
+
+
 def half_warning(device: torch.device) -> str | None:
     """A one-line warning when ``--half`` will be slow on this machine, else None."""
     if device.type == "cpu" and not cpu_has_fast_bf16():
