@@ -36,11 +36,14 @@ class YoloHead(nn.Module):
 
     def grid(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """``[H, W, 2]`` (x, y) cell offsets, cached per size, device and dtype (decode runs on every batch)."""
+        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
         key = (h, w, device, dtype, torch.is_inference_mode_enabled())
-        grid = self._grids.get(key)
+        grid = None if tracing else self._grids.get(key)  # an export must record the ops, not a constant
         if grid is None:
             ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-            grid = self._grids[key] = torch.stack((xs, ys), dim=-1).to(dtype)  # [H, W, 2] (x, y)
+            grid = torch.stack((xs, ys), dim=-1).to(dtype)  # [H, W, 2] (x, y)
+            if not tracing:
+                self._grids[key] = grid
         return grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
