@@ -1,5 +1,5 @@
-"""The CPU path's per-shape choices: ``TorchBackend`` measures whether a batch runs faster whole or image by
-image and keeps the faster, and the Winograd tile size follows each input's shape, so a process that ran
+"""The CPU path's per-shape choices: ``TorchBackend`` (with ``cpu_batch="auto"``) measures whether a batch runs
+faster whole or image by image and keeps the faster, and the Winograd tile size follows each input's shape, so a process that ran
 batch 1 first gives at batch 8 what a fresh process gives (and the reverse)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ CONF = 0.6
 
 def test_batch_plan_tries_both_ways_then_keeps_one():
     model = calibrated_model(CFG / "yolov3-tiny.cfg", seed=2)
-    auto, single = TorchBackend(model), TorchBackend(calibrated_model(CFG / "yolov3-tiny.cfg", seed=2), cpu_batch=1)
+    auto, single = TorchBackend(model, cpu_batch="auto"), TorchBackend(calibrated_model(CFG / "yolov3-tiny.cfg", seed=2), cpu_batch=1)
     x = photo_batch(128, 160, n=3)  # [3, 3, 128, 160]
     ref = torch.cat([single(x[i:i + 1]) for i in range(3)])  # [3, N, 85]
     assert torch.equal(single(x), ref)  # cpu_batch=1: exactly three forwards of one image

@@ -96,13 +96,17 @@ def test_data_check_coco_json_on_the_command_line(tmp_path, capsys):
 
 
 def test_readme_datasets_example_runs(tmp_path, monkeypatch):
-    from tests.test_readme import _blocks
+    import re
 
+    from tests.helpers import ROOT
+
+    page = (ROOT / "docs" / "data.md").read_text()  # the Datasets section moved there from README.md
+    body = page.split("## Datasets\n", 1)[1].split("\n## ", 1)[0]
     for i in range(6):
         _img(tmp_path / f"images/val/{i}.jpg", 48, 64, seed=i)
         _write(tmp_path / f"labels/val/{i}.txt", f"0 0.5 0.5 0.{i + 1} 0.3\n1 0.4 0.4 0.2 0.{i + 2}\n")
     data = _write(tmp_path / "d.yaml", "val: images/val\nnames: [a, b]\n")
-    (code,) = _blocks("Datasets", "python")
+    (code,) = re.findall(r"```python\n(.*?)```", body, flags=re.S)
     assert '"data/coco.yaml"' in code
     monkeypatch.chdir(tmp_path)
     exec(code.replace('"data/coco.yaml"', repr(str(data))), {})

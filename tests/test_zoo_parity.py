@@ -6,7 +6,7 @@ the calibration one). Compared:
 
 - the RAW output of the layer feeding each ``[yolo]`` (``net.forward(names)`` gives OpenCV's): this proves every
   layer below the heads (activations, grouped convs, partial shortcuts, route groups, pools, scale_channels);
-- for cfgs whose heads our decode covers (no ``new_coords``), the decoded rows too, in OpenCV's terms.
+- the decoded rows too (``scale_x_y`` and ``new_coords`` heads alike), in OpenCV's terms.
 
 OpenCV's traps: BN eps 1e-6 (our model uses it here), class scores zeroed under the yolo layer's ``thresh`` and
 NMS inside it (its copy of the cfg gets ``thresh=0`` and ``nms_threshold=0``), rows cell by cell with the
@@ -34,7 +34,6 @@ import pytest
 import torch
 
 from tests.helpers import CFG, calibrated_model, photo_batch
-from yolo.errors import InputError
 from yolo.model.cfg_parser import parse_cfg_text
 from yolo.model.darknet import Darknet
 
@@ -64,29 +63,14 @@ def _zoo_params():
     return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in ZOO]
 
 
-def ours_cfg_text(text: str) -> str:
-    """The cfg text our model is built from.
-
-    While the ``[yolo] new_coords=1`` decode is not in the parser (another branch brings it), the key is
-    blanked for OUR copy only (its line stays, so line numbers hold): it changes how a head decodes, not any
-    layer below it, and these cases then compare raw pre-head outputs only.
-    """
-    try:
-        parse_cfg_text(text)
-        return text
-    except InputError as e:
-        if "new_coords" not in str(e):
-            raise
-        return re.sub(r"(?m)^\s*new_coords\s*=\s*1\s*$", "", text)
-
-
 def opencv_cfg_text(text: str) -> str:
     """OpenCV's copy: every ``[yolo]`` keeps all class scores (``thresh=0``) and runs no NMS."""
     return re.sub(r"(?m)^\[yolo\]\s*$", "[yolo]\nthresh=0\nnms_threshold=0", text)
 
 
 def pre_head_maps(model: Darknet, x: torch.Tensor) -> tuple[list[np.ndarray], list[torch.Tensor]]:
-    """The output of the layer feeding each head ``[B, A*(5+C), H, W]`` and the raw head maps."""
+    """The output of the layer feeding each head ``[B, A*(5+C), H, W]`` (as darknet's cfg defines it: after the
+    logistic of a new_coords head's conv) and the raw head maps."""
     got: dict[int, torch.Tensor] = {}
     hooks = [model.module_list[i - 1].register_forward_hook(lambda m, a, out, k=k: got.__setitem__(k, out))
              for k, i in enumerate(model.head_indices)]
@@ -96,7 +80,10 @@ def pre_head_maps(model: Darknet, x: torch.Tensor) -> tuple[list[np.ndarray], li
     finally:
         for h in hooks:
             h.remove()
-    return [got[k].numpy().copy() for k in range(len(hooks))], raw
+    # A new_coords head's conv is built linear (the head applies the cfg's logistic): compare after it.
+    heads = [model.module_list[i] for i in model.head_indices]
+    maps = [got[k].sigmoid() if heads[k].new_coords else got[k] for k in range(len(hooks))]
+    return [m.numpy().copy() for m in maps], raw
 
 
 def decoded_opencv_terms(model: Darknet, raw: list[torch.Tensor], height: int, width: int) -> np.ndarray:
@@ -151,7 +138,6 @@ def _opencv_pre_head_names(net, head_indices: list[int]) -> list[str]:
 def zoo_case(name: str) -> Case:
     height, width = ZOO[name]
     text = (CFG / f"{name}.cfg").read_text()
-    decodable = ours_cfg_text(text) == text
     x = torch.flip(photo_batch(height, width, n=1), dims=[3]).contiguous()
     # BN statistics from the photo AND the test input: deep layers see only a few pixels (2x2 at stride 64 for
     # a 128x128 input), too few for statistics that hold on another image; calibrated on both, every layer
@@ -159,7 +145,7 @@ def zoo_case(name: str) -> Case:
     calib = torch.cat([photo_batch(height, width, n=1), x])
     with tempfile.TemporaryDirectory() as tmp:
         ours_cfg = Path(tmp, f"{name}.ours.cfg")
-        ours_cfg.write_text(ours_cfg_text(text))
+        ours_cfg.write_text(text)
         model = calibrated_model(ours_cfg, seed=1, bn_eps=1e-6, calib=calib)
         weights = Path(tmp, f"{name}.weights")
         model.save_darknet_weights(weights)
@@ -175,18 +161,16 @@ def zoo_case(name: str) -> Case:
     state = {k: v.clone() for k, v in model.state_dict().items()} if name in CONTROLS else {}
 
     ours, raw = pre_head_maps(model, x)
-    dec = decoded_opencv_terms(model, raw, height, width) if decodable else None
+    dec = decoded_opencv_terms(model, raw, height, width)
     model.double()
     ours64, raw64 = pre_head_maps(model, x.double())
-    dec64 = decoded_opencv_terms(model, raw64, height, width) if decodable else None
+    dec64 = decoded_opencv_terms(model, raw64, height, width)
 
     net.setInput(x.numpy())
-    theirs = [a.copy() for a in net.forward(_opencv_pre_head_names(net, model.head_indices))]
-    decoded = None
-    if decodable:
-        net.setInput(x.numpy())
-        their_rows = opencv_terms(np.concatenate(net.forward(net.getUnconnectedOutLayersNames())))
-        decoded = (dec, dec64, their_rows)
+    pre_names, out_names = _opencv_pre_head_names(net, model.head_indices), list(net.getUnconnectedOutLayersNames())
+    outs = [a.copy() for a in net.forward(pre_names + out_names)]  # one forward for both
+    theirs = outs[:len(pre_names)]
+    decoded = (dec, dec64, opencv_terms(np.concatenate(outs[len(pre_names):])))
     return Case(name, height, width, ours, ours64, theirs, decoded, size, round_trip, state, x)
 
 
@@ -208,8 +192,7 @@ def test_pre_head_outputs_match_opencv(name):
     assert diff <= tolerance(drift)
 
 
-@pytest.mark.parametrize("name", [n for n in ZOO if ours_cfg_text((CFG / f"{n}.cfg").read_text())
-                                  == (CFG / f"{n}.cfg").read_text()])
+@pytest.mark.parametrize("name", _zoo_params())
 def test_decoded_rows_match_opencv(name):
     """Boxes (with scale_x_y), objectness and class scores as OpenCV's yolo layer reports them."""
     ours, ours64, theirs = zoo_case(name).decoded
@@ -227,7 +210,7 @@ def test_decoded_rows_match_opencv(name):
 def _mutated_diff(name: str, old: str, new: str, count: int = 1) -> float:
     """Largest pre-head difference to OpenCV when our copy of the cfg has ``old`` replaced by ``new``."""
     case = zoo_case(name)
-    text = ours_cfg_text((CFG / f"{name}.cfg").read_text())
+    text = (CFG / f"{name}.cfg").read_text()
     assert text.count(old) >= count
     model = Darknet(parse_cfg_text(text.replace(old, new, count)), bn_eps=1e-6)
     model.load_state_dict(case.state)
@@ -270,7 +253,7 @@ def test_inference_path_matches_opencv(name):
     from yolo.model.inference import prepare_for_inference
 
     case = zoo_case(name)
-    model = Darknet(parse_cfg_text(ours_cfg_text((CFG / f"{name}.cfg").read_text())), bn_eps=1e-6)
+    model = Darknet(parse_cfg_text((CFG / f"{name}.cfg").read_text()), bn_eps=1e-6)
     model.load_state_dict(case.state)
     fast, memory_format, winograd = prepare_for_inference(copy.deepcopy(model), torch.device("cpu"), torch.float32)
     assert winograd > 0
