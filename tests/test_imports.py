@@ -13,6 +13,9 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "yolo"
 THIRD_PARTY = {"torch", "torchvision", "numpy", "cv2", "yaml", "tqdm"}
 OPTIONAL = {"matplotlib", "onnx", "onnxruntime", "onnxscript", "openvino", "tensorboard"}  # inside functions only
+# Third-party roots a room may import only inside functions: utils/nms.py falls back to the torchvision package
+# when its compiled library cannot be loaded alone (importing the package costs 1.5-2 s of start-up).
+LAZY = {"utils": {"torchvision"}}
 
 # Each room: the yolo packages its files may import (besides their own room), and the third-party roots.
 _LOW = {"yolo.errors", "yolo.utils"}
@@ -84,7 +87,7 @@ def _problems_of(rel: str, imports) -> list[str]:
             if not _under(module, allowed):
                 out.append(f"yolo/{rel}:{line} imports {module}: the {room} room may import only "
                            f"{', '.join(sorted(allowed)) or 'nothing of yolo'}")
-        elif root in OPTIONAL:
+        elif root in OPTIONAL or root in LAZY.get(room, ()):
             if top:
                 out.append(f"yolo/{rel}:{line} imports optional {module} at top level (import it inside a function)")
         elif root not in sys.stdlib_module_names and root != "__future__" and root not in third:
@@ -154,6 +157,7 @@ def test_the_checker_sees_a_bad_import_and_a_cycle():
     assert _problems_of("runtime/backends.py", [("yolo.detect.predictor", ["Detector"], 9, False)])
     assert _problems_of("detect/run.py", [("yolo.val.evaluator", ["Evaluator"], 9, False)])
     assert _problems_of("utils/boxes.py", [("torchvision.ops", ["box_iou"], 9, True)])
+    assert not _problems_of("utils/nms.py", [("torchvision.ops", [], 9, False)])  # inside a function: allowed
     assert _problems_of("newroom/thing.py", [])
     assert _cycles({"yolo.a": {"yolo.b"}, "yolo.b": {"yolo.a"}}) == [["yolo.a", "yolo.b", "yolo.a"]]
 

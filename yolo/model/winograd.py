@@ -39,15 +39,19 @@ MIN_TILES_F4 = 32  # fewer 4x4 tiles than this (batch 1 at 13x13: 16; 26x26: 49)
 
 
 def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
-    """``[C_out, C_in, 3, 3]`` -> ``U [(m+2)^2, C_in, C_out]`` = ``G g G^T`` per channel pair (in float64, 64
-    output channels at a time so that the transient float64 copy stays small)."""
+    """``[C_out, C_in, 3, 3]`` -> ``U [(m+2)^2, C_in, C_out]`` = ``G g G^T`` per channel pair, as one matrix
+    product ``(G kron G) [(m+2)^2, 9] @ g [9, C_in*C_out]`` (in float64, a few input channels at a time so
+    that the transient float64 copy stays small; no strided copies, which made this slow at start-up)."""
     g = torch.tensor(_MATRICES[m][1], dtype=torch.float64)
+    gg = torch.kron(g, g)  # [(m+2)^2, 9]: G g G^T of a row-major flattened 3x3 kernel
     c_out, c_in = weight.shape[:2]
-    u = torch.empty((m + 2) ** 2, c_in, c_out, dtype=weight.dtype, device=weight.device)
-    for o in range(0, c_out, 64):
-        chunk = torch.einsum("ki,oqij,lj->klqo", g, weight[o:o + 64].detach().double().cpu(), g)  # [a, a, C_in, <=64]
-        u[:, :, o:o + 64] = chunk.reshape((m + 2) ** 2, c_in, -1)
-    return u
+    wt = weight.detach().cpu().transpose(0, 1).contiguous().view(c_in, c_out * 9)  # [C_in, C_out*9]
+    u = torch.empty((m + 2) ** 2, c_in, c_out, dtype=weight.dtype)
+    step = max(1, 65536 // c_out)
+    for q in range(0, c_in, step):
+        chunk = wt[q:q + step].double().view(-1, 9)  # [q*C_out, 9]
+        u[:, q:q + step] = (gg @ chunk.T).view(-1, chunk.shape[0] // c_out, c_out)  # [a^2, q, C_out]
+    return u.to(weight.device)
 
 
 def _kron_transforms(m: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
