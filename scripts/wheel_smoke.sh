@@ -21,7 +21,9 @@ step "building the wheel"
 mkdir "$WORK/src"  # a copy of what the wheel is made of: no build/ or egg-info left in the checkout
 cp -r pyproject.toml setup.py MANIFEST.in README.md yolo cfg data "$WORK/src/"
 find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
-"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src" >/dev/null
+ISOLATION=--no-build-isolation  # build with PYTHON's setuptools; without one, pip fetches it as pip install does
+"$PY" -c "import setuptools" 2>/dev/null || ISOLATION=
+"$PY" -m pip wheel -q --no-deps $ISOLATION -w "$WORK/dist" "$WORK/src" >/dev/null
 WHEEL="$(ls "$WORK"/dist/yolo_toolkit-*.whl)"
 "$PY" - "$WHEEL" <<'PYEOF'
 import collections, sys, zipfile
@@ -37,10 +39,11 @@ PYEOF
 
 step "installing it into a fresh venv (torch from $PY's site-packages)"
 "$PY" -m venv --without-pip "$WORK/venv"
+# The wheel first, the .pth after: pip must not see (and offer to replace) the other venv's yolo-toolkit.
+"$PY" -m pip --python "$WORK/venv/bin/python" install -q --no-deps --no-index "$WHEEL"
 SITE="$("$WORK/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 "$PY" -c 'import site, sysconfig; print("\n".join(dict.fromkeys([sysconfig.get_paths()["purelib"], *site.getsitepackages()])))' \
     > "$SITE/yolo-smoke-deps.pth"
-"$PY" -m pip --python "$WORK/venv/bin/python" install -q --no-deps --no-index "$WHEEL"
 
 mkdir "$WORK/empty"
 cd "$WORK/empty"
