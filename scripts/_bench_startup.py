@@ -1,7 +1,8 @@
 """Start-up of whole processes: ``python -c "import torch"``, ``yolo --help`` and a one-image ``yolo detect``.
 
 Each is a fresh process (``python -m yolo ...`` with this checkout first on ``PYTHONPATH``), timed wall-clock
-from start to exit. The commands run interleaved, round after round (one untimed warm-up round first, so every
+from start to exit; its CPU time (user + system, from ``os.wait4``) is reported too: on a loaded machine the
+wall clock mostly measures waiting for the cores and for the page cache, the CPU time much less so. The commands run interleaved, round after round (one untimed warm-up round first, so every
 file is in the page cache), and the medians are reported with their ratio to ``import torch`` measured in the
 same run: that ratio, not the absolute time, is what to compare across machines and loads. ``against`` adds
 the same detect command run from another checkout (``--startup-against /path/to/old/checkout``), for a
@@ -49,36 +50,48 @@ def _commands(tmp: Path, weights: Path, image: Path, against: str | None) -> dic
     return out
 
 
-def _time(argv: list[str], pythonpath: str) -> float:
+def _time(argv: list[str], pythonpath: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of ``argv``."""
     env = {**os.environ, "PYTHONPATH": pythonpath}
     t0 = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return elapsed
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {stderr.decode()[-500:]}")
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 def startup_times(tmp: Path, runs: int = 5, against: str | None = None) -> dict:
-    """Median seconds of each command over ``runs`` interleaved rounds, and each median over ``import torch``'s."""
+    """Median wall and CPU seconds of each command over ``runs`` interleaved rounds, and each median over
+    ``import torch``'s."""
     commands = _commands(tmp, *_inputs(tmp), against)
-    times: dict[str, list[float]] = {label: [] for label in commands}
+    wall: dict[str, list[float]] = {label: [] for label in commands}
+    cpu: dict[str, list[float]] = {label: [] for label in commands}
     for round_index in range(runs + 1):
         labels = list(commands)
         labels = labels[round_index % len(labels):] + labels[:round_index % len(labels)]  # rotate the order
         for label in labels:
-            t = _time(*commands[label])
+            w, c = _time(*commands[label])
             if round_index:  # round 0 warms the page cache
-                times[label].append(t)
-    medians = {label: statistics.median(ts) for label, ts in times.items()}
-    base = medians['python -c "import torch"']
-    return {"runs": runs, "seconds": times, "median_s": medians,
-            "ratio_to_import_torch": {label: m / base for label, m in medians.items()}}
+                wall[label].append(w)
+                cpu[label].append(c)
+    base = 'python -c "import torch"'
+    out = {"runs": runs, "seconds": wall, "cpu_seconds": cpu}
+    for name, series in (("", wall), ("cpu_", cpu)):
+        medians = {label: statistics.median(ts) for label, ts in series.items()}
+        out[f"{name}median_s"] = medians
+        out[f"{name}ratio_to_import_torch"] = {label: m / medians[base] for label, m in medians.items()}
+    return out
 
 
 def format_startup(result: dict) -> str:
-    lines = [f"start-up (whole processes, median of {result['runs']} interleaved rounds; ratio to import torch):"]
+    lines = [f"start-up (whole processes, median of {result['runs']} interleaved rounds; ratio to import torch):",
+             f"  {'':<40} {'wall s':>7} {'(min-max)':>13} {'ratio':>6}   {'CPU s':>6} {'ratio':>6}"]
     for label, median in result["median_s"].items():
         spread = f"{min(result['seconds'][label]):.2f}-{max(result['seconds'][label]):.2f}"
-        lines.append(f"  {label:<44} {median:6.2f} s  ({spread})  {result['ratio_to_import_torch'][label]:5.2f}x")
+        lines.append(f"  {label:<40} {median:7.2f} {spread:>13} {result['ratio_to_import_torch'][label]:5.2f}x   "
+                     f"{result['cpu_median_s'][label]:6.2f} {result['cpu_ratio_to_import_torch'][label]:5.2f}x")
     return "\n".join(lines)

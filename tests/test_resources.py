@@ -90,6 +90,12 @@ def test_builtin_run_yaml_uses_builtins_whatever_the_folder_holds(tmp_path, monk
     cfg = load_run_config(resolve("cfg/train/shapes.yaml", "run"))
     assert Path(cfg.model) == ROOT / "cfg" / "yolov3-tiny.cfg" and Path(cfg.data) == ROOT / "data" / "shapes.yaml"
     assert load_run_config("shapes.yaml").epochs == 3  # named on the command line, the local file wins
+    # a copy of the built-in run saved under the same name: its data: shapes.yaml is not the YAML itself
+    (tmp_path / "shapes.yaml").write_text("model: yolov3-tiny.cfg\ndata: shapes.yaml\nepochs: 2\n")
+    (tmp_path / "yolov3-tiny.cfg").unlink()
+    cfg = load_run_config("shapes.yaml")
+    assert cfg.epochs == 2 and Path(cfg.data) == ROOT / "data" / "shapes.yaml"
+    assert cfg.model == "yolov3-tiny.cfg" and parse_cfg(cfg.model).source == str(ROOT / "cfg" / "yolov3-tiny.cfg")
 
 
 def test_names_file_named_in_a_dataset_yaml(tmp_path, monkeypatch):

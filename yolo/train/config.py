@@ -219,23 +219,30 @@ KIND_OF = {"model": "model", "data": "data"}  # the keys that may name a built-i
 def _resolve_paths(cfg: RunConfig, yaml_path: Path) -> None:
     """Relative ``model``/``data``/``weights`` in a run YAML: as given if that exists from the working folder,
     else next to the YAML, else under one of its parent folders (``cfg/train/x.yaml`` naming ``cfg/yolov3.cfg``
-    works from anywhere); the YAML itself never counts. Names found nowhere stay as written: a built-in name
-    (``yolov3-tiny.cfg``, ``shapes.yaml``) is resolved when it is read, anything else stops the run before it
-    starts. In a built-in run YAML, names are the built-ins (whatever the working folder holds)."""
-    here, builtin_run = yaml_path.resolve().parent, is_builtin(yaml_path)
+    works from anywhere); the YAML itself never counts. Other values stay as written: a built-in name
+    (``yolov3-tiny.cfg``, ``shapes.yaml``) is resolved when the file is read, anything else stops the run before
+    it starts. Names in a built-in run YAML, and names whose working-folder file is the YAML itself, become
+    the built-in's path at once."""
+    builtin_run = is_builtin(yaml_path)
     for key in PATH_KEYS:
         value = getattr(cfg, key)
         if not value or Path(value).is_absolute():
             continue
-        if builtin_run and key in KIND_OF and builtin(value, KIND_OF[key]) is not None:
-            setattr(cfg, key, str(builtin(value, KIND_OF[key])))
-            continue
-        for base in (Path(), here, *here.parents):
-            candidate = base / value
-            if candidate.exists() and not _same_file(candidate, yaml_path):
-                if base != Path():
-                    setattr(cfg, key, str(candidate))
-                break
+        local = None if builtin_run and key in KIND_OF else _local_file(value, yaml_path)
+        if local is not None:
+            setattr(cfg, key, value if local == Path(value) else str(local))
+        elif key in KIND_OF and (builtin_run or Path(value).exists()) and builtin(value, KIND_OF[key]):
+            setattr(cfg, key, str(builtin(value, KIND_OF[key])))  # not the working folder's file of that name
+
+
+def _local_file(value: str, yaml_path: Path) -> Path | None:
+    """``value`` from the working folder, else from the YAML's folder or one of its parents; never the YAML."""
+    here = yaml_path.resolve().parent
+    for base in (Path(), here, *here.parents):
+        candidate = base / value
+        if candidate.exists() and not _same_file(candidate, yaml_path):
+            return candidate if base != Path() else Path(value)
+    return None
 
 
 def _same_file(a: Path, b: Path) -> bool:
