@@ -50,11 +50,12 @@ def _commands(tmp: Path, weights: Path, image: Path, against: str | None) -> dic
     return out
 
 
-def _time(argv: list[str], pythonpath: str) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one run of ``argv``."""
+def _time(argv: list[str], pythonpath: str, cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of ``argv`` in the folder ``cwd``. (``python -m`` puts the working
+    folder first on sys.path, before PYTHONPATH: run from a checkout, it would take that checkout's code.)"""
     env = {**os.environ, "PYTHONPATH": pythonpath}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
@@ -68,13 +69,15 @@ def startup_times(tmp: Path, runs: int = 5, against: str | None = None) -> dict:
     """Median wall and CPU seconds of each command over ``runs`` interleaved rounds, and each median over
     ``import torch``'s."""
     commands = _commands(tmp, *_inputs(tmp), against)
+    empty = tmp / "empty"  # every command runs from an empty folder
+    empty.mkdir(exist_ok=True)
     wall: dict[str, list[float]] = {label: [] for label in commands}
     cpu: dict[str, list[float]] = {label: [] for label in commands}
     for round_index in range(runs + 1):
         labels = list(commands)
         labels = labels[round_index % len(labels):] + labels[:round_index % len(labels)]  # rotate the order
         for label in labels:
-            w, c = _time(*commands[label])
+            w, c = _time(*commands[label], cwd=empty)
             if round_index:  # round 0 warms the page cache
                 wall[label].append(w)
                 cpu[label].append(c)
