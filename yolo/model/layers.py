@@ -48,8 +48,10 @@ class ConvBlock(nn.Module):
             return
         bn, conv = self.bn, self.conv
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # [filters]
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          groups=conv.groups, bias=True).to(conv.weight.device, conv.weight.dtype)
+        # skip_init: no random init of weights that are overwritten next (start-up time of yolo detect)
+        fused = nn.utils.skip_init(nn.Conv2d, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                   conv.padding, groups=conv.groups, bias=True, device=conv.weight.device,
+                                   dtype=conv.weight.dtype)
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         self.conv, self.bn = fused, None
