@@ -32,11 +32,12 @@ class Darknet(nn.Module):
     ``model.decode(raw)`` -> ``[B, N, 5+C]``: rows head by head, inside a head anchor, then y, then x.
     """
 
-    def __init__(self, spec: ModelSpec, bn_eps: float = 1e-5):
+    def __init__(self, spec: ModelSpec, bn_eps: float = 1e-5, init: bool = True):
+        """``init=False`` leaves the convs' weights uninitialized: for a caller that loads all of them next."""
         super().__init__()
         self.spec = spec
         self.bn_eps = bn_eps
-        self.module_list = nn.ModuleList(self._build(s, bn_eps) for s in spec.layers)
+        self.module_list = nn.ModuleList(self._build(s, bn_eps, init) for s in spec.layers)
         self.head_indices = [s.index for s in spec.layers if isinstance(s, YoloSpec)]
         # outputs later layers read again (route / shortcut sources)
         self._keep = {i for s in spec.layers for i in getattr(s, "sources", ())} | {
@@ -49,9 +50,9 @@ class Darknet(nn.Module):
         self.cfg_name: str | None = None  # the cfg's file name when it came embedded in a checkpoint
 
     @staticmethod
-    def _build(s, bn_eps: float) -> nn.Module:
+    def _build(s, bn_eps: float, init: bool = True) -> nn.Module:
         if isinstance(s, ConvSpec):
-            return ConvBlock(s, bn_eps=bn_eps)
+            return ConvBlock(s, bn_eps=bn_eps, init=init)
         if isinstance(s, MaxPoolSpec):
             return MaxPoolDarknet(s)
         if isinstance(s, UpsampleSpec):

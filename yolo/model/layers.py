@@ -28,10 +28,13 @@ class ConvBlock(nn.Module):
     ``bn.weight/bias/running_mean/running_var``.
     """
 
-    def __init__(self, spec: ConvSpec, bn_eps: float = 1e-5, bn_momentum: float = 0.03):
+    def __init__(self, spec: ConvSpec, bn_eps: float = 1e-5, bn_momentum: float = 0.03, init: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(spec.in_channels, spec.filters, spec.size, spec.stride, spec.padding,
-                              groups=spec.groups, bias=not spec.batch_normalize)
+        # init=False: the conv's tensors are left uninitialized (a checkpoint overwrites them next; random init
+        # costs start-up time)
+        make = nn.Conv2d if init else lambda *a, **k: nn.utils.skip_init(nn.Conv2d, *a, **k)
+        self.conv = make(spec.in_channels, spec.filters, spec.size, spec.stride, spec.padding,
+                         groups=spec.groups, bias=not spec.batch_normalize)
         self.bn = nn.BatchNorm2d(spec.filters, eps=bn_eps, momentum=bn_momentum) if spec.batch_normalize else None
         self.act = make_activation(spec.activation)
 
