@@ -61,6 +61,8 @@ def test_unknown_name_is_exit_2_listing_the_builtins(tmp_path):
     done = _yolo("data", "check", "nodata.yaml", cwd=tmp_path)
     assert done.returncode == 2 and "shapes.yaml" in done.stderr and "coco.yaml" in done.stderr
     with pytest.raises(InputError, match="built-in names files: coco.names"):
+        load_names("missing.names")
+    with pytest.raises(InputError, match="class names file not found$"):  # a path, not a name: no listing
         load_names(tmp_path / "missing.names")
 
 

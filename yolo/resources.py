@@ -81,15 +81,21 @@ def builtins(kind: str | None = None) -> list[Builtin]:
 def builtin(name: str | Path, kind: str) -> Path | None:
     """The built-in file of ``kind`` that ``name`` names (``yolov3.cfg``, ``yolov3``, ``cfg/yolov3.cfg``), or
     None."""
-    folder, pattern, _ = KINDS[kind]
-    name = PurePosixPath(str(name).replace("\\", "/"))
-    if name.is_absolute() or name.parent.parts not in ((), PurePosixPath(folder).parts):
+    if not could_be_builtin(name, kind):
         return None
-    suffix = pattern.removeprefix("*")
+    name = PurePosixPath(str(name).replace("\\", "/"))
+    suffix = KINDS[kind][1].removeprefix("*")
     for b in builtins(kind):
         if b.name == name.name or (not name.suffix and b.name == name.name + suffix):
             return b.path
     return None
+
+
+def could_be_builtin(name: str | Path, kind: str) -> bool:
+    """Whether ``name`` has the form of a built-in's name: a bare file name, or one under the built-in's own
+    folder (``cfg/yolov3.cfg``); an absolute path or another folder never is."""
+    name = PurePosixPath(str(name).replace("\\", "/"))
+    return not name.is_absolute() and name.parent.parts in ((), PurePosixPath(KINDS[kind][0]).parts)
 
 
 def is_builtin(path: str | Path) -> bool:
@@ -106,8 +112,9 @@ def listing(kind: str) -> str:
 
 def resolve(value: str | Path, kind: str, bases: tuple[Path, ...] | None = None) -> Path:
     """The file ``value`` names: an existing path (a relative one is tried from each of ``bases`` in turn;
-    default: the working folder only), else the built-in of that name (:func:`builtin`). Otherwise an
-    ``InputError`` naming ``value`` and listing the built-ins of ``kind``."""
+    default: the working folder only), else the built-in of that name (:func:`builtin`). A missing name of a
+    built-in's form is an ``InputError`` naming ``value`` and listing the built-ins of ``kind``; any other
+    missing path is returned as given, for its reader to report as not found."""
     path = Path(value)
     if path.is_absolute() and path.exists():
         return path
@@ -115,6 +122,8 @@ def resolve(value: str | Path, kind: str, bases: tuple[Path, ...] | None = None)
         for base in (Path(),) if bases is None else bases:
             if (Path(base) / path).exists():
                 return Path(base) / path
+    if not could_be_builtin(value, kind):
+        return path
     found = builtin(value, kind)
     if found is not None:
         return found

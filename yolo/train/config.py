@@ -258,8 +258,8 @@ def check_paths(cfg: RunConfig) -> None:
     for key in PATH_KEYS:
         value = getattr(cfg, key)
         if value and key in KIND_OF:
-            resolve(value, KIND_OF[key])
-        elif value and not Path(value).exists():
+            value = resolve(value, KIND_OF[key])  # a missing built-in-like name: the error lists the built-ins
+        if value and not Path(value).exists():
             raise InputError(f"{key} file not found (relative paths are tried from the working folder, then "
                              "from the run YAML's folder and its parents)", str(value))
 
