@@ -26,6 +26,7 @@ whatever else the machine runs: trust ratios measured in the same run, not absol
     python scripts/bench.py --train                 # also training images/s and the data-wait share
     python scripts/bench.py --peers-only --models yolov3-tiny,yolov3 --sizes 416
                                                     # ours vs OpenCV DNN, onnxruntime, OpenVINO; whole command
+    python scripts/bench.py --startup-only          # start-up: import torch, yolo --help, a one-image detect
 
 --peers (``_bench_peers.py``): a batch-1 forward table of ours, OpenCV DNN, onnxruntime and OpenVINO (our own
 ONNX export) in fp32 and bf16 (bf16 only where the CPU has AVX512_BF16/AMX, else n/a; a peer that is not
@@ -58,6 +59,7 @@ from _bench_common import (  # noqa: E402
     round_robin,
     synthetic_images,
 )
+from _bench_startup import format_startup, startup_times  # noqa: E402
 from _bench_train import format_train, train_throughput  # noqa: E402
 
 from yolo.model.checkpoint import load_model  # noqa: E402
@@ -193,6 +195,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--train-workers", type=int, default=None, help="default: yolo train's (RunConfig)")
     ap.add_argument("--train-data", default="data/shapes.yaml", help="dataset YAML (default: built-in shapes)")
     _add_peer_args(ap)
+    ap.add_argument("--startup", action="store_true", help="also start-up: whole processes of import torch, "
+                                                           "yolo --help and a one-image yolo detect")
+    ap.add_argument("--startup-only", action="store_true", help="only the start-up measurement")
+    ap.add_argument("--startup-runs", type=int, default=5, help="interleaved rounds of the start-up commands")
+    ap.add_argument("--startup-against", metavar="DIR", help="also time the detect command from another checkout")
     ap.add_argument("--json", dest="json_out", default=None, help="write the results here as JSON")
     ap.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     args = ap.parse_args(argv)
@@ -404,11 +411,14 @@ def main(argv=None) -> int:
               "flops_convention": "darknet: 2 x conv multiply-adds per image", "rows": [], "train": []}
     print(format_machine(result["machine"]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.train_only and not args.peers_only:
+        if args.startup or args.startup_only:
+            result["startup"] = startup_times(Path(tmp), args.startup_runs, args.startup_against)
+            print(format_startup(result["startup"]), flush=True)
+        if not (args.train_only or args.peers_only or args.startup_only):
             result["matmul_gflops"], result["rows"] = run_inference(args, device, Path(tmp))
-        if args.peers or args.peers_only:
+        if (args.peers or args.peers_only) and not args.startup_only:
             result["peers"] = run_peer_part(args, Path(tmp))
-    if args.train or args.train_only:
+    if (args.train or args.train_only) and not args.startup_only:
         for size in _list(args.train_sizes, int):
             try:
                 result["train"].append(train_throughput(size, args.train_steps, args.train_batch, args.train_workers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -76,4 +77,5 @@ def test_bad_yaml_names_the_line(tmp_path):
 def test_shipped_run_yamls_load():
     for path in sorted((ROOT / "cfg" / "train").glob("*.yaml")):
         cfg = load_run_config(path)
-        assert (ROOT / cfg.model).is_file(), path
+        assert Path(cfg.model).parent == ROOT / "cfg" and Path(cfg.model).is_file(), path  # the built-in cfg
+        assert Path(cfg.data).parent == ROOT / "data" and Path(cfg.data).is_file(), path  # the built-in data YAML

@@ -13,12 +13,16 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "yolo"
 THIRD_PARTY = {"torch", "torchvision", "numpy", "cv2", "yaml", "tqdm"}
 OPTIONAL = {"matplotlib", "onnx", "onnxruntime", "onnxscript", "openvino", "tensorboard"}  # inside functions only
+# Third-party roots a room may import only inside functions: utils/nms.py falls back to the torchvision package
+# when its compiled library cannot be loaded alone (importing the package costs 1.5-2 s of start-up).
+LAZY = {"utils": {"torchvision"}}
 
 # Each room: the yolo packages its files may import (besides their own room), and the third-party roots.
-_LOW = {"yolo.errors", "yolo.utils"}
+_LOW = {"yolo.errors", "yolo.resources", "yolo.utils"}
 ROOMS: dict[str, tuple[set[str], set[str]]] = {
     "errors.py": (set(), set()),
-    "utils": ({"yolo.errors"}, {"torch", "numpy", "cv2"}),
+    "resources.py": ({"yolo.errors"}, set()),  # the built-in cfgs and data, found by name: stdlib only
+    "utils": ({"yolo.errors", "yolo.resources"}, {"torch", "numpy", "cv2"}),
     "model": (_LOW, THIRD_PARTY),
     "data": (_LOW, THIRD_PARTY),
     "runtime": (_LOW | {"yolo.model", "yolo.data"}, THIRD_PARTY),
@@ -27,7 +31,7 @@ ROOMS: dict[str, tuple[set[str], set[str]]] = {
     "export": (_LOW | {"yolo.model", "yolo.data", "yolo.runtime"}, THIRD_PARTY),
     "train": (_LOW | {"yolo.model", "yolo.data", "yolo.runtime", "yolo.val"}, THIRD_PARTY),
     "commands": (_LOW | {"yolo.model", "yolo.data", "yolo.runtime", "yolo.detect", "yolo.val", "yolo.export",
-                         "yolo.train", "yolo.resources"}, THIRD_PARTY),
+                         "yolo.train"}, THIRD_PARTY),
     "cli.py": ({"yolo.errors", "yolo.commands"}, set()),
     "__main__.py": ({"yolo.cli"}, set()),
     "__init__.py": (set(), set()),  # the root face: names resolved lazily, by string
@@ -84,7 +88,7 @@ def _problems_of(rel: str, imports) -> list[str]:
             if not _under(module, allowed):
                 out.append(f"yolo/{rel}:{line} imports {module}: the {room} room may import only "
                            f"{', '.join(sorted(allowed)) or 'nothing of yolo'}")
-        elif root in OPTIONAL:
+        elif root in OPTIONAL or root in LAZY.get(room, ()):
             if top:
                 out.append(f"yolo/{rel}:{line} imports optional {module} at top level (import it inside a function)")
         elif root not in sys.stdlib_module_names and root != "__future__" and root not in third:
@@ -154,6 +158,7 @@ def test_the_checker_sees_a_bad_import_and_a_cycle():
     assert _problems_of("runtime/backends.py", [("yolo.detect.predictor", ["Detector"], 9, False)])
     assert _problems_of("detect/run.py", [("yolo.val.evaluator", ["Evaluator"], 9, False)])
     assert _problems_of("utils/boxes.py", [("torchvision.ops", ["box_iou"], 9, True)])
+    assert not _problems_of("utils/nms.py", [("torchvision.ops", [], 9, False)])  # inside a function: allowed
     assert _problems_of("newroom/thing.py", [])
     assert _cycles({"yolo.a": {"yolo.b"}, "yolo.b": {"yolo.a"}}) == [["yolo.a", "yolo.b", "yolo.a"]]
 
@@ -181,9 +186,10 @@ def test_optional_packages_imported_only_inside_functions():
 def test_cfg_parser_cli_and_commands_import_no_torch_at_top_level():
     commands = [p.relative_to(PKG).as_posix() for p in sorted((PKG / "commands").glob("*.py"))]
     assert len(commands) >= 9, commands
-    for rel in ("model/cfg_parser.py", "cli.py", "__init__.py", "errors.py", *commands):
+    for rel in ("model/cfg_parser.py", "cli.py", "__init__.py", "errors.py", "resources.py", *commands):
         heavy = [(m, line) for m, _, line, top in _imports(PKG / rel)
                  if top and m.split(".")[0] in THIRD_PARTY - {"yaml"}]
         assert not heavy, f"yolo/{rel} imports {heavy} at import time"
     assert not [m for m, _, _, _ in _imports(PKG / "model" / "cfg_parser.py")
-                if m.split(".")[0] in {"torch", "torchvision", "numpy"} or (m.startswith("yolo.") and m != "yolo.errors")]
+                if m.split(".")[0] in {"torch", "torchvision", "numpy"}
+                or (m.startswith("yolo.") and m not in ("yolo.errors", "yolo.resources"))]

@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from yolo import __version__
-from yolo.commands import anchors, convert, data, detect, export, profile, train, val
+from yolo.commands import anchors, cfgs, convert, data, detect, export, profile, train, val
 from yolo.errors import InputError
 
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_parser(sub)
     detect.add_parser(sub)
     train.add_parser(sub)
+    cfgs.add_parser(sub)
     return parser
 
 

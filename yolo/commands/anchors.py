@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, default=9, help="number of anchors (default 9)")
     p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N", help="416, or H W (default 416)")
     p.add_argument("--split", default="train", choices=["train", "val", "test"], help="default train")
-    p.add_argument("--cfg", default=None, help="cfg whose anchors to compare (default cfg/yolov3.cfg)")
+    p.add_argument("--cfg", default=None, help="cfg whose anchors to compare: a path or a built-in name (default "
+                                               "the built-in yolov3.cfg)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--evolve", type=int, default=0, metavar="G",
                    help="then G generations of mutation that keep only gains in mean best IoU (default 0: off)")
@@ -33,11 +34,13 @@ def _run_anchors(args) -> int:
     from yolo.data.anchors import anchor_fitness, evolve_anchors, format_anchors, kmeans_anchors, label_wh
     from yolo.data.split import load_split
     from yolo.model.cfg_parser import parse_cfg
+    from yolo.resources import builtin
 
     if args.n < 1 or args.evolve < 0:
         raise InputError(f"--n must be >= 1 and --evolve >= 0, got {args.n} and {args.evolve}")
-    cfg = Path(args.cfg) if args.cfg else Path(__file__).resolve().parents[1] / "cfg" / "yolov3.cfg"
-    heads = parse_cfg(cfg).heads if args.cfg or cfg.is_file() else []  # an install without cfg/: no comparison
+    cfg = args.cfg or builtin("yolov3.cfg", "model")
+    spec = parse_cfg(cfg) if cfg is not None else None  # an install without built-ins: no comparison
+    heads = spec.heads if spec is not None else []
     size = img_size(args.img_size, 32)
     index = load_split(data_config(args.data, args.images), args.split)
     wh, small = label_wh(index, size)
@@ -49,7 +52,7 @@ def _run_anchors(args) -> int:
     print(format_anchors(anchors))
     rows = [("new", anchor_fitness(wh, anchors))]
     if heads:
-        rows.append((f"cfg {cfg.name}", anchor_fitness(wh, np.array(heads[0].anchors))))
+        rows.append((f"cfg {Path(spec.source).name}", anchor_fitness(wh, np.array(heads[0].anchors))))
     for name, fit in rows:
         print(f"{name}: BPR {fit['bpr']:.4f}, mean best IoU {fit['mean_best_iou']:.4f}, anchors per box "
               f"{fit['mean_anchors_per_box']:.2f}")

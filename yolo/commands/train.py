@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
                                    "the model; best_half=true stores them as float16), results.csv and results.png. "
                                    "Several processes: torchrun --nproc_per_node N -m "
                                    "yolo train ... (batch_size is the total over all processes).")
-    p.add_argument("--cfg", help="run YAML (e.g. cfg/train/shapes.yaml); without it the defaults are used")
+    p.add_argument("--cfg", help="run YAML: a path or a built-in name (yolo cfgs lists them); default: the "
+                                 "built-in shapes.yaml, the synthetic shapes demo")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override settings: --set epochs=3 optimizer=adamw augment.mosaic=0")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
@@ -38,10 +39,20 @@ def _run_train(args) -> int:
         path = args.resume or str(find_last_checkpoint())
         cfg = config_for_resume(path, args.overrides)
     else:
-        path, cfg = None, load_run_config(args.cfg, args.overrides)
+        path, cfg = None, load_run_config(args.cfg or _default_run(), args.overrides)
     try:
         train(cfg, resume=path)
     except (NonFiniteLossError, PeerLostError) as e:
         print(f"yolo train: error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _default_run() -> str:
+    """The built-in ``shapes.yaml`` run (by its path, so that a local file of that name cannot stand in)."""
+    from yolo.resources import builtin, listing
+
+    found = builtin("shapes.yaml", "run")
+    if found is None:
+        raise InputError(f"this install has no built-in shapes.yaml run; give --cfg ({listing('run')})")
+    return str(found)

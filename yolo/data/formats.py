@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from yolo.errors import InputError
+from yolo.resources import is_builtin, resolve
 from yolo.utils.names import default_names, load_names
 
 SPLITS = ("train", "val", "test")
@@ -55,8 +56,9 @@ class DataConfig:
 def load_data_config(path: str | Path) -> DataConfig:
     """Read a data YAML (``.yaml``/``.yml``), a darknet ``.data`` file, or a COCO ``instances_*.json``
     (its images expected in ``<json folder>/../<name after 'instances_'>``, e.g. ``val2017``, or in
-    ``<json folder>/../images/<name>``)."""
-    path = Path(path)
+    ``<json folder>/../images/<name>``). ``path`` may name a built-in dataset YAML (``shapes.yaml``,
+    ``coco.yaml``; see ``yolo.resources``)."""
+    path = resolve(path, "data")
     if not path.is_file():
         raise InputError("data file not found", str(path))
     if path.suffix == ".data":
@@ -104,7 +106,10 @@ def _load_yaml(path: Path) -> DataConfig:
     fmt = str(data.get("format", "yolo")).lower()
     if fmt not in ("yolo", "coco"):
         raise InputError(f"format must be yolo or coco, got {fmt!r}", str(path))
-    root = path.parent / str(data["path"]) if data.get("path") else path.parent
+    # A built-in YAML lives inside the install: its relative ``path`` (coco.yaml: datasets/coco) is taken from
+    # the working folder instead of its own.
+    base = Path.cwd() if is_builtin(path) else path.parent
+    root = base / str(data["path"]) if data.get("path") else path.parent
     names = _yaml_names(data.get("names"), data.get("nc"), path, required=fmt == "yolo" or "nc" in data)
     if data.get("synthetic") is not None:
         root, data = _synthetic_root(data, names, path), {"train": "images/train", "val": "images/val", **data}
@@ -118,8 +123,8 @@ def _load_yaml(path: Path) -> DataConfig:
 
 
 def _yaml_names(names, nc, path: Path, required: bool) -> list[str]:
-    if isinstance(names, str):
-        names = load_names(path.parent / names)
+    if isinstance(names, str):  # a names file beside the YAML, else a built-in one (coco.names)
+        names = load_names(resolve(names, "names", (path.parent,)))
     elif isinstance(names, dict):
         try:
             ids = sorted(int(k) for k in names)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from yolo.errors import InputError
+from yolo.resources import resolve
 
 # Darknet's activation names this toolkit builds (yolo/model/layers.py has their formulas, from darknet's
 # src/activations.h). Darknet falls back to relu on a name it does not know; we refuse it.
@@ -625,8 +626,9 @@ def _parse_layer(sect: _Section, source: str, index: int, net: NetSpec, layers: 
 
 
 def parse_cfg(path: str | Path) -> ModelSpec:
-    """Read and parse a darknet cfg file."""
-    path = Path(path)
+    """Read and parse a darknet cfg file: a path, or the name of a built-in (``yolov3-tiny.cfg``, see
+    ``yolo.resources``)."""
+    path = resolve(path, "model")
     if not path.is_file():
         raise InputError("cfg file not found", str(path))
     try:

@@ -91,9 +91,11 @@ def model_from_state(obj, source: str, cfg: str | Path | None = None, bn_eps: fl
     else:
         raise InputError("this checkpoint comes from another toolkit and does not carry its cfg; pass --cfg", source)
     state, report = match_state(extract_state_dict(obj, source), spec, source)
-    model = Darknet(spec, bn_eps=_bn_eps(obj, ours, report, bn_eps))
+    model = Darknet(spec, bn_eps=_bn_eps(obj, ours, report, bn_eps), init=False)  # every conv tensor loaded next
     report.bn_eps = model.bn_eps
-    model.load_state_dict(state, strict=False)  # every conv/BN tensor is present: match_state checked it
+    missing = model.load_state_dict(state, strict=False).missing_keys  # match_state checked every conv/BN tensor
+    if any(".conv." in k for k in missing):  # never left uninitialized (init=False above)
+        raise InputError(f"the checkpoint lacks {next(k for k in missing if '.conv.' in k)}", source)
     if ours:
         dk = obj.get("darknet", {})
         model.header = DarknetHeader(*(int(dk.get(k, d)) for k, d in

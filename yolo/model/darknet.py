@@ -38,13 +38,14 @@ class Darknet(nn.Module):
     ``model.letterbox``: the resize the model wants at inference (``[net] letter_box``; see ``NetSpec``).
     """
 
-    def __init__(self, spec: ModelSpec, bn_eps: float = 1e-5):
+    def __init__(self, spec: ModelSpec, bn_eps: float = 1e-5, init: bool = True):
+        """``init=False`` leaves the convs' weights uninitialized: for a caller that loads all of them next."""
         super().__init__()
         self.spec = spec
         self.bn_eps = bn_eps
         into_logistic_head = {s.index - 1 for s in spec.layers if isinstance(s, YoloSpec) and s.new_coords}
         self.module_list = nn.ModuleList(
-            self._build(replace(s, activation="linear") if s.index in into_logistic_head else s, bn_eps)
+            self._build(replace(s, activation="linear") if s.index in into_logistic_head else s, bn_eps, init)
             for s in spec.layers)
         self.head_indices = [s.index for s in spec.layers if isinstance(s, YoloSpec)]
         # outputs later layers read again (route / shortcut / scale_channels sources)
@@ -57,9 +58,9 @@ class Darknet(nn.Module):
         self.cfg_name: str | None = None  # the cfg's file name when it came embedded in a checkpoint
 
     @staticmethod
-    def _build(s, bn_eps: float) -> nn.Module:
+    def _build(s, bn_eps: float, init: bool = True) -> nn.Module:
         if isinstance(s, ConvSpec):
-            return ConvBlock(s, bn_eps=bn_eps)
+            return ConvBlock(s, bn_eps=bn_eps, init=init)
         if isinstance(s, MaxPoolSpec):
             return MaxPoolDarknet(s)
         if isinstance(s, UpsampleSpec):

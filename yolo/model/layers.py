@@ -56,6 +56,18 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATION_MODULES[name]()
 
 
+def uninitialized_conv(*args, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, **kwargs
+                       ) -> nn.Conv2d:
+    """``nn.Conv2d(*args, **kwargs)`` with uninitialized weight and bias, for tensors that are overwritten next:
+    built on the meta device, then given empty tensors (random init costs start-up time; ``nn.utils.skip_init``
+    would import torch's Python reference ops, seconds more)."""
+    conv = nn.Conv2d(*args, device="meta", **kwargs)
+    conv.weight = nn.Parameter(torch.empty(conv.weight.shape, device=device, dtype=dtype))
+    if conv.bias is not None:
+        conv.bias = nn.Parameter(torch.empty(conv.bias.shape, device=device, dtype=dtype))
+    return conv
+
+
 class ConvBlock(nn.Module):
     """``[convolutional]``: conv (bias-free when followed by BN) + optional BN + activation.
 
@@ -63,10 +75,13 @@ class ConvBlock(nn.Module):
     ``bn.weight/bias/running_mean/running_var``.
     """
 
-    def __init__(self, spec: ConvSpec, bn_eps: float = 1e-5, bn_momentum: float = 0.03):
+    def __init__(self, spec: ConvSpec, bn_eps: float = 1e-5, bn_momentum: float = 0.03, init: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(spec.in_channels, spec.filters, spec.size, spec.stride, spec.padding,
-                              groups=spec.groups, bias=not spec.batch_normalize)
+        # init=False: the conv's tensors are left uninitialized (a checkpoint overwrites them next; random init
+        # costs start-up time)
+        make = nn.Conv2d if init else uninitialized_conv
+        self.conv = make(spec.in_channels, spec.filters, spec.size, spec.stride, spec.padding,
+                         groups=spec.groups, bias=not spec.batch_normalize)
         self.bn = nn.BatchNorm2d(spec.filters, eps=bn_eps, momentum=bn_momentum) if spec.batch_normalize else None
         self.act = make_activation(spec.activation)
 
@@ -83,8 +98,8 @@ class ConvBlock(nn.Module):
             return
         bn, conv = self.bn, self.conv
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # [filters]
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          groups=conv.groups, bias=True).to(conv.weight.device, conv.weight.dtype)
+        fused = uninitialized_conv(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                                   groups=conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         self.conv, self.bn = fused, None

@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torchvision.ops import batched_nms, nms
 
 from yolo.errors import InputError
 from yolo.utils.boxes import LetterboxInfo, cxcywh_to_xyxy, unletterbox_boxes
+from yolo.utils.nms import batched_nms, nms
 
 MAX_CANDIDATES = 30_000  # highest-scoring candidates per image that go into NMS
 MIN_BOX_SIZE = 1.0  # pixels of the reported image: narrower or lower boxes (after clipping) are dropped
@@ -86,7 +86,8 @@ def non_max_suppression(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.4
     ``conf``, as COCO evaluation wants), optionally only ``classes``, and are at least ``MIN_BOX_SIZE`` wide
     and high once clipped to the input ``image_size`` (H, W), or to each image's ``bounds`` (see
     :func:`image_bounds`); without either, by their unclipped size. NMS at ``iou`` is per class
-    (``torchvision.ops.batched_nms``) unless ``agnostic``; the ``max_det`` best survivors are kept.
+    (``yolo.utils.nms.batched_nms``: torchvision's operator and semantics without importing torchvision)
+    unless ``agnostic``; the ``max_det`` best survivors are kept.
     """
     check_thresholds(conf, iou, max_det)
     wanted = None if classes is None else torch.as_tensor(list(classes), dtype=torch.long, device=pred.device)

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from yolo.errors import InputError
+from yolo.resources import builtin, is_builtin, resolve
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "step")
@@ -55,8 +56,8 @@ class ValConfig:
 class RunConfig:
     """Everything a training run needs; ``batch_size`` is the total over all processes."""
 
-    model: str = "cfg/yolov3-tiny.cfg"  # darknet cfg; classes are taken from the data
-    data: str = "data/shapes.yaml"
+    model: str = "yolov3-tiny.cfg"  # darknet cfg (a path or a built-in name); classes are taken from the data
+    data: str = "shapes.yaml"  # dataset YAML (a path or a built-in name)
     weights: str | None = None  # starting weights: darknet .weights / backbone file, or our .pt
     cutoff: int | None = None  # read only the first N layers of a .weights file (darknet53.conv.74: 74)
     epochs: int = 100
@@ -191,10 +192,11 @@ def _merge(obj, data, source: str, root, prefix: str) -> None:
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults, then the YAML file at ``path``, then ``overrides`` (``["epochs=3", "ema.decay=0.999"]``)."""
+    """Defaults, then the YAML file at ``path`` (or the built-in run of that name, ``shapes.yaml``), then
+    ``overrides`` (``["epochs=3", "ema.decay=0.999"]``)."""
     cfg = RunConfig()
     if path is not None:
-        path = Path(path)
+        path = resolve(path, "run")
         if not path.is_file():
             raise InputError("run config not found", str(path))
         text = path.read_text(encoding="utf-8")
@@ -214,27 +216,52 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
 
 
 PATH_KEYS = ("model", "data", "weights")
+KIND_OF = {"model": "model", "data": "data"}  # the keys that may name a built-in (yolo.resources kinds)
 
 
 def _resolve_paths(cfg: RunConfig, yaml_path: Path) -> None:
     """Relative ``model``/``data``/``weights`` in a run YAML: as given if that exists from the working folder,
     else next to the YAML, else under one of its parent folders (``cfg/train/x.yaml`` naming ``cfg/yolov3.cfg``
-    works from anywhere). Paths found nowhere stay as written (the run stops on them before it starts)."""
-    here = yaml_path.resolve().parent
+    works from anywhere); the YAML itself never counts. Other values stay as written: a built-in name
+    (``yolov3-tiny.cfg``, ``shapes.yaml``) is resolved when the file is read, anything else stops the run before
+    it starts. Names in a built-in run YAML, and names whose working-folder file is the YAML itself, become
+    the built-in's path at once."""
+    builtin_run = is_builtin(yaml_path)
     for key in PATH_KEYS:
         value = getattr(cfg, key)
-        if not value or Path(value).is_absolute() or Path(value).exists():
+        if not value or Path(value).is_absolute():
             continue
-        for base in (here, *here.parents):
-            if (base / value).exists():
-                setattr(cfg, key, str(base / value))
-                break
+        local = None if builtin_run and key in KIND_OF else _local_file(value, yaml_path)
+        if local is not None:
+            setattr(cfg, key, value if local == Path(value) else str(local))
+        elif key in KIND_OF and (builtin_run or Path(value).exists()) and builtin(value, KIND_OF[key]):
+            setattr(cfg, key, str(builtin(value, KIND_OF[key])))  # not the working folder's file of that name
+
+
+def _local_file(value: str, yaml_path: Path) -> Path | None:
+    """``value`` from the working folder, else from the YAML's folder or one of its parents; never the YAML."""
+    here = yaml_path.resolve().parent
+    for base in (Path(), here, *here.parents):
+        candidate = base / value
+        if candidate.exists() and not _same_file(candidate, yaml_path):
+            return candidate if base != Path() else Path(value)
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def check_paths(cfg: RunConfig) -> None:
-    """Raise ``InputError`` for a ``model``, ``data`` or ``weights`` file that does not exist."""
+    """Raise ``InputError`` for a ``model``, ``data`` or ``weights`` file that does not exist (``model`` and
+    ``data`` may name built-ins; the error lists them)."""
     for key in PATH_KEYS:
         value = getattr(cfg, key)
+        if value and key in KIND_OF:
+            value = resolve(value, KIND_OF[key])  # a missing built-in-like name: the error lists the built-ins
         if value and not Path(value).exists():
             raise InputError(f"{key} file not found (relative paths are tried from the working folder, then "
                              "from the run YAML's folder and its parents)", str(value))

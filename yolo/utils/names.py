@@ -1,17 +1,17 @@
-"""Class names: read a names file, or fall back to COCO's 80 (from ``data/coco.names``) or ``class{i}``."""
+"""Class names: read a names file, or fall back to COCO's 80 (the built-in ``coco.names``) or ``class{i}``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from yolo.errors import InputError
-
-COCO_NAMES_FILE = Path(__file__).resolve().parents[2] / "data" / "coco.names"
+from yolo.resources import builtin, resolve
 
 
 def load_names(path: str | Path) -> list[str]:
-    """One class name per line; blank lines at the end are ignored, blank lines inside are an error."""
-    path = Path(path)
+    """One class name per line; blank lines at the end are ignored, blank lines inside are an error. ``path``
+    may name a built-in names file (``coco.names``, see ``yolo.resources``)."""
+    path = resolve(path, "names")
     if not path.is_file():
         raise InputError("class names file not found", str(path))
     lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
@@ -24,6 +24,7 @@ def load_names(path: str | Path) -> list[str]:
 
 def default_names(num_classes: int) -> list[str]:
     """COCO's names for 80 classes, else ``class0``, ``class1``, ..."""
-    if num_classes == 80 and COCO_NAMES_FILE.is_file():
-        return load_names(COCO_NAMES_FILE)
+    coco = builtin("coco.names", "names") if num_classes == 80 else None
+    if coco is not None:
+        return load_names(coco)
     return [f"class{i}" for i in range(num_classes)]
