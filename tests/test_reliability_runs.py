@@ -100,7 +100,7 @@ def test_detect_over_10000_images_streams(tmp_path):
     report = tmp_path / "rss.json"
     r = subprocess.run([PY, str(ROOT / "tests" / "detect_memory_child.py"), str(report), "--", "detect",
                         "--weights", str(weights), "--source", str(tmp_path / "imgs"), "--img-size", "32",
-                        "--batch-size", "32", "--save-txt", "--nosave", "--no-progress",
+                        "--batch-size", "50", "--save-txt", "--nosave", "--no-progress",
                         "--out", str(tmp_path / "out")],
                        cwd=tmp_path, env=_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                        timeout=600)
