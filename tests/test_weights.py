@@ -176,3 +176,35 @@ def test_load_model_from_weights_and_checkpoint(tmp_path):
     with torch.no_grad():
         assert torch.equal(a.decode(a(x)), b.decode(b(x)))
     assert isinstance(b.header, DarknetHeader) and b.header.seen == 123456789
+
+
+def test_whole_file_load_skips_random_init_and_cutoff_load_keeps_it(tmp_path, monkeypatch):
+    """A whole ``.weights`` file overwrites every conv, so ``load_model`` builds the model without PyTorch's
+    random init (0.66 s of yolov3's load on 2 cores); the loaded tensors are the file's, every one. A cutoff
+    file leaves the layers after it at PyTorch's init (kaiming-uniform: |w| <= 1/sqrt(fan_in), spread like
+    it), never at uninitialized memory."""
+    whole, part = tmp_path / "a.weights", tmp_path / "a.conv.15"
+    ref = write_reference_weights(whole, TINY)
+    write_reference_weights(part, TINY, cutoff=15)
+
+    init = torch.nn.init.kaiming_uniform_
+
+    def no_init(tensor, *args, **kwargs):
+        if tensor.device.type != "meta":  # uninitialized_conv builds on the meta device: no work
+            raise AssertionError("random init of a conv whose weights are loaded next")
+        return init(tensor, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.nn.init, "kaiming_uniform_", no_init)
+        model = load_model(whole, cfg=TINY)
+    for index, parts in ref.items():
+        conv = model.module_list[index].conv
+        assert torch.equal(conv.weight, torch.from_numpy(parts["weight"])), index
+        if conv.bias is not None:
+            assert torch.equal(conv.bias, torch.from_numpy(parts["bias"])), index
+    partial = load_model(part, cfg=TINY, cutoff=15)
+    for index in (15, 18, 21, 22):
+        w = partial.module_list[index].conv.weight
+        bound = 1 / w[0].numel() ** 0.5
+        assert torch.isfinite(w).all() and w.abs().max() <= bound, index
+        assert w.std() > 0.4 * bound, index  # uniform on [-b, b]: std b/sqrt(3); zeroed memory: 0

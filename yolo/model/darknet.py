@@ -80,9 +80,10 @@ class Darknet(nn.Module):
         raise TypeError(f"no module for {type(s).__name__}")
 
     @classmethod
-    def from_cfg(cls, path: str | Path, bn_eps: float = 1e-5) -> "Darknet":
-        """Build from a darknet ``.cfg`` file (weights are PyTorch's random init)."""
-        return cls(parse_cfg(path), bn_eps=bn_eps)
+    def from_cfg(cls, path: str | Path, bn_eps: float = 1e-5, init: bool = True) -> "Darknet":
+        """Build from a darknet ``.cfg`` file (weights are PyTorch's random init; ``init=False``: the convs'
+        weights uninitialized, for a caller that loads every one of them next)."""
+        return cls(parse_cfg(path), bn_eps=bn_eps, init=init)
 
     @classmethod
     def from_cfg_text(cls, text: str, source: str = "<cfg>", bn_eps: float = 1e-5) -> "Darknet":

@@ -137,7 +137,7 @@ def load_darknet_weights(model, path: str | Path, cutoff: int | None = None) -> 
         for index, parts in arrays.items():
             block, spec = model.module_list[index], model.spec.layers[index]
             for tensor, array in zip(_conv_tensors(block, spec), parts):
-                tensor.copy_(torch.from_numpy(array.copy()).view_as(tensor))
+                tensor.copy_(torch.from_numpy(array).view_as(tensor))  # a view of the file's array
     return header
 
 

@@ -114,8 +114,9 @@ class WinogradConv2d(nn.Module):
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
         # Not persistent: a model's state dict keeps its convs' names and is never changed by this module.
-        self.register_buffer("weight", conv.weight.detach().clone(), persistent=False)  # [C_out, C_in, 3, 3]
-        self.register_buffer("bias", bias.to(conv.weight.device, conv.weight.dtype).clone(), persistent=False)
+        # The conv's own tensors, not copies (it is replaced by this module; copying cost start-up time).
+        self.register_buffer("weight", conv.weight.detach(), persistent=False)  # [C_out, C_in, 3, 3]
+        self.register_buffer("bias", bias.to(conv.weight.device, conv.weight.dtype), persistent=False)
         for m in TILE_SIZES:  # U, B^T kron B^T, A^T kron A^T of each tile size, made at its first use
             for name in (f"u{m}", f"b{m}", f"a{m}"):
                 self.register_buffer(name, None, persistent=False)
