@@ -1,8 +1,6 @@
 """``python -m yolo`` (so ``torchrun -m yolo train ...`` works)."""
 
-import sys
-
-from yolo.cli import main
+from yolo.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

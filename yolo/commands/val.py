@@ -69,6 +69,9 @@ def _run_val_dataset(args) -> int:
         raise InputError("--img-size takes one size for validation (square letterbox; use --rect for less padding)")
     size = img_size(args.img_size, 32)[0]
     out = make_run_dir(args.out) if args.save_json or not args.no_plots else None  # writable, before any work
+    from yolo.utils.malloc import reuse_freed_memory
+
+    reuse_freed_memory()  # each batch reuses the last one's pages (see yolo.utils.malloc)
     try:
         result = validate_dataset(args.weights, args.data, args.split, size, args.batch_size, args.conf, args.iou,
                                   args.max_det, args.device, args.half, args.cfg, args.rect, args.workers,
