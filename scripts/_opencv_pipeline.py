@@ -19,7 +19,8 @@ class OpenCVPipeline:
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self.outputs = self.net.getUnconnectedOutLayersNames()
         self.params = cv2.dnn.Image2BlobParams()
-        self.params.scalefactor, self.params.size, self.params.swapRB = 1 / 255, (size, size), True
+        self.params.scalefactor = (1 / 255, 1 / 255, 1 / 255, 0)  # a Scalar: a bare float scales channel 0 only
+        self.params.size, self.params.swapRB = (size, size), True
         self.params.paddingmode, self.params.borderValue = cv2.dnn.DNN_PMODE_LETTERBOX, (114, 114, 114, 0)
         self.size, self.conf, self.iou = size, conf, iou
 

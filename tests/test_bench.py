@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import pytest
@@ -146,3 +147,51 @@ def test_bench_peers_at_a_tiny_size(tmp_path):
     assert whole["cpu_ratio"] == pytest.approx(whole["ours_cpu_s"] / whole["opencv_cpu_s"])
     assert whole["detections"]["ours"] >= 0 and whole["detections"]["opencv"] >= 0
     assert "machine:" in done.stdout and "whole command yolov3-tiny 64 fp32" in done.stdout
+
+
+REAL = Path(os.environ.get("YOLO_SHARED", ROOT.parent / "shared")) / "real"
+
+
+@pytest.mark.skipif(not (REAL / "yolov3-tiny.weights").is_file(), reason="needs ../shared/real (official weights)")
+def test_opencv_script_of_the_whole_command_detects_what_yolo_detect_detects(tmp_path):
+    """The benchmark's reference (``scripts/_opencv_detect.py``, OpenCV DNN end to end) must do the same work as
+    ``yolo detect``: on the real photos at 640x480 (and mirrored) with the official yolov3-tiny.weights, the
+    same boxes (same class, IoU >= 0.95: OpenCV rounds its boxes to whole pixels) with the same scores.
+    conf 0.2: OpenCV's yolo layer zeroes class scores up to its own threshold, 0.2."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((REAL / "images").iterdir()):
+        img = cv2.imread(str(p))
+        if img is not None:
+            img = cv2.resize(img, (640, 480), interpolation=cv2.INTER_AREA)  # 416/640: whole-pixel letterbox
+            cv2.imwrite(str(photos / f"{p.stem}.png"), img)
+            cv2.imwrite(str(photos / f"{p.stem}_mirror.png"), cv2.flip(img, 1))
+    cfg, weights = CFG / "yolov3-tiny.cfg", REAL / "yolov3-tiny.weights"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    common = ["--img-size", "416", "--conf", "0.2", "--iou", "0.45"]
+    for cmd in ([sys.executable, "-m", "yolo", "detect", "--weights", str(weights), "--cfg", str(cfg), "--source",
+                 str(photos), "--save-txt", "--nosave", "--no-progress", "--out", str(tmp_path / "ours"), *common],
+                [sys.executable, str(ROOT / "scripts" / "_opencv_detect.py"), "--cfg", str(cfg), "--weights",
+                 str(weights), "--source", str(photos), "--out", str(tmp_path / "opencv"), *common]):
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    def boxes(side: str, name: str) -> torch.Tensor:  # [K, 6] class, x1, y1, x2, y2 (pixels), score
+        rows = [list(map(float, line.split())) for line in (tmp_path / side / "labels" / name).read_text().splitlines()]
+        t = torch.tensor(rows).reshape(-1, 6)
+        xy = torch.stack([(t[:, 1] - t[:, 3] / 2) * 640, (t[:, 2] - t[:, 4] / 2) * 480,
+                          (t[:, 1] + t[:, 3] / 2) * 640, (t[:, 2] + t[:, 4] / 2) * 480], 1)
+        return torch.cat([t[:, :1], xy, t[:, 5:]], 1)
+
+    total = 0
+    for txt in sorted((tmp_path / "ours" / "labels").glob("*.txt")):
+        ours, theirs = boxes("ours", txt.name), boxes("opencv", txt.name)
+        assert len(ours) == len(theirs), txt.name
+        if len(ours):
+            iou = box_iou(ours[:, 1:5], theirs[:, 1:5])
+            same = (ours[:, None, 0] == theirs[None, :, 0]) & (iou >= 0.95)
+            match = same.float().argmax(1)
+            assert same.any(1).all(), txt.name
+            assert torch.allclose(ours[:, 5], theirs[match, 5], atol=2e-3), txt.name
+        total += len(ours)
+    assert total >= 5  # the photos hold that many objects at conf 0.2
