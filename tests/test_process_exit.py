@@ -17,8 +17,9 @@ from tests.helpers import ROOT
 PY = sys.executable
 
 
-def _run(code: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+def _python(*args: str, cwd=ROOT, **env: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` with this checkout importable and ``env`` added."""
+    return subprocess.run([PY, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **env})
 
 
@@ -31,7 +32,7 @@ ENTRY = ("import atexit, sys, threading\n"
 
 
 def test_read_only_command_skips_teardown_and_prints_everything():
-    r = _run(ENTRY.format(before="", argv=["cfgs", "--json"]))
+    r = _python("-c", ENTRY.format(before="", argv=["cfgs", "--json"]))
     assert r.returncode == 0, r.stderr
     listing = json.loads(r.stdout)  # the whole listing arrived (flushed before the exit) ...
     assert {"yolov3.cfg", "yolov3-tiny.cfg", "yolov4.cfg", "coco.names"} <= {c["name"] for c in listing}
@@ -44,7 +45,7 @@ def test_read_only_command_skips_teardown_and_prints_everything():
     ("threading.Thread(target=__import__('time').sleep, args=(1,)).start()", ["cfgs"], 0),  # a live thread
 ])
 def test_teardown_runs_when_the_fast_exit_is_not_safe(before, argv, code):
-    r = _run(ENTRY.format(before=before, argv=argv))
+    r = _python("-c", ENTRY.format(before=before, argv=argv))
     assert r.returncode == code, r.stderr
     assert "TEARDOWN" in r.stdout
 
@@ -63,10 +64,9 @@ def test_detect_through_the_console_entry_writes_every_file(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(5):
         cv2.imwrite(str(tmp_path / "imgs" / f"{i}.png"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    r = subprocess.run([PY, "-m", "yolo", "detect", "--weights", str(weights), "--source", str(tmp_path / "imgs"),
-                        "--img-size", "64", "--conf", "0.01", "--save-txt", "--save-json", "--no-progress",
-                        "--out", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    r = _python("-m", "yolo", "detect", "--weights", str(weights), "--source", str(tmp_path / "imgs"),
+                "--img-size", "64", "--conf", "0.01", "--save-txt", "--save-json", "--no-progress",
+                "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "5 images" in r.stdout and "results in" in r.stdout
     out = tmp_path / "out"
@@ -103,8 +103,7 @@ def test_reuse_freed_memory_stops_the_page_faults_of_repeated_forwards():
     opts out."""
     runs = {}
     for name, arg, env in (("default", "0", {}), ("reused", "1", {}), ("opted out", "1", {"YOLO_MALLOC": "default"})):
-        r = subprocess.run([PY, "-c", FAULTS, arg], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2", **env})
+        r = _python("-c", FAULTS, arg, OMP_NUM_THREADS="2", **env)
         assert r.returncode == 0, r.stderr[-2000:]
         applied, faults = r.stdout.split()[-2:]
         runs[name] = (applied, int(faults))

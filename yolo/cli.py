@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
     verbose = args.verbose or os.environ.get("YOLO_VERBOSE", "") not in ("", "0")
     try:
         code = args.run(args)
-        if fast_exit and args.command in FAST_EXIT and not code:
-            _exit_now(code or 0)
+        if fast_exit and not code and args.command in FAST_EXIT:
+            _exit_now(0)
         return code
     except InputError as e:
         if verbose:
