@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from yolo.errors import InputError
+from yolo.utils.files import cache_dir
 
 SHAPES_NAMES: list[str] = ["circle", "rectangle", "triangle", "star", "cross"]
 MIN_VISIBLE = 0.6     # fraction of an object's own area that must stay visible under later objects
@@ -213,11 +214,6 @@ def write_dataset(root: str | Path, n_train: int, n_val: int, size: int | tuple[
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
-
-
-def cache_dir() -> Path:
-    """Where generated datasets live: ``$YOLO_CACHE_DIR`` or ``~/.cache/yolo-toolkit``."""
-    return Path(os.environ.get("YOLO_CACHE_DIR") or Path.home() / ".cache" / "yolo-toolkit")
 
 
 def _check_int(spec: dict, key: str, low: int, high: int, source: str) -> int:

@@ -13,6 +13,11 @@ The matrix products do 36 multiply-adds per tile and channel pair where a direct
 which is what pays for the transforms on layers with many channels. Accuracy: relative error about 1e-5 in
 float32 (the transforms' coefficients reach 8 and 1/24). Buffers are reused across calls and layers through one
 :class:`Workspace` (fresh multi-megabyte allocations would page-fault on every call).
+
+The two transforms run as C kernels (:mod:`yolo.model.winograd_native`, built at first use) where a C compiler
+is found, with the bias and a following leaky ReLU fused into the output transform; otherwise (or with
+``YOLO_NATIVE=0``) as the PyTorch ops above. :func:`native_kernels` says which, after checking the kernels
+against the PyTorch path once per process.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ import threading
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from yolo.model import winograd_native
+from yolo.model.layers import ConvBlock
 
 # (B^T, G, A^T) for F(4x4, 3x3) (points 0, +-1, +-2, inf) and F(2x2, 3x3) (points 0, +-1, inf).
 _MATRICES = {
@@ -34,7 +42,9 @@ _MATRICES = {
         ((1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1)),
         ((1, 1, 1, 0), (0, 1, -1, -1))),
 }
-_PREPARE_LOCK = threading.Lock()  # the first calls of threads sharing a model must transform the weights once
+_PREPARE_LOCK = threading.Lock()
+_NATIVE_LOCK = threading.Lock()
+_native_state: dict[str, object] = {}  # the first calls of threads sharing a model must transform the weights once
 TILE_SIZES = (4, 2)
 MIN_TILES_F4 = 32  # fewer 4x4 tiles than this (batch 1 at 13x13: 16; 26x26: 49): F(2x2, 3x3), whose weights are 2.25x smaller
 
@@ -58,6 +68,91 @@ def _kron_transforms(m: int, dtype: torch.dtype, device: torch.device) -> tuple[
     """``B^T kron B^T`` ``[(m+2)^2, (m+2)^2]`` and ``A^T kron A^T`` ``[m^2, (m+2)^2]``."""
     bt, _, at = (torch.tensor(a, dtype=torch.float64) for a in _MATRICES[m])
     return torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype)
+
+
+def native_kernels():
+    """The C transform kernels (a ``ctypes.CDLL``) when built and found equal to the PyTorch path on a small
+    awkward case (odd sizes, channels not a multiple of 8, both tile sizes), else None. Checked once per
+    process; :func:`forget_native` checks again (tests)."""
+    with _NATIVE_LOCK:
+        if "lib" not in _native_state:
+            lib = winograd_native.library()
+            if lib is not None and not _native_agrees(lib):
+                import warnings
+                warnings.warn("native Winograd kernels disagree with the PyTorch path on this machine; not using "
+                              "them", RuntimeWarning, stacklevel=2)
+                lib = None
+            _native_state["lib"] = lib
+        return _native_state["lib"]
+
+
+def forget_native() -> None:
+    """Forget the kernels' check (and the loaded library), so the next call loads and checks them again."""
+    from yolo.utils.native import forget_loaded
+    with _NATIVE_LOCK:
+        _native_state.clear()
+        forget_loaded()
+
+
+def _native_agrees(lib) -> bool:
+    gen = torch.Generator().manual_seed(0)
+    for m in TILE_SIZES:
+        x = torch.randn(2, 7, 9, 13, generator=gen)  # [B, H, W, C]: partial tiles, a channel tail
+        a, nh, nw = m + 2, -(-7 // m), -(-9 // m)
+        tiles = 2 * nh * nw
+        want_v = _input_torch(x.permute(0, 3, 1, 2), m, Workspace(), nh, nw).view(a * a, tiles, 13)
+        v = torch.empty(a * a, tiles, 13)
+        winograd_native.input_transform(lib, x, v, m, 2)
+        prod, bias = torch.randn(a * a, tiles, 5, generator=gen), torch.randn(5, generator=gen)
+        want_y = _output_torch(prod, bias, m, 2, 7, 9, nh, nw, Workspace(), 0.1)
+        y = torch.empty(2, 7, 9, 5)
+        winograd_native.output_transform(lib, prod, y, bias, m, 0.1, 2)
+        if not (torch.allclose(v, want_v, rtol=1e-5, atol=1e-4) and torch.allclose(y, want_y, rtol=1e-5, atol=1e-4)):
+            return False
+    return True
+
+
+def _input_torch(x: torch.Tensor, m: int, ws: "Workspace", nh: int, nw: int) -> torch.Tensor:
+    """PyTorch path: ``[B, C, H, W]`` -> ``V [a^2, T*C]`` (``a = m + 2``), in the workspace."""
+    b, c, h, w = x.shape
+    a, tiles = m + 2, b * nh * nw
+    b2, _ = _kron_cached(m, x.dtype, x.device)
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, m * nw + 1 - w, 1, m * nh + 1 - h))  # [B, m*nh+2, m*nw+2, C]
+    d = ws.get("d", a * a * tiles * c, x).view(a, a, b, nh, nw, c)
+    d.copy_(xp.unfold(1, a, m).unfold(2, a, m).permute(4, 5, 0, 1, 2, 3))  # a x a tiles at stride m
+    v = ws.get("v", a * a * tiles * c, x).view(a * a, tiles * c)
+    torch.mm(b2, d.view(a * a, -1), out=v)  # [a^2, T*C]
+    return v
+
+
+def _output_torch(prod: torch.Tensor, bias: torch.Tensor, m: int, b: int, h: int, w: int, nh: int, nw: int,
+                  ws: "Workspace", leaky: float | None) -> torch.Tensor:
+    """PyTorch path: ``M [a^2, T, C_out]`` -> ``[B, H, W, C_out]`` contiguous (+ bias, then the leaky ReLU)."""
+    co, tiles = prod.shape[-1], prod.shape[1]
+    _, a2 = _kron_cached(m, prod.dtype, prod.device)
+    y = ws.get("y", m * m * tiles * co, prod).view(m * m, tiles * co)
+    torch.mm(a2, prod.reshape((m + 2) ** 2, -1), out=y)  # [m^2, T*C_out]
+    y = y.view(m, m, b, nh, nw, co).permute(2, 3, 0, 4, 1, 5)  # [B, nh, m, nw, m, C_out]
+    if h == m * nh and w == m * nw:
+        out = torch.empty(b, h, w, co, dtype=prod.dtype, device=prod.device)
+        torch.add(y, bias, out=out.view(b, nh, m, nw, m, co))
+    else:
+        full = ws.get("full", tiles * m * m * co, prod).view(b, nh, m, nw, m, co)
+        torch.add(y, bias, out=full)
+        out = full.view(b, m * nh, m * nw, co)[:, :h, :w].contiguous()
+    if leaky is not None:
+        F.leaky_relu_(out, leaky)
+    return out
+
+
+_KRON: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _kron_cached(m: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    key = (m, dtype, str(device))
+    if key not in _KRON:
+        _KRON[key] = _kron_transforms(m, dtype, device)
+    return _KRON[key]
 
 
 class Workspace:
@@ -104,22 +199,23 @@ class WinogradConv2d(nn.Module):
     The tile size is chosen per call from the input's shape (:func:`tile_size`), so that the same layer runs
     batch 1 at 13x13 with F(2x2, 3x3) and batch 8 with F(4x4, 3x3) whatever came first; each tile size's
     transformed weights ``U`` are made at its first use and kept (the original weight is dropped once both
-    exist). Returns a channels-last tensor; no gradients (run it under ``inference_mode``).
+    exist). ``leaky``: apply ``leaky_relu(., leaky)`` after the bias (the block's activation, fused). Returns a
+    channels-last tensor; no gradients (run it under ``inference_mode``).
     """
 
-    def __init__(self, conv: nn.Conv2d, workspace: Workspace | None = None):
+    def __init__(self, conv: nn.Conv2d, workspace: Workspace | None = None, leaky: float | None = None):
         super().__init__()
         if not eligible(conv):
             raise ValueError(f"Winograd needs a 3x3 stride-1 padding-1 conv, got {conv}")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.leaky = leaky  # the negative slope of a leaky ReLU applied after the bias (None: no activation)
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
         # Not persistent: a model's state dict keeps its convs' names and is never changed by this module.
         # The conv's own tensors, not copies (it is replaced by this module; copying cost start-up time).
         self.register_buffer("weight", conv.weight.detach(), persistent=False)  # [C_out, C_in, 3, 3]
         self.register_buffer("bias", bias.to(conv.weight.device, conv.weight.dtype), persistent=False)
-        for m in TILE_SIZES:  # U, B^T kron B^T, A^T kron A^T of each tile size, made at its first use
-            for name in (f"u{m}", f"b{m}", f"a{m}"):
-                self.register_buffer(name, None, persistent=False)
+        for m in TILE_SIZES:  # U of each tile size, made at its first use
+            self.register_buffer(f"u{m}", None, persistent=False)
         self.workspace = workspace or Workspace()
 
     @property
@@ -129,16 +225,14 @@ class WinogradConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         tiles = ", ".join(f"F({m}x{m}, 3x3)" for m in self.tiles) or "tile size chosen per input shape"
-        return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), {tiles}"
+        act = "" if self.leaky is None else f", leaky_relu({self.leaky:g}) fused"
+        return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), {tiles}{act}"
 
     def _prepare(self, m: int) -> None:
         with _PREPARE_LOCK:
             if getattr(self, f"u{m}") is not None:  # another thread got here first
                 return
-            b2, a2 = _kron_transforms(m, self.weight.dtype, self.weight.device)
-            setattr(self, f"b{m}", b2)
-            setattr(self, f"a{m}", a2)
-            setattr(self, f"u{m}", transform_weight(self.weight, m))  # [(m+2)^2, C_in, C_out]; set last
+            setattr(self, f"u{m}", transform_weight(self.weight, m))  # [(m+2)^2, C_in, C_out]
             if len(self.tiles) == len(TILE_SIZES):
                 self.weight = None  # every U made: the weight is no longer needed
 
@@ -148,38 +242,48 @@ class WinogradConv2d(nn.Module):
         m = tile_size(b, h, w)
         if getattr(self, f"u{m}") is None:
             self._prepare(m)
-        a, co = m + 2, self.out_channels
-        u, b2, a2 = getattr(self, f"u{m}"), getattr(self, f"b{m}"), getattr(self, f"a{m}")
+        a, co, u = m + 2, self.out_channels, getattr(self, f"u{m}")
         nh, nw = -(-h // m), -(-w // m)
         tiles, ws = b * nh * nw, self.workspace
-        xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, m * nw + 1 - w, 1, m * nh + 1 - h))  # [B, m*nh+2, m*nw+2, C]
-        d = ws.get("d", a * a * tiles * c, x).view(a, a, b, nh, nw, c)
-        d.copy_(xp.unfold(1, a, m).unfold(2, a, m).permute(4, 5, 0, 1, 2, 3))  # a x a tiles at stride m
-        v = ws.get("v", a * a * tiles * c, x).view(a * a, tiles * c)
-        torch.mm(b2, d.view(a * a, -1), out=v)  # [a^2, T*C]
-        prod = ws.get("m", a * a * tiles * co, x).view(a * a, tiles, co)
-        torch.bmm(v.view(a * a, tiles, c), u, out=prod)  # [a^2, T, C_out]
-        y = ws.get("y", m * m * tiles * co, x).view(m * m, tiles * co)
-        torch.mm(a2, prod.view(a * a, -1), out=y)  # [m^2, T*C_out]
-        y = y.view(m, m, b, nh, nw, co).permute(2, 3, 0, 4, 1, 5)  # [B, nh, m, nw, m, C_out]
-        if h == m * nh and w == m * nw:
-            out = torch.empty(b, h, w, co, dtype=x.dtype, device=x.device)
-            torch.add(y, self.bias, out=out.view(b, nh, m, nw, m, co))
+        lib = native_kernels() if x.dtype == torch.float32 and x.device.type == "cpu" else None
+        threads = torch.get_num_threads()
+        if lib is not None:
+            v = ws.get("v", a * a * tiles * c, x).view(a * a, tiles, c)
+            winograd_native.input_transform(lib, x.permute(0, 2, 3, 1).contiguous(), v, m, threads)
         else:
-            full = ws.get("full", tiles * m * m * co, x).view(b, nh, m, nw, m, co)
-            torch.add(y, self.bias, out=full)
-            out = full.view(b, m * nh, m * nw, co)[:, :h, :w].contiguous()
+            v = _input_torch(x, m, ws, nh, nw).view(a * a, tiles, c)
+        prod = ws.get("m", a * a * tiles * co, x).view(a * a, tiles, co)
+        torch.bmm(v, u, out=prod)  # [a^2, T, C_out]: the 36 (or 16) products
+        if lib is not None:
+            out = torch.empty(b, h, w, co, dtype=x.dtype, device=x.device)
+            winograd_native.output_transform(lib, prod, out, self.bias, m, self.leaky, threads)
+        else:
+            out = _output_torch(prod, self.bias, m, b, h, w, nh, nw, ws, self.leaky)
         return out.permute(0, 3, 1, 2)  # [B, C_out, H, W] channels-last
 
 
-def use_winograd(model: nn.Module, min_channels: int = 128) -> int:
+def fusable_slope(module: nn.Module) -> float | None:
+    """The negative slope of a :class:`ConvBlock`'s leaky ReLU (ReLU: 0) that can run inside its conv: the
+    block has no BN left between them (folded). None otherwise."""
+    if not isinstance(module, ConvBlock) or module.bn is not None:
+        return None
+    if isinstance(module.act, nn.LeakyReLU):
+        return float(module.act.negative_slope)
+    return 0.0 if isinstance(module.act, nn.ReLU) else None
+
+
+def use_winograd(model: nn.Module, min_channels: int = 64) -> int:
     """Swap the eligible 3x3 convs with at least ``min_channels`` inputs (fewer channels: the transforms cost
     more than they save) in every ``.conv`` attribute of ``model``'s modules for :class:`WinogradConv2d`,
-    sharing one workspace. Returns how many were swapped. Inference only."""
+    sharing one workspace; a conv block's leaky ReLU (or ReLU) moves into the swapped conv (its ``act`` becomes
+    ``nn.Identity``). Returns how many were swapped. Inference only."""
     workspace, count = Workspace(), 0
     for module in list(model.modules()):  # a snapshot: the loop replaces children
         conv = getattr(module, "conv", None)
         if isinstance(conv, nn.Conv2d) and eligible(conv) and conv.in_channels >= min_channels:
-            module.conv = WinogradConv2d(conv, workspace)
+            slope = fusable_slope(module)
+            module.conv = WinogradConv2d(conv, workspace, leaky=slope)
+            if slope is not None:
+                module.act = nn.Identity()
             count += 1
     return count

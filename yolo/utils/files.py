@@ -1,4 +1,4 @@
-"""Run folders: ``runs/detect/exp``, ``exp2``, ``exp3``, ... never shared, never overwritten."""
+"""Run folders: ``runs/detect/exp``, ``exp2``, ``exp3``, ... never shared, never overwritten; the cache folder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import tempfile
 from pathlib import Path
 
 from yolo.errors import InputError
+
+
+def cache_dir() -> Path:
+    """The toolkit's cache: ``$YOLO_CACHE_DIR`` or ``~/.cache/yolo-toolkit`` (generated datasets, built kernels)."""
+    return Path(os.environ.get("YOLO_CACHE_DIR") or Path.home() / ".cache" / "yolo-toolkit")
 
 
 def increment_path(base: str | Path, mkdir: bool = True) -> Path:

@@ -1,0 +1,186 @@
+"""The Winograd transforms' C kernels (yolo.model.winograd_native, built by yolo.utils.native): against torch's
+direct convolution (``F.conv2d``, then ``F.leaky_relu``) and against the PyTorch path, on awkward shapes
+(partial tiles, channel counts that are not a multiple of the 8-channel block, batches, both tile sizes);
+the activation fused into the swapped conv; and the build: cache, a damaged cached file, a failing compiler,
+``YOLO_NATIVE=0``, one library per CPU."""
+
+from __future__ import annotations
+
+import shutil
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from yolo.model import winograd, winograd_native
+from yolo.model.cfg_parser import ConvSpec
+from yolo.model.layers import ConvBlock
+from yolo.model.winograd import WinogradConv2d, use_winograd
+from yolo.utils import native
+
+HAVE_CC = native.find_compiler() is not None
+needs_cc = pytest.mark.skipif(not HAVE_CC, reason="no C compiler on this machine: the PyTorch path runs")
+
+SHAPES = [(1, 8, 16, 13, 13), (2, 13, 11, 26, 20), (1, 67, 30, 7, 5), (3, 8, 8, 4, 4), (1, 5, 3, 1, 1),
+          (1, 8, 9, 2, 9), (2, 128, 64, 52, 52)]
+
+
+@pytest.fixture
+def fresh_native(tmp_path, monkeypatch):
+    """A private kernel cache and no library loaded yet; the process's state is restored afterwards."""
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "cache"))
+    winograd.forget_native()
+    yield tmp_path / "cache" / "native"
+    winograd.forget_native()
+
+
+def _run(conv: nn.Conv2d, x: torch.Tensor, m: int, use_native: bool, leaky: float | None = None) -> torch.Tensor:
+    module = WinogradConv2d(conv, leaky=leaky)
+    lib = winograd.native_kernels() if use_native else None
+    with mock.patch.object(winograd, "tile_size", lambda b, h, w: m), \
+            mock.patch.object(winograd, "native_kernels", lambda: lib), torch.inference_mode():
+        return module(x)
+
+
+@needs_cc
+def test_kernels_are_built_where_a_compiler_is_found():
+    """The fast path is live on this machine (CI has a compiler): a silent fall-back would hide a slowdown."""
+    assert winograd.native_kernels() is not None
+
+
+@needs_cc
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("b,c_in,c_out,h,w", SHAPES)
+@pytest.mark.parametrize("leaky", [None, 0.1])
+def test_native_equals_direct_conv_and_torch_path(m, b, c_in, c_out, h, w, leaky):
+    torch.manual_seed(c_in * 100 + h)
+    conv = nn.Conv2d(c_in, c_out, 3, 1, 1)
+    x = torch.randn(b, c_in, h, w).contiguous(memory_format=torch.channels_last)
+    ref = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    if leaky is not None:
+        ref = F.leaky_relu(ref, leaky)
+    fast, slow = _run(conv, x, m, True, leaky), _run(conv, x, m, False, leaky)
+    assert fast.shape == ref.shape and fast.is_contiguous(memory_format=torch.channels_last)
+    scale = ref.abs().max().item()
+    assert (fast - ref).abs().max().item() < 2e-5 * scale
+    assert (fast - slow).abs().max().item() < 2e-5 * scale
+
+
+@needs_cc
+def test_native_reads_any_memory_format():
+    """A contiguous (NCHW) input is made channels-last for the kernel: same result."""
+    torch.manual_seed(1)
+    conv = nn.Conv2d(16, 24, 3, 1, 1)
+    x = torch.randn(2, 16, 10, 14)
+    ref = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    out = _run(conv, x, 4, True)
+    assert (out - ref).abs().max() < 2e-5 * ref.abs().max()
+
+
+def _block(activation: str, bn: bool) -> ConvBlock:
+    spec = ConvSpec(index=0, line=1, in_channels=64, filters=32, size=3, stride=1, padding=1, groups=1,
+                    batch_normalize=bn, activation=activation)
+    torch.manual_seed(2)
+    block = ConvBlock(spec).eval()
+    if bn:
+        nn.init.uniform_(block.bn.running_var, 0.5, 2)
+        nn.init.normal_(block.bn.running_mean)
+    return block
+
+
+@pytest.mark.parametrize("activation,fused", [("leaky", 0.1), ("relu", 0.0), ("mish", None), ("linear", None)])
+def test_use_winograd_moves_leaky_and_relu_into_the_conv(activation, fused):
+    import copy
+
+    block = _block(activation, bn=True)
+    x = torch.randn(2, 64, 20, 12)
+    with torch.inference_mode():
+        ref = block(x)  # BN and the activation as separate modules, direct conv
+        folded = copy.deepcopy(block)
+        folded.fuse()
+        assert use_winograd(folded) == 1
+        out = folded(x)
+    assert folded.conv.leaky == fused
+    assert type(folded.act) is (nn.Identity if fused is not None else type(block.act))
+    assert (out - ref).abs().max() < 1e-4 * ref.abs().max()
+
+
+def test_activation_is_not_fused_across_batchnorm():
+    """BN not folded (between conv and activation): the activation stays where it is."""
+    block = _block("leaky", bn=True)
+    x = torch.randn(1, 64, 9, 9)
+    with torch.inference_mode():
+        ref = block(x)
+        assert use_winograd(block) == 1
+        out = block(x)
+    assert block.conv.leaky is None and isinstance(block.act, nn.LeakyReLU)
+    assert (out - ref).abs().max() < 1e-4 * ref.abs().max()
+
+
+def test_yolo_native_off_uses_the_torch_path(fresh_native, monkeypatch):
+    monkeypatch.setenv("YOLO_NATIVE", "0")
+    with mock.patch.object(native.subprocess, "run", side_effect=AssertionError("compiled")):
+        assert winograd.native_kernels() is None
+    assert not fresh_native.exists()
+
+
+def test_failed_build_warns_once_and_falls_back(fresh_native, monkeypatch, tmp_path):
+    bad = tmp_path / "bin" / "cc"
+    bad.parent.mkdir()
+    bad.write_text("#!/bin/sh\necho 'cc: error: no such thing' >&2\nexit 3\n")
+    bad.chmod(0o755)
+    monkeypatch.setenv("CC", str(bad))
+    with pytest.warns(RuntimeWarning, match=r"not built .*exited 3: cc: error: no such thing"):
+        assert winograd.native_kernels() is None
+    assert winograd.native_kernels() is None  # decided once per process: no second warning, no second build
+    assert not list(fresh_native.glob("*.so"))  # nothing half-written left in the cache
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, 1, 1)
+    x = torch.randn(1, 8, 9, 9)
+    with torch.inference_mode():
+        out = WinogradConv2d(conv)(x)  # the PyTorch path
+    ref = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    assert (out - ref).abs().max() < 2e-5 * ref.abs().max()
+
+
+def test_missing_compiler_means_torch_path_without_a_warning(fresh_native, monkeypatch, recwarn):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    assert winograd.native_kernels() is None
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+@needs_cc
+def test_cache_is_reused_and_a_damaged_file_rebuilt(fresh_native, monkeypatch, tmp_path):
+    assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is not None
+    (path,) = fresh_native.glob("winograd-*.so")
+    native.forget_loaded()
+    with mock.patch.object(native.subprocess, "run", side_effect=AssertionError("compiled again")):
+        assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is not None  # from the cache
+    # A damaged file under the same name in another cache (this process keeps the first one loaded, and the
+    # dynamic loader would hand back a library it has loaded from the same path).
+    other = tmp_path / "other"
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(other))
+    damaged = other / "native" / path.name
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a shared library")
+    winograd.forget_native()
+    assert winograd.native_kernels() is not None  # rebuilt, loaded and checked against the PyTorch path
+    assert damaged.stat().st_size > 10_000
+
+
+def test_library_name_depends_on_cpu_source_and_compiler():
+    cc = shutil.which("sh") or "/bin/sh"
+    a = native.library_path("k", "int f(void){return 1;}", cc)
+    with mock.patch.object(native, "_cpu_signature", lambda: "model name: another CPU\nflags: sse2\n"):
+        b = native.library_path("k", "int f(void){return 1;}", cc)
+    c = native.library_path("k", "int f(void){return 2;}", cc)
+    assert len({a, b, c}) == 3 and a.parent == b.parent == c.parent
+
+
+@needs_cc
+def test_kernels_that_disagree_are_not_used(fresh_native):
+    with mock.patch.object(winograd, "_native_agrees", lambda lib: False):
+        with pytest.warns(RuntimeWarning, match="disagree"):
+            assert winograd.native_kernels() is None

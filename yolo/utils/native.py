@@ -1,0 +1,112 @@
+"""Small C kernels built on the user's machine at first use and loaded with ``ctypes``.
+
+The toolkit is pure Python; where a loop that PyTorch has no fused op for is worth a kernel (the Winograd
+transforms), its C source ships as a string and :func:`load_library` compiles it once with the system's C
+compiler (``$CC``, else ``cc``/``gcc``/``clang``) for the running CPU (``-march=native``) into
+``$YOLO_CACHE_DIR/native`` (default ``~/.cache/yolo-toolkit/native``), named by a hash of the source, the flags,
+the compiler and the CPU's model and flags: a cache shared by different machines never hands one a library
+built for another. The build goes to a temporary name and is renamed into place, so processes that build at
+the same moment (DDP ranks, test workers) never load a half-written file.
+
+Nothing here is required: no compiler, a failed build or ``YOLO_NATIVE=0`` makes :func:`load_library` return
+None, and callers keep their PyTorch path (a failed build is said once, as a warning).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+from yolo.utils.files import cache_dir
+
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fopenmp")
+BUILD_TIMEOUT_S = 120
+_LOCK = threading.Lock()
+_LOADED: dict[str, ctypes.CDLL | None] = {}
+
+
+def native_enabled() -> bool:
+    """False when ``YOLO_NATIVE`` is ``0``, ``off``, ``false`` or ``no`` (then only PyTorch code runs)."""
+    return os.environ.get("YOLO_NATIVE", "").strip().lower() not in ("0", "off", "false", "no")
+
+
+def find_compiler() -> str | None:
+    """``$CC`` (as given, even when it is missing: then no build), else the first of cc, gcc, clang on PATH."""
+    if os.environ.get("CC"):
+        return shutil.which(os.environ["CC"])
+    return next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+
+
+def _cpu_signature() -> str:
+    """The CPU's model and feature flags (``-march=native`` builds for exactly these)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def library_path(name: str, source: str, compiler: str) -> Path:
+    """Where the build of ``source`` for this compiler and CPU lives in the cache."""
+    key = "\0".join((source, " ".join(FLAGS), os.path.realpath(compiler), _cpu_signature(), platform.machine()))
+    return cache_dir() / "native" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+
+
+def build(name: str, source: str, compiler: str) -> Path:
+    """Compile ``source`` into the cache (unless there already); returns the library's path. Raises
+    ``RuntimeError`` with the compiler's message when the build fails."""
+    path = library_path(name, source, compiler)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{name}-") as tmp:
+        src, out = Path(tmp, f"{name}.c"), Path(tmp, f"{name}.so")
+        src.write_text(source, encoding="utf-8")
+        try:
+            done = subprocess.run([compiler, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True,
+                                  timeout=BUILD_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise RuntimeError(f"{compiler}: {e}") from e
+        if done.returncode != 0 or not out.is_file():
+            message = (done.stderr or done.stdout).strip().splitlines()
+            raise RuntimeError(f"{compiler} exited {done.returncode}: {message[0] if message else 'no output'}")
+        os.replace(out, path)  # atomic: another process sees no file or the whole one
+    return path
+
+
+def load_library(name: str, source: str) -> ctypes.CDLL | None:
+    """The compiled ``source`` as a ``ctypes.CDLL`` (built at the first call on this machine, then read from
+    the cache; once per process), or None when native code is off, no compiler is found or the build fails."""
+    with _LOCK:
+        if name in _LOADED:
+            return _LOADED[name]
+        lib = None
+        compiler = find_compiler() if native_enabled() else None
+        if compiler is not None:
+            try:
+                path = build(name, source, compiler)
+                try:
+                    lib = ctypes.CDLL(str(path))
+                except OSError:  # a damaged cached file: build it again, once
+                    path.unlink(missing_ok=True)
+                    lib = ctypes.CDLL(str(build(name, source, compiler)))
+            except (OSError, RuntimeError) as e:
+                warnings.warn(f"native kernels '{name}' not built ({e}); using the PyTorch path "
+                              "(set YOLO_NATIVE=0 to silence this)", RuntimeWarning, stacklevel=2)
+        _LOADED[name] = lib
+        return lib
+
+
+def forget_loaded() -> None:
+    """Forget the libraries loaded so far (tests: load again under other settings)."""
+    with _LOCK:
+        _LOADED.clear()
