@@ -30,9 +30,9 @@ SHAPES = [(1, 8, 16, 13, 13), (2, 13, 11, 26, 20), (1, 67, 30, 7, 5), (3, 8, 8, 
 @pytest.fixture
 def fresh_native(tmp_path, monkeypatch):
     """A private kernel cache and no library loaded yet; the process's state is restored afterwards."""
-    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("YOLO_NATIVE_DIR", str(tmp_path / "native"))
     winograd.forget_native()
-    yield tmp_path / "cache" / "native"
+    yield tmp_path / "native"
     winograd.forget_native()
 
 
@@ -152,22 +152,32 @@ def test_missing_compiler_means_torch_path_without_a_warning(fresh_native, monke
 
 
 @needs_cc
-def test_cache_is_reused_and_a_damaged_file_rebuilt(fresh_native, monkeypatch, tmp_path):
+def test_cache_is_reused_and_a_damaged_file_rebuilt(fresh_native, monkeypatch, tmp_path, capsys):
     assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is not None
     (path,) = fresh_native.glob("winograd-*.so")
+    assert capsys.readouterr().err == f"building the winograd kernels for this CPU (once): {path}\n"
     native.forget_loaded()
     with mock.patch.object(native.subprocess, "run", side_effect=AssertionError("compiled again")):
         assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is not None  # from the cache
+    assert capsys.readouterr().err == ""
     # A damaged file under the same name in another cache (this process keeps the first one loaded, and the
     # dynamic loader would hand back a library it has loaded from the same path).
     other = tmp_path / "other"
-    monkeypatch.setenv("YOLO_CACHE_DIR", str(other))
-    damaged = other / "native" / path.name
+    monkeypatch.setenv("YOLO_NATIVE_DIR", str(other))
+    damaged = other / path.name
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"not a shared library")
     winograd.forget_native()
     assert winograd.native_kernels() is not None  # rebuilt, loaded and checked against the PyTorch path
     assert damaged.stat().st_size > 10_000
+
+
+def test_kernel_folder_follows_the_cache_unless_set(monkeypatch, tmp_path):
+    monkeypatch.delenv("YOLO_NATIVE_DIR")
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "c"))
+    assert native.native_dir() == tmp_path / "c" / "native"
+    monkeypatch.setenv("YOLO_NATIVE_DIR", str(tmp_path / "k"))
+    assert native.native_dir() == tmp_path / "k"
 
 
 def test_library_name_depends_on_cpu_source_and_compiler():

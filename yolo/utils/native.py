@@ -3,7 +3,8 @@
 The toolkit is pure Python; where a loop that PyTorch has no fused op for is worth a kernel (the Winograd
 transforms), its C source ships as a string and :func:`load_library` compiles it once with the system's C
 compiler (``$CC``, else ``cc``/``gcc``/``clang``) for the running CPU (``-march=native``) into
-``$YOLO_CACHE_DIR/native`` (default ``~/.cache/yolo-toolkit/native``), named by a hash of the source, the flags,
+``$YOLO_NATIVE_DIR``, else ``$YOLO_CACHE_DIR/native`` (default ``~/.cache/yolo-toolkit/native``; one line on
+stderr says so when it builds), named by a hash of the source, the flags,
 the compiler and the CPU's model and flags: a cache shared by different machines never hands one a library
 built for another. The build goes to a temporary name and is renamed into place, so processes that build at
 the same moment (DDP ranks, test workers) never load a half-written file.
@@ -20,6 +21,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -36,6 +38,11 @@ _LOADED: dict[str, ctypes.CDLL | None] = {}
 def native_enabled() -> bool:
     """False when ``YOLO_NATIVE`` is ``0``, ``off``, ``false`` or ``no`` (then only PyTorch code runs)."""
     return os.environ.get("YOLO_NATIVE", "").strip().lower() not in ("0", "off", "false", "no")
+
+
+def native_dir() -> Path:
+    """Where built kernels live: ``$YOLO_NATIVE_DIR``, else ``cache_dir()/native``."""
+    return Path(os.environ.get("YOLO_NATIVE_DIR") or cache_dir() / "native")
 
 
 def find_compiler() -> str | None:
@@ -58,7 +65,7 @@ def _cpu_signature() -> str:
 def library_path(name: str, source: str, compiler: str) -> Path:
     """Where the build of ``source`` for this compiler and CPU lives in the cache."""
     key = "\0".join((source, " ".join(FLAGS), os.path.realpath(compiler), _cpu_signature(), platform.machine()))
-    return cache_dir() / "native" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+    return native_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 
 def build(name: str, source: str, compiler: str) -> Path:
@@ -68,6 +75,7 @@ def build(name: str, source: str, compiler: str) -> Path:
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"building the {name} kernels for this CPU (once): {path}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{name}-") as tmp:
         src, out = Path(tmp, f"{name}.c"), Path(tmp, f"{name}.so")
         src.write_text(source, encoding="utf-8")
