@@ -2,7 +2,8 @@
 
 Heavy modules (torch) are imported inside each command so ``yolo --help`` is instant.
 Exit codes: 0 success, 2 bad usage or bad input (one line naming the file), 1 unexpected failure
-(a full traceback with ``--verbose`` or ``YOLO_VERBOSE=1``), 130 interrupted.
+(a full traceback with ``--verbose`` or ``YOLO_VERBOSE=1``), 130 interrupted, 141 the reader of the output
+went away (``yolo cfgs | head -1``: nothing more is printed, as for a process SIGPIPE ends).
 
 The ``yolo`` script and ``python -m yolo`` call :func:`entry`: after a read-only command (``FAST_EXIT``) has
 written and closed everything, the process leaves without the interpreter's teardown (freeing a loaded model
@@ -40,11 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FAST_EXIT = {"detect", "val", "profile", "cfgs"}  # commands whose every output is closed when they return
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what the shell reports for a process the signal ended
 
 
 def entry() -> None:
     """The console script (``yolo``) and ``python -m yolo``: :func:`main`, then the exit."""
-    sys.exit(main(fast_exit=True))
+    try:
+        code = main(fast_exit=True)
+    except BrokenPipeError:  # while argparse printed (--help, --version); main handles the commands' own
+        _drop_stdout()
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
@@ -66,6 +73,9 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
             traceback.print_exc()
         print(f"yolo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout's reader is gone: end quietly (there is no one to tell)
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt as e:
         if verbose:
             traceback.print_exc()
@@ -80,6 +90,16 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
             print(f"yolo {args.command}: unexpected {type(e).__name__}: {e} (rerun with --verbose for the "
                   "traceback)", file=sys.stderr)
         return 1
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit finds no broken pipe either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture): nothing to flush there
+        pass
 
 
 def _exit_now(code: int) -> None:
