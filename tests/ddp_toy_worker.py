@@ -74,7 +74,10 @@ if __name__ == "__main__":
             (run_then_fail if fail else run)(Path(sys.argv[1]) / f"rank{env.rank}", env)
         finally:  # as in yolo.train.run.train: on a failure, while the exception (and its traceback) is alive
             cleanup()
-            print(f"rank {env.rank} threads at exit: {native_threads()}", flush=True)
+            # one write with its newline: print() writes the text and the newline apart, and with
+            # PYTHONUNBUFFERED the two ranks' lines could interleave on the shared pipe
+            sys.stdout.write(f"rank {env.rank} threads at exit: {native_threads()}\n")
+            sys.stdout.flush()
     except RuntimeError:
         if not fail:
             raise

@@ -145,6 +145,27 @@ def test_failed_build_warns_once_and_falls_back(fresh_native, monkeypatch, tmp_p
     assert (out - ref).abs().max() < 2e-5 * ref.abs().max()
 
 
+@needs_cc
+def test_compiler_without_openmp_builds_the_threads_variant(fresh_native, monkeypatch, tmp_path):
+    """A compiler that refuses -fopenmp (Apple's clang) still gets kernels: POSIX threads split the tiles."""
+    wrapper = tmp_path / "bin" / "cc"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -fopenmp ] && {{ echo 'unsupported option "
+                       f"-fopenmp' >&2; exit 1; }}; done\nexec {native.find_compiler()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    lib = winograd.native_kernels()  # built, and checked against the PyTorch path
+    assert lib is not None
+    (path,) = fresh_native.glob("winograd-*.so")
+    assert b"GOMP_parallel" not in path.read_bytes()  # no OpenMP in this build
+    torch.manual_seed(5)
+    conv = nn.Conv2d(72, 40, 3, 1, 1)
+    x = torch.randn(3, 72, 30, 22).contiguous(memory_format=torch.channels_last)
+    ref = F.leaky_relu(F.conv2d(x, conv.weight, conv.bias, padding=1), 0.1)
+    for m in (2, 4):
+        assert (_run(conv, x, m, True, 0.1) - ref).abs().max() < 2e-5 * ref.abs().max()
+
+
 def test_missing_compiler_means_torch_path_without_a_warning(fresh_native, monkeypatch, recwarn):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     assert winograd.native_kernels() is None

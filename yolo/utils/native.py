@@ -29,7 +29,10 @@ from pathlib import Path
 
 from yolo.utils.files import cache_dir
 
-FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fopenmp")
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread")
+# Tried in order: with OpenMP (the kernels then share PyTorch's threads, already awake), then without (POSIX
+# threads; a compiler without OpenMP support, such as Apple's clang).
+EXTRA_FLAGS = (("-fopenmp",), ())
 BUILD_TIMEOUT_S = 120
 _LOCK = threading.Lock()
 _LOADED: dict[str, ctypes.CDLL | None] = {}
@@ -64,7 +67,8 @@ def _cpu_signature() -> str:
 
 def library_path(name: str, source: str, compiler: str) -> Path:
     """Where the build of ``source`` for this compiler and CPU lives in the cache."""
-    key = "\0".join((source, " ".join(FLAGS), os.path.realpath(compiler), _cpu_signature(), platform.machine()))
+    flags = " | ".join(" ".join(FLAGS + extra) for extra in EXTRA_FLAGS)
+    key = "\0".join((source, flags, os.path.realpath(compiler), _cpu_signature(), platform.machine()))
     return native_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 
@@ -79,12 +83,15 @@ def build(name: str, source: str, compiler: str) -> Path:
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{name}-") as tmp:
         src, out = Path(tmp, f"{name}.c"), Path(tmp, f"{name}.so")
         src.write_text(source, encoding="utf-8")
-        try:
-            done = subprocess.run([compiler, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True,
-                                  timeout=BUILD_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise RuntimeError(f"{compiler}: {e}") from e
-        if done.returncode != 0 or not out.is_file():
+        for extra in EXTRA_FLAGS:
+            try:
+                done = subprocess.run([compiler, *FLAGS, *extra, str(src), "-o", str(out)], capture_output=True,
+                                      text=True, timeout=BUILD_TIMEOUT_S)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise RuntimeError(f"{compiler}: {e}") from e
+            if done.returncode == 0 and out.is_file():
+                break
+        else:  # the last attempt's message
             message = (done.stderr or done.stdout).strip().splitlines()
             raise RuntimeError(f"{compiler} exited {done.returncode}: {message[0] if message else 'no output'}")
         os.replace(out, path)  # atomic: another process sees no file or the whole one
