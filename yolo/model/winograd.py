@@ -245,7 +245,8 @@ class WinogradConv2d(nn.Module):
         a, co, u = m + 2, self.out_channels, getattr(self, f"u{m}")
         nh, nw = -(-h // m), -(-w // m)
         tiles, ws = b * nh * nw, self.workspace
-        lib = native_kernels() if x.dtype == torch.float32 and x.device.type == "cpu" else None
+        native = x.dtype == self.bias.dtype == torch.float32 and x.device.type == "cpu"
+        lib = native_kernels() if native else None
         threads = torch.get_num_threads()
         if lib is not None:
             v = ws.get("v", a * a * tiles * c, x).view(a * a, tiles, c)
