@@ -664,3 +664,23 @@ def test_bn_eps_follows_the_source_toolkit_and_can_be_overridden(tmp_path, capsy
     assert load_model(tmp_path / "b.pt").module_list[0].bn.eps == 1e-3
     code, _, err = cli(capsys, tmp_path / "u.pt", "--cfg", TINY, "-o", tmp_path / "c.pt", "--bn-eps", "2")
     assert code == 2 and "--bn-eps" in err
+
+
+@pytest.mark.parametrize("prepare", ["fuse", "inference"])
+def test_saving_a_model_prepared_for_inference_is_refused(tmp_path, prepare):
+    """A BN-folded or Winograd-swapped model no longer has the tensors its cfg describes: the file would not
+    load back, so nothing is written and the error names the layer (before: a .pt that load_model refused)."""
+    from yolo.model.inference import prepare_for_inference
+
+    model = Darknet.from_cfg(CFG / "yolov3-tiny.cfg")
+    plain = tmp_path / "plain.pt"
+    save_checkpoint(model, plain)
+    assert torch.equal(load_model(plain).module_list[0].conv.weight, model.module_list[0].conv.weight)
+    if prepare == "fuse":
+        model.eval().fuse()
+    else:
+        prepare_for_inference(model, torch.device("cpu"), torch.float32)
+    out = tmp_path / "prepared.pt"
+    with pytest.raises(ValueError, match=r"layer 0: the model has no bn\.weight .*save the checkpoint before"):
+        save_checkpoint(model, out)
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))

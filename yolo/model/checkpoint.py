@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from yolo.errors import InputError
-from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
+from yolo.model.cfg_parser import ConvSpec, parse_cfg, parse_cfg_text
 from yolo.model.darknet import Darknet
 from yolo.model.state import MatchReport, extract_state_dict, match_state
 from yolo.model.weights import DarknetHeader
@@ -38,8 +38,22 @@ def is_darknet_file(path: str | Path) -> bool:
     return not is_torch_file(path)
 
 
+def _conv_keys(spec: ConvSpec) -> list[str]:
+    """The state-dict keys a checkpoint must hold for one conv layer."""
+    tail = ("bn.weight", "bn.bias", "bn.running_mean", "bn.running_var") if spec.batch_normalize else ("conv.bias",)
+    return [f"module_list.{spec.index}.{name}" for name in ("conv.weight", *tail)]
+
+
 def checkpoint_dict(model: Darknet) -> dict:
-    """The checkpoint of ``model`` (tensors on CPU)."""
+    """The checkpoint of ``model`` (tensors on CPU). Raises ``ValueError`` for a model whose convs no longer
+    hold what its cfg describes (BN folded by ``fuse()``, convs swapped by ``prepare_for_inference``): such a
+    file would not load back."""
+    state = model.state_dict()
+    for spec in model.spec.layers:
+        missing = [key for key in _conv_keys(spec) if key not in state] if isinstance(spec, ConvSpec) else []
+        if missing:
+            raise ValueError(f"layer {spec.index}: the model has no {missing[0].split('.', 2)[2]} (BN folded by "
+                             "fuse() or convs prepared for inference); save the checkpoint before that")
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -48,7 +62,7 @@ def checkpoint_dict(model: Darknet) -> dict:
         "names": list(model.names or default_names(model.num_classes)),
         "darknet": {**model.header.as_dict(), "cutoff": model.cutoff},
         "bn_eps": model.bn_eps,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in state.items()},
     }
 
 
