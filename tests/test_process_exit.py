@@ -128,3 +128,49 @@ def test_reuse_freed_memory_stops_the_page_faults_of_repeated_forwards():
     assert [a for a, _ in runs.values()] == ["False", "True", "False"]
     assert runs["default"][1] > 2000 and runs["opted out"][1] > 2000, runs  # 52 MB alone: 12,800 pages
     assert runs["reused"][1] < 0.05 * min(runs["default"][1], runs["opted out"][1]), runs
+
+
+TRAIN_FAULTS = ("import resource, sys, torch\n"
+                "from yolo.utils.malloc import reuse_freed_memory\n"
+                "applied = reuse_freed_memory() if sys.argv[1] == '1' else False\n"
+                "from yolo.model.cfg_parser import parse_cfg\n"
+                "from yolo.model.darknet import Darknet\n"
+                "torch.manual_seed(0)\n"
+                "model = Darknet(parse_cfg('cfg/yolov3-tiny.cfg')).train()\n"
+                "opt = torch.optim.SGD(model.parameters(), lr=1e-6)\n"
+                "x = torch.rand(8, 3, 256, 256)\n"
+                "def step():\n"
+                "    loss = sum(r.float().pow(2).mean() for r in model(x))\n"
+                "    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()\n"
+                "for _ in range(5):\n"
+                "    step()  # warm-up: the heap grows to a step's peak (autograd's order varies a little)\n"
+                "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+                "for _ in range(3):\n"
+                "    step()\n"
+                "print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) // 3)\n")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_training_steps_reuse_memory_and_yolo_train_sets_it(monkeypatch):
+    """A training step (forward, backward, SGD) of yolov3-tiny at 256, batch 8: by default each step faults its
+    activations and gradients in afresh; with the reuse (which ``yolo train`` sets: measured 1.25x images/s at
+    256 and 1.4x at 416 on 2 AVX2 cores) it does not."""
+    runs = {}
+    for name, arg in (("default", "0"), ("reused", "1")):
+        r = _python("-c", TRAIN_FAULTS, arg, OMP_NUM_THREADS="2")
+        assert r.returncode == 0, r.stderr[-2000:]
+        applied, faults = r.stdout.split()[-2:]
+        runs[name] = (applied, int(faults))
+    assert runs["default"][0] == "False" and runs["reused"][0] == "True"
+    assert runs["default"][1] > 2000, runs
+    assert runs["reused"][1] < 0.15 * runs["default"][1], runs  # measured 0-2,300 against 24,700-29,800
+
+    from yolo.cli import main
+    from yolo.train import run as train_run
+    from yolo.utils import malloc
+
+    calls = []
+    monkeypatch.setattr(malloc, "reuse_freed_memory", lambda: calls.append("reuse") or True)
+    monkeypatch.setattr(train_run, "train", lambda cfg, resume=None: calls.append("train"))
+    assert main(["train", "--set", "epochs=1"]) == 0
+    assert calls == ["reuse", "train"]  # set before the model and the loader workers exist

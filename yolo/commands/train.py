@@ -40,6 +40,9 @@ def _run_train(args) -> int:
         cfg = config_for_resume(path, args.overrides)
     else:
         path, cfg = None, load_run_config(args.cfg or _default_run(), args.overrides)
+    from yolo.utils.malloc import reuse_freed_memory
+
+    reuse_freed_memory()  # each step reuses the last one's pages: 1.25-1.4x CPU images/s (yolo.utils.malloc)
     try:
         train(cfg, resume=path)
     except (NonFiniteLossError, PeerLostError) as e:

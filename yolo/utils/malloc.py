@@ -8,7 +8,7 @@ malloc take every block from its heap and keep what is freed there (``M_MMAP_MAX
 ``M_TRIM_THRESHOLD=-1``), as jemalloc or tcmalloc would: the second batch reuses the first one's pages.
 The cost: the process keeps its peak heap until it exits (it reaches that peak anyway, every batch).
 
-``yolo detect`` and ``yolo val`` call it; a program of your own can (it changes the whole process).
+``yolo detect``, ``yolo val`` and ``yolo train`` call it; a program of your own can (it changes the whole process).
 ``YOLO_MALLOC=default`` leaves malloc as it is.
 """
 
