@@ -215,3 +215,24 @@ def test_kernels_that_disagree_are_not_used(fresh_native):
     with mock.patch.object(winograd, "_native_agrees", lambda lib: False):
         with pytest.warns(RuntimeWarning, match="disagree"):
             assert winograd.native_kernels() is None
+
+
+@needs_cc
+def test_processes_building_at_once_share_one_library(tmp_path):
+    """DDP ranks or test workers may build at the same moment: each loads a whole library, one file remains and
+    no temporary is left behind (the build is renamed into place)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = ("from yolo.model.winograd import native_kernels\n"
+            "print('built' if native_kernels() is not None else 'none')\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "YOLO_NATIVE_DIR": str(tmp_path / "native")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outs]
+    assert [out.strip() for out, _ in outs] == ["built"] * 3
+    assert [p.name for p in (tmp_path / "native").iterdir()] == [next((tmp_path / "native").glob("winograd-*.so")).name]
