@@ -212,9 +212,9 @@ def test_library_name_depends_on_cpu_source_and_compiler():
 
 @needs_cc
 def test_kernels_that_disagree_are_not_used(fresh_native):
-    with mock.patch.object(winograd, "_native_agrees", lambda lib: False):
-        with pytest.warns(RuntimeWarning, match="disagree"):
-            assert winograd.native_kernels() is None
+    with mock.patch.object(winograd, "_native_agrees", lambda lib: False), \
+            pytest.warns(RuntimeWarning, match="disagree"):
+        assert winograd.native_kernels() is None
 
 
 @needs_cc

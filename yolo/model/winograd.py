@@ -22,7 +22,9 @@ against the PyTorch path once per process.
 
 from __future__ import annotations
 
+import ctypes
 import threading
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +72,7 @@ def _kron_transforms(m: int, dtype: torch.dtype, device: torch.device) -> tuple[
     return torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype)
 
 
-def native_kernels():
+def native_kernels() -> ctypes.CDLL | None:
     """The C transform kernels (a ``ctypes.CDLL``) when built and found equal to the PyTorch path on a small
     awkward case (odd sizes, channels not a multiple of 8, both tile sizes), else None. Checked once per
     process; :func:`forget_native` checks again (tests)."""
@@ -78,7 +80,6 @@ def native_kernels():
         if "lib" not in _native_state:
             lib = winograd_native.library()
             if lib is not None and not _native_agrees(lib):
-                import warnings
                 warnings.warn("native Winograd kernels disagree with the PyTorch path on this machine; not using "
                               "them", RuntimeWarning, stacklevel=2)
                 lib = None
@@ -95,6 +96,7 @@ def forget_native() -> None:
 
 
 def _native_agrees(lib) -> bool:
+    """Both kernels, both tile sizes, against the PyTorch path on ``[2, 7, 9, 13]`` -> 5 channels (leaky 0.1)."""
     gen = torch.Generator().manual_seed(0)
     for m in TILE_SIZES:
         x = torch.randn(2, 7, 9, 13, generator=gen)  # [B, H, W, C]: partial tiles, a channel tail
@@ -112,7 +114,7 @@ def _native_agrees(lib) -> bool:
     return True
 
 
-def _input_torch(x: torch.Tensor, m: int, ws: "Workspace", nh: int, nw: int) -> torch.Tensor:
+def _input_torch(x: torch.Tensor, m: int, ws: Workspace, nh: int, nw: int) -> torch.Tensor:
     """PyTorch path: ``[B, C, H, W]`` -> ``V [a^2, T*C]`` (``a = m + 2``), in the workspace."""
     b, c, h, w = x.shape
     a, tiles = m + 2, b * nh * nw
@@ -126,7 +128,7 @@ def _input_torch(x: torch.Tensor, m: int, ws: "Workspace", nh: int, nw: int) -> 
 
 
 def _output_torch(prod: torch.Tensor, bias: torch.Tensor, m: int, b: int, h: int, w: int, nh: int, nw: int,
-                  ws: "Workspace", leaky: float | None) -> torch.Tensor:
+                  ws: Workspace, leaky: float | None) -> torch.Tensor:
     """PyTorch path: ``M [a^2, T, C_out]`` -> ``[B, H, W, C_out]`` contiguous (+ bias, then the leaky ReLU)."""
     co, tiles = prod.shape[-1], prod.shape[1]
     _, a2 = _kron_cached(m, prod.dtype, prod.device)
@@ -162,7 +164,7 @@ class Workspace:
     def __init__(self):
         self._local = threading.local()
 
-    def __deepcopy__(self, memo) -> "Workspace":
+    def __deepcopy__(self, memo) -> Workspace:
         return Workspace()  # scratch contents never need copying (and thread-locals cannot be)
 
     def __getstate__(self) -> dict:

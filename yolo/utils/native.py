@@ -85,8 +85,8 @@ def build(name: str, source: str, compiler: str) -> Path:
         src.write_text(source, encoding="utf-8")
         for extra in EXTRA_FLAGS:
             try:
-                done = subprocess.run([compiler, *FLAGS, *extra, str(src), "-o", str(out)], capture_output=True,
-                                      text=True, timeout=BUILD_TIMEOUT_S)
+                done = subprocess.run([compiler, *FLAGS, *extra, str(src), "-o", str(out)], check=False,
+                                      capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
             except (OSError, subprocess.TimeoutExpired) as e:
                 raise RuntimeError(f"{compiler}: {e}") from e
             if done.returncode == 0 and out.is_file():
