@@ -23,6 +23,7 @@ against the PyTorch path once per process.
 from __future__ import annotations
 
 import ctypes
+import functools
 import threading
 import warnings
 
@@ -44,9 +45,9 @@ _MATRICES = {
         ((1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1)),
         ((1, 1, 1, 0), (0, 1, -1, -1))),
 }
-_PREPARE_LOCK = threading.Lock()
+_PREPARE_LOCK = threading.Lock()  # the first calls of threads sharing a model must transform the weights once
 _NATIVE_LOCK = threading.Lock()
-_native_state: dict[str, object] = {}  # the first calls of threads sharing a model must transform the weights once
+_native_state: dict[str, object] = {}  # "lib": the checked kernels or None, once decided
 TILE_SIZES = (4, 2)
 MIN_TILES_F4 = 32  # fewer 4x4 tiles than this (batch 1 at 13x13: 16; 26x26: 49): F(2x2, 3x3), whose weights are 2.25x smaller
 
@@ -66,8 +67,10 @@ def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
     return u.to(weight.dtype)
 
 
+@functools.cache
 def _kron_transforms(m: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``B^T kron B^T`` ``[(m+2)^2, (m+2)^2]`` and ``A^T kron A^T`` ``[m^2, (m+2)^2]``."""
+    """``B^T kron B^T`` ``[(m+2)^2, (m+2)^2]`` and ``A^T kron A^T`` ``[m^2, (m+2)^2]`` (made once per tile size,
+    dtype and device; never written to)."""
     bt, _, at = (torch.tensor(a, dtype=torch.float64) for a in _MATRICES[m])
     return torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype)
 
@@ -118,7 +121,7 @@ def _input_torch(x: torch.Tensor, m: int, ws: Workspace, nh: int, nw: int) -> to
     """PyTorch path: ``[B, C, H, W]`` -> ``V [a^2, T*C]`` (``a = m + 2``), in the workspace."""
     b, c, h, w = x.shape
     a, tiles = m + 2, b * nh * nw
-    b2, _ = _kron_cached(m, x.dtype, x.device)
+    b2, _ = _kron_transforms(m, x.dtype, x.device)
     xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, m * nw + 1 - w, 1, m * nh + 1 - h))  # [B, m*nh+2, m*nw+2, C]
     d = ws.get("d", a * a * tiles * c, x).view(a, a, b, nh, nw, c)
     d.copy_(xp.unfold(1, a, m).unfold(2, a, m).permute(4, 5, 0, 1, 2, 3))  # a x a tiles at stride m
@@ -131,7 +134,7 @@ def _output_torch(prod: torch.Tensor, bias: torch.Tensor, m: int, b: int, h: int
                   ws: Workspace, leaky: float | None) -> torch.Tensor:
     """PyTorch path: ``M [a^2, T, C_out]`` -> ``[B, H, W, C_out]`` contiguous (+ bias, then the leaky ReLU)."""
     co, tiles = prod.shape[-1], prod.shape[1]
-    _, a2 = _kron_cached(m, prod.dtype, prod.device)
+    _, a2 = _kron_transforms(m, prod.dtype, prod.device)
     y = ws.get("y", m * m * tiles * co, prod).view(m * m, tiles * co)
     torch.mm(a2, prod.reshape((m + 2) ** 2, -1), out=y)  # [m^2, T*C_out]
     y = y.view(m, m, b, nh, nw, co).permute(2, 3, 0, 4, 1, 5)  # [B, nh, m, nw, m, C_out]
@@ -145,16 +148,6 @@ def _output_torch(prod: torch.Tensor, bias: torch.Tensor, m: int, b: int, h: int
     if leaky is not None:
         F.leaky_relu_(out, leaky)
     return out
-
-
-_KRON: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _kron_cached(m: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    key = (m, dtype, str(device))
-    if key not in _KRON:
-        _KRON[key] = _kron_transforms(m, dtype, device)
-    return _KRON[key]
 
 
 class Workspace:

@@ -37,13 +37,15 @@ static inline void st(float *p, v8 x, int n) {
 }
 
 typedef struct {
-    const float *x; float *v; const float *zero; const float *bias; float slope; int act;
-    long B, H, W, C, nh, nw, TC; int m;
+    const float *src; float *dst; const float *zero; const float *bias; float slope; int act;
+    long H, W, C, nh, nw, TC;  /* TC: T*C, the stride between the (m+2)^2 matrices */
 } args_t;
 
+#ifndef _OPENMP
 typedef struct { const args_t *a; long t0, t1; void (*fn)(const args_t *, long, long); } job_t;
 
 static void *run_job(void *p) { job_t *j = (job_t *)p; j->fn(j->a, j->t0, j->t1); return NULL; }
+#endif
 
 static void parallel(const args_t *a, long n, int nthreads, void (*fn)(const args_t *, long, long)) {
     if (nthreads > 64) nthreads = 64;
@@ -87,9 +89,9 @@ static void in_tiles_##M(const args_t *a, long t0, long t1) {                   
         const float *p[A][A];                                                                               \
         for (int i = 0; i < A; i++) for (int j = 0; j < A; j++) {                                          \
             long y = ty * M - 1 + i, x = tx * M - 1 + j;                                                    \
-            p[i][j] = (y >= 0 && y < H && x >= 0 && x < W) ? a->x + ((b * H + y) * W + x) * C : a->zero;    \
+            p[i][j] = (y >= 0 && y < H && x >= 0 && x < W) ? a->src + ((b * H + y) * W + x) * C : a->zero;    \
         }                                                                                                   \
-        float *out = a->v + t * C;                                                                          \
+        float *out = a->dst + t * C;                                                                          \
         long c0 = 0;                                                                                        \
         for (; c0 + CB <= C; c0 += CB) in_block_##M(p, c0, CB, out + c0, a->TC);                            \
         if (c0 < C) in_block_##M(p, c0, (int)(C - c0), out + c0, a->TC);                                    \
@@ -114,9 +116,9 @@ static void out_tiles_##M(const args_t *a, long t0, long t1) {                  
         float *q[M][M];                                                                                     \
         for (int i = 0; i < M; i++) for (int j = 0; j < M; j++) {                                          \
             long y = ty * M + i, x = tx * M + j;                                                            \
-            q[i][j] = (y < H && x < W) ? a->v + ((b * H + y) * W + x) * C : NULL;                           \
+            q[i][j] = (y < H && x < W) ? a->dst + ((b * H + y) * W + x) * C : NULL;                           \
         }                                                                                                   \
-        const float *mk = a->x + t * C;                                                                     \
+        const float *mk = a->src + t * C;                                                                     \
         long c0 = 0;                                                                                        \
         for (; c0 + CB <= C; c0 += CB) out_block_##M(mk + c0, a->TC, CB, a->bias + c0, q, c0, a->act, a->slope); \
         if (c0 < C) out_block_##M(mk + c0, a->TC, (int)(C - c0), a->bias + c0, q, c0, a->act, a->slope);   \
@@ -128,7 +130,7 @@ DEFINE(2, 4, BT2, AT2)
 
 /* x [B, H, W, C] -> v [(m+2)^2, T, C]; zero: C zeros (the padding). 0, or -1 for m not 2 or 4. */
 int winograd_input(const float *x, float *v, const float *zero, long B, long H, long W, long C, int m, int nthreads) {
-    args_t a = {x, v, zero, NULL, 0, 0, B, H, W, C, (H + m - 1) / m, (W + m - 1) / m, 0, m};
+    args_t a = {x, v, zero, NULL, 0, 0, H, W, C, (H + m - 1) / m, (W + m - 1) / m, 0};
     long T = B * a.nh * a.nw; a.TC = T * C;
     if (m == 4) parallel(&a, T, nthreads, in_tiles_4); else if (m == 2) parallel(&a, T, nthreads, in_tiles_2); else return -1;
     return 0;
@@ -137,7 +139,7 @@ int winograd_input(const float *x, float *v, const float *zero, long B, long H, 
 /* mprod [(m+2)^2, T, C] -> y [B, H, W, C] = A^T M A + bias, then act (0 none, 1 leaky). 0, or -1. */
 int winograd_output(const float *mprod, float *y, const float *bias, long B, long H, long W, long C, int m,
                     int act, float slope, int nthreads) {
-    args_t a = {mprod, y, NULL, bias, slope, act, B, H, W, C, (H + m - 1) / m, (W + m - 1) / m, 0, m};
+    args_t a = {mprod, y, NULL, bias, slope, act, H, W, C, (H + m - 1) / m, (W + m - 1) / m, 0};
     long T = B * a.nh * a.nw; a.TC = T * C;
     if (m == 4) parallel(&a, T, nthreads, out_tiles_4); else if (m == 2) parallel(&a, T, nthreads, out_tiles_2); else return -1;
     return 0;
