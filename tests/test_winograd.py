@@ -68,7 +68,7 @@ def test_tile_size_chosen_per_input_shape():
         assert first_large(large) is not None and first_large.tiles == (4,)
         assert torch.equal(first_small(large), fresh_large) and torch.equal(first_large(small), fresh_small)
     assert first_small.tiles == (4, 2) and first_small.weight is None  # both U made: the weight is dropped
-    assert first_small.u2.shape == (16, 8, 8) and first_small.u4.shape == (36, 8, 8)
+    assert first_small.transformed_weight(2).shape == (16, 8, 8) and first_small.transformed_weight(4).shape == (36, 8, 8)
     ref = F.conv2d(large, conv.weight, conv.bias, padding=1)
     assert (fresh_large - ref).abs().max() < 1e-5 * ref.abs().max()
 

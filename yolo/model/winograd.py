@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo.model import winograd_native
+from yolo.model import gemm_native, winograd_native
 from yolo.model.layers import ConvBlock
 
 # (B^T, G, A^T) for F(4x4, 3x3) (points 0, +-1, +-2, inf) and F(2x2, 3x3) (points 0, +-1, inf).
@@ -95,6 +95,7 @@ def forget_native() -> None:
     from yolo.utils.native import forget_loaded
     with _NATIVE_LOCK:
         _native_state.clear()
+        gemm_native.forget()
         forget_loaded()
 
 
@@ -211,6 +212,7 @@ class WinogradConv2d(nn.Module):
         self.register_buffer("bias", bias.to(conv.weight.device, conv.weight.dtype), persistent=False)
         for m in TILE_SIZES:  # U of each tile size, made at its first use
             self.register_buffer(f"u{m}", None, persistent=False)
+        self.packed = dict.fromkeys(TILE_SIZES, False)  # tile size -> U packed for the native product
         self.workspace = workspace or Workspace()
 
     @property
@@ -218,31 +220,51 @@ class WinogradConv2d(nn.Module):
         """The tile sizes prepared so far (by the inputs seen)."""
         return tuple(m for m in TILE_SIZES if getattr(self, f"u{m}") is not None)
 
+    def transformed_weight(self, m: int) -> torch.Tensor | None:
+        """``U [(m+2)^2, C_in, C_out]`` of tile size ``m`` (unpacked when stored packed), None before its first
+        use."""
+        u = getattr(self, f"u{m}")
+        return gemm_native.unpack(u, self.out_channels) if u is not None and self.packed[m] else u
+
     def extra_repr(self) -> str:
         tiles = ", ".join(f"F({m}x{m}, 3x3)" for m in self.tiles) or "tile size chosen per input shape"
         act = "" if self.leaky is None else f", leaky_relu({self.leaky:g}) fused"
         return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), {tiles}{act}"
 
-    def _prepare(self, m: int) -> None:
+    def _prepare(self, m: int, packed: bool) -> None:
+        """Make ``U`` of tile size ``m``, packed for the native product or not (and convert one made the
+        other way: an input of another dtype than the first)."""
         with _PREPARE_LOCK:
-            if getattr(self, f"u{m}") is not None:  # another thread got here first
+            u = getattr(self, f"u{m}")
+            if u is not None and self.packed[m] == packed:  # another thread got here first
                 return
-            setattr(self, f"u{m}", transform_weight(self.weight, m))  # [(m+2)^2, C_in, C_out]
+            if u is None:
+                u = transform_weight(self.weight, m)  # [(m+2)^2, C_in, C_out]
+            elif self.packed[m]:
+                u = gemm_native.unpack(u, self.out_channels).contiguous()
+            setattr(self, f"u{m}", gemm_native.pack(u) if packed else u)  # [(m+2)^2, ceil(C_out/16), C_in, 16]
+            self.packed[m] = packed
             if len(self.tiles) == len(TILE_SIZES):
                 self.weight = None  # every U made: the weight is no longer needed
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C_in, H, W]`` (any memory format) -> ``[B, C_out, H, W]`` channels-last."""
+    def _native(self, x: torch.Tensor, u: torch.Tensor, m: int, tiles: int, lib, gemm, threads: int) -> torch.Tensor:
+        """``x [B, H, W, C_in]`` contiguous -> ``[B, H, W, C_out]``: the C transforms and product, all tiles in one
+        pass (passes of fewer tiles, whose ``V`` and ``M`` would stay in cache, were slower: ``U`` is then read
+        once per pass)."""
+        b, h, w, c = x.shape
+        a, co = m + 2, self.out_channels
+        v = self.workspace.get("v", a * a * tiles * c, x).view(a * a, tiles, c)
+        prod = self.workspace.get("m", a * a * tiles * co, x).view(a * a, tiles, co)
+        winograd_native.input_transform(lib, x, v, m, threads)  # [a^2, T, C_in]
+        gemm_native.bmm(gemm, v, u, prod, threads)  # [a^2, T, C_out]: the 36 (or 16) products
+        out = torch.empty(b, h, w, co, dtype=x.dtype, device=x.device)
+        winograd_native.output_transform(lib, prod, out, self.bias, m, self.leaky, threads)
+        return out
+
+    def _whole(self, x: torch.Tensor, u: torch.Tensor, m: int, nh: int, nw: int, lib, threads: int) -> torch.Tensor:
+        """``[B, C_in, H, W]`` -> ``[B, H, W, C_out]`` with ``torch.bmm`` (the transforms in C when ``lib``)."""
         b, c, h, w = x.shape
-        m = tile_size(b, h, w)
-        if getattr(self, f"u{m}") is None:
-            self._prepare(m)
-        a, co, u = m + 2, self.out_channels, getattr(self, f"u{m}")
-        nh, nw = -(-h // m), -(-w // m)
-        tiles, ws = b * nh * nw, self.workspace
-        native = x.dtype == self.bias.dtype == torch.float32 and x.device.type == "cpu"
-        lib = native_kernels() if native else None
-        threads = torch.get_num_threads()
+        a, co, tiles, ws = m + 2, self.out_channels, b * nh * nw, self.workspace
         if lib is not None:
             v = ws.get("v", a * a * tiles * c, x).view(a * a, tiles, c)
             winograd_native.input_transform(lib, x.permute(0, 2, 3, 1).contiguous(), v, m, threads)
@@ -253,8 +275,26 @@ class WinogradConv2d(nn.Module):
         if lib is not None:
             out = torch.empty(b, h, w, co, dtype=x.dtype, device=x.device)
             winograd_native.output_transform(lib, prod, out, self.bias, m, self.leaky, threads)
+            return out
+        return _output_torch(prod, self.bias, m, b, h, w, nh, nw, ws, self.leaky)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C_in, H, W]`` (any memory format) -> ``[B, C_out, H, W]`` channels-last."""
+        b, c, h, w = x.shape
+        m = tile_size(b, h, w)
+        native = x.dtype == self.bias.dtype == torch.float32 and x.device.type == "cpu"
+        lib = native_kernels() if native else None
+        gemm = gemm_native.checked_library() if lib is not None else None  # the C path: both or neither
+        if getattr(self, f"u{m}") is None or self.packed[m] != (gemm is not None):
+            self._prepare(m, gemm is not None)
+        u = getattr(self, f"u{m}")
+        nh, nw = -(-h // m), -(-w // m)
+        tiles = b * nh * nw
+        threads = torch.get_num_threads()
+        if gemm is not None:
+            out = self._native(x.permute(0, 2, 3, 1).contiguous(), u, m, tiles, lib, gemm, threads)
         else:
-            out = _output_torch(prod, self.bias, m, b, h, w, nh, nw, ws, self.leaky)
+            out = self._whole(x, u, m, nh, nw, lib, threads)
         return out.permute(0, 3, 1, 2)  # [B, C_out, H, W] channels-last
 
 

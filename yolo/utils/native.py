@@ -29,6 +29,56 @@ from pathlib import Path
 
 from yolo.utils.files import cache_dir
 
+# What every kernel source starts with: 8-float vectors (GCC/clang vector extensions: one AVX register, two
+# NEON ones), loads and stores of the first n lanes (n <= 0: none; the rest of a load is zero) and
+# ``parallel``, which splits ``n`` work items into contiguous ranges over ``nthreads`` threads (at most 64, at
+# most n; each range's call is told its worker number, for per-thread scratch).
+C_PRELUDE = r"""
+#include <pthread.h>
+#include <stddef.h>
+#include <string.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+#define CB 8
+
+static inline v8 ld(const float *p, int n) {
+    v8 r; if (n >= CB) { memcpy(&r, p, sizeof r); return r; }
+    r = (v8){0}; if (n > 0) memcpy(&r, p, (size_t)n * sizeof(float)); return r;
+}
+static inline void st(float *p, v8 x, int n) {
+    if (n >= CB) memcpy(p, &x, sizeof x); else if (n > 0) memcpy(p, &x, (size_t)n * sizeof(float));
+}
+
+typedef void (*range_fn)(void *ctx, long i0, long i1, int worker);  /* worker: 0 .. nthreads-1 */
+#ifndef _OPENMP
+typedef struct { void *ctx; long i0, i1; int w; range_fn fn; } job_t;
+
+static void *run_job(void *p) { job_t *j = (job_t *)p; j->fn(j->ctx, j->i0, j->i1, j->w); return NULL; }
+#endif
+
+static void parallel(void *ctx, long n, int nthreads, range_fn fn) {
+    if (nthreads > 64) nthreads = 64;
+    if (nthreads > n) nthreads = (int)n;
+    if (nthreads < 1) nthreads = 1;
+#ifdef _OPENMP
+    /* the process's OpenMP runtime (PyTorch's): its threads are awake after the op before */
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int i = 0; i < nthreads; i++) fn(ctx, n * i / nthreads, n * (i + 1) / nthreads, i);
+#else
+    pthread_t th[64]; job_t jobs[64]; int started[64] = {0};
+    for (int i = 0; i < nthreads; i++) {
+        jobs[i].ctx = ctx; jobs[i].fn = fn; jobs[i].w = i;
+        jobs[i].i0 = n * i / nthreads; jobs[i].i1 = n * (i + 1) / nthreads;
+    }
+    for (int i = 1; i < nthreads; i++) started[i] = pthread_create(&th[i], NULL, run_job, &jobs[i]) == 0;
+    fn(ctx, jobs[0].i0, jobs[0].i1, 0);
+    for (int i = 1; i < nthreads; i++) {
+        if (started[i]) pthread_join(th[i], NULL); else fn(ctx, jobs[i].i0, jobs[i].i1, i);
+    }
+#endif
+}
+"""
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread")
 # Tried in order: with OpenMP (the kernels then share PyTorch's threads, already awake), then without (POSIX
 # threads; a compiler without OpenMP support, such as Apple's clang).

@@ -1,0 +1,186 @@
+"""The C matrix product (yolo.model.gemm_native) and the convs built on it (yolo.model.native_conv), against
+torch's matmul and F.conv2d: every tail of the 6x16 micro-tile, K past one block, taps grouped and split,
+strides and padding, thread counts; the Winograd products; the fallbacks."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from yolo.model import gemm_native, winograd
+from yolo.model.cfg_parser import ConvSpec
+from yolo.model.darknet import Darknet
+from yolo.model.inference import prepare_for_inference
+from yolo.model.layers import ConvBlock
+from yolo.model.native_conv import NativeConv2d, use_native_convs
+from yolo.model.winograd import WinogradConv2d
+from yolo.utils import native
+
+HAVE_CC = native.find_compiler() is not None
+pytestmark = pytest.mark.skipif(not HAVE_CC, reason="no C compiler: the PyTorch path is tested elsewhere")
+
+
+@pytest.fixture(scope="module")
+def lib():
+    lib = gemm_native.checked_library()
+    assert lib is not None, "a C compiler was found but the product was not built or disagreed"
+    return lib
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize("g,m,k,n", [(1, 1, 1, 1), (1, 5, 7, 15), (2, 6, 256, 16), (3, 7, 257, 17),
+                                     (1, 97, 600, 255), (2, 193, 64, 33), (36, 49, 128, 40)])
+def test_bmm_equals_torch(lib, g, m, k, n):
+    gen = torch.Generator().manual_seed(m * 1000 + n)
+    a, b = torch.randn(g, m, k, generator=gen), torch.randn(g, k, n, generator=gen)
+    out = torch.full((g, m, n), float("nan"))
+    gemm_native.bmm(lib, a, gemm_native.pack(b), out, 2)
+    assert _rel(out, torch.bmm(a.double(), b.double()).float()) < 2e-6
+
+
+def test_bmm_reads_rows_with_a_stride(lib):
+    """``a`` may be a column slice of a wider matrix (rows further apart than K)."""
+    wide, b = torch.randn(2, 20, 50), torch.randn(2, 30, 9)
+    a = wide[:, :, 5:35]
+    out = torch.empty(2, 20, 9)
+    gemm_native.bmm(lib, a, gemm_native.pack(b), out, 2)
+    assert torch.allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_pack_round_trip_and_padding():
+    b = torch.randn(3, 11, 21)
+    packed = gemm_native.pack(b)
+    assert packed.shape == (3, 2, 11, 16) and torch.equal(gemm_native.unpack(packed, 21), b)
+    assert packed[:, 1, :, 5:].abs().sum() == 0  # the last panel's missing columns are zeros
+
+
+@pytest.mark.parametrize("b,c,h,w,co,k,s,p", [(2, 5, 7, 9, 21, 3, 2, 1), (1, 3, 11, 10, 8, 3, 1, 1),
+                                              (1, 300, 6, 5, 17, 3, 1, 1), (2, 40, 8, 8, 33, 1, 1, 0),
+                                              (1, 8, 9, 9, 7, 1, 2, 0), (1, 20, 9, 9, 7, 5, 1, 2),
+                                              (1, 64, 13, 13, 255, 1, 1, 0), (3, 32, 12, 12, 64, 3, 2, 1)])
+@pytest.mark.parametrize("leaky", [None, 0.1])
+def test_conv_equals_conv2d(lib, b, c, h, w, co, k, s, p, leaky):
+    """Implicit GEMM: taps grouped in one block (few channels) or channels split in blocks (300 > 256), every
+    stride/padding the darknet cfgs use, the bias and the leaky ReLU fused."""
+    gen = torch.Generator().manual_seed(c * 100 + co)
+    x, wt, bias = (torch.randn(b, c, h, w, generator=gen), torch.randn(co, c, k, k, generator=gen),
+                   torch.randn(co, generator=gen))
+    want = F.conv2d(x.double(), wt.double(), bias.double(), s, p)
+    want = (want if leaky is None else F.leaky_relu(want, leaky)).float().permute(0, 2, 3, 1)
+    out = torch.full(want.shape, float("nan"))
+    gemm_native.conv(lib, x.permute(0, 2, 3, 1).contiguous(), gemm_native.pack_conv_weight(wt), bias, out,
+                     (k, k), s, p, leaky, 2)
+    assert _rel(out, want) < 2e-6
+
+
+@pytest.mark.parametrize("threads", [1, 3, 5])
+def test_results_do_not_depend_on_the_thread_count(lib, threads):
+    """Each output element is summed by one worker in one order: bit-identical for any thread count."""
+    x, wt, bias = torch.randn(2, 7, 7, 130), torch.randn(70, 130, 3, 3), torch.randn(70)
+    packed = gemm_native.pack_conv_weight(wt)
+    one, many = torch.empty(2, 4, 4, 70), torch.empty(2, 4, 4, 70)
+    gemm_native.conv(lib, x, packed, bias, one, (3, 3), 2, 1, 0.1, 1)
+    gemm_native.conv(lib, x, packed, bias, many, (3, 3), 2, 1, 0.1, threads)
+    assert torch.equal(one, many)
+
+
+def test_bad_shapes_raise(lib):
+    x, packed = torch.randn(1, 5, 5, 8), gemm_native.pack_conv_weight(torch.randn(4, 8, 3, 3))
+    with pytest.raises(ValueError, match="conv: x"):
+        gemm_native.conv(lib, x, packed[:, :, :40], None, torch.empty(1, 5, 5, 4), (3, 3), 1, 1, None, 2)
+    with pytest.raises(ValueError, match="bmm"):
+        gemm_native.bmm(lib, torch.randn(2, 3, 4), gemm_native.pack(torch.randn(2, 5, 6)), torch.empty(2, 3, 6), 2)
+
+
+def _block(c_in: int, c_out: int, k: int, s: int, groups: int = 1) -> ConvBlock:
+    """A BN-free (as if folded) darknet conv block with a leaky ReLU."""
+    return ConvBlock(ConvSpec(index=0, line=1, in_channels=c_in, filters=c_out, size=k, stride=s, padding=k // 2,
+                              groups=groups, batch_normalize=False, activation="leaky"))
+
+
+def test_native_conv_module_equals_conv_and_leaky(lib):
+    conv = nn.Conv2d(128, 40, 3, 2, 1)
+    module = NativeConv2d(conv, leaky=0.1)
+    assert torch.equal(module.weight(), conv.weight.detach())
+    x = torch.randn(2, 128, 15, 11)
+    with torch.inference_mode():
+        want = F.leaky_relu(conv(x), 0.1)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            got = module(x.contiguous(memory_format=fmt))
+            assert got.is_contiguous(memory_format=torch.channels_last)
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+        # another dtype (or no kernel): F.conv2d with the weight unpacked again
+        assert torch.allclose(module(x.double()), F.leaky_relu(conv.double()(x.double()), 0.1), atol=1e-10)
+        with mock.patch.object(gemm_native, "checked_library", lambda: None):
+            assert torch.allclose(module(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_use_native_convs_swaps_wide_convs_and_moves_the_activation(lib):
+    model = nn.Sequential(_block(128, 64, 1, 1), _block(64, 128, 3, 2), _block(128, 256, 3, 2),
+                          _block(256, 128, 3, 1, groups=2))
+    x = torch.randn(1, 128, 9, 9)
+    with torch.inference_mode():
+        want = model[3](model[2](model[1](model[0](x))))
+    assert use_native_convs(model) == 2  # the 64-input conv and the grouped conv stay with oneDNN
+    assert isinstance(model[0].conv, NativeConv2d) and isinstance(model[0].act, nn.Identity)
+    assert type(model[1].conv) is nn.Conv2d and isinstance(model[1].act, nn.LeakyReLU)
+    assert type(model[3].conv) is nn.Conv2d
+    with torch.inference_mode():
+        assert torch.allclose(model(x), want, rtol=1e-5, atol=1e-5)
+    with mock.patch.object(gemm_native, "checked_library", lambda: None):
+        assert use_native_convs(nn.Sequential(_block(128, 64, 1, 1))) == 0  # no kernel: nothing swapped
+
+
+def test_winograd_products_equal_the_torch_products(lib):
+    """The packed U and the native product give what torch.bmm gives; a layer that first ran float32 (U packed)
+    and is then made float64 (the torch path) unpacks its U and stays exact."""
+    conv = nn.Conv2d(72, 40, 3, 1, 1)
+    x = torch.randn(2, 72, 13, 17)
+    with torch.inference_mode():
+        native_layer = WinogradConv2d(conv)
+        got = native_layer(x)
+        assert all(native_layer.packed[m] for m in native_layer.tiles)
+        with mock.patch.object(gemm_native, "checked_library", lambda: None):
+            torch_layer = WinogradConv2d(conv)
+            want = torch_layer(x)
+        assert not any(torch_layer.packed.values())
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(got, conv(x), rtol=1e-4, atol=1e-4)
+        as_double = native_layer.double()(x.double())  # float64: the torch path, U unpacked again
+        assert not native_layer.packed[winograd.tile_size(2, 13, 17)]
+        assert torch.allclose(as_double, conv.double()(x.double()), rtol=1e-5, atol=1e-5)  # U made in float32
+
+
+def test_prepared_model_equals_the_unprepared_one(lib):
+    """yolov3-tiny prepared with the native convs and products: each head within 1e-5 of the plain model."""
+    torch.manual_seed(0)
+    model = Darknet.from_cfg("cfg/yolov3-tiny.cfg").eval()
+    plain = copy.deepcopy(model)
+    prepared, memory_format, count = prepare_for_inference(model, torch.device("cpu"), torch.float32)
+    kinds = {type(m).__name__ for m in prepared.modules()}
+    assert count > 0 and {"WinogradConv2d", "NativeConv2d"} <= kinds
+    x = torch.rand(2, 3, 224, 192)
+    with torch.inference_mode():
+        for got, want in zip(prepared(x.contiguous(memory_format=memory_format)), plain(x)):
+            assert _rel(got, want) < 1e-5
+
+
+def test_disagreeing_kernel_is_not_used():
+    gemm_native.forget()
+    try:
+        with mock.patch.object(gemm_native, "_agrees", lambda lib: False), warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            assert gemm_native.checked_library() is None
+        assert any("disagrees" in str(x.message) for x in w)
+    finally:
+        gemm_native.forget()
+    assert gemm_native.checked_library() is not None
