@@ -46,10 +46,12 @@ typedef struct {
 /* C[mr rows, nr cols] (+)= a [kc][6] (a packed 6-row panel) x b [kc][16]; the last block adds the bias, then
    the leaky ReLU */
 static inline __attribute__((always_inline)) void micro(long kc, const float *a, const float *b, float *c,
-        long ldc, int mr, int nr, int first, int last, const float *bias, int act, float slope) {
+        long ldc, int mr, int nr, int first, int last, const float *bias, int act, float slope, const float *pf,
+        long npf) {
     v8 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
     v8 c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
     _Pragma("GCC unroll 4") for (long k = 0; k < kc; k++, a += MR, b += 16) {
+        if (k < npf) __builtin_prefetch(pf + 16 * k);  /* this row panel's share of the next column panel */
         v8 b0, b1; memcpy(&b0, b, sizeof b0); memcpy(&b1, b + 8, sizeof b1);
         c00 += a[0] * b0; c01 += a[0] * b1; c10 += a[1] * b0; c11 += a[1] * b1;
         c20 += a[2] * b0; c21 += a[2] * b1; c30 += a[3] * b0; c31 += a[3] * b1;
@@ -106,12 +108,18 @@ static void unit(const gemm_t *g, long u, float *buf) {
         long k0 = kb * g->kcb, kc = k0 + g->kcb < g->kt ? g->kcb : g->kt - k0, len = nt * kc;
         int first = t0 == 0 && kb == 0, last = t0 + nt == g->taps && kb == g->nkb - 1;
         pack_a(g, grp, m0, m1, t0, nt, k0, kc, buf);
+        long panels = (m1 - m0 + MR - 1) / MR;  /* row panels in this block */
         for (long j = j0; j < j1; j += NR_) {
             const float *b = bp + (j / NR_) * g->K * NR_ + (t0 * g->kt + k0) * NR_;  /* nt > 1: kc is all of kt */
             int nr = j1 - j < NR_ ? (int)(j1 - j) : NR_;
-            for (long i = m0; i < m1; i += MR)
+            /* the next column panel (for this block of K) is fetched while this one is used: each row panel
+               prefetches its share of its lines (B streams from memory when a small M reuses it little) */
+            const float *next = b + g->K * NR_;
+            long share = j + NR_ < j1 ? (len + panels - 1) / panels : 0;
+            for (long i = m0, p = 0; i < m1; i += MR, p++)
                 micro(len, buf + (i - m0) * len, b, cg + i * g->ldc + j, g->ldc, m1 - i < MR ? (int)(m1 - i) : MR,
-                      nr, first, last, g->bias ? g->bias + j : NULL, g->act, g->slope);
+                      nr, first, last, g->bias ? g->bias + j : NULL, g->act, g->slope, next + p * share * NR_,
+                      share * (p + 1) <= len ? share : (len - share * p > 0 ? len - share * p : 0));
         }
     }
 }

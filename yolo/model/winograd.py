@@ -52,18 +52,30 @@ TILE_SIZES = (4, 2)
 MIN_TILES_F4 = 32  # fewer 4x4 tiles than this (batch 1 at 13x13: 16; 26x26: 49): F(2x2, 3x3), whose weights are 2.25x smaller
 
 
-def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
+def transform_weight(weight: torch.Tensor, m: int = 4, packed: bool = False) -> torch.Tensor:
     """``[C_out, C_in, 3, 3]`` -> ``U [(m+2)^2, C_in, C_out]`` = ``G g G^T`` per channel pair, as one matrix
     product ``(G kron G) [(m+2)^2, 9] @ g [9, C_in*C_out]`` written straight into ``U`` (no strided copies:
-    this runs at the first image, so it is start-up time). In float32 (at least): each coefficient is a sum of
-    9 products, within about 1e-7 relative of the float64 result."""
+    this runs at the first image, so it is start-up time). ``packed``: ``U`` in the native product's panels
+    ``[(m+2)^2, ceil(C_out/16), C_in, 16]`` (:func:`yolo.model.gemm_native.pack`), made by the same one product
+    from the weight reordered (the weight is 4x smaller than ``U``: reordering it is what costs nothing). In
+    float32 (at least): each coefficient is a sum of 9 products, within about 1e-7 relative of the float64
+    result."""
     dtype = torch.promote_types(weight.dtype, torch.float32)
     g = torch.tensor(_MATRICES[m][1], dtype=torch.float64)
     gg = torch.kron(g, g).to(weight.device, dtype)  # [(m+2)^2, 9]: G g G^T of a row-major flattened 3x3 kernel
     c_out, c_in = weight.shape[:2]
-    wt = weight.detach().to(dtype).transpose(0, 1).contiguous().view(c_in * c_out, 9)  # [C_in*C_out, 9]
-    u = torch.empty((m + 2) ** 2, c_in, c_out, dtype=dtype, device=weight.device)
-    torch.mm(gg, wt.T, out=u.view((m + 2) ** 2, c_in * c_out))  # [(m+2)^2, C_in*C_out]
+    a2, w = (m + 2) ** 2, weight.detach().to(dtype)
+    if packed:
+        panels = -(-c_out // gemm_native.NR)
+        wp = torch.zeros(panels * gemm_native.NR, c_in, 9, dtype=dtype, device=weight.device)
+        wp[:c_out] = w.reshape(c_out, c_in, 9)
+        wt = wp.view(panels, gemm_native.NR, c_in, 9).permute(3, 0, 2, 1).reshape(9, -1)  # [9, P*C_in*16]
+        u = torch.empty(a2, panels, c_in, gemm_native.NR, dtype=dtype, device=weight.device)
+        torch.mm(gg, wt, out=u.view(a2, -1))
+        return u
+    wt = w.transpose(0, 1).contiguous().view(c_in * c_out, 9)  # [C_in*C_out, 9]
+    u = torch.empty(a2, c_in, c_out, dtype=dtype, device=weight.device)
+    torch.mm(gg, wt.T, out=u.view(a2, c_in * c_out))  # [(m+2)^2, C_in*C_out]
     return u.to(weight.dtype)
 
 
@@ -238,11 +250,13 @@ class WinogradConv2d(nn.Module):
             u = getattr(self, f"u{m}")
             if u is not None and self.packed[m] == packed:  # another thread got here first
                 return
-            if u is None:
-                u = transform_weight(self.weight, m)  # [(m+2)^2, C_in, C_out]
+            if u is None:  # [(m+2)^2, C_in, C_out], or packed [(m+2)^2, ceil(C_out/16), C_in, 16]
+                u = transform_weight(self.weight, m, packed)
             elif self.packed[m]:
                 u = gemm_native.unpack(u, self.out_channels).contiguous()
-            setattr(self, f"u{m}", gemm_native.pack(u) if packed else u)  # [(m+2)^2, ceil(C_out/16), C_in, 16]
+            else:
+                u = gemm_native.pack(u)
+            setattr(self, f"u{m}", u)
             self.packed[m] = packed
             if len(self.tiles) == len(TILE_SIZES):
                 self.weight = None  # every U made: the weight is no longer needed
@@ -280,7 +294,7 @@ class WinogradConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C_in, H, W]`` (any memory format) -> ``[B, C_out, H, W]`` channels-last."""
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         m = tile_size(b, h, w)
         native = x.dtype == self.bias.dtype == torch.float32 and x.device.type == "cpu"
         lib = native_kernels() if native else None

@@ -7,7 +7,8 @@ three passes over memory with a matrix product that MKL runs at a few GB/s. Thes
 (zero padding by pointer, no padded copy), apply the separable transform to 8 channels at a time in registers
 (only the non-zero coefficients) and write ``V [(m+2)^2, T, C]`` for the 36 (or 16) matrix products; the output
 kernel reads ``M [(m+2)^2, T, C_out]`` and writes ``A^T . A + bias`` (and a fused leaky ReLU) straight into the
-channels-last output, cropping the last tiles. Work is split over tiles between ``threads`` threads (PyTorch's OpenMP workers, else POSIX threads).
+channels-last output, cropping the last tiles. Work is split over tiles between ``threads`` threads (PyTorch's
+OpenMP workers, else POSIX threads).
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ NAME = "winograd"
 SOURCE = C_PRELUDE + r"""
 typedef struct {
     const float *src; float *dst; const float *zero; const float *bias; float slope; int act;
-    long H, W, C, nh, nw, TC, t0;  /* TC: (tiles in V or M) * C, the stride between the (m+2)^2 matrices;
-                                    t0: the first tile in V or M */
+    long H, W, C, nh, nw, TC;  /* TC: T*C, the stride between the (m+2)^2 matrices */
 } args_t;
 
 static const float BT4[6][6] = {{4, 0, -5, 0, 1, 0}, {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
@@ -51,7 +51,7 @@ static void in_tiles_##M(void *ctx, long t0, long t1, int worker) {             
             long y = ty * M - 1 + i, x = tx * M - 1 + j;                                                    \
             p[i][j] = (y >= 0 && y < H && x >= 0 && x < W) ? a->src + ((b * H + y) * W + x) * C : a->zero;    \
         }                                                                                                   \
-        float *out = a->dst + (t - a->t0) * C;                                                                          \
+        float *out = a->dst + t * C;                                                                          \
         long c0 = 0;                                                                                        \
         for (; c0 + CB <= C; c0 += CB) in_block_##M(p, c0, CB, out + c0, a->TC);                            \
         if (c0 < C) in_block_##M(p, c0, (int)(C - c0), out + c0, a->TC);                                    \
@@ -79,7 +79,7 @@ static void out_tiles_##M(void *ctx, long t0, long t1, int worker) {            
             long y = ty * M + i, x = tx * M + j;                                                            \
             q[i][j] = (y < H && x < W) ? a->dst + ((b * H + y) * W + x) * C : NULL;                           \
         }                                                                                                   \
-        const float *mk = a->src + (t - a->t0) * C;                                                                     \
+        const float *mk = a->src + t * C;                                                                     \
         long c0 = 0;                                                                                        \
         for (; c0 + CB <= C; c0 += CB) out_block_##M(mk + c0, a->TC, CB, a->bias + c0, q, c0, a->act, a->slope); \
         if (c0 < C) out_block_##M(mk + c0, a->TC, (int)(C - c0), a->bias + c0, q, c0, a->act, a->slope);   \
@@ -89,33 +89,23 @@ static void out_tiles_##M(void *ctx, long t0, long t1, int worker) {            
 DEFINE(4, 6, BT4, AT4)
 DEFINE(2, 4, BT2, AT2)
 
-#define RANGES(M)                                                                                           \
-static void in_range_##M(void *ctx, long i0, long i1, int worker) {                                        \
-    long t0 = ((const args_t *)ctx)->t0; in_tiles_##M(ctx, t0 + i0, t0 + i1, worker); }                      \
-static void out_range_##M(void *ctx, long i0, long i1, int worker) {                                       \
-    long t0 = ((const args_t *)ctx)->t0; out_tiles_##M(ctx, t0 + i0, t0 + i1, worker); }
-RANGES(4)
-RANGES(2)
 
-/* x [B, H, W, C] -> v [(m+2)^2, n, C]: tiles t0 .. t0+n-1 of the T = B*nh*nw (0 < n, t0 + n <= T); zero: C
-   zeros (the padding). 0, or -1 for m not 2 or 4 or a bad range. */
-int winograd_input(const float *x, float *v, const float *zero, long B, long H, long W, long C, int m, long t0,
-                   long n, int nthreads) {
+/* x [B, H, W, C] -> v [(m+2)^2, T, C]; zero: C zeros (the padding). 0, or -1 for m not 2 or 4. */
+int winograd_input(const float *x, float *v, const float *zero, long B, long H, long W, long C, int m, int nthreads) {
     if (m != 2 && m != 4) return -1;
-    args_t a = {x, v, zero, NULL, 0, 0, H, W, C, (H + m - 1) / m, (W + m - 1) / m, n * C, t0};
-    if (t0 < 0 || n < 1 || t0 + n > B * a.nh * a.nw) return -1;
-    parallel(&a, n, nthreads, m == 4 ? in_range_4 : in_range_2);
+    args_t a = {x, v, zero, NULL, 0, 0, H, W, C, (H + m - 1) / m, (W + m - 1) / m, 0};
+    long T = B * a.nh * a.nw; a.TC = T * C;
+    parallel(&a, T, nthreads, m == 4 ? in_tiles_4 : in_tiles_2);
     return 0;
 }
 
-/* mprod [(m+2)^2, n, C] (tiles t0 .. t0+n-1) -> those tiles of y [B, H, W, C] = A^T M A + bias, then act (0
-   none, 1 leaky). 0, or -1. */
+/* mprod [(m+2)^2, T, C] -> y [B, H, W, C] = A^T M A + bias, then act (0 none, 1 leaky). 0, or -1. */
 int winograd_output(const float *mprod, float *y, const float *bias, long B, long H, long W, long C, int m,
-                    int act, float slope, long t0, long n, int nthreads) {
+                    int act, float slope, int nthreads) {
     if (m != 2 && m != 4) return -1;
-    args_t a = {mprod, y, NULL, bias, slope, act, H, W, C, (H + m - 1) / m, (W + m - 1) / m, n * C, t0};
-    if (t0 < 0 || n < 1 || t0 + n > B * a.nh * a.nw) return -1;
-    parallel(&a, n, nthreads, m == 4 ? out_range_4 : out_range_2);
+    args_t a = {mprod, y, NULL, bias, slope, act, H, W, C, (H + m - 1) / m, (W + m - 1) / m, 0};
+    long T = B * a.nh * a.nw; a.TC = T * C;
+    parallel(&a, T, nthreads, m == 4 ? out_tiles_4 : out_tiles_2);
     return 0;
 }
 """
@@ -126,31 +116,27 @@ def library() -> ctypes.CDLL | None:
     """The built kernels with their signatures set, or None (no compiler, build failed, ``YOLO_NATIVE=0``)."""
     lib = load_library(NAME, SOURCE)
     if lib is not None and lib.winograd_input.argtypes is None:
-        lib.winograd_input.argtypes = [_P, _P, _P, _L, _L, _L, _L, _I, _L, _L, _I]
-        lib.winograd_output.argtypes = [_P, _P, _P, _L, _L, _L, _L, _I, _I, ctypes.c_float, _L, _L, _I]
+        lib.winograd_input.argtypes = [_P, _P, _P, _L, _L, _L, _L, _I, _I]
+        lib.winograd_output.argtypes = [_P, _P, _P, _L, _L, _L, _L, _I, _I, ctypes.c_float, _I]
         lib.winograd_input.restype = lib.winograd_output.restype = _I
     return lib
 
 
-def input_transform(lib: ctypes.CDLL, x: torch.Tensor, v: torch.Tensor, m: int, threads: int,
-                    tiles: tuple[int, int] | None = None) -> None:
-    """``x [B, H, W, C]`` float32 contiguous (a channels-last map, permuted) -> ``v [(m+2)^2, n, C]`` contiguous:
-    the tiles ``t0 .. t0+n-1`` (``tiles = (t0, n)``; default all ``T = B * ceil(H/m) * ceil(W/m)``) in (b, tile
-    row, tile column) order."""
+def input_transform(lib: ctypes.CDLL, x: torch.Tensor, v: torch.Tensor, m: int, threads: int) -> None:
+    """``x [B, H, W, C]`` float32 contiguous (a channels-last map, permuted) -> ``v [(m+2)^2, T, C]`` contiguous,
+    ``T = B * ceil(H/m) * ceil(W/m)`` tiles in (b, tile row, tile column) order."""
     b, h, w, c = x.shape
-    t0, n = tiles or (0, b * -(-h // m) * -(-w // m))
     zero = torch.zeros(c, dtype=torch.float32)  # what padding pixels point at
-    if lib.winograd_input(x.data_ptr(), v.data_ptr(), zero.data_ptr(), b, h, w, c, m, t0, n, threads) != 0:
-        raise ValueError(f"no Winograd input kernel for tile size {m}, tiles {t0}..{t0 + n - 1}")
+    if lib.winograd_input(x.data_ptr(), v.data_ptr(), zero.data_ptr(), b, h, w, c, m, threads) != 0:
+        raise ValueError(f"no Winograd kernel for tile size {m}")
 
 
 def output_transform(lib: ctypes.CDLL, prod: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, m: int,
-                     leaky: float | None, threads: int, tiles: tuple[int, int] | None = None) -> None:
-    """``prod [(m+2)^2, n, C_out]`` (the tiles ``tiles = (t0, n)``, default all) -> those tiles of ``y [B, H, W,
-    C_out]`` (float32 contiguous) = ``A^T M A + bias`` per tile, then ``leaky_relu(., leaky)`` unless None."""
+                     leaky: float | None, threads: int) -> None:
+    """``prod [(m+2)^2, T, C_out]`` -> ``y [B, H, W, C_out]`` (float32 contiguous) = ``A^T M A + bias`` per tile,
+    then ``leaky_relu(., leaky)`` unless ``leaky`` is None."""
     b, h, w, c = y.shape
-    t0, n = tiles or (0, b * -(-h // m) * -(-w // m))
     act, slope = (0, 0.0) if leaky is None else (1, float(leaky))
-    if lib.winograd_output(prod.data_ptr(), y.data_ptr(), bias.data_ptr(), b, h, w, c, m, act, slope, t0, n,
+    if lib.winograd_output(prod.data_ptr(), y.data_ptr(), bias.data_ptr(), b, h, w, c, m, act, slope,
                            threads) != 0:
-        raise ValueError(f"no Winograd output kernel for tile size {m}, tiles {t0}..{t0 + n - 1}")
+        raise ValueError(f"no Winograd kernel for tile size {m}")
