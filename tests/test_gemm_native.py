@@ -184,3 +184,50 @@ def test_disagreeing_kernel_is_not_used():
     finally:
         gemm_native.forget()
     assert gemm_native.checked_library() is not None
+
+
+@pytest.fixture
+def fresh_native(tmp_path, monkeypatch):
+    """A private kernel cache and no library loaded yet; the process's state is restored afterwards."""
+    monkeypatch.setenv("YOLO_NATIVE_DIR", str(tmp_path / "native"))
+    winograd.forget_native()  # (also forgets this product's check)
+    yield tmp_path / "native"
+    winograd.forget_native()
+
+
+def test_threads_variant_without_openmp(fresh_native, monkeypatch, tmp_path):
+    """A compiler that refuses -fopenmp (Apple's clang): POSIX threads split the units, each worker with its
+    own packed-rows buffer; results bit-identical to one thread."""
+    wrapper = tmp_path / "bin" / "cc"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -fopenmp ] && {{ echo 'unsupported option "
+                       f"-fopenmp' >&2; exit 1; }}; done\nexec {native.find_compiler()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    lib = gemm_native.checked_library()
+    assert lib is not None
+    (path,) = fresh_native.glob("gemm-*.so")
+    assert b"GOMP_parallel" not in path.read_bytes()
+    x, wt, bias = torch.randn(2, 9, 9, 40), torch.randn(300, 40, 3, 3), torch.randn(300)
+    packed = gemm_native.pack_conv_weight(wt)
+    outs = []
+    for threads in (1, 4):
+        outs.append(torch.empty(2, 9, 9, 300))
+        gemm_native.conv(lib, x, packed, bias, outs[-1], (3, 3), 1, 1, None, threads)
+    assert torch.equal(outs[0], outs[1])
+    want = F.conv2d(x.permute(0, 3, 1, 2), wt, bias, 1, 1).permute(0, 2, 3, 1)
+    assert torch.allclose(outs[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_failed_build_falls_back_to_onednn(fresh_native, monkeypatch, tmp_path):
+    """No kernel (here a compiler that fails): nothing swapped, one warning, the prepared model still exact."""
+    bad = tmp_path / "bin" / "cc"
+    bad.parent.mkdir()
+    bad.write_text("#!/bin/sh\necho 'cc: error: no such thing' >&2\nexit 3\n")
+    bad.chmod(0o755)
+    monkeypatch.setenv("CC", str(bad))
+    with pytest.warns(RuntimeWarning, match=r"native kernels 'gemm' not built .*exited 3"):
+        assert gemm_native.checked_library() is None
+    assert not list(fresh_native.glob("*.so"))
+    model = nn.Sequential(_block(128, 64, 1, 1))
+    assert use_native_convs(model) == 0 and type(model[0].conv) is nn.Conv2d

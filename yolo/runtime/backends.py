@@ -34,7 +34,9 @@ class TorchBackend:
     ``winograd`` (default: on for float32 on CPU) computes the 3x3 stride-1 convs with 64 or more input
     channels by Winograd's algorithm (``yolo.model.winograd``; its transforms as C kernels built at first use
     where a C compiler is found, with the leaky ReLU fused): 1.3-2x faster on those layers, results equal to
-    the direct convolution within about 1e-5 relative. ``self.winograd`` is the number of convs swapped.
+    the direct convolution within about 1e-5 relative. ``self.winograd`` is the number of convs swapped. With
+    it, where the native matrix product is built, the 1x1 and strided convs with 128 or more inputs run as
+    implicit GEMMs in C (``yolo.model.native_conv``; their leaky ReLU fused); ``winograd=False`` turns both off.
 
     ``cpu_batch``: on CPU a batch of B > 1 images may run faster as B forwards of one image (smaller working
     sets stay in cache) or slower (more, smaller products); which one depends on the CPU. ``None`` (default)
