@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.helpers import ROOT
 from yolo.model import gemm_native, winograd
 from yolo.model.cfg_parser import ConvSpec
 from yolo.model.darknet import Darknet
@@ -163,7 +164,7 @@ def test_winograd_products_equal_the_torch_products(lib):
 def test_prepared_model_equals_the_unprepared_one(lib):
     """yolov3-tiny prepared with the native convs and products: each head within 1e-5 of the plain model."""
     torch.manual_seed(0)
-    model = Darknet.from_cfg("cfg/yolov3-tiny.cfg").eval()
+    model = Darknet.from_cfg(ROOT / "cfg" / "yolov3-tiny.cfg").eval()
     plain = copy.deepcopy(model)
     prepared, memory_format, count = prepare_for_inference(model, torch.device("cpu"), torch.float32)
     kinds = {type(m).__name__ for m in prepared.modules()}
