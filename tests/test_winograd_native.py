@@ -6,6 +6,7 @@ the activation fused into the swapped conv; and the build: cache, a damaged cach
 
 from __future__ import annotations
 
+import os
 import shutil
 from unittest import mock
 
@@ -221,7 +222,6 @@ def test_kernels_that_disagree_are_not_used(fresh_native):
 def test_processes_building_at_once_share_one_library(tmp_path):
     """DDP ranks or test workers may build at the same moment: each loads a whole library, one file remains and
     no temporary is left behind (the build is renamed into place)."""
-    import os
     import subprocess
     import sys
 
@@ -236,3 +236,39 @@ def test_processes_building_at_once_share_one_library(tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outs]
     assert [out.strip() for out, _ in outs] == ["built"] * 3
     assert [p.name for p in (tmp_path / "native").iterdir()] == [next((tmp_path / "native").glob("winograd-*.so")).name]
+
+
+@needs_cc
+def test_unwritable_cache_builds_into_a_private_temp_folder(fresh_native, monkeypatch, tmp_path, capsys):
+    """A read-only home: the kernels go to <temp>/yolo-native-<uid> (owner-only) and later processes find
+    them there instead of building again (or warning) each time."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("YOLO_NATIVE_DIR", str(blocker / "native"))  # cannot be created (as root too)
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is not None
+    private = tmp_path / "tmp" / f"yolo-native-{os.getuid()}"
+    (path,) = private.glob("winograd-*.so")
+    assert oct(private.stat().st_mode & 0o777) == "0o700"
+    err = capsys.readouterr().err
+    assert err.startswith(f"building the winograd kernels for this CPU (once): {path} (") and "not writable" in err
+    native.forget_loaded()
+    with mock.patch.object(native.subprocess, "run", side_effect=AssertionError("compiled again")):
+        assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is not None
+
+
+def test_a_temp_folder_others_can_write_is_not_used(fresh_native, monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("YOLO_NATIVE_DIR", str(blocker / "native"))
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    shared = tmp_path / "tmp" / f"yolo-native-{os.getuid()}"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)
+    with pytest.raises(OSError, match="not a private folder"):
+        native.private_temp_dir()
+    with mock.patch.object(native.subprocess, "run", side_effect=AssertionError("compiled")), \
+            pytest.warns(RuntimeWarning, match="not built"):
+        assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is None
+    assert not list(shared.iterdir())

@@ -7,7 +7,9 @@ compiler (``$CC``, else ``cc``/``gcc``/``clang``) for the running CPU (``-march=
 stderr says so when it builds), named by a hash of the source, the flags,
 the compiler and the CPU's model and flags: a cache shared by different machines never hands one a library
 built for another. The build goes to a temporary name and is renamed into place, so processes that build at
-the same moment (DDP ranks, test workers) never load a half-written file.
+the same moment (DDP ranks, test workers) never load a half-written file. Where the cache cannot be written
+(a read-only home), the build goes to an owner-only ``<temp>/yolo-native-<uid>`` instead and is found there
+by later processes (a folder there that another user could write is never used).
 
 Nothing here is required: no compiler, a failed build or ``YOLO_NATIVE=0`` makes :func:`load_library` return
 None, and callers keep their PyTorch path (a failed build is said once, as a warning).
@@ -20,6 +22,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -122,15 +125,45 @@ def library_path(name: str, source: str, compiler: str) -> Path:
     return native_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 
+def private_temp_dir() -> Path:
+    """``<temp>/yolo-native-<user>``, made owner-only; raises ``OSError`` when it exists but is not a folder
+    owned by this user that only they can write (another user could have put a library there to be loaded)."""
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    path = Path(tempfile.gettempdir()) / f"yolo-native-{user}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()) or st.st_mode & 0o022:
+        raise OSError(f"{path} is not a private folder of this user")
+    return path
+
+
 def build(name: str, source: str, compiler: str) -> Path:
-    """Compile ``source`` into the cache (unless there already); returns the library's path. Raises
-    ``RuntimeError`` with the compiler's message when the build fails."""
+    """Compile ``source`` into the cache (unless there already); returns the library's path. Where the cache
+    cannot be written (a read-only home), the library goes to :func:`private_temp_dir` instead, so that later
+    processes find it there. Raises ``RuntimeError`` with the compiler's message when the build fails,
+    ``OSError`` when neither folder can be written."""
     path = library_path(name, source, compiler)
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"building the {name} kernels for this CPU (once): {path}", file=sys.stderr, flush=True)
+    try:
+        fallback = private_temp_dir() / path.name
+    except OSError:
+        fallback = None
+    if fallback is not None and fallback.is_file():
+        return fallback
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _compile(name, source, compiler, path)
+    except OSError as e:  # the cache folder: not writable (compiler failures are RuntimeError)
+        if fallback is None:
+            raise
+        return _compile(name, source, compiler, fallback, f" ({path.parent} is not writable: {e.strerror or e})")
+
+
+def _compile(name: str, source: str, compiler: str, path: Path, why: str = "") -> Path:
+    """``source`` -> the library ``path``, built in a temporary folder beside it and renamed into place."""
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{name}-") as tmp:
+        print(f"building the {name} kernels for this CPU (once): {path}{why}", file=sys.stderr, flush=True)
         src, out = Path(tmp, f"{name}.c"), Path(tmp, f"{name}.so")
         src.write_text(source, encoding="utf-8")
         for extra in EXTRA_FLAGS:
