@@ -66,3 +66,19 @@ def calibrated_model(cfg: str | Path, seed: int = 0, bn_eps: float = 1e-5, size:
         if isinstance(m, ConvBlock) and m.bn is not None:
             m.bn.momentum = 0.03
     return model
+
+
+def fake_compiler(folder: Path, refuse_openmp: bool) -> Path:
+    """A ``cc`` for ``$CC`` in ``folder/bin``: the real one refusing ``-fopenmp`` (as Apple's clang does), or
+    (``refuse_openmp=False``) one that always fails with ``cc: error: no such thing``, exit 3."""
+    from yolo.utils.native import find_compiler
+
+    path = folder / "bin" / "cc"
+    path.parent.mkdir(exist_ok=True)
+    if refuse_openmp:
+        path.write_text(f"#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -fopenmp ] && {{ echo 'unsupported option "
+                        f"-fopenmp' >&2; exit 1; }}; done\nexec {find_compiler()} \"$@\"\n")
+    else:
+        path.write_text("#!/bin/sh\necho 'cc: error: no such thing' >&2\nexit 3\n")
+    path.chmod(0o755)
+    return path

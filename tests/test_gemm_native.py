@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, fake_compiler
 from yolo.model import gemm_native, winograd
 from yolo.model.cfg_parser import ConvSpec
 from yolo.model.darknet import Darknet
@@ -187,24 +187,11 @@ def test_disagreeing_kernel_is_not_used():
     assert gemm_native.checked_library() is not None
 
 
-@pytest.fixture
-def fresh_native(tmp_path, monkeypatch):
-    """A private kernel cache and no library loaded yet; the process's state is restored afterwards."""
-    monkeypatch.setenv("YOLO_NATIVE_DIR", str(tmp_path / "native"))
-    winograd.forget_native()  # (also forgets this product's check)
-    yield tmp_path / "native"
-    winograd.forget_native()
-
 
 def test_threads_variant_without_openmp(fresh_native, monkeypatch, tmp_path):
     """A compiler that refuses -fopenmp (Apple's clang): POSIX threads split the units, each worker with its
     own packed-rows buffer; results bit-identical to one thread."""
-    wrapper = tmp_path / "bin" / "cc"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f"#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -fopenmp ] && {{ echo 'unsupported option "
-                       f"-fopenmp' >&2; exit 1; }}; done\nexec {native.find_compiler()} \"$@\"\n")
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("CC", str(wrapper))
+    monkeypatch.setenv("CC", str(fake_compiler(tmp_path, refuse_openmp=True)))
     lib = gemm_native.checked_library()
     assert lib is not None
     (path,) = fresh_native.glob("gemm-*.so")
@@ -222,11 +209,7 @@ def test_threads_variant_without_openmp(fresh_native, monkeypatch, tmp_path):
 
 def test_failed_build_falls_back_to_onednn(fresh_native, monkeypatch, tmp_path):
     """No kernel (here a compiler that fails): nothing swapped, one warning, the prepared model still exact."""
-    bad = tmp_path / "bin" / "cc"
-    bad.parent.mkdir()
-    bad.write_text("#!/bin/sh\necho 'cc: error: no such thing' >&2\nexit 3\n")
-    bad.chmod(0o755)
-    monkeypatch.setenv("CC", str(bad))
+    monkeypatch.setenv("CC", str(fake_compiler(tmp_path, refuse_openmp=False)))
     with pytest.warns(RuntimeWarning, match=r"native kernels 'gemm' not built .*exited 3"):
         assert gemm_native.checked_library() is None
     assert not list(fresh_native.glob("*.so"))

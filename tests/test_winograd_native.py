@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.helpers import fake_compiler
 from yolo.model import winograd, winograd_native
 from yolo.model.cfg_parser import ConvSpec
 from yolo.model.layers import ConvBlock
@@ -27,14 +28,6 @@ needs_cc = pytest.mark.skipif(not HAVE_CC, reason="no C compiler on this machine
 SHAPES = [(1, 8, 16, 13, 13), (2, 13, 11, 26, 20), (1, 67, 30, 7, 5), (3, 8, 8, 4, 4), (1, 5, 3, 1, 1),
           (1, 8, 9, 2, 9), (2, 128, 64, 52, 52)]
 
-
-@pytest.fixture
-def fresh_native(tmp_path, monkeypatch):
-    """A private kernel cache and no library loaded yet; the process's state is restored afterwards."""
-    monkeypatch.setenv("YOLO_NATIVE_DIR", str(tmp_path / "native"))
-    winograd.forget_native()
-    yield tmp_path / "native"
-    winograd.forget_native()
 
 
 def _run(conv: nn.Conv2d, x: torch.Tensor, m: int, use_native: bool, leaky: float | None = None) -> torch.Tensor:
@@ -128,11 +121,7 @@ def test_yolo_native_off_uses_the_torch_path(fresh_native, monkeypatch):
 
 
 def test_failed_build_warns_once_and_falls_back(fresh_native, monkeypatch, tmp_path):
-    bad = tmp_path / "bin" / "cc"
-    bad.parent.mkdir()
-    bad.write_text("#!/bin/sh\necho 'cc: error: no such thing' >&2\nexit 3\n")
-    bad.chmod(0o755)
-    monkeypatch.setenv("CC", str(bad))
+    monkeypatch.setenv("CC", str(fake_compiler(tmp_path, refuse_openmp=False)))
     with pytest.warns(RuntimeWarning, match=r"not built .*exited 3: cc: error: no such thing"):
         assert winograd.native_kernels() is None
     assert winograd.native_kernels() is None  # decided once per process: no second warning, no second build
@@ -149,12 +138,7 @@ def test_failed_build_warns_once_and_falls_back(fresh_native, monkeypatch, tmp_p
 @needs_cc
 def test_compiler_without_openmp_builds_the_threads_variant(fresh_native, monkeypatch, tmp_path):
     """A compiler that refuses -fopenmp (Apple's clang) still gets kernels: POSIX threads split the tiles."""
-    wrapper = tmp_path / "bin" / "cc"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f"#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -fopenmp ] && {{ echo 'unsupported option "
-                       f"-fopenmp' >&2; exit 1; }}; done\nexec {native.find_compiler()} \"$@\"\n")
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("CC", str(wrapper))
+    monkeypatch.setenv("CC", str(fake_compiler(tmp_path, refuse_openmp=True)))
     lib = winograd.native_kernels()  # built, and checked against the PyTorch path
     assert lib is not None
     (path,) = fresh_native.glob("winograd-*.so")
