@@ -69,7 +69,7 @@ def test_pack_round_trip_and_padding():
                                               (1, 8, 9, 9, 7, 1, 2, 0), (1, 20, 9, 9, 7, 5, 1, 2),
                                               (1, 64, 13, 13, 255, 1, 1, 0), (3, 32, 12, 12, 64, 3, 2, 1)])
 @pytest.mark.parametrize("leaky", [None, 0.1])
-def test_conv_equals_conv2d(lib, b, c, h, w, co, k, s, p, leaky):
+def test_conv_equals_conv2d(lib, b, c, h, w, co, k, s, p, leaky):  # (the other activations: below)
     """Implicit GEMM: taps grouped in one block (few channels) or channels split in blocks (300 > 256), every
     stride/padding the darknet cfgs use, the bias and the leaky ReLU fused."""
     gen = torch.Generator().manual_seed(c * 100 + co)
@@ -110,7 +110,7 @@ def _block(c_in: int, c_out: int, k: int, s: int, groups: int = 1) -> ConvBlock:
 
 def test_native_conv_module_equals_conv_and_leaky(lib):
     conv = nn.Conv2d(128, 40, 3, 2, 1)
-    module = NativeConv2d(conv, leaky=0.1)
+    module = NativeConv2d(conv, act=0.1)
     assert torch.equal(module.weight(), conv.weight.detach())
     x = torch.randn(2, 128, 15, 11)
     with torch.inference_mode():
@@ -215,3 +215,50 @@ def test_failed_build_falls_back_to_onednn(fresh_native, monkeypatch, tmp_path):
     assert not list(fresh_native.glob("*.so"))
     model = nn.Sequential(_block(128, 64, 1, 1))
     assert use_native_convs(model) == 0 and type(model[0].conv) is nn.Conv2d
+
+
+ACTS = {"mish": F.mish, "swish": F.silu, "logistic": torch.sigmoid}
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_activations_equal_torch_over_the_whole_float_range(lib, act):
+    """The kernels' e^x (range reduction and a polynomial) and the activations on it: PyTorch's own functions
+    over [-100, 100] (past the clamps), at 0 and at extremes, within 1e-5 relative / 1e-6 absolute."""
+    v = torch.cat((torch.linspace(-100, 100, 20001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, 3e38, -3e38]),
+                   torch.randn(1003, generator=torch.Generator().manual_seed(1)) * 5))
+    got = v.clone()
+    gemm_native.activate(lib, got, act, 3)
+    want = ACTS[act](v.double()).float()
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+def test_conv_fuses_mish_swish_logistic(lib, act):
+    gen = torch.Generator().manual_seed(7)
+    x, wt, bias = torch.randn(2, 130, 9, 7, generator=gen), torch.randn(40, 130, 3, 3, generator=gen) * 0.1, \
+        torch.randn(40, generator=gen)
+    want = ACTS[act](F.conv2d(x.double(), wt.double(), bias.double(), 2, 1)).float().permute(0, 2, 3, 1)
+    out = torch.empty(want.shape)
+    gemm_native.conv(lib, x.permute(0, 2, 3, 1).contiguous(), gemm_native.pack_conv_weight(wt), bias, out,
+                     (3, 3), 2, 1, act, 2)
+    assert torch.allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["mish", "swish", "logistic"])
+def test_native_activation_after_onednn_convs(lib, activation):
+    """A conv that stays with oneDNN (few inputs) keeps its block's activation as one in-place C pass; the
+    model gives what PyTorch's modules give, and another dtype runs PyTorch's function."""
+    from yolo.model.native_conv import NativeActivation, use_native_activations
+
+    block = ConvBlock(ConvSpec(index=0, line=1, in_channels=16, filters=24, size=3, stride=1, padding=1,
+                               batch_normalize=False, activation=activation))
+    x = torch.randn(2, 16, 11, 13)
+    with torch.inference_mode():
+        want = block(x)
+        assert use_native_activations(block) == 1 and isinstance(block.act, NativeActivation)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            assert torch.allclose(block(x.contiguous(memory_format=fmt)), want, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(block.double()(x.double()), want.double(), rtol=1e-5, atol=1e-6)
+    leaky = _block(16, 24, 3, 1)
+    assert use_native_activations(leaky) == 0 and isinstance(leaky.act, nn.LeakyReLU)  # PyTorch's is fast

@@ -36,6 +36,8 @@ import torch
 from tests.helpers import CFG, calibrated_model, photo_batch
 from yolo.model.cfg_parser import parse_cfg_text
 from yolo.model.darknet import Darknet
+from yolo.model.layers import ConvBlock
+from yolo.utils.native import find_compiler
 
 if not hasattr(cv2.dnn, "readNetFromDarknet"):  # removed in OpenCV 5; the dev extra pins 4.x
     pytest.skip("OpenCV without the darknet importer", allow_module_level=True)
@@ -245,9 +247,11 @@ def test_a_wrong_scale_x_y_shows_in_the_decoded_rows():
     assert np.abs(wrong - theirs).max() > 1e-3 > 100 * np.abs(ours - theirs)[:, :2].max()
 
 
-@pytest.mark.parametrize("name", ["yolov4-tiny", "yolov7-tiny", "enet-coco"])
+@pytest.mark.parametrize("name", ["yolov4-tiny", "yolov7-tiny", "enet-coco", "yolov4-csp"])
 def test_inference_path_matches_opencv(name):
-    """What detect runs (BN folded, channels-last, Winograd 3x3 convs) on grouped/depthwise/pooled zoo layers."""
+    """What detect runs (BN folded, channels-last, Winograd 3x3 convs, the native convs and activations: leaky,
+    mish in yolov4-csp, swish and logistic in enet-coco) on grouped/depthwise/pooled zoo layers, against OpenCV's
+    darknet importer."""
     import copy
 
     from yolo.model.inference import prepare_for_inference
@@ -257,6 +261,9 @@ def test_inference_path_matches_opencv(name):
     model.load_state_dict(case.state)
     fast, memory_format, winograd = prepare_for_inference(copy.deepcopy(model), torch.device("cpu"), torch.float32)
     assert winograd > 0
+    fused = {getattr(m.conv, "act", None) for m in fast.modules() if isinstance(m, ConvBlock)}
+    expected = {"yolov4-csp": "mish", "enet-coco": "swish"}.get(name, 0.1)
+    assert expected in fused or find_compiler() is None  # the activation ran inside the C kernels
     ours, _ = pre_head_maps(fast, case.input.contiguous(memory_format=memory_format))
     diff = max(float(np.abs(a - b).max()) for a, b in zip(ours, case.theirs))
     print(f"{name} inference path: max |ours - OpenCV| {diff:.2e}")

@@ -3,13 +3,13 @@
 
 Why not ``torch.bmm`` / oneDNN: MKL's batched product runs the Winograd products at 50-80 GFLOP/s on a 2-core
 AVX2 EPYC where a single large product reaches 130, and oneDNN's direct conv spends a separate pass on the
-leaky ReLU. Here the weights are packed once (``[N/16, K, 16]`` panels, zero-padded columns) and the
+activation. Here the weights are packed once (``[N/16, K, 16]`` panels, zero-padded columns) and the
 activations are read in place: each 6-row micro-tile of the output reads its rows through pointers, so a
 conv needs no im2col copy (a row of tap ``(dy, dx)`` is the input pixel it covers, or a zero row for the
 padding) and a Winograd product reads ``V [T, C]`` as it is. The micro-kernel keeps a ``6 x 16`` block of
 the output in 12 vector registers (``6 x 2`` of 8 floats, GCC vector extensions: AVX/AVX2 with FMA, NEON and
 others from one source) over a block of up to 256 of ``K``; the last block adds the bias and the block's
-leaky ReLU before storing. Work is split over (matrix, 96-row block, column block) units between threads.
+activation (leaky, mish, swish, logistic) before storing. Work is split over (matrix, 96-row block, column block) units between threads.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import warnings
 
 import torch
 
-from yolo.utils.native import C_PRELUDE, load_library
+from yolo.utils.native import C_PRELUDE, Activation, act_code, load_library
 
 NAME = "gemm"
 NR = 16  # columns per packed panel (two 8-float vectors)
@@ -38,13 +38,13 @@ typedef struct {
     const float *bp; long sb;                       /* packed B [G][N/16][K][16], matrix stride sb */
     float *c; long ldc, sc;                         /* C rows at c + g*sc + m*ldc */
     long G, M, N, K;
-    const float *bias; int act; float slope;        /* act 0 none, 1 leaky (after the bias) */
+    const float *bias; int act; float slope;        /* after the bias: act8's activation */
     long mblocks, nblocks, ncols, kt, taps, tb, nkb, kcb;
     float *work;                                    /* per worker: MC x KC packed rows */
 } gemm_t;
 
 /* C[mr rows, nr cols] (+)= a [kc][6] (a packed 6-row panel) x b [kc][16]; the last block adds the bias, then
-   the leaky ReLU */
+   the activation */
 static inline __attribute__((always_inline)) void micro(long kc, const float *a, const float *b, float *c,
         long ldc, int mr, int nr, int first, int last, const float *bias, int act, float slope, const float *pf,
         long npf) {
@@ -59,20 +59,13 @@ static inline __attribute__((always_inline)) void micro(long kc, const float *a,
     }
     v8 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
     int n0 = nr < CB ? nr : CB, n1 = nr - CB;
-    v8 bv0 = {0}, bv1 = {0}, zero = {0};
+    v8 bv0 = {0}, bv1 = {0};
     if (last && bias) { bv0 = ld(bias, n0); bv1 = ld(bias + CB, n1); }
     for (int r = 0; r < mr; r++) {
         float *q = c + r * ldc;
         v8 s0 = acc[r][0], s1 = acc[r][1];
         if (!first) { s0 += ld(q, n0); s1 += ld(q + CB, n1); }
-        if (last) {
-            s0 += bv0; s1 += bv1;
-            if (act == 1) {
-                v8i g0 = s0 < zero, g1 = s1 < zero;
-                s0 = (v8)(((v8i)(slope * s0) & g0) | ((v8i)s0 & ~g0));
-                s1 = (v8)(((v8i)(slope * s1) & g1) | ((v8i)s1 & ~g1));
-            }
-        }
+        if (last) { s0 = act8(s0 + bv0, act, slope); s1 = act8(s1 + bv1, act, slope); }
         st(q, s0, n0); st(q + CB, s1, n1);
     }
 }
@@ -129,6 +122,22 @@ static void units(void *ctx, long u0, long u1, int worker) {
     for (long u = u0; u < u1; u++) unit(g, u, g->work + (long)worker * MC * KC);
 }
 
+typedef struct { float *x; long n; int act; float slope; } elementwise_t;
+
+static void act_range(void *ctx, long i0, long i1, int worker) {
+    const elementwise_t *e = (const elementwise_t *)ctx;
+    for (long i = i0 * 4096; i < i1 * 4096 && i < e->n; i += CB) {
+        int k = e->n - i < CB ? (int)(e->n - i) : CB;
+        st(e->x + i, act8(ld(e->x + i, k), e->act, e->slope), k);
+    }
+}
+
+/* x[0..n) = act8(x) in place, in chunks of 4096 over the threads */
+void activate(float *x, long n, int act, float slope, int nthreads) {
+    elementwise_t e = {x, n, act, slope};
+    parallel(&e, (n + 4095) / 4096, nthreads, act_range);
+}
+
 /* K = taps * kt: blocks of whole taps while a tap's channels fit in KC (small C: as many taps per block as
    fit, blocks as even as possible), else one tap per block and its channels in nkb even blocks */
 static void plan(gemm_t *g, int nthreads) {
@@ -180,7 +189,9 @@ def library() -> ctypes.CDLL | None:
     lib = load_library(NAME, SOURCE)
     if lib is not None and lib.sgemm.argtypes is None:
         lib.sgemm.argtypes = [ctypes.POINTER(_Gemm), _I]
+        lib.activate.argtypes = [_P, _L, _I, ctypes.c_float, _I]
         lib.sgemm.restype = _I
+        lib.activate.restype = None
     return lib
 
 
@@ -232,20 +243,20 @@ def bmm(lib: ctypes.CDLL, a: torch.Tensor, packed: torch.Tensor, out: torch.Tens
 
 
 def conv(lib: ctypes.CDLL, x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
-         kernel: tuple[int, int], stride: int, pad: int, leaky: float | None, threads: int) -> None:
-    """``out [B, Ho, Wo, C_out]`` = conv(``x [B, H, W, C_in]``) + bias, then ``leaky_relu(., leaky)`` unless
-    None; all float32 contiguous (channels-last maps, permuted); ``packed`` from :func:`pack_conv_weight`."""
+         kernel: tuple[int, int], stride: int, pad: int, act: Activation, threads: int) -> None:
+    """``out [B, Ho, Wo, C_out]`` = conv(``x [B, H, W, C_in]``) + bias, then the activation ``act`` (a leaky
+    ReLU's slope, "mish", "swish", "logistic"; None: none); all float32 contiguous (channels-last maps, permuted); ``packed`` from :func:`pack_conv_weight`."""
     b, h, w, c = x.shape
     _, ho, wo, n = out.shape
     if not (x.is_contiguous() and out.is_contiguous()) or packed.shape[2] != kernel[0] * kernel[1] * c:
         raise ValueError(f"conv: x {tuple(x.shape)} / packed {tuple(packed.shape)} / out {tuple(out.shape)}")
     zero = _zero(c)
-    act, slope = (0, 0.0) if leaky is None else (1, float(leaky))
+    code, slope = act_code(act)
     dense = kernel == (1, 1) and stride == 1 and pad == 0  # a 1x1 conv: the map is the matrix [B*H*W, C_in]
     _run(lib, _Gemm(a=x.data_ptr(), lda=c, x=x.data_ptr(), zero=zero.data_ptr(), H=h, W=w, C=c, Ho=ho, Wo=wo,
                     kh=kernel[0], kw=kernel[1], stride=stride, pad=pad, conv=int(not dense), bp=packed.data_ptr(),
                     c=out.data_ptr(), ldc=n, G=1, M=b * ho * wo, N=n, K=packed.shape[2],
-                    bias=bias.data_ptr() if bias is not None else None, act=act, slope=slope), threads)
+                    bias=bias.data_ptr() if bias is not None else None, act=code, slope=slope), threads)
 
 
 def checked_library() -> ctypes.CDLL | None:
@@ -279,4 +290,18 @@ def _agrees(lib: ctypes.CDLL) -> bool:
     want = torch.nn.functional.leaky_relu(torch.nn.functional.conv2d(x, w, bias, 2, 1), 0.1).permute(0, 2, 3, 1)
     y = torch.empty(want.shape)
     conv(lib, x.permute(0, 2, 3, 1).contiguous(), pack_conv_weight(w), bias, y, (3, 3), 2, 1, 0.1, 2)
-    return (torch.allclose(prod, a @ b, rtol=1e-5, atol=1e-4) and torch.allclose(y, want, rtol=1e-5, atol=1e-4))
+    if not (torch.allclose(prod, a @ b, rtol=1e-5, atol=1e-4) and torch.allclose(y, want, rtol=1e-5, atol=1e-4)):
+        return False
+    v = torch.cat((torch.linspace(-100, 100, 801), torch.randn(99, generator=gen) * 4))  # past exp's clamps too
+    fn = torch.nn.functional
+    for act, ref in (("mish", fn.mish), ("swish", fn.silu), ("logistic", torch.sigmoid)):
+        got = v.clone()
+        activate(lib, got, act, 2)
+        if not torch.allclose(got, ref(v), rtol=1e-5, atol=1e-6):
+            return False
+    return True
+
+
+def activate(lib: ctypes.CDLL, x: torch.Tensor, act: Activation, threads: int) -> None:
+    """``x`` (float32, densely stored: contiguous in some memory format) = ``act(x)`` in place."""
+    lib.activate(x.data_ptr(), x.numel(), *act_code(act), threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from yolo.model.darknet import Darknet
-from yolo.model.native_conv import use_native_convs
+from yolo.model.native_conv import use_native_activations, use_native_convs
 from yolo.model.winograd import use_winograd
 
 
@@ -26,4 +26,5 @@ def prepare_for_inference(model: Darknet, device: torch.device, dtype: torch.dty
         return model, memory_format, 0
     count = use_winograd(model)
     use_native_convs(model)
+    use_native_activations(model)
     return model, memory_format, count

@@ -15,7 +15,8 @@ float32 (the transforms' coefficients reach 8 and 1/24). Buffers are reused acro
 :class:`Workspace` (fresh multi-megabyte allocations would page-fault on every call).
 
 The two transforms run as C kernels (:mod:`yolo.model.winograd_native`, built at first use) where a C compiler
-is found, with the bias and a following leaky ReLU fused into the output transform; otherwise (or with
+is found, with the bias and the block's activation (leaky, mish, swish, logistic) fused into the output
+transform; otherwise (or with
 ``YOLO_NATIVE=0``) as the PyTorch ops above. :func:`native_kernels` says which, after checking the kernels
 against the PyTorch path once per process.
 """
@@ -33,6 +34,7 @@ from torch import nn
 
 from yolo.model import gemm_native, winograd_native
 from yolo.model.layers import ConvBlock
+from yolo.utils.native import Activation
 
 # (B^T, G, A^T) for F(4x4, 3x3) (points 0, +-1, +-2, inf) and F(2x2, 3x3) (points 0, +-1, inf).
 _MATRICES = {
@@ -144,8 +146,8 @@ def _input_torch(x: torch.Tensor, m: int, ws: Workspace, nh: int, nw: int) -> to
 
 
 def _output_torch(prod: torch.Tensor, bias: torch.Tensor, m: int, b: int, h: int, w: int, nh: int, nw: int,
-                  ws: Workspace, leaky: float | None) -> torch.Tensor:
-    """PyTorch path: ``M [a^2, T, C_out]`` -> ``[B, H, W, C_out]`` contiguous (+ bias, then the leaky ReLU)."""
+                  ws: Workspace, act: Activation) -> torch.Tensor:
+    """PyTorch path: ``M [a^2, T, C_out]`` -> ``[B, H, W, C_out]`` contiguous (+ bias, then the activation)."""
     co, tiles = prod.shape[-1], prod.shape[1]
     _, a2 = _kron_transforms(m, prod.dtype, prod.device)
     y = ws.get("y", m * m * tiles * co, prod).view(m * m, tiles * co)
@@ -158,9 +160,17 @@ def _output_torch(prod: torch.Tensor, bias: torch.Tensor, m: int, b: int, h: int
         full = ws.get("full", tiles * m * m * co, prod).view(b, nh, m, nw, m, co)
         torch.add(y, bias, out=full)
         out = full.view(b, m * nh, m * nw, co)[:, :h, :w].contiguous()
-    if leaky is not None:
-        F.leaky_relu_(out, leaky)
-    return out
+    return apply_activation(out, act)
+
+
+def apply_activation(y: torch.Tensor, act: Activation) -> torch.Tensor:
+    """PyTorch's version of the kernels' fused activation: ``act`` a leaky ReLU's slope (in place), "mish",
+    "swish", "logistic", or None (``y`` as it is)."""
+    if act is None:
+        return y
+    if isinstance(act, str):
+        return {"mish": F.mish, "swish": F.silu, "logistic": torch.sigmoid}[act](y)
+    return F.leaky_relu_(y, act)
 
 
 class Workspace:
@@ -207,16 +217,17 @@ class WinogradConv2d(nn.Module):
     The tile size is chosen per call from the input's shape (:func:`tile_size`), so that the same layer runs
     batch 1 at 13x13 with F(2x2, 3x3) and batch 8 with F(4x4, 3x3) whatever came first; each tile size's
     transformed weights ``U`` are made at its first use and kept (the original weight is dropped once both
-    exist). ``leaky``: apply ``leaky_relu(., leaky)`` after the bias (the block's activation, fused). Returns a
+    exist). ``act``: the block's activation after the bias, fused (a leaky ReLU's slope, ReLU 0.0, "mish",
+    "swish", "logistic"; None: none). Returns a
     channels-last tensor; no gradients (run it under ``inference_mode``).
     """
 
-    def __init__(self, conv: nn.Conv2d, workspace: Workspace | None = None, leaky: float | None = None):
+    def __init__(self, conv: nn.Conv2d, workspace: Workspace | None = None, act: Activation = None):
         super().__init__()
         if not eligible(conv):
             raise ValueError(f"Winograd needs a 3x3 stride-1 padding-1 conv, got {conv}")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.leaky = leaky  # the negative slope of a leaky ReLU applied after the bias (None: no activation)
+        self.act = act  # the activation after the bias (None: none)
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
         # Not persistent: a model's state dict keeps its convs' names and is never changed by this module.
         # The conv's own tensors, not copies (it is replaced by this module; copying cost start-up time).
@@ -240,7 +251,7 @@ class WinogradConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         tiles = ", ".join(f"F({m}x{m}, 3x3)" for m in self.tiles) or "tile size chosen per input shape"
-        act = "" if self.leaky is None else f", leaky_relu({self.leaky:g}) fused"
+        act = "" if self.act is None else f", {activation_name(self.act)} fused"
         return f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3), {tiles}{act}"
 
     def _prepare(self, m: int, packed: bool) -> None:
@@ -272,7 +283,7 @@ class WinogradConv2d(nn.Module):
         winograd_native.input_transform(lib, x, v, m, threads)  # [a^2, T, C_in]
         gemm_native.bmm(gemm, v, u, prod, threads)  # [a^2, T, C_out]: the 36 (or 16) products
         out = torch.empty(b, h, w, co, dtype=x.dtype, device=x.device)
-        winograd_native.output_transform(lib, prod, out, self.bias, m, self.leaky, threads)
+        winograd_native.output_transform(lib, prod, out, self.bias, m, self.act, threads)
         return out
 
     def _whole(self, x: torch.Tensor, u: torch.Tensor, m: int, nh: int, nw: int, lib, threads: int) -> torch.Tensor:
@@ -288,9 +299,9 @@ class WinogradConv2d(nn.Module):
         torch.bmm(v, u, out=prod)  # [a^2, T, C_out]: the 36 (or 16) products
         if lib is not None:
             out = torch.empty(b, h, w, co, dtype=x.dtype, device=x.device)
-            winograd_native.output_transform(lib, prod, out, self.bias, m, self.leaky, threads)
+            winograd_native.output_transform(lib, prod, out, self.bias, m, self.act, threads)
             return out
-        return _output_torch(prod, self.bias, m, b, h, w, nh, nw, ws, self.leaky)
+        return _output_torch(prod, self.bias, m, b, h, w, nh, nw, ws, self.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C_in, H, W]`` (any memory format) -> ``[B, C_out, H, W]`` channels-last."""
@@ -312,28 +323,36 @@ class WinogradConv2d(nn.Module):
         return out.permute(0, 3, 1, 2)  # [B, C_out, H, W] channels-last
 
 
-def fusable_slope(module: nn.Module) -> float | None:
-    """The negative slope of a :class:`ConvBlock`'s leaky ReLU (ReLU: 0) that can run inside its conv: the
-    block has no BN left between them (folded). None otherwise."""
+def fusable_activation(module: nn.Module) -> Activation:
+    """The activation of a :class:`ConvBlock` that can run inside its conv (the block has no BN left between
+    them: folded): a leaky ReLU's slope (ReLU: 0.0), "mish", "swish" (SiLU) or "logistic"; None otherwise."""
     if not isinstance(module, ConvBlock) or module.bn is not None:
         return None
-    if isinstance(module.act, nn.LeakyReLU):
-        return float(module.act.negative_slope)
-    return 0.0 if isinstance(module.act, nn.ReLU) else None
+    act = module.act
+    if type(act) is nn.LeakyReLU:
+        return float(act.negative_slope)
+    if type(act) is nn.ReLU:
+        return 0.0
+    return {nn.Mish: "mish", nn.SiLU: "swish", nn.Sigmoid: "logistic"}.get(type(act))
+
+
+def activation_name(act: Activation) -> str:
+    """``0.1`` -> ``leaky_relu(0.1)``; a name as it is."""
+    return act if isinstance(act, str) else f"leaky_relu({act:g})"
 
 
 def use_winograd(model: nn.Module, min_channels: int = 64) -> int:
     """Swap the eligible 3x3 convs with at least ``min_channels`` inputs (fewer channels: the transforms cost
     more than they save) in every ``.conv`` attribute of ``model``'s modules for :class:`WinogradConv2d`,
-    sharing one workspace; a conv block's leaky ReLU (or ReLU) moves into the swapped conv (its ``act`` becomes
-    ``nn.Identity``). Returns how many were swapped. Inference only."""
+    sharing one workspace; a conv block's activation (leaky, ReLU, mish, swish, logistic) moves into the swapped
+    conv (its ``act`` becomes ``nn.Identity``). Returns how many were swapped. Inference only."""
     workspace, count = Workspace(), 0
     for module in list(model.modules()):  # a snapshot: the loop replaces children
         conv = getattr(module, "conv", None)
         if isinstance(conv, nn.Conv2d) and eligible(conv) and conv.in_channels >= min_channels:
-            slope = fusable_slope(module)
-            module.conv = WinogradConv2d(conv, workspace, leaky=slope)
-            if slope is not None:
+            act = fusable_activation(module)
+            module.conv = WinogradConv2d(conv, workspace, act=act)
+            if act is not None:
                 module.act = nn.Identity()
             count += 1
     return count

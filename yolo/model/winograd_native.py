@@ -6,7 +6,7 @@ each": the PyTorch path pads, copies the tiles out and multiplies by the dense `
 three passes over memory with a matrix product that MKL runs at a few GB/s. These kernels read the map once
 (zero padding by pointer, no padded copy), apply the separable transform to 8 channels at a time in registers
 (only the non-zero coefficients) and write ``V [(m+2)^2, T, C]`` for the 36 (or 16) matrix products; the output
-kernel reads ``M [(m+2)^2, T, C_out]`` and writes ``A^T . A + bias`` (and a fused leaky ReLU) straight into the
+kernel reads ``M [(m+2)^2, T, C_out]`` and writes ``A^T . A + bias`` (and the fused activation) straight into the
 channels-last output, cropping the last tiles. Work is split over tiles between ``threads`` threads (PyTorch's
 OpenMP workers, else POSIX threads).
 """
@@ -17,7 +17,7 @@ import ctypes
 
 import torch
 
-from yolo.utils.native import C_PRELUDE, load_library
+from yolo.utils.native import C_PRELUDE, Activation, act_code, load_library
 
 NAME = "winograd"
 SOURCE = C_PRELUDE + r"""
@@ -62,11 +62,11 @@ static inline __attribute__((always_inline)) void out_block_##M(const float *mk,
     _Pragma("GCC unroll 8") for (int k = 0; k < A; k++) _Pragma("GCC unroll 8") for (int l = 0; l < A; l++) mm[k][l] = ld(mk + (k * A + l) * sk, n); \
     _Pragma("GCC unroll 8") for (int p = 0; p < M; p++) _Pragma("GCC unroll 8") for (int l = 0; l < A; l++) { \
         v8 s = {0}; _Pragma("GCC unroll 8") for (int k = 0; k < A; k++) if (AT[p][k] != 0) s += AT[p][k] * mm[k][l]; t[p][l] = s; } \
-    v8 bv = ld(bias, n), sl = (v8){0} + slope, zero = {0};                                                  \
+    v8 bv = ld(bias, n);                                                                                    \
     _Pragma("GCC unroll 8") for (int p = 0; p < M; p++) _Pragma("GCC unroll 8") for (int r = 0; r < M; r++) { \
         if (!q[p][r]) continue;                                                                             \
         v8 s = bv; _Pragma("GCC unroll 8") for (int l = 0; l < A; l++) if (AT[r][l] != 0) s += AT[r][l] * t[p][l]; \
-        if (act == 1) { v8i neg = s < zero; s = (v8)(((v8i)(s * sl) & neg) | ((v8i)s & ~neg)); }                                                            \
+        s = act8(s, act, slope);                                                                            \
         st(q[p][r] + c0, s, n); }                                                                           \
 }                                                                                                           \
 static void out_tiles_##M(void *ctx, long t0, long t1, int worker) {                                              \
@@ -99,7 +99,7 @@ int winograd_input(const float *x, float *v, const float *zero, long B, long H, 
     return 0;
 }
 
-/* mprod [(m+2)^2, T, C] -> y [B, H, W, C] = A^T M A + bias, then act (0 none, 1 leaky). 0, or -1. */
+/* mprod [(m+2)^2, T, C] -> y [B, H, W, C] = A^T M A + bias, then act8(act, slope). 0, or -1. */
 int winograd_output(const float *mprod, float *y, const float *bias, long B, long H, long W, long C, int m,
                     int act, float slope, int nthreads) {
     if (m != 2 && m != 4) return -1;
@@ -132,11 +132,11 @@ def input_transform(lib: ctypes.CDLL, x: torch.Tensor, v: torch.Tensor, m: int, 
 
 
 def output_transform(lib: ctypes.CDLL, prod: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, m: int,
-                     leaky: float | None, threads: int) -> None:
+                     act: Activation, threads: int) -> None:
     """``prod [(m+2)^2, T, C_out]`` -> ``y [B, H, W, C_out]`` (float32 contiguous) = ``A^T M A + bias`` per tile,
-    then ``leaky_relu(., leaky)`` unless ``leaky`` is None."""
+    then the activation ``act`` (a leaky ReLU's slope, "mish", "swish", "logistic"; None: none)."""
     b, h, w, c = y.shape
-    act, slope = (0, 0.0) if leaky is None else (1, float(leaky))
-    if lib.winograd_output(prod.data_ptr(), y.data_ptr(), bias.data_ptr(), b, h, w, c, m, act, slope,
+    code, slope = act_code(act)
+    if lib.winograd_output(prod.data_ptr(), y.data_ptr(), bias.data_ptr(), b, h, w, c, m, code, slope,
                            threads) != 0:
         raise ValueError(f"no Winograd kernel for tile size {m}")

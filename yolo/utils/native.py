@@ -33,7 +33,8 @@ from pathlib import Path
 from yolo.utils.files import cache_dir
 
 # What every kernel source starts with: 8-float vectors (GCC/clang vector extensions: one AVX register, two
-# NEON ones), loads and stores of the first n lanes (n <= 0: none; the rest of a load is zero) and
+# NEON ones), loads and stores of the first n lanes (n <= 0: none; the rest of a load is zero), e^x and the
+# darknet activations the kernels fuse (``act8``; codes in ``ACTIVATIONS``), and
 # ``parallel``, which splits ``n`` work items into contiguous ranges over ``nthreads`` threads (at most 64, at
 # most n; each range's call is told its worker number, for per-thread scratch).
 C_PRELUDE = r"""
@@ -51,6 +52,38 @@ static inline v8 ld(const float *p, int n) {
 }
 static inline void st(float *p, v8 x, int n) {
     if (n >= CB) memcpy(p, &x, sizeof x); else if (n > 0) memcpy(p, &x, (size_t)n * sizeof(float));
+}
+
+static inline v8 sel(v8i m, v8 a, v8 b) { return (v8)(((v8i)a & m) | ((v8i)b & ~m)); }  /* m ? a : b */
+
+/* e^x of 8 floats: Cephes' expf (x = n ln2 + r, a degree-6 polynomial in r; about 1 ulp), x clamped to
+   [-87.3, 88] (the result stays a normal float) */
+static inline v8 exp8(v8 x) {
+    const v8 hi = (v8){0} + 88.0f, lo = (v8){0} - 87.3365447504f;
+    x = sel(x > hi, hi, x); x = sel(x < lo, lo, x);
+    v8i n = __builtin_convertvector(x * 1.44269504088896341f + 256.5f, v8i) - 256;  /* round(x / ln2) */
+    v8 nf = __builtin_convertvector(n, v8);
+    v8 r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+    v8 p = 1.9875691500e-4f * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f; p = p * r + 4.1665795894e-2f; p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * (v8)((n + 127) << 23);  /* times 2^n, built in the exponent bits */
+}
+
+/* darknet activations on 8 floats: 0 none, 1 leaky (slope; ReLU: 0), 2 mish, 3 swish (SiLU), 4 logistic */
+enum { ACT_NONE, ACT_LEAKY, ACT_MISH, ACT_SWISH, ACT_LOGISTIC };
+static inline v8 act8(v8 s, int act, float slope) {
+    const v8 zero = {0}, one = zero + 1.0f, twenty = zero + 20.0f, low = zero - 80.0f;
+    if (act == ACT_LEAKY) return sel(s < zero, slope * s, s);
+    if (act == ACT_MISH) {  /* x tanh(ln(1 + e^x)) = x n / (n + 2), n = e^x (e^x + 2): the ratio is 1 past
+                               x = 20; below -80, x e^x is 0 in float */
+        v8 e = exp8(sel(s > twenty, twenty, s)), n = e * (e + 2.0f);
+        return sel(s < low, zero, s * (n / (n + 2.0f)));
+    }
+    if (act == ACT_SWISH) return sel(s < low, zero, s / (one + exp8(-s)));
+    if (act == ACT_LOGISTIC) return one / (one + exp8(-s));
+    return s;
 }
 
 typedef void (*range_fn)(void *ctx, long i0, long i1, int worker);  /* worker: 0 .. nthreads-1 */
@@ -82,6 +115,8 @@ static void parallel(void *ctx, long n, int nthreads, range_fn fn) {
 #endif
 }
 """
+ACTIVATIONS = {"leaky": 1, "mish": 2, "swish": 3, "logistic": 4}  # act8's codes (0: none)
+Activation = float | str | None  # a leaky ReLU's slope (ReLU: 0.0), "mish", "swish", "logistic", or None
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread")
 # Tried in order: with OpenMP (the kernels then share PyTorch's threads, already awake), then without (POSIX
 # threads; a compiler without OpenMP support, such as Apple's clang).
@@ -89,6 +124,15 @@ EXTRA_FLAGS = (("-fopenmp",), ())
 BUILD_TIMEOUT_S = 120
 _LOCK = threading.Lock()
 _LOADED: dict[str, ctypes.CDLL | None] = {}
+
+
+def act_code(act: Activation) -> tuple[int, float]:
+    """An activation -> ``(act8's code, slope)``."""
+    if act is None:
+        return 0, 0.0
+    if isinstance(act, str):
+        return ACTIVATIONS[act], 0.0
+    return ACTIVATIONS["leaky"], float(act)
 
 
 def native_enabled() -> bool:
