@@ -262,3 +262,13 @@ def test_native_activation_after_onednn_convs(lib, activation):
         assert torch.allclose(block.double()(x.double()), want.double(), rtol=1e-5, atol=1e-6)
     leaky = _block(16, 24, 3, 1)
     assert use_native_activations(leaky) == 0 and isinstance(leaky.act, nn.LeakyReLU)  # PyTorch's is fast
+
+
+def test_only_float32_cpu_models_are_swapped(lib):
+    """A model in another dtype (or on a GPU) keeps its convs and activations: the kernels are float32 CPU."""
+    from yolo.model.native_conv import use_native_activations
+
+    model = nn.Sequential(_block(128, 64, 1, 1), ConvBlock(ConvSpec(
+        index=1, line=1, in_channels=64, filters=8, size=3, stride=1, padding=1, activation="mish"))).double()
+    assert use_native_convs(model) == 0 and use_native_activations(model) == 0
+    assert type(model[0].conv) is nn.Conv2d and type(model[1].act) is nn.Mish

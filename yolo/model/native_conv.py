@@ -74,6 +74,11 @@ class NativeConv2d(nn.Module):
         return out.permute(0, 3, 1, 2)  # [B, C_out, Ho, Wo] channels-last
 
 
+def _cpu_float32(conv: nn.Conv2d) -> bool:
+    """The kernels run float32 on CPU: a model on a GPU or in another dtype keeps its convs."""
+    return conv.weight.device.type == "cpu" and conv.weight.dtype == torch.float32
+
+
 def use_native_convs(model: nn.Module, min_channels: int = 128) -> int:
     """Swap the eligible ``nn.Conv2d`` with at least ``min_channels`` inputs in every ``.conv`` attribute of
     ``model``'s modules (the Winograd convs are left as they are) for :class:`NativeConv2d`; a conv block's
@@ -84,7 +89,7 @@ def use_native_convs(model: nn.Module, min_channels: int = 128) -> int:
     count = 0
     for module in list(model.modules()):  # a snapshot: the loop replaces children
         conv = getattr(module, "conv", None)
-        if type(conv) is nn.Conv2d and eligible(conv) and conv.in_channels >= min_channels:
+        if type(conv) is nn.Conv2d and eligible(conv) and conv.in_channels >= min_channels and _cpu_float32(conv):
             act = fusable_activation(module)
             module.conv = NativeConv2d(conv, act=act)
             if act is not None:
@@ -122,7 +127,7 @@ def use_native_activations(model: nn.Module) -> int:
     count = 0
     for module in list(model.modules()):
         act = fusable_activation(module)
-        if isinstance(act, str) and type(getattr(module, "conv", None)) is nn.Conv2d:
+        if isinstance(act, str) and type(getattr(module, "conv", None)) is nn.Conv2d and _cpu_float32(module.conv):
             module.act = NativeActivation(act)
             count += 1
     return count
