@@ -272,3 +272,25 @@ def test_only_float32_cpu_models_are_swapped(lib):
         index=1, line=1, in_channels=64, filters=8, size=3, stride=1, padding=1, activation="mish"))).double()
     assert use_native_convs(model) == 0 and use_native_activations(model) == 0
     assert type(model[0].conv) is nn.Conv2d and type(model[1].act) is nn.Mish
+
+
+@pytest.mark.parametrize("c,h,w,size,stride,pad", [(16, 20, 20, 2, 2, 1), (13, 9, 11, 2, 2, 1), (13, 9, 11, 2, 2, 0),
+                                                   (20, 13, 13, 2, 1, 1), (9, 13, 13, 5, 1, 4), (9, 13, 13, 13, 1, 12),
+                                                   (3, 7, 8, 3, 2, 1)])
+def test_native_maxpool_equals_darknet_pool(lib, c, h, w, size, stride, pad):
+    """Darknet's geometry (left pad = padding // 2, the rest right/bottom, -inf): bit-equal to MaxPoolDarknet
+    on odd sizes, stride 1 and 2, SPP's big windows; channels-last out; float64 falls back to it."""
+    from yolo.model.cfg_parser import MaxPoolSpec
+    from yolo.model.layers import MaxPoolDarknet
+    from yolo.model.native_conv import NativeMaxPool, use_native_pools
+
+    spec = MaxPoolSpec(index=0, line=1, size=size, stride=stride, padding=pad)
+    model = nn.Sequential(MaxPoolDarknet(spec))
+    x = torch.randn(2, c, h, w)
+    with torch.inference_mode():
+        want = model(x)
+        assert use_native_pools(model) == 1 and isinstance(model[0], NativeMaxPool)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            got = model(x.contiguous(memory_format=fmt))
+            assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(model(x.double()), want.double())

@@ -138,6 +138,43 @@ void activate(float *x, long n, int act, float slope, int nthreads) {
     parallel(&e, (n + 4095) / 4096, nthreads, act_range);
 }
 
+typedef struct { const float *x; float *y; long H, W, C, Ho, Wo, size, stride, left; } pool_t;
+
+static void pool_rows(void *ctx, long r0, long r1, int worker) {
+    const pool_t *p = (const pool_t *)ctx;
+    for (long r = r0; r < r1; r++) {
+        long n = r / p->Ho, oy = r % p->Ho;
+        long y0 = oy * p->stride - p->left, y1 = y0 + p->size;
+        if (y0 < 0) y0 = 0;
+        if (y1 > p->H) y1 = p->H;
+        for (long ox = 0; ox < p->Wo; ox++) {
+            long x0 = ox * p->stride - p->left, x1 = x0 + p->size;
+            if (x0 < 0) x0 = 0;
+            if (x1 > p->W) x1 = p->W;
+            float *q = p->y + ((n * p->Ho + oy) * p->Wo + ox) * p->C;
+            for (long c = 0; c < p->C; c += CB) {
+                int k = p->C - c < CB ? (int)(p->C - c) : CB;
+                v8 m = ld(p->x + ((n * p->H + y0) * p->W + x0) * p->C + c, k);
+                for (long y = y0; y < y1; y++) for (long x = (y == y0 ? x0 + 1 : x0); x < x1; x++) {
+                    v8 v = ld(p->x + ((n * p->H + y) * p->W + x) * p->C + c, k);
+                    m = sel(v > m, v, m);
+                }
+                st(q + c, m, k);
+            }
+        }
+    }
+}
+
+/* darknet's [maxpool]: x [B, H, W, C] -> y [B, Ho, Wo, C], windows of size at stride, starting `left` pixels
+   before the edge, clipped to the map (darknet pads with -inf). 0, or -1 for a window that covers nothing. */
+int maxpool(const float *x, float *y, long B, long H, long W, long C, long Ho, long Wo, long size, long stride,
+            long left, int nthreads) {
+    if (left >= size || (Ho - 1) * stride - left >= H || (Wo - 1) * stride - left >= W) return -1;
+    pool_t p = {x, y, H, W, C, Ho, Wo, size, stride, left};
+    parallel(&p, B * Ho, nthreads, pool_rows);
+    return 0;
+}
+
 /* K = taps * kt: blocks of whole taps while a tap's channels fit in KC (small C: as many taps per block as
    fit, blocks as even as possible), else one tap per block and its channels in nkb even blocks */
 static void plan(gemm_t *g, int nthreads) {
@@ -190,6 +227,8 @@ def library() -> ctypes.CDLL | None:
     if lib is not None and lib.sgemm.argtypes is None:
         lib.sgemm.argtypes = [ctypes.POINTER(_Gemm), _I]
         lib.activate.argtypes = [_P, _L, _I, ctypes.c_float, _I]
+        lib.maxpool.argtypes = [_P, _P, _L, _L, _L, _L, _L, _L, _L, _L, _L, _I]
+        lib.maxpool.restype = _I
         lib.sgemm.restype = _I
         lib.activate.restype = None
     return lib
@@ -305,3 +344,14 @@ def _agrees(lib: ctypes.CDLL) -> bool:
 def activate(lib: ctypes.CDLL, x: torch.Tensor, act: Activation, threads: int) -> None:
     """``x`` (float32, densely stored: contiguous in some memory format) = ``act(x)`` in place."""
     lib.activate(x.data_ptr(), x.numel(), *act_code(act), threads)
+
+
+def maxpool(lib: ctypes.CDLL, x: torch.Tensor, out: torch.Tensor, size: int, stride: int, left: int,
+            threads: int) -> None:
+    """Darknet's ``[maxpool]`` on channels-last maps: ``x [B, H, W, C]`` -> ``out [B, Ho, Wo, C]`` (float32
+    contiguous), each window starting ``left`` pixels before the edge and clipped to the map."""
+    b, h, w, c = x.shape
+    _, ho, wo, _ = out.shape
+    if not (x.is_contiguous() and out.is_contiguous()) or lib.maxpool(
+            x.data_ptr(), out.data_ptr(), b, h, w, c, ho, wo, size, stride, left, threads) != 0:
+        raise ValueError(f"maxpool: x {tuple(x.shape)} -> {tuple(out.shape)}, size {size} stride {stride}")

@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 
 from yolo.model.darknet import Darknet
-from yolo.model.native_conv import use_native_activations, use_native_convs
+from yolo.model.native_conv import (
+    use_native_activations,
+    use_native_convs,
+    use_native_pools,
+)
 from yolo.model.winograd import use_winograd
 
 
@@ -27,4 +31,5 @@ def prepare_for_inference(model: Darknet, device: torch.device, dtype: torch.dty
     count = use_winograd(model)
     use_native_convs(model)
     use_native_activations(model)
+    use_native_pools(model)
     return model, memory_format, count

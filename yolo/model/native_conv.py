@@ -1,7 +1,8 @@
 """The convs that Winograd does not take (1x1, strided, few input channels) as implicit matrix products in C
 (:mod:`yolo.model.gemm_native`) for float32 inference on CPU, with the block's activation fused; and the
 activations that stay outside oneDNN's convs (mish, swish, logistic) as one in-place C pass
-(:class:`NativeActivation`; PyTorch's mish is 7x slower than its leaky ReLU).
+(:class:`NativeActivation`; PyTorch's mish is 7x slower than its leaky ReLU); and darknet's max-pool
+(:class:`NativeMaxPool`).
 
 On a 2-core AVX2 EPYC, against oneDNN's direct conv plus its separate leaky ReLU (yolov3 at 416, batch 1):
 the 1x1 convs with 128 to 1024 inputs take 0.46-0.96x the time, the stride-2 3x3 convs with 128 or more
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolo.model import gemm_native
+from yolo.model.layers import MaxPoolDarknet
 from yolo.model.winograd import activation_name, apply_activation, fusable_activation
 from yolo.utils.native import Activation
 
@@ -130,4 +132,42 @@ def use_native_activations(model: nn.Module) -> int:
         if isinstance(act, str) and type(getattr(module, "conv", None)) is nn.Conv2d and _cpu_float32(module.conv):
             module.act = NativeActivation(act)
             count += 1
+    return count
+
+
+class NativeMaxPool(nn.Module):
+    """Darknet's ``[maxpool]`` (:class:`MaxPoolDarknet`'s geometry and its ``val > max`` rule) as one C pass
+    over a float32 CPU map, without the padded copy: ``[B, C, H, W] -> [B, C, H', W']`` channels-last (2.2x
+    faster on yolov3-tiny's first pool, 2.8x on SPP's 13x13 window); PyTorch's pool otherwise."""
+
+    def __init__(self, pool: MaxPoolDarknet):
+        super().__init__()
+        self.pool = pool
+
+    def extra_repr(self) -> str:
+        return f"size={self.pool.size}, stride={self.pool.stride}, padding={self.pool.padding}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lib = gemm_native.checked_library() if x.dtype == torch.float32 and x.device.type == "cpu" else None
+        if lib is None:
+            return self.pool(x)
+        b, c, h, w = x.shape
+        size, stride, padding = self.pool.size, self.pool.stride, self.pool.padding
+        out = torch.empty(b, (h + padding - size) // stride + 1, (w + padding - size) // stride + 1, c)
+        gemm_native.maxpool(lib, x.permute(0, 2, 3, 1).contiguous(), out, size, stride, padding // 2,
+                            torch.get_num_threads())
+        return out.permute(0, 3, 1, 2)  # [B, C, H', W'] channels-last
+
+
+def use_native_pools(model: nn.Module) -> int:
+    """Swap every :class:`MaxPoolDarknet` child of ``model``'s modules for :class:`NativeMaxPool` (nothing when
+    the kernel is not built). Returns how many were swapped. Inference only."""
+    if gemm_native.checked_library() is None:
+        return 0
+    count = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is MaxPoolDarknet:
+                setattr(module, name, NativeMaxPool(child))
+                count += 1
     return count
