@@ -9,7 +9,8 @@ conv needs no im2col copy (a row of tap ``(dy, dx)`` is the input pixel it cover
 padding) and a Winograd product reads ``V [T, C]`` as it is. The micro-kernel keeps a ``6 x 16`` block of
 the output in 12 vector registers (``6 x 2`` of 8 floats, GCC vector extensions: AVX/AVX2 with FMA, NEON and
 others from one source) over a block of up to 256 of ``K``; the last block adds the bias and the block's
-activation (leaky, mish, swish, logistic) before storing. Work is split over (matrix, 96-row block, column block) units between threads.
+activation (leaky, mish, swish, logistic) before storing. Work is split over (matrix, 96-row block, column
+block) units between threads.
 """
 
 from __future__ import annotations
@@ -284,7 +285,8 @@ def bmm(lib: ctypes.CDLL, a: torch.Tensor, packed: torch.Tensor, out: torch.Tens
 def conv(lib: ctypes.CDLL, x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
          kernel: tuple[int, int], stride: int, pad: int, act: Activation, threads: int) -> None:
     """``out [B, Ho, Wo, C_out]`` = conv(``x [B, H, W, C_in]``) + bias, then the activation ``act`` (a leaky
-    ReLU's slope, "mish", "swish", "logistic"; None: none); all float32 contiguous (channels-last maps, permuted); ``packed`` from :func:`pack_conv_weight`."""
+    ReLU's slope, "mish", "swish", "logistic"; None: none); all float32 contiguous (channels-last maps,
+    permuted); ``packed`` from :func:`pack_conv_weight`."""
     b, h, w, c = x.shape
     _, ho, wo, n = out.shape
     if not (x.is_contiguous() and out.is_contiguous()) or packed.shape[2] != kernel[0] * kernel[1] * c:

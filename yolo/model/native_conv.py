@@ -6,7 +6,7 @@ activations that stay outside oneDNN's convs (mish, swish, logistic) as one in-p
 
 On a 2-core AVX2 EPYC, against oneDNN's direct conv plus its separate leaky ReLU (yolov3 at 416, batch 1):
 the 1x1 convs with 128 to 1024 inputs take 0.46-0.96x the time, the stride-2 3x3 convs with 128 or more
-inputs 0.66-0.83x; with fewer input channels oneDNN stays faster, so those are left to it
+inputs 0.66-0.99x; with fewer input channels oneDNN stays faster, so those are left to it
 (:func:`use_native_convs`' ``min_channels``).
 """
 
@@ -84,8 +84,8 @@ def _cpu_float32(conv: nn.Conv2d) -> bool:
 def use_native_convs(model: nn.Module, min_channels: int = 128) -> int:
     """Swap the eligible ``nn.Conv2d`` with at least ``min_channels`` inputs in every ``.conv`` attribute of
     ``model``'s modules (the Winograd convs are left as they are) for :class:`NativeConv2d`; a conv block's
-    activation moves into it (:func:`fusable_activation`). Nothing is swapped when the kernel is not built (no compiler,
-    ``YOLO_NATIVE=0``). Returns how many were swapped. Inference only."""
+    activation moves into it (:func:`fusable_activation`). Nothing is swapped when the kernel is not built (no
+    compiler, ``YOLO_NATIVE=0``). Returns how many were swapped. Inference only."""
     if gemm_native.checked_library() is None:
         return 0
     count = 0
