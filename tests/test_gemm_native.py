@@ -176,14 +176,14 @@ def test_prepared_model_equals_the_unprepared_one(lib):
 
 
 def test_disagreeing_kernel_is_not_used():
-    gemm_native.forget()
+    native.forget_loaded()
     try:
         with mock.patch.object(gemm_native, "_agrees", lambda lib: False), warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             assert gemm_native.checked_library() is None
         assert any("disagrees" in str(x.message) for x in w)
     finally:
-        gemm_native.forget()
+        native.forget_loaded()
     assert gemm_native.checked_library() is not None
 
 

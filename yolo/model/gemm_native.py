@@ -16,17 +16,14 @@ block) units between threads.
 from __future__ import annotations
 
 import ctypes
-import threading
-import warnings
 
 import torch
 
+from yolo.utils import native
 from yolo.utils.native import C_PRELUDE, Activation, act_code, load_library
 
 NAME = "gemm"
 NR = 16  # columns per packed panel (two 8-float vectors)
-_LOCK = threading.Lock()
-_state: dict[str, ctypes.CDLL | None] = {}  # "lib": the checked library or None, once decided
 SOURCE = C_PRELUDE + r"""
 #define MR 6
 #define KC 256
@@ -303,22 +300,9 @@ def conv(lib: ctypes.CDLL, x: torch.Tensor, packed: torch.Tensor, bias: torch.Te
 def checked_library() -> ctypes.CDLL | None:
     """:func:`library` once it has been found equal to PyTorch on small awkward cases (rows and columns not
     multiples of the micro-tile, ``K`` past one block, a strided conv with padding and the fused leaky ReLU),
-    else None. Checked once per process; :func:`forget` checks again (tests)."""
-    with _LOCK:
-        if "lib" not in _state:
-            lib = library()
-            if lib is not None and not _agrees(lib):
-                warnings.warn("native matrix product disagrees with PyTorch on this machine; not using it",
-                              RuntimeWarning, stacklevel=2)
-                lib = None
-            _state["lib"] = lib
-        return _state["lib"]
-
-
-def forget() -> None:
-    """Forget the check, so that the next :func:`checked_library` loads and checks again."""
-    with _LOCK:
-        _state.clear()
+    else None. Checked once per process; :func:`yolo.utils.native.forget_loaded` checks again (tests)."""
+    return native.checked_library(NAME, library, _agrees,
+                                  "native matrix product disagrees with PyTorch on this machine; not using it")
 
 
 def _agrees(lib: ctypes.CDLL) -> bool:

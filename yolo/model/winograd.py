@@ -26,7 +26,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +33,7 @@ from torch import nn
 
 from yolo.model import gemm_native, winograd_native
 from yolo.model.layers import ConvBlock
-from yolo.utils.native import Activation
+from yolo.utils.native import Activation, checked_library, forget_loaded
 
 # (B^T, G, A^T) for F(4x4, 3x3) (points 0, +-1, +-2, inf) and F(2x2, 3x3) (points 0, +-1, inf).
 _MATRICES = {
@@ -48,8 +47,6 @@ _MATRICES = {
         ((1, 1, 1, 0), (0, 1, -1, -1))),
 }
 _PREPARE_LOCK = threading.Lock()  # the first calls of threads sharing a model must transform the weights once
-_NATIVE_LOCK = threading.Lock()
-_native_state: dict[str, object] = {}  # "lib": the checked kernels or None, once decided
 TILE_SIZES = (4, 2)
 MIN_TILES_F4 = 32  # fewer 4x4 tiles than this (batch 1 at 13x13: 16; 26x26: 49): F(2x2, 3x3), whose weights are 2.25x smaller
 
@@ -93,24 +90,14 @@ def native_kernels() -> ctypes.CDLL | None:
     """The C transform kernels (a ``ctypes.CDLL``) when built and found equal to the PyTorch path on a small
     awkward case (odd sizes, channels not a multiple of 8, both tile sizes), else None. Checked once per
     process; :func:`forget_native` checks again (tests)."""
-    with _NATIVE_LOCK:
-        if "lib" not in _native_state:
-            lib = winograd_native.library()
-            if lib is not None and not _native_agrees(lib):
-                warnings.warn("native Winograd kernels disagree with the PyTorch path on this machine; not using "
-                              "them", RuntimeWarning, stacklevel=2)
-                lib = None
-            _native_state["lib"] = lib
-        return _native_state["lib"]
+    return checked_library(winograd_native.NAME, winograd_native.library, _native_agrees,
+                           "native Winograd kernels disagree with the PyTorch path on this machine; not using them")
 
 
 def forget_native() -> None:
-    """Forget the kernels' check (and the loaded library), so the next call loads and checks them again."""
-    from yolo.utils.native import forget_loaded
-    with _NATIVE_LOCK:
-        _native_state.clear()
-        gemm_native.forget()
-        forget_loaded()
+    """Forget every native library's check (and the loaded libraries: the Winograd transforms and the matrix
+    product), so the next call loads and checks them again."""
+    forget_loaded()
 
 
 def _native_agrees(lib) -> bool:

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from yolo.utils.files import cache_dir
@@ -124,6 +125,8 @@ EXTRA_FLAGS = (("-fopenmp",), ())
 BUILD_TIMEOUT_S = 120
 _LOCK = threading.Lock()
 _LOADED: dict[str, ctypes.CDLL | None] = {}
+_CHECK_LOCK = threading.Lock()  # apart from _LOCK: a check loads the library first
+_CHECKED: dict[str, ctypes.CDLL | None] = {}  # name -> the library once found equal to PyTorch, or None
 
 
 def act_code(act: Activation) -> tuple[int, float]:
@@ -248,7 +251,23 @@ def load_library(name: str, source: str) -> ctypes.CDLL | None:
         return lib
 
 
+def checked_library(name: str, load: Callable[[], ctypes.CDLL | None], agrees: Callable[[ctypes.CDLL], bool],
+                    disagreement: str) -> ctypes.CDLL | None:
+    """``load()`` once it has been found equal to PyTorch by ``agrees(lib)``, else None (with the warning
+    ``disagreement`` when it was built but disagreed). Decided once per process per ``name``;
+    :func:`forget_loaded` decides again."""
+    with _CHECK_LOCK:
+        if name not in _CHECKED:
+            lib = load()
+            if lib is not None and not agrees(lib):
+                warnings.warn(disagreement, RuntimeWarning, stacklevel=3)
+                lib = None
+            _CHECKED[name] = lib
+        return _CHECKED[name]
+
+
 def forget_loaded() -> None:
-    """Forget the libraries loaded so far (tests: load again under other settings)."""
-    with _LOCK:
+    """Forget the libraries loaded and checked so far (tests: load and check again under other settings)."""
+    with _CHECK_LOCK, _LOCK:
+        _CHECKED.clear()
         _LOADED.clear()
