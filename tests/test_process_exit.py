@@ -107,16 +107,19 @@ FAULTS = ("import resource, sys, torch\n"
           "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
           "for _ in range(3):\n"
           "    backend(x)  # warm-up: the heap grows to the forward's peak\n"
-          "f0 = faults()\n"
-          "for _ in range(3):\n"
+          "per_forward = []\n"
+          "for _ in range(5):\n"
+          "    f0 = faults()\n"
           "    backend(x)\n"
-          "print(applied, (faults() - f0) // 3)\n")
+          "    per_forward.append(faults() - f0)\n"
+          "# the median: the heap may still grow once after the warm-ups (seen: one forward of 2,400 faults, then 0)\n"
+          "print(applied, sorted(per_forward)[2])\n")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_reuse_freed_memory_stops_the_page_faults_of_repeated_forwards():
-    """yolov3-tiny at 320, batch 8, after three warm-up forwards: by default every forward maps its larger
-    activations afresh (tens of thousands of 4 kB pages faulted in each time, measured 1.7x slower at 416 on
+    """yolov3-tiny at 320, batch 8, after three warm-up forwards (the median of the next five): by default every
+    forward maps its larger activations afresh (tens of thousands of 4 kB pages faulted in each time, measured 1.7x slower at 416 on
     2 AVX2 cores); after ``reuse_freed_memory`` it reuses the pages of the one before. ``YOLO_MALLOC=default``
     opts out."""
     runs = {}
@@ -144,10 +147,12 @@ TRAIN_FAULTS = ("import resource, sys, torch\n"
                 "    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()\n"
                 "for _ in range(4):\n"
                 "    step()  # warm-up: the heap grows to a step's peak\n"
-                "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-                "for _ in range(3):\n"
+                "per_step = []\n"
+                "for _ in range(5):\n"
+                "    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
                 "    step()\n"
-                "print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) // 3)\n")
+                "    per_step.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n"
+                "print(applied, sorted(per_step)[2])  # the median: the heap may still grow once (seen: 8,192)\n")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
