@@ -27,6 +27,7 @@ whatever else the machine runs: trust ratios measured in the same run, not absol
     python scripts/bench.py --peers-only --models yolov3-tiny,yolov3 --sizes 416
                                                     # ours vs OpenCV DNN, onnxruntime, OpenVINO; whole command
     python scripts/bench.py --startup-only          # start-up: import torch, yolo --help, a one-image detect
+    python scripts/bench.py --train-amp-only        # the shapes demo trained in float32 and with AMP: speed, mAP50
 
 --peers (``_bench_peers.py``): a batch-1 forward table of ours, OpenCV DNN, onnxruntime and OpenVINO (our own
 ONNX export) in fp32 and bf16 (bf16 only where the CPU has AVX512_BF16/AMX, else n/a; a peer that is not
@@ -61,6 +62,7 @@ from _bench_common import (  # noqa: E402
 )
 from _bench_startup import format_startup, startup_times  # noqa: E402
 from _bench_train import format_train, train_throughput  # noqa: E402
+from _bench_train_amp import amp_comparison, format_amp  # noqa: E402
 
 from yolo.model.checkpoint import load_model  # noqa: E402
 from yolo.runtime.backends import TorchBackend  # noqa: E402
@@ -195,6 +197,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--train-workers", type=int, default=None, help="default: yolo train's (RunConfig)")
     ap.add_argument("--train-data", default="data/shapes.yaml", help="dataset YAML (default: built-in shapes)")
     _add_peer_args(ap)
+    _add_train_amp_args(ap)
     ap.add_argument("--startup", action="store_true", help="also start-up: whole processes of import torch, "
                                                            "yolo --help and a one-image yolo detect")
     ap.add_argument("--startup-only", action="store_true", help="only the start-up measurement")
@@ -222,6 +225,20 @@ def _add_peer_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--peer-repeats", type=int, default=3, help="whole-command runs per side (median)")
     ap.add_argument("--peer-bf16", choices=("auto", "on", "off"), default="auto",
                     help="bf16 cells: auto = only where the CPU has AVX512_BF16/AMX (else n/a)")
+
+
+def _add_train_amp_args(ap: argparse.ArgumentParser) -> None:
+    """``--train-amp``: ``yolo train`` with AMP against float32, images/s and mAP@0.5 after the same epochs."""
+    ap.add_argument("--train-amp", action="store_true",
+                    help="also the shapes demo trained twice, float32 and AMP (bf16 on CPU, fp16 on CUDA): images/s "
+                         "of the training steps and mAP50 after the same epochs (targets: >= 1.5x, within 0.02)")
+    ap.add_argument("--train-amp-only", action="store_true", help="only --train-amp")
+    ap.add_argument("--train-amp-epochs", type=int, default=10, help="epochs of each run (default 10: the demo's)")
+    ap.add_argument("--train-amp-run", default=None, help="run YAML (default: the built-in shapes.yaml demo)")
+    ap.add_argument("--train-amp-set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides for both runs, as yolo train --set (e.g. data=shapes-mini.yaml img_size=128)")
+    ap.add_argument("--train-amp-force", action="store_true",
+                    help="run it on a CPU without AVX512_BF16/AMX too (bfloat16 emulated: slow)")
 
 
 def run_peer_part(args, tmp: Path) -> dict:
@@ -398,6 +415,9 @@ def run_inference(args, device: torch.device, tmp: Path) -> tuple[dict, list[dic
     return rates, rows
 
 
+PARTS = ("startup", "peers", "train", "train_amp")  # the parts beside the inference grid, each with --X-only
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from yolo.utils.checkpoint import atomic_write
@@ -410,15 +430,24 @@ def main(argv=None) -> int:
     result = {"machine": machine_info(device), "settings": vars(args),
               "flops_convention": "darknet: 2 x conv multiply-adds per image", "rows": [], "train": []}
     print(format_machine(result["machine"]), flush=True)
+    only = {part for part in PARTS if getattr(args, f"{part}_only")}  # --X-only: these parts and no grid
+
+    def wanted(part: str) -> bool:
+        return (getattr(args, part) or part in only) and (not only or part in only)
+
     with tempfile.TemporaryDirectory() as tmp:
-        if args.startup or args.startup_only:
+        if wanted("startup"):
             result["startup"] = startup_times(Path(tmp), args.startup_runs, args.startup_against)
             print(format_startup(result["startup"]), flush=True)
-        if not (args.train_only or args.peers_only or args.startup_only):
+        if not only:
             result["matmul_gflops"], result["rows"] = run_inference(args, device, Path(tmp))
-        if (args.peers or args.peers_only) and not args.startup_only:
+        if wanted("peers"):
             result["peers"] = run_peer_part(args, Path(tmp))
-    if (args.train or args.train_only) and not args.startup_only:
+        if wanted("train_amp"):
+            result["train_amp"] = amp_comparison(Path(tmp) / "train-amp", args.train_amp_epochs, str(device),
+                                                 args.train_amp_set, args.train_amp_run, args.train_amp_force)
+            print(format_amp(result["train_amp"]), flush=True)
+    if wanted("train"):
         for size in _list(args.train_sizes, int):
             try:
                 result["train"].append(train_throughput(size, args.train_steps, args.train_batch, args.train_workers,

@@ -195,3 +195,42 @@ def test_opencv_script_of_the_whole_command_detects_what_yolo_detect_detects(tmp
             assert torch.allclose(ours[:, 5], theirs[match, 5], atol=2e-3), txt.name
         total += len(ours)
     assert total >= 5  # the photos hold that many objects at conf 0.2
+
+
+SMALL_CFG = "[net]\nwidth=64\nheight=64\nchannels=3\n" + "".join(
+    f"[convolutional]\nbatch_normalize=1\nfilters={f}\nsize=3\nstride=2\npad=1\nactivation=leaky\n"
+    for f in (8, 16, 16, 16, 16)) + ("[convolutional]\nsize=1\nstride=1\npad=1\nfilters=30\nactivation=linear\n"
+                                     "[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses=5\nnum=3\n")
+
+
+def test_bench_train_amp_trains_both_ways_and_reads_their_results(tmp_path):
+    """``--train-amp-only``: two real ``yolo train`` runs (float32, then AMP; forced here, as this CPU may lack
+    bf16 hardware) of a five-conv model on the smallest data; each row says how it trained, its images/s is the
+    training images x epochs over its results.csv step time, and the speed-up and mAP difference are the two
+    rows'. Without ``--train-amp-force``, on a CPU with no AVX512_BF16/AMX, the part says n/a and trains nothing."""
+    from yolo.utils.device import cpu_has_fast_bf16
+
+    (tmp_path / "small.cfg").write_text(SMALL_CFG)
+    out = tmp_path / "amp.json"
+    sets = ["data=shapes-mini.yaml", f"model={tmp_path / 'small.cfg'}", "img_size=64", "workers=0"]
+    base = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--train-amp-only", "--train-amp-epochs", "1",
+            "--train-amp-set", *sets, "--json", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if not cpu_has_fast_bf16():
+        done = subprocess.run(base, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(out.read_text())["train_amp"]["skipped"].startswith("n/a (no AVX512_BF16/AMX")
+        out.unlink()
+    done = subprocess.run([*base, "--train-amp-force"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())["train_amp"]
+    assert result["epochs"] == 1 and result["overrides"] == sets
+    for side, said in (("fp32", "amp off (as set)"), ("amp", "amp on (as set)")):
+        row = result[side]
+        assert said in row["run_line"], row["run_line"]
+        assert row["epochs"] == 1 and 0 <= row["map50"] <= 1
+        assert row["images_per_s"] == pytest.approx(32 / row["train_s"])  # shapes-mini: 32 training images
+    assert result["speedup"] == pytest.approx(result["amp"]["images_per_s"] / result["fp32"]["images_per_s"])
+    assert result["map50_delta"] == pytest.approx(result["amp"]["map50"] - result["fp32"]["map50"])
+    assert "AMP speed-up" in done.stdout and "target >= 1.5x" in done.stdout
