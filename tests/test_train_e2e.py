@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+import torch
+
 from tests.helpers import ROOT
 from yolo.cli import main
 from yolo.model.checkpoint import load_model
@@ -33,9 +36,13 @@ def test_train_val_detect_on_synthetic_data(tmp_path, monkeypatch, capsys):
 
     capsys.readouterr()
     assert main(["val", "--weights", str(run / "weights" / "best.pt"), "--data", str(data), "--img-size", "96",
-                 "--json", "--no-plots"]) == 0
+                 "--batch-size", "8", "--json", "--no-plots"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert 0 <= metrics["map"] <= metrics["map50"] <= 1 and len(metrics["stats"]) == 12
+    # training's validation scores as yolo val does: best.pt's epoch row says what yolo val says of best.pt
+    best = rows[torch.load(run / "weights" / "best.pt", weights_only=True)["epoch"]]
+    for key in ("map50", "map", "precision", "recall"):
+        assert float(best[key]) == pytest.approx(metrics[key], rel=1e-4, abs=1e-6), (key, best, metrics)
 
     images = next((tmp_path / "cache").glob("shapes-*")) / "images" / "val"
     assert main(["detect", "--weights", str(run / "weights" / "best.pt"), "--source", str(images), "--img-size",

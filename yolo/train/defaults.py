@@ -53,30 +53,26 @@ def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
 
 
 def default_validate(cfg: RunConfig, data: TrainData, env: DistEnv) -> Callable | None:
-    """``validate(model, epoch) -> metrics`` over ``data.val_loader`` in letterboxed pixels (rank 0)."""
+    """``validate(model, epoch) -> metrics`` over ``data.val_loader``, scored as ``yolo val`` scores
+    (:func:`yolo.val.run.evaluate_batches`: detections mapped back to each original image and clipped to it,
+    against the split's labels), so that results.csv, best.pt and ``yolo val`` of the same weights agree (rank 0).
+    The loader's dataset must be a ``DetectionDataset`` (its index and letterbox infos); a data factory with
+    other loaders brings its own ``validate_factory``."""
     if data.val_loader is None:
         return None
     from yolo.runtime.backends import TorchBackend
-    from yolo.runtime.postprocess import non_max_suppression
-    from yolo.utils.boxes import cxcywh_to_xyxy
-    from yolo.val.evaluator import Evaluator
+    from yolo.val.run import evaluate_batches
+
+    index = getattr(data.val_loader.dataset, "index", None)
+    if index is None:
+        raise TypeError("the default validation needs a val_loader over a DetectionDataset (pass validate_factory)")
 
     @torch.no_grad()
     def validate(model, epoch: int) -> dict:
         model.eval()
         device = next(model.parameters()).device
         backend = TorchBackend(copy.deepcopy(model), device)  # as detection runs it: BN folded, Winograd on CPU
-        evaluator = Evaluator(len(data.names), data.names)
-        for batch in data.val_loader:
-            images, targets = batch[0], batch[1]
-            images = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # [B, 3, S, S]
-            h, w = images.shape[-2:]
-            preds = non_max_suppression(backend(images).cpu(), cfg.val.conf, cfg.val.iou, multi_label=True,
-                                        image_size=(h, w))  # per image [K, 6] xyxy, score, class
-            for i, pred in enumerate(preds):
-                t = targets[targets[:, 0] == i]  # [M, 6]
-                boxes = cxcywh_to_xyxy(t[:, 2:6] * torch.tensor([w, h, w, h]))  # [M, 4] pixels
-                evaluator.update(pred, boxes, t[:, 1].long())
+        evaluator, _ = evaluate_batches(backend, data.val_loader, index, cfg.val.conf, cfg.val.iou)
         return {k: v for k, v in evaluator.compute().items() if isinstance(v, (int, float))}
 
     return validate

@@ -79,14 +79,26 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     dataset = DetectionDataset(index, img_size, train=False, rect=rect, batch_size=batch_size, stride=backend.stride,
                                letterbox=letterbox)
     loader = build_loader(dataset, batch_size, train=False, workers=workers, seed=0)
-    evaluator = Evaluator(len(index.names), list(index.names))
-    row_of = {str(p): j for j, p in enumerate(index.images)}
-    times = {"pre": 0.0, "inference": 0.0, "nms": 0.0}
     batches = loader
     if progress:
         from tqdm import tqdm
 
         batches = tqdm(loader, desc=f"val {split}", unit="batch")
+    evaluator, times = evaluate_batches(backend, batches, index, conf, iou, max_det)
+    n = max(len(evaluator), 1)
+    return ValResult(evaluator.compute(), evaluator, index, {k: 1000 * v / n for k, v in times.items()}, len(evaluator))
+
+
+def evaluate_batches(backend, batches, index: DatasetIndex, conf: float = 0.001, iou: float = 0.6,
+                     max_det: int = 300) -> tuple[Evaluator, dict]:
+    """Run ``backend`` over ``batches`` of a loader of ``index`` (``images [B, 3, H, W]`` uint8, targets,
+    paths, letterbox infos, as ``DetectionDataset(train=False)`` gives them) and score the detections in the
+    original images' pixels (mapped back through each image's letterbox and clipped to the image) against the
+    index's labels: what ``yolo val`` and the trainer's validation both run.
+    -> (the Evaluator, seconds spent in ``pre`` (reading + letterbox), ``inference`` and ``nms``)."""
+    evaluator = Evaluator(len(index.names), list(index.names))
+    row_of = {str(p): j for j, p in enumerate(index.images)}
+    times = {"pre": 0.0, "inference": 0.0, "nms": 0.0}
     t0 = time.perf_counter()
     for images, _, paths, infos in batches:
         t1 = time.perf_counter()
@@ -95,7 +107,7 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
         dets = postprocess(pred.float().cpu(), infos, conf, iou, max_det=max_det, multi_label=True)  # [K, 6] each
         t3 = time.perf_counter()
         for det, path, info in zip(dets, paths, infos):
-            j = row_of[path]
+            j = row_of[str(path)]
             boxes, classes = _pixels(index.labels[j], info.shape)
             crowd = index.crowd[j] if index.crowd else np.zeros((0, 5), np.float32)
             crowd_boxes, crowd_classes = _pixels(crowd, info.shape)
@@ -104,9 +116,7 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
         times["inference"] += t2 - t1
         times["nms"] += t3 - t2
         t0 = time.perf_counter()
-    n = max(len(evaluator), 1)
-    return ValResult(evaluator.compute(), evaluator, index, {k: 1000 * v / n for k, v in times.items()}, len(evaluator))
-
+    return evaluator, times
 
 def coco_files(result: ValResult) -> tuple[dict, list[dict]]:
     """(annotations dict, results list) in COCO form: the split's own image ids and category ids when it came
