@@ -145,6 +145,36 @@ def test_keyboard_interrupt_saves_last(tmp_path):
     assert ckpt["interrupted"] is True and ckpt["epoch"] == 0  # epoch 1 was under way: resume redoes it
 
 
+def test_ctrl_c_during_the_epoch_checkpoints_lets_them_finish_then_stops(tmp_path, monkeypatch):
+    """SIGINT arriving as epoch 1's last.pt is written: the write finishes (torch.save cut half-way raised a
+    RuntimeError from its zip writer: exit 1 instead of an interruption), then the run stops as interrupted
+    with last.pt at epoch 1, which resume continues from (epoch 2)."""
+    import os
+    import signal
+
+    from yolo.train import engine
+
+    saves, real_save = [], engine.save_atomic
+
+    def save_with_ctrl_c(obj, path):
+        saves.append(path.name)
+        if len(saves) == 3:  # last.pt and best.pt of epoch 0, then last.pt of epoch 1
+            os.kill(os.getpid(), signal.SIGINT)
+        real_save(obj, path)
+
+    monkeypatch.setattr(engine, "save_atomic", save_with_ctrl_c)
+    tr = toy_trainer(tmp_path, validate=lambda model, epoch: {"map50": 0.0, "map": 0.1 * (epoch + 1)})
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    assert saves[:4] == ["last.pt", "best.pt", "last.pt", "best.pt"]  # epoch 1's writes all ran
+    ckpt = load_safe(tmp_path / "run" / "weights" / "last.pt")
+    assert ckpt["interrupted"] is True and ckpt["epoch"] == 1
+    assert load_safe(tmp_path / "run" / "weights" / "best.pt")["epoch"] == 1
+    resumed = toy_trainer(tmp_path, name="run")
+    resumed.resume(tmp_path / "run" / "weights" / "last.pt")
+    assert resumed.start_epoch == 2
+
+
 def test_patience_stops_early_and_best_is_kept(tmp_path):
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.4, 0.3, 0.2, 0.1])
     cfg = toy_cfg(epochs=8, patience=2)

@@ -21,6 +21,7 @@ from torch import nn
 from yolo.train.config import RunConfig
 from yolo.train.optim import accumulate_steps, build_optimizer, set_lr
 from yolo.utils.checkpoint import load_safe, save_atomic
+from yolo.utils.interrupt import deferred_interrupt
 from yolo.utils.device import resolve_amp
 from yolo.utils.dist import DistEnv, broadcast_object, reduce_mean
 from yolo.utils.ema import ModelEMA, unwrap
@@ -116,6 +117,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.device.type == "cuda")
         self.ema = ModelEMA(self.model, cfg.ema.decay, cfg.ema.tau) if cfg.ema.enabled else None
         self.start_epoch, self.epoch, self.best_fitness, self.best_epoch = 0, 0, -math.inf, -1
+        self.finished_epoch = -1  # the last epoch whose checkpoints are written (set again by fit)
         self.meters = MeterBuffer()
         self.stop = False
 
@@ -124,6 +126,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train from ``start_epoch`` to ``cfg.epochs``; returns the last epoch's log row."""
         self.before_train()
+        self.finished_epoch = self.start_epoch - 1  # the last epoch whose checkpoints are written
         row: dict = {}
         try:
             for self.epoch in range(self.start_epoch, self.cfg.epochs):
@@ -234,8 +237,10 @@ class Trainer:
             times = {f"time/{k[:-5]}": m.total for k, m in self.meters.items() if k.endswith("_time")}  # seconds
             row = {"epoch": self.epoch, **{f"train/{k}": v for k, v in losses.items()}, **self._validate(losses),
                    "lr": self.optimizer.param_groups[0]["lr"], "time": sum(times.values()), **times}
-            self._log(row)  # the row first: a checkpoint never claims an epoch results.csv lacks (a redone
-            self._save_epoch(row)  # epoch after a kill replaces its row)
+            with deferred_interrupt():  # Ctrl-C now waits for the writes (torch.save would fail half-way)
+                self._log(row)  # the row first: a checkpoint never claims an epoch results.csv lacks (a redone
+                self._save_epoch(row)  # epoch after a kill replaces its row)
+                self.finished_epoch = self.epoch
             patience = self.cfg.patience
             self.stop = patience > 0 and self.epoch - self.best_epoch >= patience
         self.stop = broadcast_object(self.stop)
@@ -272,15 +277,16 @@ class Trainer:
             self.save(f"epoch_{self.epoch + 1}.pt")
 
     def _save_interrupted(self) -> Path:
-        """``last.pt`` with the weights as they are and the epoch counter at the last finished epoch (resume
-        redoes the interrupted one). A second Ctrl-C is ignored while it is written; the write is atomic anyway."""
+        """``last.pt`` with the weights as they are and the epoch counter at the last finished epoch, whose
+        checkpoints were written (resume redoes the interrupted one; after a Ctrl-C during an epoch's writes,
+        the next). A second Ctrl-C is ignored while it is written; the write is atomic anyway."""
         import signal
         import threading
 
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
-            return self.save("last.pt", epoch=self.epoch - 1, interrupted=True)
+            return self.save("last.pt", epoch=self.finished_epoch, interrupted=True)
         finally:
             if main:
                 signal.signal(signal.SIGINT, previous)
