@@ -256,6 +256,9 @@ def test_cli_errors_are_one_line(weights, tmp_path, capsys):
     cv2.imwrite(str(img), _bgr(64, 64))
     assert "--conf must be in [0, 1]" in _cli_error(capsys, *w, "--source", str(img), "--conf", "1.5")
     assert "--iou must be in [0, 1]" in _cli_error(capsys, *w, "--source", str(img), "--iou", "-0.1")
+    # a class the model lacks kept nothing, silently (exit 0)
+    assert "--classes 80 -1: the model has 80 classes, 0 to 79" in _cli_error(capsys, *w, "--source", str(img),
+                                                                            "--classes", "0", "80", "-1")
     assert not (tmp_path / "out").exists()  # nothing was started
     (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
     assert "cannot open video" in _cli_error(capsys, *w, "--source", str(tmp_path / "bad.mp4"))
@@ -292,6 +295,8 @@ def test_api_errors(weights):
         Detector(weights, img_size=100)
     with pytest.raises(InputError, match="--conf"):
         Detector(weights, conf=2)
+    with pytest.raises(InputError, match="the model has 80 classes"):
+        Detector(weights, classes=[80])
     with pytest.raises(InputError, match="not found"):
         Detector(weights)("/nonexistent/x.jpg")
 

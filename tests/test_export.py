@@ -157,6 +157,22 @@ def test_onnx_nms_matches_torchvision(tiny, tmp_path):
     assert len(backend(x)) == len(ref)
 
 
+def test_detect_and_val_refuse_an_nms_export_in_one_line(tiny, tmp_path, capsys):
+    """An ``--nms`` graph outputs final detections: ``yolo detect`` (which crashed with an IndexError, exit 1, and
+    left an empty run folder) and ``yolo val`` say so in one line, exit 2, and make no run folder."""
+    import cv2
+
+    out = _export(tiny, tmp_path, "--format", "onnx", "--img-size", "64", "--nms")
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((48, 64, 3), 128, np.uint8))
+    capsys.readouterr()
+    for argv in (["detect", "--source", str(tmp_path / "a.png"), "--out", str(tmp_path / "run")],
+                 ["val", "--data", "shapes-mini.yaml", "--img-size", "64", "--out", str(tmp_path / "val")]):
+        assert main([argv[0], "--weights", str(out), *argv[1:]]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(out) in err and "without --nms" in err, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "val").exists()
+
+
 def test_half_onnx(tiny, tmp_path):
     import onnxruntime as ort
 

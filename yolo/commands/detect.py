@@ -66,12 +66,12 @@ def _run_detect(args) -> int:
     run_dir = make_run_dir(args.out)  # writable, before the model is loaded
     try:
         backend = load_backend(args.weights, args.cfg, args.device, args.half, args.names, args.trust)
+        size = img_size(args.img_size, backend.stride)
+        detector = Detector(backend, img_size=size, conf=args.conf, iou=args.iou, classes=args.classes,
+                            agnostic=args.agnostic_nms, max_det=args.max_det, letterbox=args.letterbox)
     except BaseException:
         run_dir.rmdir()  # still empty: leave no trace of a run that never started
         raise
-    size = img_size(args.img_size, backend.stride)
-    detector = Detector(backend, img_size=size, conf=args.conf, iou=args.iou, classes=args.classes,
-                        agnostic=args.agnostic_nms, max_det=args.max_det, letterbox=args.letterbox)
     summary = detector.run(source, run_dir, save_txt=args.save_txt, save_json=args.save_json,
                            save_crop=args.save_crop, nosave=args.nosave, batch_size=args.batch_size,
                            progress=not args.no_progress, increment=False)

@@ -96,7 +96,15 @@ class Detector:
         self.img_size = self._size(img_size)
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.classes = None if classes is None else [int(c) for c in classes]
+        self._check_classes()
         self.agnostic = agnostic
+
+    def _check_classes(self) -> None:
+        """``InputError`` for a ``classes`` index the model does not have (it would silently keep nothing)."""
+        nc = getattr(self.backend, "num_classes", None) or len(self.backend.names or [])
+        bad = [c for c in self.classes or [] if not 0 <= c < nc] if nc else []
+        if bad:
+            raise InputError(f"--classes {' '.join(map(str, bad))}: the model has {nc} classes, 0 to {nc - 1}")
 
     def _size(self, img_size) -> tuple[int, int]:
         h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)

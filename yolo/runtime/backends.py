@@ -150,6 +150,10 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
         from yolo.runtime.exported import load_exported  # onnxruntime only when an .onnx is asked for
 
         backend = load_exported(str(weights), str(device), trust=trust)
+        if getattr(backend, "has_nms", False):
+            raise InputError("exported with --nms: its output is final detections [K, 7], not the predictions "
+                             "[B, N, 5+C] that detect and val filter themselves; export it again without --nms",
+                             str(weights))
     else:
         names_file = names if isinstance(names, (str, Path)) else None
         backend = TorchBackend(load_model(weights, cfg=cfg, names=names_file), device, half)
