@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -218,10 +219,12 @@ def test_run_folders_increment_nosave_and_unreadable(detector, folder, tmp_path)
     for p in sorted(folder.glob("*.png"))[:2]:
         (src / p.name).write_bytes(p.read_bytes())
     (src / "broken.jpg").write_bytes(b"not a jpeg")
+    (src / "broken.mp4").write_bytes(b"not a video either")  # skipped and counted too, not the end of the run
     first = detector.run(src, out=tmp_path / "runs" / "exp", progress=False)
     second = detector.run(src, out=tmp_path / "runs" / "exp", nosave=True, save_crop=True, progress=False)
     assert first["run_dir"].endswith("exp") and second["run_dir"].endswith("exp2")
-    assert first["images"] == 2 and first["unreadable"] == 1 and first["unreadable_files"][0].endswith("broken.jpg")
+    assert first["images"] == 2 and first["unreadable"] == 2
+    assert [Path(p).name for p in first["unreadable_files"]] == ["broken.jpg", "broken.mp4"]
     assert sorted(p.name for p in (tmp_path / "runs" / "exp").iterdir()) == ["im0.png", "im1.png"]
     exp2 = tmp_path / "runs" / "exp2"
     assert not list(exp2.glob("*.png")) and not list(exp2.glob("*.jpg"))  # --nosave: no annotated images

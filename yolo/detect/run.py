@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from yolo.detect.sources import Frame, Prefetcher, Source
+from yolo.detect.sources import VIDEO_SUFFIXES, Frame, Prefetcher, Source
 from yolo.detect.writers import RunWriter, prepare_dir
 from yolo.errors import InputError
 from yolo.runtime.preprocess import letterbox_images, to_input
@@ -31,7 +31,8 @@ class _Stats:
         self.unreadable += 1
         if len(self.bad_files) < MAX_LISTED_UNREADABLE:
             self.bad_files.append(frame.path)
-        print(f"warning: {frame.path}: cannot read this image, skipped", file=sys.stderr)
+        what = "open this video" if Path(frame.path).suffix.lower() in VIDEO_SUFFIXES else "read this image"
+        print(f"warning: {frame.path}: cannot {what}, skipped", file=sys.stderr)
 
     def summary(self, run_dir: Path, writer: RunWriter, names: list[str]) -> dict:
         n = max(self.images, 1)

@@ -85,8 +85,10 @@ def _is_media(p: Path) -> bool:
 class Source:
     """An iterable of :class:`Frame` s. ``Source("0")`` is camera 0; ``"rtsp://..."`` a stream;
     a folder, glob or ``.txt`` list expands to files (images and videos, sorted); otherwise one file.
-    Missing sources, empty folders and video files, cameras and streams OpenCV cannot open are
-    ``InputError`` s raised here, before any work (a live source's capture is kept for the first pass)."""
+    Missing sources, empty folders, and a video file, camera or stream OpenCV cannot open given as the source
+    itself are ``InputError`` s raised here, before any work (a live source's capture is kept for the first
+    pass). Among the files of a folder, glob or list, a video that cannot be opened is one unreadable frame
+    (``image`` None: the detect loop counts and names it), as an undecodable image is."""
 
     def __init__(self, source: str | Path | int):
         text = str(source)
@@ -95,14 +97,23 @@ class Source:
         self.url = text if "://" in text else None
         self.files: list[Path] = []
         self.video_frames: dict[Path, int] = {}  # frame count each video file reports (0: unknown)
+        self.unopened: set[Path] = set()  # videos of a folder, glob or list that OpenCV cannot open
         self._capture: cv2.VideoCapture | None = None  # a live source, opened here so failing to is an error now
         if self.is_live:
             self._capture = open_video(self.camera if self.camera is not None else self.url)
         else:
             self.files = self._expand(text)
-            for p in self.files:  # a video that cannot be opened fails here, before any work
+            single = self.files == [Path(text)]
+            for p in self.files:  # the video named as the source fails here, before any work
                 if p.suffix.lower() in VIDEO_SUFFIXES:
-                    cap = open_video(str(p))
+                    try:
+                        cap = open_video(str(p))
+                    except InputError:
+                        if single:
+                            raise
+                        self.unopened.add(p)
+                        self.video_frames[p] = 1  # counted as one unreadable file
+                        continue
                     self.video_frames[p] = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
                     cap.release()
 
@@ -141,7 +152,9 @@ class Source:
             yield from _video_frames(self.camera if self.camera is not None else self.url, self.text, cap)
             return
         for p in self.files:
-            if p.suffix.lower() in VIDEO_SUFFIXES:
+            if p in self.unopened:
+                yield Frame(str(p), None)
+            elif p.suffix.lower() in VIDEO_SUFFIXES:
                 yield from _video_frames(str(p), str(p))
             else:
                 yield Frame(str(p), _read_bgr_or_none(p))
