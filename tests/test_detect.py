@@ -213,6 +213,29 @@ def test_video_in_video_out(detector, tmp_path):
     assert all(r["file_name"] == "clip.avi" and 0 <= r["frame"] < 10 for r in results)
 
 
+def test_no_output_replaces_another(detector, tmp_path):
+    """An image named like a video's frame (``clip_2.png`` beside ``clip.avi``) keeps its own label file and
+    annotated image, and a file's suffix keeps its case (``C.JPG``)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    vw = cv2.VideoWriter(str(src / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 128))
+    for i in range(4):
+        vw.write(_bgr(128, 160, shift=i * 9))
+    vw.release()
+    cv2.imwrite(str(src / "clip_2.png"), _bgr(96, 128, shift=50))  # sorted after clip.avi
+    cv2.imwrite(str(src / "C.JPG"), _bgr(96, 128, shift=70))
+    summary = detector.run(src, out=tmp_path / "exp", save_txt=True, progress=False, batch_size=1)
+    assert summary["images"] == 6
+    labels = sorted(p.name for p in (tmp_path / "exp" / "labels").glob("*.txt"))
+    assert labels == ["C.txt", "clip_0.txt", "clip_1.txt", "clip_2.txt", "clip_2_2.txt", "clip_3.txt"]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir() if p.is_file()) == ["C.JPG", "clip.mp4",
+                                                                                   "clip_2_2.png"]
+    alone = detector.run(src / "clip_2.png", out=tmp_path / "alone", save_txt=True, progress=False, batch_size=1)
+    assert alone["images"] == 1
+    assert (tmp_path / "exp" / "labels" / "clip_2_2.txt").read_text() == \
+        (tmp_path / "alone" / "labels" / "clip_2.txt").read_text()
+
+
 def test_run_folders_increment_nosave_and_unreadable(detector, folder, tmp_path):
     src = tmp_path / "src"
     src.mkdir()

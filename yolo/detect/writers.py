@@ -96,15 +96,20 @@ class RunWriter:
             self._close_video()
             self.video_source = frame.path
             self.video_stem = unique_name(self.used, self._stem(frame))
-        stem = f"{self.video_stem}_{frame.index}" if frame.is_video else unique_name(self.used, self._stem(frame))
+        if not frame.is_video:
+            stem = unique_name(self.used, self._stem(frame))
+        elif frame.is_live:  # the only source of the run: no other name to meet (and no set growing forever)
+            stem = f"{self.video_stem}_{frame.index}"
+        else:  # a video file's frame may meet an image's name (clip.avi frame 2 and clip_2.png)
+            stem = unique_name(self.used, f"{self.video_stem}_{frame.index}")
         rows = det.tensor().numpy()  # [K, 6]
         if self.save_img:
             drawn = draw_detections(frame.image, rows, self.names)
             if frame.is_video:
                 self._video_frame(frame, drawn)
             else:
-                suffix = Path(frame.path).suffix.lower()
-                _write_image(self.dir / f"{stem}{suffix if suffix in SAVE_SUFFIXES else '.jpg'}", drawn)
+                suffix = Path(frame.path).suffix  # as the file has it (C.JPG stays C.JPG)
+                _write_image(self.dir / f"{stem}{suffix if suffix.lower() in SAVE_SUFFIXES else '.jpg'}", drawn)
         if self.save_txt:
             _write_text(self.dir / "labels" / f"{stem}.txt", det.to_txt())
         if self.json is not None:
