@@ -64,6 +64,23 @@ def test_bad_values_are_input_errors(item, message):
         load_run_config(None, [item])
 
 
+def test_range_errors_name_where_the_value_was_set(tmp_path):
+    """A value out of range names the --set item that gave it, or its YAML file and line, never a file the user
+    did not touch (``--set epochs=-1`` on the built-in shapes.yaml run blamed shapes.yaml)."""
+    with pytest.raises(InputError) as e:
+        load_run_config("shapes.yaml", ["epochs=-1"])
+    assert str(e.value) == "--set epochs=-1: epochs must be >= 1, got -1"
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 3\nval:\n  period: 0\n")
+    with pytest.raises(InputError) as e:
+        load_run_config(path)
+    assert str(e.value).startswith(f"{path}:3: val.conf in [0, 1)")
+    with pytest.raises(InputError, match=r"^--set val.period=-2: "):
+        load_run_config(path, ["val.period=-2"])
+    cfg = load_run_config(path, ["val.period=2"])  # the file's bad value, mended on the command line
+    assert cfg.val.period == 2
+
+
 def test_bad_yaml_names_the_line(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("epochs: 3\nlr0: [0.1\n")

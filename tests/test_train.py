@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from tests.helpers import CFG
 from yolo.model.cfg_edit import set_num_classes
@@ -106,6 +107,14 @@ def test_run_writes_checkpoints_that_load_as_models(tmp_path):
     assert any(not torch.equal(last["model"][k], last["train_model"][k]) for k in last["model"])  # EMA != raw
     again = train(run_cfg(tmp_path, epochs=1), data_factory=fake_data(), progress=False, plots=False)
     assert again.name == "exp2"  # never overwritten
+
+
+def test_img_size_is_rounded_up_to_the_stride_with_a_warning(tmp_path, capsys):
+    """As detect, val, profile and export do (docs/errors.md): 70 -> 96 for a stride-32 model, said once, and
+    run.yaml holds the size trained at (it was an error without a file name)."""
+    out = train(run_cfg(tmp_path, img_size=70, epochs=1), data_factory=fake_data(), progress=False, plots=False)
+    assert "warning: img_size 70 is not a multiple of the model's stride 32; using 96" in capsys.readouterr().err
+    assert yaml.safe_load((out / "run.yaml").read_text())["img_size"] == 96
 
 
 def test_detection_resume_continues_exactly(tmp_path):

@@ -169,8 +169,12 @@ def _type_name(tp) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def _merge(obj, data, source: str, root, prefix: str) -> None:
-    """Set the fields of dataclass ``obj`` from mapping ``data`` (nested dataclasses recurse)."""
+Origins = dict[str, tuple[str, int | None]]  # dotted key -> (the file or --set item that set it, line)
+
+
+def _merge(obj, data, source: str, root, prefix: str, origins: Origins | None = None) -> None:
+    """Set the fields of dataclass ``obj`` from mapping ``data`` (nested dataclasses recurse); ``origins`` gets
+    where each key set came from."""
     if not isinstance(data, dict):
         raise InputError(f"{prefix.rstrip('.') or 'the config'} must be a mapping, got {data!r}", source,
                          _line_of(root, prefix.rstrip(".").split(".")) if prefix else None)
@@ -184,17 +188,20 @@ def _merge(obj, data, source: str, root, prefix: str) -> None:
                              source, line)
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            _merge(current, value, source, root, dotted + ".")
-        elif hints[key] is dict and isinstance(value, dict):
+            _merge(current, value, source, root, dotted + ".", origins)
+            continue
+        if hints[key] is dict and isinstance(value, dict):
             current.update(value)  # augment: keys are checked by AugmentConfig.from_dict
         else:
             setattr(obj, key, _coerce(value, hints[key], dotted, source, line))
+        if origins is not None:
+            origins[dotted] = (source, line)
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults, then the YAML file at ``path`` (or the built-in run of that name, ``shapes.yaml``), then
     ``overrides`` (``["epochs=3", "ema.decay=0.999"]``)."""
-    cfg = RunConfig()
+    cfg, origins = RunConfig(), {}
     if path is not None:
         path = resolve(path, "run")
         if not path.is_file():
@@ -207,11 +214,11 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
             mark = getattr(e, "problem_mark", None)
             raise InputError(f"invalid YAML ({getattr(e, 'problem', e)})", str(path),
                              mark.line + 1 if mark else None) from None
-        _merge(cfg, data or {}, str(path), root, "")
+        _merge(cfg, data or {}, str(path), root, "", origins)
         _resolve_paths(cfg, path)
     for item in overrides or []:
-        apply_override(cfg, item)
-    validate(cfg, str(path) if path else "--set")
+        apply_override(cfg, item, origins)
+    validate(cfg, str(path) if path else "the defaults", origins)
     return cfg
 
 
@@ -267,8 +274,9 @@ def check_paths(cfg: RunConfig) -> None:
                              "from the run YAML's folder and its parents)", str(value))
 
 
-def apply_override(cfg: RunConfig, item: str) -> None:
-    """One ``key=value`` (dotted key for nesting; value read as YAML: ``3``, ``adamw``, ``null``, ``[1, 2]``)."""
+def apply_override(cfg: RunConfig, item: str, origins: Origins | None = None) -> None:
+    """One ``key=value`` (dotted key for nesting; value read as YAML: ``3``, ``adamw``, ``null``, ``[1, 2]``);
+    ``origins`` records it as where the key came from."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise InputError(f"--set expects key=value, got {item!r}")
@@ -279,39 +287,47 @@ def apply_override(cfg: RunConfig, item: str) -> None:
     nested: dict = value
     for part in reversed(key.strip().split(".")):
         nested = {part: nested}
-    _merge(cfg, nested, f"--set {item}", None, "")
+    _merge(cfg, nested, f"--set {item}", None, "", origins)
 
 
-def _check(ok: bool, message: str, source: str) -> None:
-    if not ok:
-        raise InputError(message, source)
+def validate(cfg: RunConfig, source: str, origins: Origins | None = None) -> None:
+    """Ranges and choices; the first problem is an ``InputError`` naming where the offending key was set (its
+    ``--set`` item, or its file and line, from ``origins``), else ``source``."""
 
+    def check(ok: bool, message: str, *keys: str) -> None:
+        if not ok:
+            found = [origins[k] for k in keys if origins and k in origins]
+            where, line = found[-1] if found else (source, None)
+            raise InputError(message, where, line)
 
-def validate(cfg: RunConfig, source: str) -> None:
-    """Ranges and choices; the first problem is an ``InputError`` naming ``source``."""
-    _check(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}", source)
-    _check(cfg.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}", source)
-    _check(cfg.loss.box_loss in BOX_LOSSES, f"loss.box_loss must be one of {BOX_LOSSES}", source)
-    _check(cfg.loss.cls_loss in CLS_LOSSES, f"loss.cls_loss must be one of {CLS_LOSSES}", source)
+    check(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}", "optimizer")
+    check(cfg.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}", "schedule")
+    check(cfg.loss.box_loss in BOX_LOSSES, f"loss.box_loss must be one of {BOX_LOSSES}", "loss.box_loss")
+    check(cfg.loss.cls_loss in CLS_LOSSES, f"loss.cls_loss must be one of {CLS_LOSSES}", "loss.cls_loss")
     for name in ("epochs", "batch_size", "img_size", "nbs"):
-        _check(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}", source)
+        check(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}", name)
     for name in ("workers", "save_period", "patience", "close_mosaic", "grad_clip", "weight_decay",
                  "warmup_epochs", "warmup_bias_lr"):
-        _check(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}", source)
-    _check(0 < cfg.ddp_timeout < float("inf"), f"ddp_timeout must be > 0 seconds, got {cfg.ddp_timeout}", source)
-    _check(cfg.lr0 > 0, f"lr0 must be > 0, got {cfg.lr0}", source)
-    _check(0 < cfg.lrf <= 1, f"lrf must be in (0, 1], got {cfg.lrf}", source)
-    _check(0 <= cfg.momentum < 1 and 0 <= cfg.warmup_momentum < 1, "momentum values must be in [0, 1)", source)
-    _check(0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)", source)
-    _check(0 < cfg.loss.ignore_thresh <= 1 and 0 < cfg.loss.iou_t <= 1,
-           "loss.ignore_thresh and loss.iou_t must be in (0, 1]", source)
-    _check(min(cfg.loss.box, cfg.loss.obj, cfg.loss.cls) >= 0, "loss gains must be >= 0", source)
-    _check(0 <= cfg.ema.decay < 1 and cfg.ema.tau > 0, "ema.decay must be in [0, 1) and ema.tau > 0", source)
-    _check(0 <= cfg.val.conf < 1 and 0 < cfg.val.iou <= 1 and cfg.val.period >= 1,
-           "val.conf in [0, 1), val.iou in (0, 1], val.period >= 1", source)
-    _check(cfg.freeze == "backbone" or (isinstance(cfg.freeze, int) and cfg.freeze >= 0),
-           f"freeze must be a layer count >= 0 or 'backbone', got {cfg.freeze!r}", source)
-    _check(cfg.cutoff is None or cfg.cutoff >= 1, "cutoff must be >= 1", source)
-    _check(not isinstance(cfg.amp, str) or cfg.amp == "auto", f"amp must be auto, true or false, got {cfg.amp!r}",
-           source)
-    _check(all(0 < m < 1 for m in cfg.step_milestones), "step_milestones are fractions of the run in (0, 1)", source)
+        check(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}", name)
+    check(0 < cfg.ddp_timeout < float("inf"), f"ddp_timeout must be > 0 seconds, got {cfg.ddp_timeout}",
+          "ddp_timeout")
+    check(cfg.lr0 > 0, f"lr0 must be > 0, got {cfg.lr0}", "lr0")
+    check(0 < cfg.lrf <= 1, f"lrf must be in (0, 1], got {cfg.lrf}", "lrf")
+    check(0 <= cfg.momentum < 1 and 0 <= cfg.warmup_momentum < 1, "momentum values must be in [0, 1)", "momentum",
+          "warmup_momentum")
+    check(0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)", "loss.label_smoothing")
+    check(0 < cfg.loss.ignore_thresh <= 1 and 0 < cfg.loss.iou_t <= 1,
+          "loss.ignore_thresh and loss.iou_t must be in (0, 1]", "loss.ignore_thresh", "loss.iou_t")
+    check(min(cfg.loss.box, cfg.loss.obj, cfg.loss.cls) >= 0, "loss gains must be >= 0", "loss.box", "loss.obj",
+          "loss.cls")
+    check(0 <= cfg.ema.decay < 1 and cfg.ema.tau > 0, "ema.decay must be in [0, 1) and ema.tau > 0", "ema.decay",
+          "ema.tau")
+    check(0 <= cfg.val.conf < 1 and 0 < cfg.val.iou <= 1 and cfg.val.period >= 1,
+          "val.conf in [0, 1), val.iou in (0, 1], val.period >= 1", "val.conf", "val.iou", "val.period")
+    check(cfg.freeze == "backbone" or (isinstance(cfg.freeze, int) and cfg.freeze >= 0),
+          f"freeze must be a layer count >= 0 or 'backbone', got {cfg.freeze!r}", "freeze")
+    check(cfg.cutoff is None or cfg.cutoff >= 1, "cutoff must be >= 1", "cutoff")
+    check(not isinstance(cfg.amp, str) or cfg.amp == "auto", f"amp must be auto, true or false, got {cfg.amp!r}",
+          "amp")
+    check(all(0 < m < 1 for m in cfg.step_milestones), "step_milestones are fractions of the run in (0, 1)",
+          "step_milestones")

@@ -234,6 +234,9 @@ def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
     fresh = None
     if env.is_main and out_dir is None:
         check_paths(cfg)  # before the run folder exists
+    if out_dir is None:
+        _round_img_size(cfg, env)  # before run.yaml is written: it holds the size trained at
+    if env.is_main and out_dir is None:
         out_dir = fresh = make_run_dir(Path(cfg.out))  # never an existing folder; proven writable
         cfg.save(out_dir / "run.yaml")
     out_dir = where["out"] = broadcast_object(out_dir)
@@ -246,6 +249,17 @@ def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
     trainer.fit()
     log(f"train: done; weights in {out_dir / 'weights'}", env)
     return out_dir
+
+
+def _round_img_size(cfg: RunConfig, env: DistEnv) -> None:
+    """``cfg.img_size`` rounded up to a multiple of the model's largest stride, with a warning (as detect, val,
+    profile and export round ``--img-size``)."""
+    stride = max(s.out_stride for s in parse_cfg(cfg.model).layers)
+    rounded = -(-cfg.img_size // stride) * stride
+    if rounded != cfg.img_size:
+        log(f"warning: img_size {cfg.img_size} is not a multiple of the model's stride {stride}; using {rounded}",
+            env)
+        cfg.img_size = rounded
 
 
 def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: bool, plots: bool, env: DistEnv,
