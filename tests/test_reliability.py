@@ -63,6 +63,8 @@ def files(tmp_path_factory):
     (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG header and nothing else")
     (d / "broken.mp4").write_bytes(b"no video here" * 20)
     (d / "notes.docx").write_bytes(b"PK\x03\x04 not media")
+    (d / "coco.names").write_text("person\nbicycle\ncar\n")  # a names file given as weights
+    (d / "photo.pt").write_bytes(cv2.imencode(".png", np.full((8, 8, 3), 9, np.uint8))[1].tobytes())
     (d / "a_file").write_text("a file, not a folder")
     (d / "shapes.yaml").write_text("synthetic: {kind: shapes, train: 8, val: 4, size: 64, seed: 1}\n"
                                    "names: [circle, rectangle, triangle, star, cross]\n")
@@ -94,6 +96,15 @@ BAD_INPUTS = [  # (issue bullet, argv, fragments the one line must hold)
      ["{d}/oversized.weights", "left over"]),
     ("absurd .weights header", ["detect", "--weights", "{d}/absurd_header.weights", "--cfg", "{tiny}", "--source",
                                 "{d}/img", "--out", "{out}"], ["{d}/absurd_header.weights"]),
+    ("not a model file", ["detect", "--weights", "{d}/coco.names", "--cfg", "{tiny}", "--source", "{d}/img",
+                          "--out", "{out}"], ["{d}/coco.names", "not a checkpoint or darknet .weights file: it is a "
+                                              "text file"]),
+    ("not a model file", ["convert-weights", "{d}/coco.names", "--cfg", "{tiny}", "-o", "{out}.pt"],
+     ["{d}/coco.names", "it is a text file"]),
+    ("not a model file", ["val", "--weights", "{d}/photo.pt", "--data", "{d}/shapes.yaml", "--out", "{out}"],
+     ["{d}/photo.pt", "it is a PNG image"]),
+    ("not a model file", ["train", "--resume", "{d}/photo.pt"], ["{d}/photo.pt", "not a PyTorch checkpoint: it is a "
+                                                                                "PNG image"]),
     ("truncated checkpoint", ["detect", "--weights", "{d}/truncated.pt", "--source", "{d}/img", "--out", "{out}"],
      ["{d}/truncated.pt", "not a readable PyTorch checkpoint"]),
     ("truncated checkpoint", ["train", "--resume", "{d}/truncated.pt"],

@@ -20,7 +20,7 @@ from yolo.model.cfg_parser import ConvSpec, parse_cfg, parse_cfg_text
 from yolo.model.darknet import Darknet
 from yolo.model.state import MatchReport, extract_state_dict, match_state
 from yolo.model.weights import DarknetHeader
-from yolo.utils.checkpoint import is_torch_file, load_checkpoint_data, save_atomic
+from yolo.utils.checkpoint import foreign_kind, is_torch_file, load_checkpoint_data, save_atomic
 from yolo.utils.names import default_names, load_names
 
 FORMAT = "yolo-toolkit"
@@ -130,6 +130,9 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
     if not path.is_file():
         raise InputError("weights file not found", str(path))
     if is_darknet_file(path):
+        kind = foreign_kind(path)
+        if kind is not None:
+            raise InputError(f"not a checkpoint or darknet .weights file: it is {kind}", str(path))
         if cfg is None:
             raise InputError("a darknet .weights file needs its cfg: pass --cfg", str(path))
         # A whole file (no cutoff) must hold every conv's tensors (read_darknet_weights checks its size first),

@@ -19,7 +19,7 @@ import torch
 
 from yolo.errors import InputError
 from yolo.model.cfg_parser import ConvSpec, ModelSpec, darknet_float_count
-from yolo.utils.checkpoint import atomic_write
+from yolo.utils.checkpoint import atomic_write, foreign_kind
 
 
 @dataclass
@@ -73,6 +73,9 @@ def read_header(path: str | Path) -> DarknetHeader:
             raise InputError(f"{len(head)} bytes is too short for a darknet .weights header (12-20 bytes)", path)
         major, minor, revision = (int(v) for v in np.frombuffer(head, dtype="<i4"))
         if major >= 1000 or minor >= 1000:
+            kind = foreign_kind(path)
+            if kind is not None:
+                raise InputError(f"not a darknet .weights file: it is {kind}", path)
             raise InputError(f"transposed darknet weights (header {major}.{minor}) are not supported", path)
         if major < 0 or minor < 0 or revision < 0:
             raise InputError(f"not a darknet .weights file (header version {major}.{minor}.{revision})", path)

@@ -48,6 +48,33 @@ def save_atomic(obj, path: str | Path) -> None:
         torch.save(obj, f)
 
 
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"BM", "a BMP image"), (b"RIFF", "a RIFF file (WebP image, AVI video)"))
+
+
+def foreign_kind(path: str | Path) -> str | None:
+    """What a file that is neither a checkpoint nor darknet weights evidently is: ``"an empty file"``, an image
+    kind, or ``"a text file"`` (its first 64 bytes printable: a darknet header's small int32s hold zero bytes);
+    None when it could be either (binary data)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "an empty file"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    text = None
+    for cut in range(min(4, len(head))):  # the 64th byte may fall inside a multi-byte character
+        try:
+            text = head[:len(head) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    if text and all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        return "a text file"
+    return None
+
+
 def is_torch_file(path: str | Path) -> bool:
     """True for files ``torch.save`` writes (a zip archive, or a legacy pickle starting with 0x80)."""
     with open(path, "rb") as f:
@@ -79,8 +106,7 @@ def load_checkpoint_data(path: str | Path) -> tuple[object, list[str]]:
     except Exception as e:  # torch raises UnpicklingError / RuntimeError with long multi-line texts
         text = str(e)
         if not ("weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text):
-            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-            raise InputError(f"not a readable PyTorch checkpoint ({first})", path) from None
+            raise _unreadable(path, text or type(e).__name__) from None
     return _load_legacy(path)
 
 
@@ -92,6 +118,13 @@ def _load_legacy(path: str) -> tuple[object, list[str]]:
     except RefusedGlobal as e:
         raise InputError(REFUSED, path) from e
     except Exception as e:
-        text = str(e).strip()
-        first = text.splitlines()[0] if text else type(e).__name__
-        raise InputError(f"not a readable PyTorch checkpoint ({first})", path) from None
+        raise _unreadable(path, str(e).strip() or type(e).__name__) from None
+
+
+def _unreadable(path: str, reason: str) -> InputError:
+    """The one-line error for a file that no loader could read: what it evidently is (text, an image; a
+    protocol-0 pickle is text too, so this is asked only after the loaders failed), else the loader's reason."""
+    kind = None if is_torch_file(path) else foreign_kind(path)
+    if kind is not None:
+        return InputError(f"not a PyTorch checkpoint: it is {kind}", path)
+    return InputError(f"not a readable PyTorch checkpoint ({reason.strip().splitlines()[0]})", path)
