@@ -205,6 +205,13 @@ def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
     assert main(["train", "--resume", str(last), "--set", "epochs=3"]) == 0  # redo epoch 1, and one more
     assert load_safe(last)["epoch"] == 2 and not (tmp_path / "runs" / "exp2").exists()
     capsys.readouterr()
+    before = last.read_bytes()
+    assert main(["train", "--resume", str(last)]) == 2  # all 3 epochs done: it said "done" and trained nothing
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing to resume: the run finished all its 3 epochs" in err
+    assert "--set epochs=13" in err and last.read_bytes() == before
+    assert main(["train", "--resume", str(last), "--set", "epochs=0"]) == 2
+    assert "--set epochs=0: epochs must be >= 1" in capsys.readouterr().err
     assert main(["train", "--cfg", str(path), "--set", "epoch=3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown key 'epoch'" in err

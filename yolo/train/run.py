@@ -334,8 +334,12 @@ def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> R
     check_resumable(ckpt, path)  # best.pt and converted .pt files: one line on how to fine-tune from them
     if "run_config" not in ckpt:
         raise InputError("not a training checkpoint (no run_config); pass it as weights instead", str(path))
-    cfg = RunConfig.from_dict(ckpt["run_config"], str(path))
+    cfg, origins = RunConfig.from_dict(ckpt["run_config"], str(path)), {}
     for item in overrides or []:
-        apply_override(cfg, item)
-    validate(cfg, "--set")
+        apply_override(cfg, item, origins)
+    validate(cfg, str(path), origins)
+    done = int(ckpt.get("epoch", -1)) + 1  # epochs finished
+    if done >= cfg.epochs:
+        raise InputError(f"nothing to resume: the run finished all its {cfg.epochs} epochs; to train on, raise "
+                         f"them (--set epochs={done + 10})", str(path))
     return cfg
