@@ -81,6 +81,14 @@ def test_error_paths(files, tmp_path, capsys):
     assert "img.json: results[4]: image_id 123456 is not in the annotations" in run(with_results(unknown_img,
                                                                                                  "img.json"))
     assert "--predictions" in _error(capsys, ["val", "--annotations", str(gt_path)])
+    for k, box in ((1, [10, 10, -5, 8]), (3, [10, float("nan"), 5, 8])):  # accepted silently before
+        odd = [dict(r) for r in results[:5]]
+        odd[k]["bbox"] = box
+        err = run(with_results(odd, f"odd{k}.json"))
+        assert f"odd{k}.json: results[{k}]: bbox [x, y, w, h] must be finite with w, h >= 0" in err, err
+    both = ["val", "--predictions", str(res_path), "--annotations", str(gt_path), "--weights", "x.pt", "--data",
+            "d.yaml"]
+    assert "two modes at once" in _error(capsys, both)  # the files were ignored before
 
 
 def test_bad_annotations_name_the_file(tmp_path):

@@ -48,6 +48,9 @@ def _run_val(args) -> int:
 
     from yolo.val.evaluator import evaluate_files
 
+    if (args.weights or args.data) and (args.predictions or args.annotations):
+        raise InputError("two modes at once: give --weights W --data DATA, or --predictions RESULTS.json "
+                         "--annotations INSTANCES.json, not both")
     if args.weights or args.data:
         return _run_val_dataset(args)
     if not args.predictions or not args.annotations:

@@ -360,6 +360,11 @@ def _dt_arrays(results: list, img_ids: np.ndarray, cat_ids: np.ndarray, path) ->
         raise InputError(_bad_result(results), path) from None
     if len(box) != len(results) or score.ndim != 1:
         raise InputError(_bad_result(results), path)
+    bad = ~np.isfinite(box).all(1) | (box[:, 2] < 0) | (box[:, 3] < 0) | ~np.isfinite(score)  # [N]
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(f"results[{i}]: bbox [x, y, w, h] must be finite with w, h >= 0 and the score finite, "
+                         f"got {results[i]['bbox']} score {results[i]['score']} ({int(bad.sum())} such entries)", path)
     img_pos, img_ok = _index_of(img_ids, img)
     cat_pos, cat_ok = _index_of(cat_ids, cat)
     for ok, what, values in ((img_ok, "image_id", img), (cat_ok, "category_id", cat)):
