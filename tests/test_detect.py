@@ -255,6 +255,42 @@ def test_run_folders_increment_nosave_and_unreadable(detector, folder, tmp_path)
     assert len(crops) == second["detections"] > 0
 
 
+def test_broken_files_give_our_warnings_only(weights, tmp_path):
+    """A folder with a truncated JPEG, a broken GIF and a broken MP4 beside a good image, through the real
+    command: one warning line naming each (the JPEG is used, the others skipped and counted), and none of
+    OpenCV's or FFmpeg's own log lines (``[ERROR:0@...] global loadsave.cpp``, ``moov atom not found``) unless
+    --verbose."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    src = tmp_path / "src"
+    src.mkdir()
+    cv2.imwrite(str(src / "good.png"), _bgr(96, 128))
+    jpeg = cv2.imencode(".jpg", _bgr(96, 128, shift=40))[1].tobytes()
+    (src / "cut.jpg").write_bytes(jpeg[:len(jpeg) * 2 // 3])
+    (src / "broken.gif").write_bytes(b"GIF89a" + bytes(10))
+    (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(40))
+    cmd = [sys.executable, "-m", "yolo", "detect", "--weights", str(weights), "--source", str(src), "--img-size",
+           "128", "--nosave", "--no-progress", "--out", str(tmp_path / "run")]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OPENCV_", "YOLO_VERBOSE"))},
+           "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "2 images" in done.stdout and "2 unreadable file(s) skipped" in done.stdout, done.stdout
+    lines = done.stderr.splitlines()
+    assert f"warning: {src / 'cut.jpg'}: truncated JPEG (no end-of-image marker); detecting on the part that " \
+           "decodes" in lines, lines
+    assert f"warning: {src / 'broken.gif'}: cannot open this video, skipped" in lines
+    assert f"warning: {src / 'broken.mp4'}: cannot open this video, skipped" in lines
+    assert not any(line.startswith("[") for line in lines), lines  # [ERROR:0@...], [mov,mp4,... @ 0x...]
+    verbose = subprocess.run([*cmd[:3], "--verbose", *cmd[3:-1], str(tmp_path / "run_v")], capture_output=True,
+                             text=True, timeout=300, env=env)
+    assert verbose.returncode == 0 and any(line.startswith("[") for line in verbose.stderr.splitlines())
+
+
 def test_increment_path_is_safe_under_concurrency(tmp_path):
     got: list = []
     threads = [threading.Thread(target=lambda: got.append(increment_path(tmp_path / "exp"))) for _ in range(8)]

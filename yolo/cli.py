@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
         parser.print_help()
         return 2
     verbose = args.verbose or os.environ.get("YOLO_VERBOSE", "") not in ("", "0")
+    if not verbose:
+        _quiet_opencv()
     try:
         code = args.run(args)
         if fast_exit and not code and args.command in FAST_EXIT:
@@ -90,6 +92,15 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
             print(f"yolo {args.command}: unexpected {type(e).__name__}: {e} (rerun with --verbose for the "
                   "traceback)", file=sys.stderr)
         return 1
+
+
+def _quiet_opencv() -> None:
+    """OpenCV's own log lines and FFmpeg's (``[ERROR:0@0.04] global loadsave.cpp ... can't read header``,
+    ``moov atom not found``) would stand beside the one-line warning or error that names the file; they are
+    off unless ``--verbose`` (or the user set ``OPENCV_LOG_LEVEL`` / ``OPENCV_FFMPEG_LOGLEVEL``). Read by OpenCV
+    when it first logs and when it first opens a video."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
 def _drop_stdout() -> None:

@@ -44,6 +44,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return size if size is not None else _decode_size(path)
 
 
+def truncated_jpeg(path: str | Path) -> bool:
+    """True for a JPEG file without its end-of-image marker (a cut download: libjpeg decodes what is there
+    and fills the rest with grey); a marker followed by appended data (motion photos) is not truncation."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return False
+            f.seek(max(0, path.stat().st_size - 64))
+            tail = f.read().rstrip(b"\x00")
+    except OSError:
+        return False
+    return not tail.endswith(b"\xff\xd9") and not _after(path, b"\xff\xda", b"\xff\xd9")
+
+
 def _after(path: Path, start: bytes, end: bytes) -> bytes:
     """Files with data after their end marker (phone 'motion photos' append a video): ``end`` returned
     when it occurs after the first ``start`` (image data) anywhere in the file, else ``b""``. Rare: only

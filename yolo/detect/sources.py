@@ -18,11 +18,13 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from yolo.data.imageinfo import truncated_jpeg
 from yolo.errors import InputError
 from yolo.utils.image import UnreadableImage, read_image, to_bgr8
 
 IMAGE_SUFFIXES = {".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".tif", ".tiff", ".pbm",
                   ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif"}
+JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts",
                   ".asf", ".3gp", ".ogv", ".gif"}
 
@@ -48,11 +50,16 @@ class Frame:
 
 
 def _read_bgr_or_none(path: Path) -> np.ndarray | None:
-    """BGR ``[H, W, 3]`` uint8, or None for a file OpenCV cannot decode (the detect loop counts and names it)."""
+    """BGR ``[H, W, 3]`` uint8, or None for a file OpenCV cannot decode (the detect loop counts and names it).
+    A truncated JPEG decodes in part (grey below the cut): it is used, with a warning naming it."""
     try:
-        return read_image(path, "bgr")
+        img = read_image(path, "bgr")
     except UnreadableImage:
         return None
+    if path.suffix.lower() in JPEG_SUFFIXES and truncated_jpeg(path):
+        print(f"warning: {path}: truncated JPEG (no end-of-image marker); detecting on the part that decodes",
+              file=sys.stderr)
+    return img
 
 
 def open_video(name: str | int) -> cv2.VideoCapture:
