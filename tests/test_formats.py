@@ -331,6 +331,21 @@ def test_cache_hit_stale_corrupt(tmp_path, monkeypatch):
     assert "read from the cache" in load_split(config, "train").report.notes[0]
 
 
+def test_cache_serves_the_data_however_it_is_named(tmp_path, monkeypatch):
+    """``d.yaml`` from its folder, then its absolute path from elsewhere: the second load is a cache hit (the
+    key held the paths as written, so switching rebuilt the cache every time) and its image paths are valid
+    from the new working folder."""
+    path = _small(tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "data")
+    first = load_split(load_data_config("d.yaml"), "train")
+    assert first.report.notes == [] and all(Path(p).is_absolute() for p in first.images)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    hit = load_split(load_data_config(str(path)), "train")
+    assert "read from the cache" in hit.report.notes[0], hit.report.notes
+    assert hit.images == first.images and all(Path(p).is_file() for p in hit.images)
+
+
 def test_cache_falls_back_to_user_dir(tmp_path, monkeypatch):
     from yolo.data import cache as cache_mod
 

@@ -22,8 +22,10 @@ TOL = 1e-3  # slack for coordinates written with rounding (1.0004 is fine, 1.01 
 
 
 def list_images(sources: list[Path], root: Path) -> list[str]:
-    """Image paths (strings: pathlib is too slow for the cached path) from folders (recursive, sorted) and
-    list files (one path per line), in source order.
+    """Absolute image paths (strings: pathlib is too slow for the cached path) from folders (recursive,
+    sorted) and list files (one path per line), in source order. Absolute, so that the label cache and the
+    index do not depend on how the data was named (``data/x.yaml`` or ``/home/me/data/x.yaml``) or on the
+    working folder.
 
     A list file's relative lines are tried against the list file's folder, then ``root``, then the
     working directory; the first that exists wins. An empty result is an ``InputError``.
@@ -31,7 +33,7 @@ def list_images(sources: list[Path], root: Path) -> list[str]:
     images: list[str] = []
     for src in sources:
         if src.is_dir():
-            found = sorted(os.path.join(d, f) for d, _, files in os.walk(src) for f in files
+            found = sorted(os.path.join(d, f) for d, _, files in os.walk(os.path.abspath(src)) for f in files
                            if f.lower().endswith(IMAGE_SUFFIXES))
         elif src.is_file():
             found = _read_list_file(src, root)
@@ -57,7 +59,7 @@ def _read_list_file(path: Path, root: Path) -> list[str]:
         if not os.path.isabs(line):
             tries = [os.path.join(b, line) for b in bases]
             line = next((t for t in tries if os.path.exists(t)), tries[0])
-        out.append(os.path.normpath(line))
+        out.append(os.path.abspath(line))  # normalized too
     return out
 
 

@@ -28,8 +28,8 @@ def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetInd
     spec = config.splits.get(split)
     if spec is None:
         raise InputError(f"no {split!r} split (this data has: {', '.join(config.splits)})", config.source)
-    if config.format == "coco":
-        files, stats = [spec.annotations, *spec.sources], None  # a changed json, added/removed image files
+    if config.format == "coco":  # a changed json, added/removed image files
+        files, stats = [os.path.abspath(p) for p in (spec.annotations, *spec.sources)], None
         images, labels = [], []
     else:
         images = list_images(spec.sources, config.root)  # strings until the index is built (speed)
@@ -37,7 +37,7 @@ def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetInd
         labels = [lab for lab, _ in resolved]
         files, stats = images + labels, [None] * len(images) + [st for _, st in resolved]
         stats[:len(images)] = map(stat_or_none, images)
-    key = cache_key(files, f"{config.format}\0{config.names}\0{[str(s) for s in spec.sources]}", stats)
+    key = cache_key(files, f"{config.format}\0{config.names}\0{[os.path.abspath(s) for s in spec.sources]}", stats)
     where = _cache_file(spec)
     note = None
     if cache:
