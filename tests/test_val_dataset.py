@@ -110,3 +110,22 @@ def test_val_errors_are_one_line(shapes, tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # no empty run folder left behind
     assert main(["val", "--weights", str(pt)]) == 2
     assert main(["val", "--weights", str(pt), "--data", str(data), "--conf", "1.5"]) == 2
+
+
+def test_fixed_size_export_is_validated_at_its_size(shapes, tmp_path, capsys):
+    """As ``yolo detect`` does: another --img-size is a warning and the export's size is used, giving what the
+    .pt gives at that size (it stopped at the first batch with exit 2); --rect cannot feed it, one line."""
+    from yolo.export import export_model
+    from yolo.val.run import validate_dataset
+
+    root, data, pt = shapes
+    onnx = tmp_path / "tiny5.onnx"
+    export_model(str(pt), "onnx", onnx, img_size=96)
+    got = validate_dataset(onnx, data, img_size=160, batch_size=4, progress=False)
+    assert "warning: this exported model takes 96x96 inputs; using that size" in capsys.readouterr().err
+    want = validate_dataset(pt, data, img_size=96, batch_size=4, progress=False)
+    assert got.metrics["map50"] == pytest.approx(want.metrics["map50"], abs=1e-3)
+    assert got.metrics["map"] == pytest.approx(want.metrics["map"], abs=1e-3)
+    assert main(["val", "--weights", str(onnx), "--data", str(data), "--rect", "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(onnx) in err and "export with --dynamic" in err

@@ -10,6 +10,7 @@ a standard COCO results file for the original ``instances_*.json``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     if nc != len(index.names):
         raise InputError(f"the model has {nc} classes, the data {len(index.names)} ({', '.join(index.names[:5])}"
                          f"{', ...' if len(index.names) > 5 else ''})", str(data))
+    img_size = _fixed_size(backend, img_size, rect, weights)
     if img_size % backend.stride:
         raise InputError(f"image size {img_size} is not a multiple of the model's stride {backend.stride}")
     letterbox = wants_letterbox(backend) if letterbox is None else bool(letterbox)
@@ -87,6 +89,20 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     evaluator, times = evaluate_batches(backend, batches, index, conf, iou, max_det)
     n = max(len(evaluator), 1)
     return ValResult(evaluator.compute(), evaluator, index, {k: 1000 * v / n for k, v in times.items()}, len(evaluator))
+
+
+def _fixed_size(backend, img_size: int, rect: bool, weights) -> int:
+    """The size to validate at: ``img_size``, or a fixed-size export's own square size (with a warning, as
+    ``yolo detect`` does); an export of a non-square size, or with ``rect``, cannot be validated."""
+    fixed = getattr(backend, "fixed_shape", None)
+    if fixed is None or (tuple(fixed) == (img_size, img_size) and not rect):
+        return img_size
+    if rect or fixed[0] != fixed[1]:
+        raise InputError(f"exported for {fixed[0]}x{fixed[1]} inputs only; validation letterboxes to a square "
+                         f"{'of --img-size' if not rect else 'per batch (--rect)'}: export with --dynamic",
+                         str(weights))
+    print(f"warning: this exported model takes {fixed[0]}x{fixed[1]} inputs; using that size", file=sys.stderr)
+    return int(fixed[0])
 
 
 def evaluate_batches(backend, batches, index: DatasetIndex, conf: float = 0.001, iou: float = 0.6,
