@@ -28,6 +28,8 @@ def test_train_val_detect_on_synthetic_data(tmp_path, monkeypatch, capsys):
         assert (run / picture).is_file(), picture
     rows = list(csv.DictReader((run / "results.csv").open()))
     assert [int(float(r["epoch"])) for r in rows] == [0, 1]  # 0-based, as the checkpoints count
+    done = f"train: done; epoch 2/2: mAP50 {float(rows[1]['map50']):.3f}, mAP50-95 {float(rows[1]['map']):.3f}"
+    assert done in capsys.readouterr().err  # the run's result, said at its end
     model = load_model(run / "weights" / "best.pt")
     assert model.names == ["circle", "rectangle", "triangle", "star", "cross"] and model.num_classes == 5
 

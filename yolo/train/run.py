@@ -246,9 +246,19 @@ def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
         if fresh is not None:  # bad model cfg, empty data, ...: a run that never started leaves no folder
             shutil.rmtree(fresh, ignore_errors=True)
         raise
-    trainer.fit()
-    log(f"train: done; weights in {out_dir / 'weights'}", env)
+    row = trainer.fit()
+    log(f"train: done{_final_metrics(row, trainer)}; weights in {out_dir / 'weights'}", env)
     return out_dir
+
+
+def _final_metrics(row: dict, trainer: Trainer) -> str:
+    """``; epoch 10/10: mAP50 0.755, mAP50-95 0.336; best.pt from epoch 9/10`` (epochs counted from 1, as the
+    progress bar counts; empty when the last epoch was not validated)."""
+    if "map50" not in row or "map" not in row:
+        return ""
+    n = trainer.cfg.epochs
+    best = f"; best.pt from epoch {trainer.best_epoch + 1}/{n}" if trainer.best_epoch >= 0 else ""
+    return f"; epoch {row['epoch'] + 1}/{n}: mAP50 {row['map50']:.3f}, mAP50-95 {row['map']:.3f}{best}"
 
 
 def _round_img_size(cfg: RunConfig, env: DistEnv) -> None:
