@@ -336,14 +336,18 @@ def test_cache_serves_the_data_however_it_is_named(tmp_path, monkeypatch):
     key held the paths as written, so switching rebuilt the cache every time) and its image paths are valid
     from the new working folder."""
     path = _small(tmp_path / "data")
-    monkeypatch.chdir(tmp_path / "data")
-    first = load_split(load_data_config("d.yaml"), "train")
-    assert first.report.notes == [] and all(Path(p).is_absolute() for p in first.images)
+    _coco(tmp_path / "data")  # a COCO split too: its cache held image paths relative to the first working folder
+    coco = _write(tmp_path / "data" / "coco.yaml", "format: coco\nval: {images: val, annotations: "
+                                                   "annotations/instances_val.json}\n")
     (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
-    hit = load_split(load_data_config(str(path)), "train")
-    assert "read from the cache" in hit.report.notes[0], hit.report.notes
-    assert hit.images == first.images and all(Path(p).is_file() for p in hit.images)
+    for yaml_file, split_name in ((path, "train"), (coco, "val")):
+        monkeypatch.chdir(tmp_path / "data")
+        first = load_split(load_data_config(yaml_file.name), split_name)
+        assert first.report.notes == [] and all(Path(p).is_absolute() for p in first.images)
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        hit = load_split(load_data_config(str(yaml_file)), split_name)
+        assert "read from the cache" in hit.report.notes[0], hit.report.notes
+        assert hit.images == first.images and all(Path(p).is_file() for p in hit.images)
 
 
 def test_cache_falls_back_to_user_dir(tmp_path, monkeypatch):

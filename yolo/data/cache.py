@@ -19,7 +19,7 @@ from yolo.data.index import DatasetIndex
 from yolo.data.report import DatasetReport
 from yolo.utils.checkpoint import atomic_write
 
-CACHE_VERSION = 2  # 2: the report names images without a label file
+CACHE_VERSION = 3  # 2: the report names images without a label file; 3: absolute paths (COCO splits too)
 
 
 def cache_key(files: list[str | Path], extra: str = "", stats: list | None = None) -> str:

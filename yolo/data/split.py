@@ -104,7 +104,8 @@ def _blank(path: str) -> bool:
 
 def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> DatasetIndex:
     report = DatasetReport(split=split, source=_describe(spec), names=list(config.names))
-    coco = read_coco(spec.sources[0], spec.annotations, report)
+    # absolute image paths: the cache key holds no working folder (a relative index would be wrong elsewhere)
+    coco = read_coco(Path(os.path.abspath(spec.sources[0])), Path(os.path.abspath(spec.annotations)), report)
     if len(coco.names) != config.nc:
         raise InputError(f"the json has {len(coco.names)} categories but the data config names {config.nc}",
                          str(spec.annotations))
