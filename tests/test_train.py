@@ -197,13 +197,20 @@ def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
     loaders = {"interrupt_at": None}
     monkeypatch.setattr(seams, "default_data", lambda cfg, env: fake_data(**loaders)(cfg, env))
     path = _cli_yaml(tmp_path)
+    start = tmp_path / "start.pt"
+    save_checkpoint(Darknet.from_cfg(mini_cfg(tmp_path)), start)
     loaders["interrupt_at"] = 1
-    assert main(["train", "--cfg", str(path), "--set", "epochs=2", "ema.tau=2"]) == 130  # Ctrl-C in epoch 1
-    last = tmp_path / "runs" / "exp" / "weights" / "last.pt"
+    assert main(["train", "--cfg", str(path), "--set", "epochs=2", "ema.tau=2", f"weights={start}"]) == 130
+    last = tmp_path / "runs" / "exp" / "weights" / "last.pt"  # (Ctrl-C in epoch 1)
     assert load_safe(last)["epoch"] == 0 and load_safe(last)["run_config"]["epochs"] == 2
+    start.unlink()  # resuming needs last.pt only (it stopped on "starting weights not found")
     loaders["interrupt_at"] = None
+    capsys.readouterr()
+    assert main(["train", "--resume", str(last), "--set", "data=other.yaml"]) == 2
+    assert "--set data=other.yaml: a resumed run keeps its data" in capsys.readouterr().err
     assert main(["train", "--resume", str(last), "--set", "epochs=3"]) == 0  # redo epoch 1, and one more
     assert load_safe(last)["epoch"] == 2 and not (tmp_path / "runs" / "exp2").exists()
+    assert yaml.safe_load((last.parent.parent / "run.yaml").read_text())["epochs"] == 3  # what was run
     capsys.readouterr()
     before = last.read_bytes()
     assert main(["train", "--resume", str(last)]) == 2  # all 3 epochs done: it said "done" and trained nothing

@@ -49,10 +49,11 @@ def log(message: str, env: DistEnv | None = None) -> None:
 # ----------------------------------------------------------------------------- model
 
 
-def build_model(cfg: RunConfig, names: list[str], env: DistEnv | None = None) -> Darknet:
+def build_model(cfg: RunConfig, names: list[str], env: DistEnv | None = None, start_weights: bool = True) -> Darknet:
     """Darknet from ``cfg.model`` with one class per name (the cfg's heads rewritten when they differ), starting
-    weights loaded and the first layers frozen as asked. The model is trained on letterboxed images, so its cfg
-    never says ``letter_box=0`` (that key is rewritten to 1)."""
+    weights loaded (unless ``start_weights`` is False: a resumed run takes every tensor from its checkpoint,
+    and its starting weights file may be gone) and the first layers frozen as asked. The model is trained on
+    letterboxed images, so its cfg never says ``letter_box=0`` (that key is rewritten to 1)."""
     spec = parse_cfg(cfg.model)
     text = spec.text
     if spec.num_classes != len(names):
@@ -65,7 +66,7 @@ def build_model(cfg: RunConfig, names: list[str], env: DistEnv | None = None) ->
         text = set_letter_box(text, True, cfg.model)
     model = Darknet(parse_cfg_text(text, cfg.model))
     model.names, model.cfg_name = list(names), Path(cfg.model).name
-    if cfg.weights:
+    if cfg.weights and start_weights:
         load_start_weights(model, cfg.weights, cfg.cutoff, spec.text, env)
     n = freeze_layers(model, cfg.freeze)
     if n:
@@ -278,7 +279,7 @@ def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
     data = (data_factory or defaults.default_data)(cfg, env)
     if env.is_main and plots and not resume:
         _plot_labels(data, out_dir / "labels.png")
-    model = build_model(cfg, data.names, env)
+    model = build_model(cfg, data.names, env, start_weights=not resume)
     validate = (validate_factory or defaults.default_validate)(cfg, data, env) if data.val_loader is not None or \
         validate_factory else None
     if validate and env.is_main and plots and data.val_loader is not None:
@@ -286,6 +287,8 @@ def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
     trainer = Trainer(cfg, detection_task(cfg, model, data, validate, env), out_dir, device, env, progress, plots)
     if resume:
         trainer.resume(resume)
+        if env.is_main:
+            cfg.save(out_dir / "run.yaml")  # with this session's --set changes (what fine-tuning recipes read)
     log(f"train: {out_dir} ({cfg.epochs} epochs, batch {cfg.batch_size} x accumulate {trainer.accumulate}, "
         f"{device}, amp {'on' if trainer.amp else 'off'} ({trainer.amp_reason}))", env)
     return trainer
@@ -336,6 +339,9 @@ def find_last_checkpoint(root: str | Path = "runs/train") -> Path:
     return found[-1]
 
 
+FIXED_ON_RESUME = ("model", "data")  # --set may change the rest of a run config when it is resumed
+
+
 def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """The run config stored in a training checkpoint, with ``--set`` overrides (e.g. more epochs) on top."""
     from yolo.train.config import apply_override, validate
@@ -348,6 +354,11 @@ def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> R
     for item in overrides or []:
         apply_override(cfg, item, origins)
     validate(cfg, str(path), origins)
+    for key in FIXED_ON_RESUME:
+        if getattr(cfg, key) != ckpt["run_config"].get(key):
+            raise InputError(f"a resumed run keeps its {key} ({ckpt['run_config'].get(key)}); to train from its "
+                             f"weights on another {key}, start a run: --cfg <run folder>/run.yaml --set "
+                             f"weights={path} {key}=...", origins[key][0])
     done = int(ckpt.get("epoch", -1)) + 1  # epochs finished
     if done >= cfg.epochs:
         raise InputError(f"nothing to resume: the run finished all its {cfg.epochs} epochs; to train on, raise "
