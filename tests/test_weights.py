@@ -99,6 +99,20 @@ def test_cutoff_backbone_file(tmp_path):
     assert (tmp_path / "c.weights").read_bytes() == src.read_bytes()
 
 
+def test_cutoff_cuts_a_whole_file_as_darknet_partial_does(tmp_path):
+    """``--cutoff 15`` of a whole yolov3-tiny.weights is the backbone file of the first 15 layers, byte for byte
+    what writing those layers gives (docs/convert.md's ``--cutoff 74`` recipe; it was refused as 'left over')."""
+    whole = tmp_path / "whole.weights"
+    write_reference_weights(whole, TINY, revision=5, seen=32013312)
+    backbone = tmp_path / "expected.conv.15"
+    write_reference_weights(backbone, TINY, revision=5, seen=32013312, cutoff=15)
+    out = tmp_path / "yolov3-tiny.conv.15"
+    assert main(["convert-weights", str(whole), "--cfg", str(TINY), "--cutoff", "15", "-o", str(out)]) == 0
+    assert out.read_bytes() == backbone.read_bytes()
+    with pytest.raises(InputError, match="runs out"):  # a cut file is still too short for more layers
+        Darknet.from_cfg(TINY).load_darknet_weights(backbone, cutoff=16)
+
+
 def test_full_model_matches_official_file_size(tmp_path):
     path = tmp_path / "t.weights"
     Darknet.from_cfg(TINY).save_darknet_weights(path)

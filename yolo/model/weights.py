@@ -109,7 +109,10 @@ def _size_error(path: str, convs: list[ConvSpec], found: int, cutoff: int | None
 
 def read_darknet_weights(path: str | Path, spec: ModelSpec, cutoff: int | None = None
                          ) -> tuple[DarknetHeader, dict[int, list[np.ndarray]]]:
-    """Read a ``.weights`` file for ``spec``: the header and, per conv layer index, arrays in file order."""
+    """Read a ``.weights`` file for ``spec``: the header and, per conv layer index, arrays in file order. With
+    ``cutoff`` only the layers before it are read, from a file of just those (a backbone such as
+    ``darknet53.conv.74``) or of the whole model (as darknet's ``partial`` cuts one); without it the file must
+    hold exactly the cfg's values."""
     path = str(path)
     if not os.path.isfile(path):
         raise InputError("darknet weights file not found", path)
@@ -119,9 +122,9 @@ def read_darknet_weights(path: str | Path, spec: ModelSpec, cutoff: int | None =
     if payload % 4:
         raise InputError(f"size {os.path.getsize(path)} is not a {header.nbytes}-byte header plus float32 values", path)
     found, need = payload // 4, sum(darknet_float_count(s) for s in convs)
-    if found != need:
+    if found < need or (found > need and cutoff is None):  # with a cutoff the file may go on (darknet's partial)
         raise _size_error(path, convs, found, cutoff)
-    flat = np.fromfile(path, dtype="<f4", offset=header.nbytes)
+    flat = np.fromfile(path, dtype="<f4", offset=header.nbytes, count=need)
     arrays, pos = {}, 0
     for s in convs:
         n, parts = s.filters, []
