@@ -104,6 +104,20 @@ def test_batch_mosaic_draws_through_the_helper(tmp_path):
     assert white(cv2.imread(str(tmp_path / "p.png"))[:256, :256]) > white(tile[0])  # "person 0.87" > "person"
 
 
+def test_boxes_that_overflowed_are_drawn_clipped_or_skipped(tmp_path):
+    """An untrained model's exp(tw) overflows: a box with infinite sides is the image's border, one with a NaN
+    corner is left out (the validation picture of a short run crashed on int(nan), losing the epoch)."""
+    img = np.full((64, 80, 3), 128, np.uint8)
+    inf, nan = float("inf"), float("nan")
+    out = draw_boxes(img, np.array([[-inf, 10, inf, 30], [nan, 5, 20, 20]]), np.array([0, 1]), labels=False, lw=1)
+    c0, c1 = class_color(0), class_color(1)
+    assert (out[10, :] == c0).all() and (out[30, :] == c0).all()  # edges across the whole width
+    assert not (out == c1).all(-1).any()  # the NaN box: not drawn
+    preds = torch.tensor([[0, 1, 0.5, 0.5, inf, 0.2, 0.9], [0, 2, nan, 0.5, 0.1, 0.1, 0.8]])  # [M, 7]
+    save_batch_image(torch.full((1, 3, 64, 64), 128, dtype=torch.uint8), preds, tmp_path / "p.jpg", ["a", "b", "c"])
+    assert cv2.imread(str(tmp_path / "p.jpg")).shape == (64, 64, 3)
+
+
 COLUMNS = ["epoch", "train/box", "train/obj", "train/cls", "train/loss", "map50", "map", "precision", "recall",
            "f1", "conf_best", "fitness", "images", "lr", "time", "time/data", "time/forward", "time/backward",
            "time/optim"]

@@ -108,15 +108,18 @@ def draw_boxes(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, scores: 
     [K]``, ``name`` without) on a copy of BGR ``img [H, W, 3]`` uint8.
 
     Rectangles with ``lw``-pixel edges (default: from the image size) centred on the rounded box edges, which
-    are clipped to the image so edges on its far border stay visible. ``color`` forces one colour (default: per class). The
-    first box is drawn last, so it ends on top.
+    are clipped to the image so edges on its far border stay visible (an infinite edge too: an untrained
+    model's exp(tw) overflows; a box with a NaN coordinate is not drawn). ``color`` forces one colour (default:
+    per class). The first box is drawn last, so it ends on top.
     """
     out = np.ascontiguousarray(img).copy()
     lw = lw or line_width(out.shape)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    boxes = np.clip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), -1e9, 1e9)  # +-inf -> far outside
     classes = np.asarray(classes).reshape(-1).astype(int)
     h, w = out.shape[:2]
     for i in range(len(boxes) - 1, -1, -1):
+        if np.isnan(boxes[i]).any():
+            continue
         c = color or class_color(classes[i])
         x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
         p1 = (min(max(x1, 0), w - 1), min(max(y1, 0), h - 1))
