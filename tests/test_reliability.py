@@ -64,6 +64,8 @@ def files(tmp_path_factory):
     (d / "broken.mp4").write_bytes(b"no video here" * 20)
     (d / "notes.docx").write_bytes(b"PK\x03\x04 not media")
     (d / "coco.names").write_text("person\nbicycle\ncar\n")  # a names file given as weights
+    (d / "tiny.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")  # suffixes are enough: refused before reading
+    (d / "tiny.torchscript").write_bytes(b"PK\x03\x04 a zip")
     (d / "photo.pt").write_bytes(cv2.imencode(".png", np.full((8, 8, 3), 9, np.uint8))[1].tobytes())
     (d / "a_file").write_text("a file, not a folder")
     (d / "shapes.yaml").write_text("synthetic: {kind: shapes, train: 8, val: 4, size: 64, seed: 1}\n"
@@ -105,6 +107,10 @@ BAD_INPUTS = [  # (issue bullet, argv, fragments the one line must hold)
      ["{d}/photo.pt", "it is a PNG image"]),
     ("not a model file", ["train", "--resume", "{d}/photo.pt"], ["{d}/photo.pt", "not a PyTorch checkpoint: it is a "
                                                                                 "PNG image"]),
+    ("an export where weights are read", ["profile", "--weights", "{d}/tiny.onnx", "--runs", "0"],
+     ["{d}/tiny.onnx", "an exported model (onnx)"]),
+    ("an export where weights are read", ["convert-weights", "{d}/tiny.torchscript", "-o", "{out}.weights"],
+     ["{d}/tiny.torchscript", "give the .pt or .weights it was exported from"]),
     ("truncated checkpoint", ["detect", "--weights", "{d}/truncated.pt", "--source", "{d}/img", "--out", "{out}"],
      ["{d}/truncated.pt", "not a readable PyTorch checkpoint"]),
     ("truncated checkpoint", ["train", "--resume", "{d}/truncated.pt"],

@@ -120,6 +120,15 @@ def model_from_state(obj, source: str, cfg: str | Path | None = None, bn_eps: fl
     return model, report
 
 
+def refuse_exported(path: str | Path) -> None:
+    """``InputError`` for an ``.onnx`` / ``.torchscript`` file where a model's weights are read (read as darknet
+    weights or a foreign checkpoint, they gave absurd errors)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".onnx", ".torchscript"):
+        raise InputError(f"an exported model ({suffix[1:]}) runs in yolo detect and val; here give the .pt or "
+                         ".weights it was exported from", str(path))
+
+
 def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Path | None = None,
                cutoff: int | None = None, bn_eps: float | None = None) -> Darknet:
     """Load our ``.pt``, another toolkit's checkpoint (with ``cfg``) or a darknet ``.weights`` (with ``cfg``).
@@ -129,6 +138,7 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
     path = Path(path)
     if not path.is_file():
         raise InputError("weights file not found", str(path))
+    refuse_exported(path)
     if is_darknet_file(path):
         kind = foreign_kind(path)
         if kind is not None:

@@ -16,6 +16,7 @@ from yolo.model.checkpoint import (
     is_darknet_file,
     load_checkpoint,
     load_model,
+    refuse_exported,
     save_checkpoint,
 )
 from yolo.model.darknet import Darknet
@@ -58,6 +59,7 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
     src = Path(src)
     if not src.is_file():
         raise InputError("input file not found", str(src))
+    refuse_exported(src)
     darknet = is_darknet_file(src)
     out = Path(out) if out is not None else default_output(src, darknet)
     if not writes_darknet(out) and out.suffix.lower() not in CHECKPOINT_SUFFIXES:
