@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from tests.helpers import CFG
+from yolo.errors import InputError
 from yolo.model.cfg_edit import set_num_classes
 from yolo.model.cfg_parser import parse_cfg_text
 from yolo.model.checkpoint import load_model, save_checkpoint
@@ -181,6 +182,9 @@ def test_freeze_backbone_is_the_shared_trunk_and_stays_put(tmp_path):
     opt.step()
     for k, v in frozen.items():
         assert torch.equal(v, model.state_dict()[k]), k
+    build_model(run_cfg(tmp_path, str(CFG / "yolov3-tiny.cfg"), freeze=22), NAMES)  # layer 22: the last conv
+    with pytest.raises(InputError, match=r"freeze=23 leaves nothing to train: .* layer 22 of 24 .*'backbone': 14"):
+        build_model(run_cfg(tmp_path, str(CFG / "yolov3-tiny.cfg"), freeze=23), NAMES)  # was: an empty optimizer
 
 
 def _cli_yaml(tmp_path):

@@ -115,8 +115,14 @@ def backbone_layers(model: Darknet) -> int:
 
 
 def freeze_layers(model: Darknet, freeze: int | str) -> int:
-    """Stop gradients into the first ``freeze`` layers (``"backbone"``: the shared trunk); returns the count."""
+    """Stop gradients into the first ``freeze`` layers (``"backbone"``: the shared trunk); returns the count.
+    ``InputError`` when that leaves nothing to train."""
     n = backbone_layers(model) if freeze == "backbone" else int(freeze)
+    trainable = [i for i, module in enumerate(model.module_list) if any(True for _ in module.parameters())]
+    if n and trainable and n > trainable[-1]:
+        raise InputError(f"freeze={freeze} leaves nothing to train: the model's last layer with weights is layer "
+                         f"{trainable[-1]} of {len(model.module_list)} (freeze at most {trainable[-1]}, or "
+                         f"'backbone': {backbone_layers(model)})")
     for module in list(model.module_list)[:n]:
         for p in module.parameters():
             p.requires_grad_(False)
