@@ -140,7 +140,8 @@ def test_list_file_folder_and_list_of_both(tmp_path):
         _write(tmp_path / f"labels/train/{i}.txt", f"{i} 0.5 0.5 0.1 0.2\n")
     _img(tmp_path / "extra/images/x.png")
     _write(tmp_path / "extra/images/x.txt", "1 0.5 0.5 0.1 0.2\n")  # same-folder fallback
-    _write(tmp_path / "lists/train.txt", f"../images/train/0.jpg\n\n{tmp_path / 'images/train/1.jpg'}\n")
+    _write(tmp_path / "lists/train.txt", f"../images/train/0.jpg\n\n{tmp_path / 'images/train/1.jpg'}\n"
+                                         "../images/train/gone.jpg\n")  # line 4 names no file
     _write(tmp_path / "val.txt", "images/train/2.jpg\n")  # relative to the list file's folder (= path)
     cfg = _write(tmp_path / "d.yaml", "train: lists/train.txt\nval: [val.txt, extra/images]\n"
                                       "test: images/train\nnames: {0: a, 1: b, 2: c}\nnc: 3\n")
@@ -148,6 +149,9 @@ def test_list_file_folder_and_list_of_both(tmp_path):
     assert config.names == ["a", "b", "c"] and config.root == tmp_path
     train, val, test = (load_split(config, s) for s in ("train", "val", "test"))
     assert [p.name for p in train.images] == ["0.jpg", "1.jpg"]
+    assert train.report.corrupt == 1  # it was 'corrupt image dropped: unreadable (No such file or directory)'
+    assert train.report.problems == [f"{tmp_path / 'lists/train.txt'}:4: listed image not found (dropped): "
+                                     f"{tmp_path / 'images/train/gone.jpg'}"]
     assert [lab[0, 0] for lab in train.labels] == [0, 1]
     assert [p.name for p in val.images] == ["2.jpg", "x.png"] and [lab[0, 0] for lab in val.labels] == [2, 1]
     assert len(test) == 3 and test.report.labels_found == 3

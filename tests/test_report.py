@@ -55,7 +55,7 @@ def test_data_check_cli(tmp_path, capsys):
     plot = tmp_path / "labels.png"
     assert main(["data", "check", str(data), "--plot", str(plot), "--problems", "2"]) == 0
     out = capsys.readouterr().out
-    assert "train (" in out and "val (" in out and "3 corrupt images dropped" in out and "... and" in out
+    assert "train (" in out and "val (" in out and "3 corrupt or missing images dropped" in out and "... and" in out
     assert (tmp_path / "labels_train.png").is_file() and (tmp_path / "labels_val.png").is_file()
     assert main(["data", "check", str(data), "--split", "train", "--plot", str(plot), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

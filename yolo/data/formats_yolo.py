@@ -21,14 +21,15 @@ from yolo.errors import InputError
 TOL = 1e-3  # slack for coordinates written with rounding (1.0004 is fine, 1.01 is not)
 
 
-def list_images(sources: list[Path], root: Path) -> list[str]:
+def list_images(sources: list[Path], root: Path, listed_at: dict[str, tuple[str, int]] | None = None) -> list[str]:
     """Absolute image paths (strings: pathlib is too slow for the cached path) from folders (recursive,
     sorted) and list files (one path per line), in source order. Absolute, so that the label cache and the
     index do not depend on how the data was named (``data/x.yaml`` or ``/home/me/data/x.yaml``) or on the
     working folder.
 
     A list file's relative lines are tried against the list file's folder, then ``root``, then the
-    working directory; the first that exists wins. An empty result is an ``InputError``.
+    working directory; the first that exists wins (none: the first, and ``listed_at`` gets where the line is,
+    ``{path: (list file, line)}``, for the report to name). An empty result is an ``InputError``.
     """
     images: list[str] = []
     for src in sources:
@@ -36,7 +37,7 @@ def list_images(sources: list[Path], root: Path) -> list[str]:
             found = sorted(os.path.join(d, f) for d, _, files in os.walk(os.path.abspath(src)) for f in files
                            if f.lower().endswith(IMAGE_SUFFIXES))
         elif src.is_file():
-            found = _read_list_file(src, root)
+            found = _read_list_file(src, root, listed_at)
         else:
             raise InputError("image folder or list file not found", str(src))
         if not found:
@@ -45,14 +46,14 @@ def list_images(sources: list[Path], root: Path) -> list[str]:
     return images
 
 
-def _read_list_file(path: Path, root: Path) -> list[str]:
+def _read_list_file(path: Path, root: Path, listed_at: dict[str, tuple[str, int]] | None = None) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read the image list ({e})", str(path)) from None
     out = []
     bases = [str(path.parent), str(root), os.getcwd()]
-    for line in lines:
+    for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -60,6 +61,8 @@ def _read_list_file(path: Path, root: Path) -> list[str]:
             tries = [os.path.join(b, line) for b in bases]
             line = next((t for t in tries if os.path.exists(t)), tries[0])
         out.append(os.path.abspath(line))  # normalized too
+        if listed_at is not None and not os.path.exists(line):
+            listed_at[out[-1]] = (str(path), number)
     return out
 
 

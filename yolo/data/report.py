@@ -15,7 +15,7 @@ MAX_PROBLEMS = 1000  # problems kept as text; the total is always counted
 class DatasetReport:
     """Counts of one split's reading, plus the first ``MAX_PROBLEMS`` problems as ``"file:line: message"``.
 
-    ``images`` counts usable images (corrupt ones are dropped and counted in ``corrupt``). Every label
+    ``images`` counts usable images (corrupt or missing ones are dropped and counted in ``corrupt``). Every label
     file is found, ``missing`` (no file: the image is counted as background, and named in ``no_label_files``,
     all of them, and in the problems) or ``empty`` (a file without rows: a negative image). ``bad_rows``
     counts dropped rows by kind; ``clipped`` counts boxes cut to the image.
@@ -71,7 +71,7 @@ class DatasetReport:
         total = sum(self.instances)
         lines = [f"{self.split or 'split'} ({self.source}): {self.images} images, {total} boxes in "
                  f"{len(self.names)} classes; labels {self.labels_found} found, {self.labels_missing} missing, "
-                 f"{self.labels_empty} empty; {self.corrupt} corrupt images dropped"]
+                 f"{self.labels_empty} empty; {self.corrupt} corrupt or missing images dropped"]
         dropped = sum(self.bad_rows.values())
         if dropped or self.duplicates or self.clipped or self.crowd:
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))

@@ -32,7 +32,8 @@ def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetInd
         files, stats = [os.path.abspath(p) for p in (spec.annotations, *spec.sources)], None
         images, labels = [], []
     else:
-        images = list_images(spec.sources, config.root)  # strings until the index is built (speed)
+        listed_at: dict[str, tuple[str, int]] = {}  # list-file lines naming no file
+        images = list_images(spec.sources, config.root, listed_at)  # strings until the index is built (speed)
         resolved = [resolve_label(p) for p in images]
         labels = [lab for lab, _ in resolved]
         files, stats = images + labels, [None] * len(images) + [st for _, st in resolved]
@@ -48,7 +49,7 @@ def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetInd
     if config.format == "coco":
         index = _read_coco_split(config, spec, split)
     else:
-        index = _read_yolo_split(config, spec, split, images, labels)
+        index = _read_yolo_split(config, spec, split, images, labels, listed_at)
     if cache:
         saved = save_cache(where, key, index)
         index.report.notes = [n for n in (note, None if saved else "label cache not writable; not saved") if n]
@@ -72,7 +73,7 @@ def _cache_file(spec: SplitSpec) -> Path:
 
 
 def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: list[str],
-                     label_files: list[str]) -> DatasetIndex:
+                     label_files: list[str], listed_at: dict[str, tuple[str, int]]) -> DatasetIndex:
     report = DatasetReport(split=split, source=_describe(spec), names=list(config.names))
     kept, labels, shapes = [], [], []
     for image, lab_path in zip(images, label_files):
@@ -80,7 +81,12 @@ def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: li
             shape = image_size(image)
         except CorruptImage as e:
             report.corrupt += 1
-            report.problem(f"corrupt image dropped: {e}", image)
+            if image in listed_at:  # a list file's line naming no file: say where it is listed
+                report.problem(f"listed image not found (dropped): {image}", *listed_at[image])
+            elif not os.path.exists(image):
+                report.problem("image file not found (dropped)", image)
+            else:
+                report.problem(f"corrupt image dropped: {e}", image)
             continue
         rows = parse_label_file(lab_path, config.nc, report)
         if rows is None:
@@ -119,7 +125,8 @@ def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> Dataset
 def _finish(report: DatasetReport, images: list[Path], labels: list[np.ndarray], shapes: list, config: DataConfig,
             crowd: list[np.ndarray]) -> DatasetIndex:
     if not images:
-        raise InputError(f"no usable images in the {report.split} split ({report.corrupt} corrupt)", report.source)
+        raise InputError(f"no usable images in the {report.split} split ({report.corrupt} corrupt or missing)",
+                         report.source)
     report.images = len(images)
     report.count_instances(labels)
     return DatasetIndex(images=images, labels=labels, names=list(config.names), crowd=crowd,
