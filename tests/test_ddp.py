@@ -41,6 +41,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         torch.testing.assert_close(ddp["model"][k], v, atol=1e-5, rtol=0, msg=k)
     rows = (out / "rank0" / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 4
+    single_rows = (tmp_path / "single" / "results.csv").read_text().strip().splitlines()
+    assert rows[0] == single_rows[0] and rows[0].startswith("epoch,train/mse,train/mae,")  # the parts' order
 
 
 def test_no_gloo_thread_outlives_a_failed_run(tmp_path):

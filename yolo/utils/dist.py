@@ -124,13 +124,15 @@ def is_main_process() -> bool:
 
 
 def reduce_mean(values: dict[str, float], device: torch.device | None = None) -> dict[str, float]:
-    """The mean of each value over all processes (the values themselves in a single process)."""
+    """The mean of each value over all processes (the values themselves in a single process), in the order of
+    ``values`` (reduced in sorted order, the same on every rank; results.csv's columns come from this order)."""
     if world_size() == 1 or not values:
         return dict(values)
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return {k: v / world_size() for k, v in zip(keys, t.tolist())}
+    means = dict(zip(keys, t.tolist()))
+    return {k: means[k] / world_size() for k in values}
 
 
 def all_gather_objects(obj) -> list:
