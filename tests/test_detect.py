@@ -131,6 +131,10 @@ def test_gray_rgba_and_16_bit_png(detector, tmp_path):
         assert d.shape == (150, 190), name
         torch.testing.assert_close(d.tensor(), expected.tensor(), msg=name)
     assert len(expected) > 0
+    (f,) = detector(base.astype(np.float32) / 255)  # floats in [0, 1] are the same picture
+    torch.testing.assert_close(f.tensor(), detector(base)[0].tensor())
+    with pytest.raises(InputError, match=r"float image must hold values in \[0, 1\], this one reaches 2"):
+        detector(base.astype(np.float32))  # 0-255 floats: a white picture once clipped, so no detections at all
 
 
 def test_txt_json_and_drawn_boxes_agree(detector, folder, tmp_path):

@@ -91,7 +91,7 @@ def test_broken_yolo_split_exactly(tmp_path):
     assert f"{tr / 'e.png'}: corrupt image dropped: truncated PNG" in corrupt
     assert f"{tr / 'f.jpg'}: corrupt image dropped: truncated JPEG" in corrupt
     text = r.format(max_problems=3)
-    assert "3 images, 2 boxes in 3 classes" in text and f"... and {r.problem_count - 3} more" in text
+    assert "3 images, 2 boxes in 2 of 3 classes" in text and f"... and {r.problem_count - 3} more" in text
 
 
 def _exif_jpeg(path: Path, orientation: int) -> Path:

@@ -26,7 +26,7 @@ def test_format_caps_problems_and_counts():
     r.count_instances([np.array([[0, .5, .5, .1, .1], [0, .5, .5, .2, .2]], np.float32), np.zeros((0, 5))])
     assert r.instances == [2, 0, 0] and r.bad_rows == {"class": 15} and r.problem_count == 15
     lines = r.format(max_problems=4).splitlines()
-    assert lines[0].startswith("val (x): 5 images, 2 boxes in 3 classes")
+    assert lines[0].startswith("val (x): 5 images, 2 boxes in 1 of 3 classes")  # not "in 3 classes": 2 are empty
     assert "rows dropped: 15 (class 15)" in lines[1] and "classes without boxes: b, c" in lines[2]
     assert lines[3:7] == [f"  l.txt:{i}: class {i - 1} bad (row dropped)" for i in range(1, 5)]
     assert lines[7] == "  ... and 11 more" and len(lines) == 8

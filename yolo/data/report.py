@@ -68,9 +68,9 @@ class DatasetReport:
 
     def format(self, max_problems: int = 10) -> str:
         """A compact summary: counts on a few lines, then at most ``max_problems`` problems."""
-        total = sum(self.instances)
+        total, used = sum(self.instances), sum(c > 0 for c in self.instances)
         lines = [f"{self.split or 'split'} ({self.source}): {self.images} images, {total} boxes in "
-                 f"{len(self.names)} classes; labels {self.labels_found} found, {self.labels_missing} missing, "
+                 f"{used} of {len(self.names)} classes; labels {self.labels_found} found, {self.labels_missing} missing, "
                  f"{self.labels_empty} empty; {self.corrupt} corrupt or missing images dropped"]
         dropped = sum(self.bad_rows.values())
         if dropped or self.duplicates or self.clipped or self.crowd:

@@ -29,7 +29,8 @@ EXPORTED_SUFFIXES = (".onnx", ".torchscript")
 
 class TorchBackend:
     """A ``Darknet`` on ``device``, BN folded into the convs, channels-last on CPU, in ``dtype``.
-    The network runs in ``dtype``; decoding runs in float32 (pixel coordinates need the precision).
+    The network runs in ``dtype``; decoding runs in float32 (pixel coordinates need the precision). The model
+    is changed in place (folded, convs swapped): give it a copy to keep the original (``load_backend`` does).
 
     ``winograd`` (default: on for float32 on CPU) computes the 3x3 stride-1 convs with 64 or more input
     channels by Winograd's algorithm (``yolo.model.winograd``; its transforms as C kernels built at first use

@@ -17,10 +17,15 @@ class UnreadableImage(Exception):
 
 def to_bgr8(img: np.ndarray) -> np.ndarray:
     """Any array OpenCV might return -> BGR ``[H, W, 3]`` uint8: ``[H, W]`` gray, ``[H, W, 1]``, BGRA
-    ``[H, W, 4]``; uint16 is scaled by 1/257, floats are taken as [0, 1]."""
+    ``[H, W, 4]``; uint16 is scaled by 1/257, floats are taken as [0, 1] (a float image reaching past 1, most
+    likely 0-255 pixels as floats, is an ``InputError``: clipped, it would be a white picture)."""
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif img.dtype.kind == "f":
+        top = float(np.nanmax(img)) if img.size else 0.0
+        if top > 1.0 + 1e-3:
+            raise InputError(f"a float image must hold values in [0, 1], this one reaches {top:g} (0-255 pixels: "
+                             "pass them as uint8)")
         img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
     elif img.dtype != np.uint8:
         raise InputError(f"unsupported image dtype {img.dtype} (expected uint8, uint16 or float)")
