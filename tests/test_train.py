@@ -118,6 +118,16 @@ def test_img_size_is_rounded_up_to_the_stride_with_a_warning(tmp_path, capsys):
     assert yaml.safe_load((out / "run.yaml").read_text())["img_size"] == 96
 
 
+def test_the_last_line_says_the_result_and_an_early_stop(tmp_path, capsys):
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1])
+    train(run_cfg(tmp_path, epochs=5, patience=1), data_factory=fake_data(),
+          validate_factory=lambda cfg, data, env: lambda model, epoch: {"map50": next(scores), "map": 0.1},
+          progress=False, plots=False)
+    done = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train: done")]
+    assert done == [f"train: done; epoch 2/5: mAP50 0.400, mAP50-95 0.100; best.pt from epoch 1/5; stopped early: "
+                    f"no better fitness in 1 epochs (patience); weights in {tmp_path / 'runs' / 'exp' / 'weights'}"]
+
+
 def test_detection_resume_continues_exactly(tmp_path):
     full = train(run_cfg(tmp_path / "a"), data_factory=fake_data(), progress=False, plots=False)
     with pytest.raises(KeyboardInterrupt):  # stopped when epoch 1 starts: last.pt holds epoch 0

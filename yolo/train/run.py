@@ -265,7 +265,9 @@ def _final_metrics(row: dict, trainer: Trainer) -> str:
         return ""
     n = trainer.cfg.epochs
     best = f"; best.pt from epoch {trainer.best_epoch + 1}/{n}" if trainer.best_epoch >= 0 else ""
-    return f"; epoch {row['epoch'] + 1}/{n}: mAP50 {row['map50']:.3f}, mAP50-95 {row['map']:.3f}{best}"
+    early = (f"; stopped early: no better fitness in {trainer.cfg.patience} epochs (patience)"
+             if row["epoch"] + 1 < n else "")
+    return f"; epoch {row['epoch'] + 1}/{n}: mAP50 {row['map50']:.3f}, mAP50-95 {row['map']:.3f}{best}{early}"
 
 
 def _round_img_size(cfg: RunConfig, env: DistEnv) -> None:
