@@ -182,6 +182,19 @@ def test_evaluator_equals_coco_eval_and_pycocotools(tmp_path):
     assert [c["instances"] for c in result["per_class"]] == counts.tolist()
 
 
+def test_a_class_without_ground_truth_has_no_precision_or_recall():
+    """Only a false positive of class b: its P and R are undefined (-1, as its AP), not P 1.0 (reported
+    before); the mean P and R are over the classes with ground truth."""
+    ev = Evaluator(2, ["a", "b"])
+    pred = torch.tensor([[10, 10, 50, 50, 0.9, 0], [60, 60, 90, 90, 0.8, 1]], dtype=torch.float64)
+    ev.update(pred, torch.tensor([[10, 10, 50, 50]], dtype=torch.float64), torch.tensor([0]))
+    r = ev.compute()
+    a, b = r["per_class"]
+    assert (a["P"], a["R"]) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert (b["instances"], b["AP"], b["P"], b["R"]) == (0, -1.0, -1.0, -1.0)
+    assert r["precision"] == pytest.approx(1.0) and r["recall"] == pytest.approx(1.0)
+
+
 def test_state_merge_equals_single_run():
     whole, _ = _filled(20, seed=5)
     rng_parts = [Evaluator(4), Evaluator(4)]

@@ -158,7 +158,8 @@ class Evaluator:
         map50, map5095 = max(stats["AP50"], 0.0), max(stats["AP"], 0.0)
         per_class = [{"class": c, "name": self.names[c], "instances": int(m["npig"][c]),
                       "AP": coco.per_class[c][0], "AP50": coco.per_class[c][1],
-                      "P": float(p_cls[c]), "R": float(r_cls[c])} for c in range(self.num_classes)]
+                      "P": float(p_cls[c]) if with_gt[c] else -1.0, "R": float(r_cls[c]) if with_gt[c] else -1.0}
+                     for c in range(self.num_classes)]  # -1: undefined without ground truth, as COCO's AP
         self.result = {
             "stats": stats, "map50": map50, "map": map5095, "precision": precision, "recall": recall,
             "f1": 2 * precision * recall / (precision + recall + 1e-16), "conf_best": float(curves["conf"][best]),

@@ -171,8 +171,9 @@ def format_result(result: ValResult) -> str:
     lines.append(f"{'all':>14} {result.images:>7} {total:>9} {m['precision']:6.3f} {m['recall']:6.3f} "
                  f"{m['map50']:6.3f} {m['map']:8.3f}")
     for row in m["per_class"]:
-        lines.append(f"{row['name'][:14]:>14} {'':>7} {row['instances']:>9} {row['P']:6.3f} {row['R']:6.3f} "
-                     f"{max(row['AP50'], 0):6.3f} {max(row['AP'], 0):8.3f}")
+        cells = [f"{v:{w}.3f}" if row["instances"] else f"{'-':>{w}}"  # no ground truth: undefined
+                 for v, w in ((row["P"], 6), (row["R"], 6), (max(row["AP50"], 0), 6), (max(row["AP"], 0), 8))]
+        lines.append(f"{row['name'][:14]:>14} {'':>7} {row['instances']:>9} {' '.join(cells)}")
     t = result.times_ms
     lines.append(f"speed per image: {t['pre']:.1f} ms pre-processing, {t['inference']:.1f} ms inference, "
                  f"{t['nms']:.1f} ms NMS")
