@@ -164,7 +164,8 @@ def test_yaml_problems(tmp_path, capsys):
     good = "train: images\nnames: [a, b]\n"
     assert load_data_config(_write(tmp_path / "ok.yaml", good + "download: x\n")).nc == 2
     assert "unknown key(s) download ignored; valid keys: path, train" in capsys.readouterr().err
-    cases = {"nc: 3\n": "nc is 3 but 2 names are given", "val: missing\n": "not found",
+    cases = {"nc: 3\n": "nc is 3 but 2 names are given",
+             "val: missing\n": r"bad.yaml: val: .*missing: image folder or list file not found",  # the YAML named
              "format: voc\n": "format must be yolo or coco"}
     for extra, message in cases.items():
         path = _write(tmp_path / "bad.yaml", good + extra)

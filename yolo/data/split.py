@@ -33,7 +33,10 @@ def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetInd
         images, labels = [], []
     else:
         listed_at: dict[str, tuple[str, int]] = {}  # list-file lines naming no file
-        images = list_images(spec.sources, config.root, listed_at)  # strings until the index is built (speed)
+        try:
+            images = list_images(spec.sources, config.root, listed_at)  # strings until the index is built (speed)
+        except InputError as e:  # name the data file that gave the path too
+            raise InputError(f"{split}: {e}", config.source) from None
         resolved = [resolve_label(p) for p in images]
         labels = [lab for lab, _ in resolved]
         files, stats = images + labels, [None] * len(images) + [st for _, st in resolved]
