@@ -71,7 +71,8 @@ def test_data_check_unusable_input_one_line(tmp_path, capsys):
     cases = {  # file: (text, what the error names)
         "missing.yaml": (None, "missing.yaml: data file not found"),
         "nc.yaml": ("train: images\nnames: [a, b]\nnc: 3\n", "nc.yaml: nc is 3 but 2 names are given"),
-        "empty.yaml": ("train: nothing_here\nnames: [a]\n", "nothing_here: image folder or list file not found"),
+        "empty.yaml": ("train: nothing_here\nnames: [a]\n", f"empty.yaml: train: {tmp_path}/nothing_here: image folder "
+                                                             "or list file not found"),
     }
     for name, (text, message) in cases.items():
         path = tmp_path / name
