@@ -60,9 +60,9 @@ def train_run(out: Path, amp: bool, epochs: int, device: str, overrides: list[st
     how it trains (device, amp)."""
     cmd = [sys.executable, "-m", "yolo", "train", *(["--cfg", run] if run else []), "--set", f"epochs={epochs}",
            f"amp={'true' if amp else 'false'}", f"out={out}", *([f"device={device}"] if device else []), *overrides]
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))  # this checkout first
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=out.parent, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))})
+    done = subprocess.run(cmd, cwd=out.parent, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"yolo train (amp={amp}) exited {done.returncode}: {last}")

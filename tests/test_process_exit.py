@@ -119,9 +119,9 @@ FAULTS = ("import resource, sys, torch\n"
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_reuse_freed_memory_stops_the_page_faults_of_repeated_forwards():
     """yolov3-tiny at 320, batch 8, after three warm-up forwards (the median of the next five): by default every
-    forward maps its larger activations afresh (tens of thousands of 4 kB pages faulted in each time, measured 1.7x slower at 416 on
-    2 AVX2 cores); after ``reuse_freed_memory`` it reuses the pages of the one before. ``YOLO_MALLOC=default``
-    opts out."""
+    forward maps its larger activations afresh (tens of thousands of 4 kB pages faulted in each time, measured
+    1.7x slower at 416 on 2 AVX2 cores); after ``reuse_freed_memory`` it reuses the pages of the one before.
+    ``YOLO_MALLOC=default`` opts out."""
     runs = {}
     for name, arg, env in (("default", "0", {}), ("reused", "1", {}), ("opted out", "1", {"YOLO_MALLOC": "default"})):
         r = _python("-c", FAULTS, arg, OMP_NUM_THREADS="2", **env)

@@ -70,8 +70,8 @@ class DatasetReport:
         """A compact summary: counts on a few lines, then at most ``max_problems`` problems."""
         total, used = sum(self.instances), sum(c > 0 for c in self.instances)
         lines = [f"{self.split or 'split'} ({self.source}): {self.images} images, {total} boxes in "
-                 f"{used} of {len(self.names)} classes; labels {self.labels_found} found, {self.labels_missing} missing, "
-                 f"{self.labels_empty} empty; {self.corrupt} corrupt or missing images dropped"]
+                 f"{used} of {len(self.names)} classes; labels {self.labels_found} found, {self.labels_missing} "
+                 f"missing, {self.labels_empty} empty; {self.corrupt} corrupt or missing images dropped"]
         dropped = sum(self.bad_rows.values())
         if dropped or self.duplicates or self.clipped or self.crowd:
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))

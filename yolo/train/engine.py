@@ -21,10 +21,10 @@ from torch import nn
 from yolo.train.config import RunConfig
 from yolo.train.optim import accumulate_steps, build_optimizer, set_lr
 from yolo.utils.checkpoint import load_safe, save_atomic
-from yolo.utils.interrupt import deferred_interrupt
 from yolo.utils.device import resolve_amp
 from yolo.utils.dist import DistEnv, broadcast_object, reduce_mean
 from yolo.utils.ema import ModelEMA, unwrap
+from yolo.utils.interrupt import deferred_interrupt
 from yolo.utils.log import ResultsLog, TensorBoard
 from yolo.utils.meters import MeterBuffer
 from yolo.utils.rng import rng_state, set_rng_state

@@ -118,7 +118,7 @@ def freeze_layers(model: Darknet, freeze: int | str) -> int:
     """Stop gradients into the first ``freeze`` layers (``"backbone"``: the shared trunk); returns the count.
     ``InputError`` when that leaves nothing to train."""
     n = backbone_layers(model) if freeze == "backbone" else int(freeze)
-    trainable = [i for i, module in enumerate(model.module_list) if any(True for _ in module.parameters())]
+    trainable = [i for i, module in enumerate(model.module_list) if list(module.parameters())]
     if n and trainable and n > trainable[-1]:
         raise InputError(f"freeze={freeze} leaves nothing to train: the model's last layer with weights is layer "
                          f"{trainable[-1]} of {len(model.module_list)} (freeze at most {trainable[-1]}, or "
@@ -239,13 +239,13 @@ def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
     seed_everything(cfg.seed + env.rank, cfg.deterministic)
     out_dir = Path(resume).resolve().parent.parent if resume else None
     fresh = None
-    if env.is_main and out_dir is None:
-        check_paths(cfg)  # before the run folder exists
-    if out_dir is None:
-        _round_img_size(cfg, env)  # before run.yaml is written: it holds the size trained at
-    if env.is_main and out_dir is None:
-        out_dir = fresh = make_run_dir(Path(cfg.out))  # never an existing folder; proven writable
-        cfg.save(out_dir / "run.yaml")
+    if out_dir is None:  # a new run
+        if env.is_main:
+            check_paths(cfg)  # before the run folder exists
+        _round_img_size(cfg, env)  # every rank; before run.yaml is written: it holds the size trained at
+        if env.is_main:
+            out_dir = fresh = make_run_dir(Path(cfg.out))  # never an existing folder; proven writable
+            cfg.save(out_dir / "run.yaml")
     out_dir = where["out"] = broadcast_object(out_dir)
     try:
         trainer = _setup(cfg, resume, data_factory, validate_factory, progress, plots, env, device, out_dir)
