@@ -37,8 +37,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     if head.startswith(_PNG_SIG):
         size = _png_size(head, tail if tail.endswith(_PNG_END) else _after(path, b"IDAT", _PNG_END[4:]))
     elif head.startswith(b"\xff\xd8"):
-        ok = tail.rstrip(b"\x00").endswith(b"\xff\xd9")
-        size = _jpeg_size(path, head, tail.rstrip(b"\x00") if ok else _after(path, b"\xff\xda", b"\xff\xd9"))
+        if not _jpeg_ends(path, tail):
+            raise CorruptImage("truncated JPEG (no end-of-image marker)")
+        size = _jpeg_size(path, head)
     elif head.startswith(b"BM") and len(head) >= 26:
         size = _bmp_size(path, head)
     return size if size is not None else _decode_size(path)
@@ -53,10 +54,16 @@ def truncated_jpeg(path: str | Path) -> bool:
             if f.read(2) != b"\xff\xd8":
                 return False
             f.seek(max(0, path.stat().st_size - 64))
-            tail = f.read().rstrip(b"\x00")
+            tail = f.read()
     except OSError:
         return False
-    return not tail.endswith(b"\xff\xd9") and not _after(path, b"\xff\xda", b"\xff\xd9")
+    return not _jpeg_ends(path, tail)
+
+
+def _jpeg_ends(path: Path, tail: bytes) -> bool:
+    """A JPEG's end-of-image marker ends the file (``tail``: its last bytes; zero padding allowed), or comes
+    after the image data with more appended (motion photos)."""
+    return tail.rstrip(b"\x00").endswith(b"\xff\xd9") or bool(_after(path, b"\xff\xda", b"\xff\xd9"))
 
 
 def _after(path: Path, start: bytes, end: bytes) -> bytes:
@@ -77,9 +84,7 @@ def _png_size(head: bytes, tail: bytes) -> tuple[int, int]:
     return _checked(h, w)
 
 
-def _jpeg_size(path: Path, head: bytes, tail: bytes) -> tuple[int, int] | None:
-    if not tail.endswith(b"\xff\xd9"):
-        raise CorruptImage("truncated JPEG (no end-of-image marker)")
+def _jpeg_size(path: Path, head: bytes) -> tuple[int, int] | None:
     i, orientation = 2, 1
     while i + 4 <= len(head):
         if head[i] != 0xFF:
