@@ -6,7 +6,6 @@ Backends (what runs the network) live in ``yolo.runtime.backends``; pre- and pos
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from yolo.errors import InputError
-from yolo.runtime.backends import load_backend, run_backend, wants_letterbox
+from yolo.runtime.backends import input_size, load_backend, run_backend, wants_letterbox
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.runtime.preprocess import as_image, preprocess
 from yolo.utils.boxes import LetterboxInfo, xyxy_to_xywh
@@ -108,11 +107,8 @@ class Detector:
 
     def _size(self, img_size) -> tuple[int, int]:
         h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        fixed = self.backend.fixed_shape
-        if fixed is not None and tuple(fixed) != (h, w):
-            print(f"warning: this exported model takes {fixed[0]}x{fixed[1]} inputs; using that size",
-                  file=sys.stderr)
-            return tuple(fixed)
+        if self.backend.fixed_shape is not None:
+            return input_size(self.backend, (h, w))
         s = self.backend.stride
         if h <= 0 or w <= 0 or h % s or w % s:
             raise InputError(f"image size {h}x{w} must be positive multiples of the model stride {s}")

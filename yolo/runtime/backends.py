@@ -121,6 +121,15 @@ def wants_letterbox(backend) -> bool:
     return bool(getattr(backend, "letterbox", True))
 
 
+def input_size(backend, size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` (H, W), or the fixed (H, W) of an export that takes only that, with a warning when they differ."""
+    fixed = getattr(backend, "fixed_shape", None)
+    if fixed is None or tuple(fixed) == tuple(size):
+        return tuple(size)
+    print(f"warning: this exported model takes {fixed[0]}x{fixed[1]} inputs; using that size", file=sys.stderr)
+    return tuple(fixed)
+
+
 def run_backend(backend, x: torch.Tensor) -> torch.Tensor:
     """``backend(x)`` ``[B, 3, H, W] -> [B, N, 5+C]``; a backend with a ``fixed_batch`` (static export) gets
     chunks of exactly that size, the last one padded with zeros (their rows are dropped)."""

@@ -10,7 +10,6 @@ a standard COCO results file for the original ``instances_*.json``.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from yolo.data.index import DatasetIndex
 from yolo.data.loader import build_loader
 from yolo.data.split import load_split
 from yolo.errors import InputError
-from yolo.runtime.backends import load_backend, run_backend, wants_letterbox
+from yolo.runtime.backends import input_size, load_backend, run_backend, wants_letterbox
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.utils.boxes import cxcywh_to_xyxy
 from yolo.utils.checkpoint import atomic_write
@@ -95,14 +94,11 @@ def _fixed_size(backend, img_size: int, rect: bool, weights) -> int:
     """The size to validate at: ``img_size``, or a fixed-size export's own square size (with a warning, as
     ``yolo detect`` does); an export of a non-square size, or with ``rect``, cannot be validated."""
     fixed = getattr(backend, "fixed_shape", None)
-    if fixed is None or (tuple(fixed) == (img_size, img_size) and not rect):
-        return img_size
-    if rect or fixed[0] != fixed[1]:
+    if fixed is not None and (rect or fixed[0] != fixed[1]):
         raise InputError(f"exported for {fixed[0]}x{fixed[1]} inputs only; validation letterboxes to a square "
                          f"{'of --img-size' if not rect else 'per batch (--rect)'}: export with --dynamic",
                          str(weights))
-    print(f"warning: this exported model takes {fixed[0]}x{fixed[1]} inputs; using that size", file=sys.stderr)
-    return int(fixed[0])
+    return int(input_size(backend, (img_size, img_size))[0])
 
 
 def evaluate_batches(backend, batches, index: DatasetIndex, conf: float = 0.001, iou: float = 0.6,
