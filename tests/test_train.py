@@ -184,14 +184,21 @@ def test_freeze_backbone_is_the_shared_trunk_and_stays_put(tmp_path):
     model = build_model(run_cfg(tmp_path, str(CFG / "yolov3-tiny.cfg"), freeze="backbone"), NAMES)
     n = backbone_layers(model)
     assert n == 14  # yolov3-tiny: layer 13 is routed into the second head's branch
-    frozen = {k: v.clone() for k, v in model.state_dict().items() if int(k.split(".")[1]) < n and "conv" in k}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frozen = {k for k in before if int(k.split(".")[1]) < n}
+    assert any(k.endswith("bn.running_mean") for k in frozen)
     assert all(not p.requires_grad for m in list(model.module_list)[:n] for p in m.parameters())
     assert all(p.requires_grad for m in list(model.module_list)[n:] for p in m.parameters())
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    model(torch.rand(1, 3, 64, 64))[0].sum().backward()
+    model.eval()
+    model.train()  # as the trainer does every epoch: the frozen layers stay in inference mode
+    assert [m.training for m in model.module_list] == [False] * n + [True] * (len(model.module_list) - n)
+    model(torch.rand(2, 3, 64, 64))[0].sum().backward()
     opt.step()
-    for k, v in frozen.items():
-        assert torch.equal(v, model.state_dict()[k]), k
+    after = model.state_dict()
+    for k in frozen:  # weights and BN running statistics (these moved before: BN in training mode)
+        assert torch.equal(before[k], after[k]), k
+    assert not torch.equal(before["module_list.14.bn.running_mean"], after["module_list.14.bn.running_mean"])
     build_model(run_cfg(tmp_path, str(CFG / "yolov3-tiny.cfg"), freeze=22), NAMES)  # layer 22: the last conv
     with pytest.raises(InputError, match=r"freeze=23 leaves nothing to train: .* layer 22 of 24 .*'backbone': 14"):
         build_model(run_cfg(tmp_path, str(CFG / "yolov3-tiny.cfg"), freeze=23), NAMES)  # was: an empty optimizer

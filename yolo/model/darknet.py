@@ -56,6 +56,7 @@ class Darknet(nn.Module):
         self.cutoff: int | None = None  # layers that .weights file held (None: all)
         self.names: list[str] | None = None
         self.cfg_name: str | None = None  # the cfg's file name when it came embedded in a checkpoint
+        self.frozen = 0  # leading layers kept in inference mode by train() (set by the trainer's freeze)
 
     @staticmethod
     def _build(s, bn_eps: float, init: bool = True) -> nn.Module:
@@ -123,6 +124,16 @@ class Darknet(nn.Module):
             if spec.index in self._keep:
                 saved[spec.index] = x
         return heads
+
+    def train(self, mode: bool = True) -> "Darknet":
+        """As ``nn.Module.train``, except that the first ``self.frozen`` layers stay in inference mode: a frozen
+        layer's BN keeps its running statistics (as detectron2's and mmdetection's frozen stages), so a frozen
+        trunk computes exactly what it computed before training."""
+        super().train(mode)
+        if mode:
+            for module in list(self.module_list)[:self.frozen]:
+                module.eval()
+        return self
 
     def decode(self, raw: list[torch.Tensor]) -> torch.Tensor:
         """Raw head maps -> ``[B, N, 5+C]`` (cx, cy, w, h in input pixels, objectness, class probabilities)."""

@@ -115,7 +115,8 @@ def backbone_layers(model: Darknet) -> int:
 
 
 def freeze_layers(model: Darknet, freeze: int | str) -> int:
-    """Stop gradients into the first ``freeze`` layers (``"backbone"``: the shared trunk); returns the count.
+    """Stop gradients into the first ``freeze`` layers (``"backbone"``: the shared trunk) and keep them in
+    inference mode (their BN running statistics stay as loaded: ``Darknet.train``); returns the count.
     ``InputError`` when that leaves nothing to train."""
     n = backbone_layers(model) if freeze == "backbone" else int(freeze)
     trainable = [i for i, module in enumerate(model.module_list) if list(module.parameters())]
@@ -126,6 +127,8 @@ def freeze_layers(model: Darknet, freeze: int | str) -> int:
     for module in list(model.module_list)[:n]:
         for p in module.parameters():
             p.requires_grad_(False)
+    model.frozen = n
+    model.train(model.training)
     return n
 
 
