@@ -611,6 +611,55 @@ def test_refuses_to_overwrite_without_force(tmp_path, capsys, narrow_cfg):
     assert out_path.stat().st_size == 20 + 4 * floats
 
 
+def test_weights_output_brings_its_cfg_and_names_and_opencv_reads_them(tmp_path, capsys, narrow_cfg):
+    """A model retrained on 5 classes (heads rebuilt: the cfg in its .pt is no longer any file on disk) -> .weights
+    with the .cfg and .names it needs; OpenCV's darknet importer reads that pair and computes what we compute."""
+    import cv2
+    import numpy as np
+
+    from yolo.model.cfg_edit import set_num_classes
+
+    text = set_num_classes(narrow_cfg.read_text(), 5, str(narrow_cfg))
+    torch.manual_seed(3)
+    model = Darknet(parse_cfg_text(text, "retrained.cfg"))
+    model.names = ["cat", "dog", "car", "bus", "cup"]
+    model.eval()
+    save_checkpoint(model, tmp_path / "best.pt")
+    rc, out, err = cli(capsys, tmp_path / "best.pt", "-o", tmp_path / "out" / "model.weights")
+    assert (rc, err) == (0, "") and "with model.cfg, model.names" in out
+    assert (tmp_path / "out" / "model.cfg").read_text() == text
+    assert (tmp_path / "out" / "model.names").read_text() == "cat\ndog\ncar\nbus\ncup\n"
+
+    x = photo_batch(160, 160)
+    with torch.no_grad():
+        ours = model.decode(model(x))[0]
+    net = cv2.dnn.readNetFromDarknet(str(tmp_path / "out" / "model.cfg"), str(tmp_path / "out" / "model.weights"))
+    net.setInput(x.numpy())
+    theirs = np.concatenate(net.forward(net.getUnconnectedOutLayersNames()))
+    assert theirs.shape == (ours.shape[0], 10)  # 5 classes + box + objectness
+    assert np.allclose(np.sort(theirs[:, 4]), np.sort(ours[:, 4].numpy()), atol=1e-4)  # objectness, any row order
+
+    # the same content again: kept; other content: refused without --force and nothing written
+    (tmp_path / "out" / "model.weights").unlink()
+    rc, _, err = cli(capsys, tmp_path / "best.pt", "-o", tmp_path / "out" / "model.weights")
+    assert (rc, err) == (0, "")
+    (tmp_path / "out" / "model.cfg").write_text("# the user's own\n" + text)
+    rc, out, err = cli(capsys, tmp_path / "best.pt", "-o", tmp_path / "out" / "model2.weights")
+    assert rc == 0 and (tmp_path / "out" / "model2.cfg").read_text() == text
+    (tmp_path / "out" / "model2.weights").unlink()
+    (tmp_path / "out" / "model2.names").write_text("x\n")
+    rc, out, err = cli(capsys, tmp_path / "best.pt", "-o", tmp_path / "out" / "model2.weights")
+    assert rc == 2 and out == ""
+    assert_one_line_error(err, str(tmp_path / "out" / "model2.names"), "other content", "--force")
+    assert not (tmp_path / "out" / "model2.weights").exists() and (tmp_path / "out" / "model2.names").read_text() == "x\n"
+    rc, _, err = cli(capsys, tmp_path / "best.pt", "-o", tmp_path / "out" / "model2.weights", "--force")
+    assert (rc, err) == (0, "") and (tmp_path / "out" / "model2.names").read_text().startswith("cat\n")
+    # a backbone file (--cutoff) goes with whatever cfg is trained next: no companions
+    rc, out, err = cli(capsys, tmp_path / "best.pt", "-o", tmp_path / "bb.conv.9", "--cutoff", "9")
+    assert (rc, err) == (0, "") and "with" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bb.conv.9", "best.pt", "out"]
+
+
 def test_default_output_and_force_for_pt(tmp_path, capsys, narrow_cfg):
     _our_checkpoint(tmp_path / "a.pt", narrow_cfg)
     rc, out, _ = cli(capsys, tmp_path / "a.pt")

@@ -20,6 +20,7 @@ from yolo.model.checkpoint import (
     save_checkpoint,
 )
 from yolo.model.darknet import Darknet
+from yolo.utils.checkpoint import atomic_write
 from yolo.utils.names import load_names
 
 
@@ -33,6 +34,28 @@ def default_output(src: Path, darknet: bool) -> Path:
     if darknet:
         return src.with_suffix(".pt") if src.suffix.lower() in WEIGHTS_SUFFIXES else src.with_name(src.name + ".pt")
     return src.with_suffix(".weights")
+
+
+def companions(out: Path, model: Darknet, cutoff: int | None) -> dict[Path, str]:
+    """The text files a whole-network ``.weights`` output needs beside it: ``OUT.cfg`` (the network the weights
+    belong to: the checkpoint's own cfg, e.g. with heads rebuilt for the training data's classes) and
+    ``OUT.names`` (its class names, one per line). None for a backbone file (``cutoff``): it goes with
+    whatever cfg is trained next."""
+    if cutoff is not None:
+        return {}
+    stem = out.with_suffix("") if out.suffix.lower() in WEIGHTS_SUFFIXES else out
+    files = {stem.with_name(stem.name + ".cfg"): model.spec.text}
+    if model.names:
+        files[stem.with_name(stem.name + ".names")] = "".join(f"{n}\n" for n in model.names)
+    return files
+
+
+def _check_companions(files: dict[Path, str], force: bool) -> None:
+    """An existing companion with other content is replaced only with ``force`` (the same content: kept)."""
+    for path, text in files.items():
+        if path.exists() and not force and path.read_bytes() != text.encode():
+            raise InputError(f"exists with other content (the converted weights need this {path.suffix} beside "
+                             "them); pass --force to replace it, or -o another name", str(path))
 
 
 def _read(src: Path, darknet: bool, cfg: str | Path | None, cutoff: int | None, bn_eps: float | None
@@ -54,7 +77,8 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
     ``cutoff`` limits a ``.weights`` input or output to the first N layers (backbone files such as
     ``darknet53.conv.74``); when writing ``.weights`` from a checkpoint made from such a file, the
     checkpoint's own cutoff is used unless one is given. ``bn_eps`` overrides the BN epsilon stored in
-    the output (default: ours 1e-5, or the source toolkit's, e.g. 1e-4 for ultralytics/yolov3).
+    the output (default: ours 1e-5, or the source toolkit's, e.g. 1e-4 for ultralytics/yolov3). A whole
+    network's ``.weights`` is written with its ``.cfg`` and ``.names`` beside it (:func:`companions`).
     """
     src = Path(src)
     if not src.is_file():
@@ -74,8 +98,16 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
     model, how = _read(src, darknet, cfg, cutoff if darknet else None, bn_eps)
     if names is not None:
         model.names = check_names(load_names(names), model, str(names))
-    if writes_darknet(out):
-        model.save_darknet_weights(out, cutoff if cutoff is not None else model.cutoff)
-    else:
+    if not writes_darknet(out):
         save_checkpoint(model, out)
-    return f"{src} -> {out} ({how})"
+        return f"{src} -> {out} ({how})"
+    cutoff = cutoff if cutoff is not None else model.cutoff
+    files = companions(out, model, cutoff)
+    _check_companions(files, force)
+    model.save_darknet_weights(out, cutoff)
+    for path, text in files.items():
+        if not path.exists() or path.read_bytes() != text.encode():
+            with atomic_write(path) as f:
+                f.write(text.encode())
+    also = f"; with {', '.join(p.name for p in files)}" if files else ""
+    return f"{src} -> {out} ({how}{also})"
