@@ -304,6 +304,8 @@ def test_increment_path_is_safe_under_concurrency(tmp_path):
         t.join()
     assert sorted(p.name for p in got) == sorted(["exp"] + [f"exp{i}" for i in range(2, 9)])
     assert increment_path(tmp_path / "exp", mkdir=False).name == "exp9"
+    # a name ending in a digit: run1, run1-2, run1-3 (not run12: that reads as run 12)
+    assert [increment_path(tmp_path / "run1").name for _ in range(3)] == ["run1", "run1-2", "run1-3"]
 
 
 def _cli_error(capsys, *argv) -> str:

@@ -15,15 +15,17 @@ def cache_dir() -> Path:
 
 
 def increment_path(base: str | Path, mkdir: bool = True) -> Path:
-    """The first of ``base``, ``base2``, ``base3``, ... that does not exist yet.
+    """The first of ``base``, ``base2``, ``base3``, ... that does not exist yet (``base-2``, ``base-3``, ... when
+    ``base``'s name ends in a digit: ``run1`` then ``run1-2``, never ``run12``, which reads as run 12).
 
     With ``mkdir`` the folder is created with ``mkdir(exist_ok=False)`` in a loop, so two runs started at
     the same moment never get the same folder (the loser of the race moves on to the next number).
     Parents are created as needed. Without ``mkdir`` the free name is only returned.
     """
     base = Path(base)
+    sep = "-" if base.name[-1:].isdigit() else ""
     for n in range(1, 1_000_000):
-        path = base if n == 1 else base.with_name(f"{base.name}{n}")
+        path = base if n == 1 else base.with_name(f"{base.name}{sep}{n}")
         if not mkdir:
             if not path.exists():
                 return path
