@@ -257,6 +257,9 @@ def test_run_folders_increment_nosave_and_unreadable(detector, folder, tmp_path)
     assert not list(exp2.glob("*.png")) and not list(exp2.glob("*.jpg"))  # --nosave: no annotated images
     crops = list((exp2 / "crops").rglob("*.jpg"))
     assert len(crops) == second["detections"] > 0
+    third = detector.run(src, out=tmp_path / "runs" / "exp", nosave=True, progress=False)  # nothing to write
+    assert third["run_dir"] is None and third["detections"] == second["detections"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exp", "exp2"]  # no empty exp3 left
 
 
 def test_broken_files_give_our_warnings_only(weights, tmp_path):
@@ -284,6 +287,7 @@ def test_broken_files_give_our_warnings_only(weights, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert "2 images" in done.stdout and "2 unreadable file(s) skipped" in done.stdout, done.stdout
+    assert done.stdout.splitlines()[-1].startswith("nothing saved (--nosave") and not (tmp_path / "run").exists()
     lines = done.stderr.splitlines()
     assert f"warning: {src / 'cut.jpg'}: truncated JPEG (no end-of-image marker); detecting on the part that " \
            "decodes" in lines, lines

@@ -59,7 +59,7 @@ def _run_detect(args) -> int:
     reuse_freed_memory()  # each batch reuses the last one's pages (see yolo.utils.malloc)
 
     from yolo.detect.predictor import Detector
-    from yolo.detect.run import format_summary
+    from yolo.detect.run import discard_if_empty, format_summary
     from yolo.runtime.backends import load_backend
     from yolo.utils.files import make_run_dir
 
@@ -81,5 +81,6 @@ def _run_detect(args) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise InputError(f"no readable image or video frame ({summary['unreadable']} unreadable file(s))",
                          args.source)
+    discard_if_empty(summary)
     print(format_summary(summary))
     return 0

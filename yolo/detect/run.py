@@ -90,7 +90,19 @@ def run_detection(detector, source, out, save_txt=False, save_json=False, save_c
             reader.close()
         bar.close()
         writer.close()
-    return stats.summary(run_dir, writer, detector.names)
+    summary = stats.summary(run_dir, writer, detector.names)
+    if increment:
+        discard_if_empty(summary)
+    return summary
+
+
+def discard_if_empty(summary: dict) -> None:
+    """Remove the run folder when the run wrote nothing into it (``nosave`` and no txt, JSON or crops): an empty
+    folder is no result; ``summary["run_dir"]`` becomes None."""
+    run_dir = Path(summary["run_dir"])
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+        summary["run_dir"] = None
 
 
 def _letterboxed_batches(frames: Iterator[Frame], step: int, size: tuple[int, int], letterbox: bool = True
@@ -128,5 +140,6 @@ def format_summary(s: dict) -> str:
              f"{t['post']:.1f} ms post-process (NMS), {t['write']:.1f} ms writing"]
     if s["unreadable"]:
         lines.append(f"{s['unreadable']} unreadable file(s) skipped: {', '.join(s['unreadable_files'])}")
-    lines.append(f"results in {s['run_dir']}")
+    lines.append(f"results in {s['run_dir']}" if s["run_dir"] is not None else
+                 "nothing saved (--nosave without --save-txt, --save-json or --save-crop)")
     return "\n".join(lines)
