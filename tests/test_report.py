@@ -135,3 +135,44 @@ def test_data_check_names_every_image_without_a_label_file(tmp_path, capsys):
     assert "images without a label file: 2 (counted as background" in out
     assert f"  {missing[0]}: no label file (counted as background)" in out and "... and 1 more" in out
     assert str(tmp_path / "images/5.jpg") not in out
+
+
+def test_repeated_images_and_splits_sharing_images_are_named(tmp_path, capsys):
+    """A list file naming an image twice (kept: darknet oversamples that way, but counted and named), and a val
+    split holding train images (through another spelling and a symlink): `yolo data check` and the trainer's
+    data both say so; a clean split says nothing."""
+    for i in range(4):
+        _img(tmp_path / f"images/{i}.jpg", seed=i)
+        _write(tmp_path / f"labels/{i}.txt", f"0 0.5 0.5 0.{i + 1} 0.2\n")
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link/3.jpg").symlink_to(tmp_path / "images/3.jpg")
+    _write(tmp_path / "link/3.txt", "0 0.5 0.5 0.4 0.2\n")
+    _write(tmp_path / "train.txt", "images/0.jpg\nimages/1.jpg\nimages/0.jpg\nimages/3.jpg\n")
+    _write(tmp_path / "val.txt", "./images/../images/1.jpg\nimages/2.jpg\nlink/3.jpg\n")
+    data = _write(tmp_path / "d.yaml", "train: train.txt\nval: val.txt\nnames: [a]\n")
+    train, val = (load_split(load_data_config(data), s) for s in ("train", "val"))
+    assert len(train) == 4 and train.report.repeated == 1  # kept: each listing is a sample
+    assert train.report.problems == [f"{tmp_path / 'images/0.jpg'}: listed again in this split (kept: one more "
+                                     "sample of it)"]
+    assert val.report.repeated == 0
+    assert main(["data", "check", str(data), "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "images listed more than once: 1 extra listing(s)" in out
+    assert "warning: val: 2 of its 3 images are also in the train split (1.jpg, 3.jpg): its metrics will read high" \
+        in out
+    assert main(["data", "check", str(data), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["train"]["repeated"] == 1 and "shared" not in report["train"]
+    assert report["val"]["shared"] == {"train": [str(tmp_path / "images/1.jpg"), str(tmp_path / "link/3.jpg")]}
+
+    from yolo.train.config import RunConfig
+    from yolo.train.defaults import default_data
+    from yolo.utils.dist import DistEnv
+
+    default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
+    assert "warning: val: 2 of its 3 images are also in the train split" in capsys.readouterr().err
+    _write(tmp_path / "val.txt", "images/2.jpg\n")
+    default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
+    assert "warning" not in capsys.readouterr().err
+    assert main(["data", "check", str(data)]) == 0
+    assert "warning" not in capsys.readouterr().out

@@ -35,7 +35,7 @@ def _run_data_check(args) -> int:
     from pathlib import Path
 
     from yolo.data.report import plot_labels
-    from yolo.data.split import load_split
+    from yolo.data.split import describe_shared, load_split, shared_images
 
     config = data_config(args.data, args.images)
     splits = list(config.splits) if args.split == "all" else [args.split]
@@ -46,14 +46,20 @@ def _run_data_check(args) -> int:
     for p in plots.values():
         if p.exists() and not args.force:
             raise InputError("exists; use --force to replace it", str(p))
-    reports = {}
+    reports, indexes = {}, {}
     for s in splits:
-        index = load_split(config, s, cache=not args.no_cache)
+        index = indexes[s] = load_split(config, s, cache=not args.no_cache)
         reports[s] = index.report.to_dict()
         if not args.json:
             print(index.report.format(max_problems=args.problems))
         if s in plots:
             print(f"labels picture: {plot_labels(index, plots[s])}", file=sys.stderr if args.json else sys.stdout)
+    for s, other in (pair for pair in (("val", "train"), ("test", "train"), ("test", "val"))
+                     if pair[0] in indexes and pair[1] in indexes):  # a split checked against those before it
+        shared = shared_images(indexes[s], indexes[other])
+        reports[s].setdefault("shared", {})[other] = [str(p) for p in shared]
+        if shared and not args.json:
+            print(f"warning: {describe_shared(s, indexes[s], other, shared)}")
     if args.json:
         print(json.dumps(reports, indent=1))
     return 0

@@ -19,7 +19,8 @@ from yolo.data.index import DatasetIndex
 from yolo.data.report import DatasetReport
 from yolo.utils.checkpoint import atomic_write
 
-CACHE_VERSION = 3  # 2: the report names images without a label file; 3: absolute paths (COCO splits too)
+CACHE_VERSION = 4  # 2: the report names images without a label file; 3: absolute paths (COCO splits too);
+# 4: the report counts images listed again (repeated)
 
 
 def cache_key(files: list[str | Path], extra: str = "", stats: list | None = None) -> str:

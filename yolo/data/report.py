@@ -18,7 +18,9 @@ class DatasetReport:
     ``images`` counts usable images (corrupt or missing ones are dropped and counted in ``corrupt``). Every label
     file is found, ``missing`` (no file: the image is counted as background, and named in ``no_label_files``,
     all of them, and in the problems) or ``empty`` (a file without rows: a negative image). ``bad_rows``
-    counts dropped rows by kind; ``clipped`` counts boxes cut to the image.
+    counts dropped rows by kind; ``clipped`` counts boxes cut to the image. ``repeated`` counts the listings of
+    an image that the split already listed (each is kept, as darknet's list files oversample that way, and
+    each is named among the problems: in a val split it counts the image's boxes twice).
     """
 
     split: str = ""
@@ -32,6 +34,7 @@ class DatasetReport:
     no_label_files: list[str] = field(default_factory=list)  # images without a label file, every one
     bad_rows: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    repeated: int = 0  # listings of an image already listed in this split (kept: each is one more sample)
     clipped: int = 0
     crowd: int = 0
     instances: list[int] = field(default_factory=list)
@@ -77,6 +80,9 @@ class DatasetReport:
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))
             lines.append(f"  rows dropped: {dropped}{f' ({kinds})' if kinds else ''}; duplicates dropped: "
                          f"{self.duplicates}; boxes clipped: {self.clipped}; crowd boxes: {self.crowd}")
+        if self.repeated:
+            lines.append(f"  images listed more than once: {self.repeated} extra listing(s) (kept: each is one more "
+                         "sample; each is named among the problems)")
         if self.labels_missing:
             lines.append(f"  images without a label file: {self.labels_missing} (counted as background; each is "
                          "named among the problems, and all of them in --json's no_label_files)")

@@ -79,7 +79,12 @@ def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: li
                      label_files: list[str], listed_at: dict[str, tuple[str, int]]) -> DatasetIndex:
     report = DatasetReport(split=split, source=_describe(spec), names=list(config.names))
     kept, labels, shapes = [], [], []
+    seen: set[str] = set()
     for image, lab_path in zip(images, label_files):
+        if image in seen:
+            report.repeated += 1
+            report.problem("listed again in this split (kept: one more sample of it)", image)
+        seen.add(image)
         try:
             shape = image_size(image)
         except CorruptImage as e:
@@ -134,6 +139,25 @@ def _finish(report: DatasetReport, images: list[Path], labels: list[np.ndarray],
     report.count_instances(labels)
     return DatasetIndex(images=images, labels=labels, names=list(config.names), crowd=crowd,
                         shapes=np.array(shapes, np.int64).reshape(-1, 2), report=report, source=report.source)
+
+
+def shared_images(index: DatasetIndex, other: DatasetIndex) -> list[Path]:
+    """The images of ``index`` that ``other`` holds too (the same file, by its absolute normalized path or, for
+    links, its real path), in ``index``'s order: a val split sharing images with the train split scores the
+    model on what it learned from, so its metrics read high."""
+    def keys(p: Path) -> tuple[str, str]:
+        absolute = os.path.normpath(os.path.abspath(p))
+        return absolute, os.path.realpath(absolute)
+
+    theirs = {k for p in other.images for k in keys(p)}
+    return [p for p in dict.fromkeys(index.images) if not theirs.isdisjoint(keys(p))]
+
+
+def describe_shared(split: str, index: DatasetIndex, other_split: str, shared: list[Path]) -> str:
+    """``val: 3 of its 50 images are also in the train split (a.jpg, b.jpg, c.jpg): its metrics will read high``."""
+    names = ", ".join(p.name for p in shared[:3]) + (f" ... and {len(shared) - 3} more" if len(shared) > 3 else "")
+    return (f"{split}: {len(shared)} of its {len(set(index.images))} images are also in the {other_split} split "
+            f"({names}): its metrics will read high")
 
 
 def _describe(spec: SplitSpec) -> str:

@@ -7,6 +7,7 @@ They import the data layer (``yolo.data.formats``, ``.dataset``, ``.loader``, ``
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -33,7 +34,7 @@ def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
     from yolo.data.dataset import DetectionDataset
     from yolo.data.formats import load_data_config
     from yolo.data.loader import build_loader
-    from yolo.data.split import load_split
+    from yolo.data.split import describe_shared, load_split, shared_images
 
     if cfg.batch_size % env.world_size:
         raise InputError(f"batch_size {cfg.batch_size} does not split evenly over {env.world_size} processes")
@@ -46,7 +47,11 @@ def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
                                 rank=env.rank, world_size=env.world_size)
     val_loader = None
     if env.is_main:
-        val_set = DetectionDataset(load_split(config, "val"), cfg.img_size, augment=None, train=False, seed=cfg.seed)
+        val_index = load_split(config, "val")
+        shared = shared_images(val_index, train_index)
+        if shared:
+            print(f"warning: {describe_shared('val', val_index, 'train', shared)}", file=sys.stderr)
+        val_set = DetectionDataset(val_index, cfg.img_size, augment=None, train=False, seed=cfg.seed)
         val_loader = build_loader(val_set, per_process, train=False, workers=cfg.workers, seed=cfg.seed, rank=0,
                                   world_size=1)
     return TrainData(list(train_index.names), train_loader, val_loader)
