@@ -131,6 +131,12 @@ def test_gray_rgba_and_16_bit_png(detector, tmp_path):
         assert d.shape == (150, 190), name
         torch.testing.assert_close(d.tensor(), expected.tensor(), msg=name)
     assert len(expected) > 0
+    # any 16-bit picture: its array (as cv2.IMREAD_UNCHANGED gives it) and its file are the same 8-bit pixels
+    deep = (base.astype(np.uint16) * 257 + np.random.default_rng(0).integers(0, 257, base.shape)).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "deep2.png"), deep)
+    (from_file,), (from_array,) = detector(tmp_path / "deep2.png"), detector(cv2.imread(str(tmp_path / "deep2.png"),
+                                                                                        cv2.IMREAD_UNCHANGED))
+    assert len(from_file) > 0 and torch.equal(from_file.tensor(), from_array.tensor())
     (f,) = detector(base.astype(np.float32) / 255)  # floats in [0, 1] are the same picture
     torch.testing.assert_close(f.tensor(), detector(base)[0].tensor())
     with pytest.raises(InputError, match=r"float image must hold values in \[0, 1\], this one reaches 2"):
@@ -371,6 +377,40 @@ def test_api_errors(weights):
         Detector(weights, classes=[80])
     with pytest.raises(InputError, match="not found"):
         Detector(weights)("/nonexistent/x.jpg")
+    with pytest.raises(InputError, match="img_size must be an int or"):
+        Detector(weights, img_size=416.0)
+    assert Detector(weights, img_size=np.int64(96)).img_size == (96, 96)
+    for bad, message in ((object(), "weights must be a file path .* got object"), (12, "got int"),
+                         (torch.nn.Conv2d(3, 3, 1), "needs the attributes .* Conv2d lacks names, fixed_shape")):
+        with pytest.raises(InputError, match=message):
+            Detector(bad)
+
+
+def test_api_inputs_go_where_they_belong(detector, folder, tmp_path):
+    """run() takes a list of paths (as detector() does) and refuses an array with a hint; detector() refuses a
+    folder or a pattern with a hint; empty arrays are an InputError, not a ZeroDivisionError."""
+    paths = sorted(folder.glob("*.png"))
+    listed = detector.run([str(paths[3]), paths[0], folder / "im1.png"], out=tmp_path / "r", save_json=True,
+                          progress=False)
+    assert listed["images"] == 3
+    names = [d["file_name"] for d in json.loads(Path(listed["json"]).read_text())]
+    assert list(dict.fromkeys(names)) == ["im3.png", "im0.png", "im1.png"]  # the list's order
+    expected = detector([paths[3], paths[0], paths[1]])
+    assert len(names) == sum(len(d) for d in expected) > 0
+    for source, message in (([], "an empty list"), ([paths[0], 3], "must hold paths .* got int"),
+                            (cv2.imread(str(paths[0])), "got ndarray; an image array goes to detector"),
+                            (2.5, "got float")):
+        with pytest.raises(InputError, match=message):
+            detector.run(source, out=tmp_path / "r", progress=False)
+    for item in (folder, str(folder / "*.png")):
+        with pytest.raises(InputError, match="folder or pattern holds many files: pass them to Detector.run"):
+            detector(item)
+    with pytest.raises(InputError, match="expected an image array .* got Tensor"):
+        detector(torch.zeros(3, 8, 8))
+    for shape in ((0, 0, 3), (0, 10, 3), (10, 0)):
+        with pytest.raises(InputError, match="empty image"):
+            detector(np.zeros(shape, np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # refused runs leave no folder
 
 
 def test_backend_matches_the_plain_model_and_leaves_it_alone(weights, folder):
@@ -416,3 +456,6 @@ def test_exported_torchscript_gives_the_same_detections(weights, folder, tmp_pat
     assert sum(len(d) for d in expected) > 0
     for a, b in zip(expected, got):
         torch.testing.assert_close(a.tensor(), b.tensor(), atol=1e-3, rtol=1e-4)
+    backend = Detector(path, img_size=SIZE).backend
+    with pytest.raises(InputError, match="expected a float tensor .* got a torch.uint8 tensor"):
+        backend(torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8))  # 0-255 pixels would give garbage, not an error

@@ -6,6 +6,7 @@ Backends (what runs the network) live in ``yolo.runtime.backends``; pre- and pos
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,13 @@ class Detector:
             raise InputError(f"--classes {' '.join(map(str, bad))}: the model has {nc} classes, 0 to {nc - 1}")
 
     def _size(self, img_size) -> tuple[int, int]:
-        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        try:
+            h, w = (img_size, img_size) if isinstance(img_size, numbers.Integral) else tuple(img_size)
+            if any(not isinstance(v, numbers.Integral) or isinstance(v, bool) for v in (h, w)):
+                raise TypeError
+        except (TypeError, ValueError):
+            raise InputError(f"img_size must be an int or (height, width) of ints, got {img_size!r}") from None
+        h, w = int(h), int(w)
         if self.backend.fixed_shape is not None:
             return input_size(self.backend, (h, w))
         s = self.backend.stride

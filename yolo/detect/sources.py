@@ -85,23 +85,41 @@ def _list_file(path: Path) -> list[Path]:
     return files
 
 
+def _check_source(source) -> list[str] | None:
+    """None for one source (a path, pattern, camera index or URL); a list or tuple of paths -> those, as text.
+    Anything else (an image array: ``Detector(...)(image)`` takes those) is an ``InputError``."""
+    if isinstance(source, (str, Path, int)) and not isinstance(source, bool):
+        return None
+    if isinstance(source, (list, tuple)):
+        bad = [type(s).__name__ for s in source if not isinstance(s, (str, Path))]
+        if bad or not source:
+            raise InputError(f"a list of sources must hold paths (files, folders, patterns, .txt lists), got "
+                             f"{'an empty list' if not source else ', '.join(sorted(set(bad)))}")
+        return [str(s) for s in source]
+    hint = "; an image array goes to detector(image)" if isinstance(source, np.ndarray) else ""
+    raise InputError(f"a source is a path, folder, pattern, .txt list, video, camera index or URL, or a list of "
+                     f"paths; got {type(source).__name__}{hint}")
+
+
 def _is_media(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in VIDEO_SUFFIXES
 
 
 class Source:
     """An iterable of :class:`Frame` s. ``Source("0")`` is camera 0; ``"rtsp://..."`` a stream;
-    a folder, glob or ``.txt`` list expands to files (images and videos, sorted); otherwise one file.
+    a folder, glob or ``.txt`` list expands to files (images and videos, sorted); otherwise one file; a Python
+    list or tuple of those (not cameras or URLs) is their files one after another, in the list's order.
     Missing sources, empty folders, and a video file, camera or stream OpenCV cannot open given as the source
     itself are ``InputError`` s raised here, before any work (a live source's capture is kept for the first
     pass). Among the files of a folder, glob or list, a video that cannot be opened is one unreadable frame
     (``image`` None: the detect loop counts and names it), as an undecodable image is."""
 
-    def __init__(self, source: str | Path | int):
-        text = str(source)
+    def __init__(self, source: str | Path | int | list | tuple):
+        items = _check_source(source)
+        text = str(source) if items is None else f"{len(items)} listed sources"
         self.text = text
-        self.camera: int | None = int(text) if text.isdigit() else None
-        self.url = text if "://" in text else None
+        self.camera: int | None = int(text) if items is None and text.isdigit() else None
+        self.url = text if items is None and "://" in text else None
         self.files: list[Path] = []
         self.video_frames: dict[Path, int] = {}  # frame count each video file reports (0: unknown)
         self.unopened: set[Path] = set()  # videos of a folder, glob or list that OpenCV cannot open
@@ -109,8 +127,8 @@ class Source:
         if self.is_live:
             self._capture = open_video(self.camera if self.camera is not None else self.url)
         else:
-            self.files = self._expand(text)
-            single = self.files == [Path(text)]
+            self.files = self._expand(text) if items is None else [f for item in items for f in self._expand(item)]
+            single = self.files == [Path(text if items is None else items[0])]
             for p in self.files:  # the video named as the source fails here, before any work
                 if p.suffix.lower() in VIDEO_SUFFIXES:
                     try:

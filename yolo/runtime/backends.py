@@ -145,13 +145,23 @@ def run_backend(backend, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
+BACKEND_ATTRIBUTES = ("names", "stride", "fixed_shape", "device", "dtype")  # besides __call__ (docs/python-api.md)
+
+
 def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", half: bool = False,
                  names: str | Path | Sequence[str] | None = None, trust: bool = False):
     """A backend for ``weights``: a backend object (returned as is), a ``Darknet``, or a file: our ``.pt``,
     a darknet ``.weights`` (with ``cfg``), another toolkit's checkpoint (with ``cfg``), ``.onnx``/``.torchscript``
     (``trust``: also a ``.torchscript`` without our export metadata, whose code then runs)."""
     if callable(weights) and hasattr(weights, "stride") and not isinstance(weights, Darknet):
+        missing = [a for a in BACKEND_ATTRIBUTES if not hasattr(weights, a)]
+        if missing:
+            raise InputError(f"a backend object needs the attributes {', '.join(BACKEND_ATTRIBUTES)}; "
+                             f"{type(weights).__name__} lacks {', '.join(missing)}")
         return weights
+    if not isinstance(weights, (str, Path, Darknet)):
+        raise InputError(f"weights must be a file path (.pt, .weights with a cfg, .onnx, .torchscript), a Darknet or "
+                         f"a backend object; got {type(weights).__name__}")
     if isinstance(weights, Darknet):
         backend = TorchBackend(copy.deepcopy(weights), device, half)  # fusing must not change the caller's model
     elif str(weights).lower().endswith(EXPORTED_SUFFIXES):

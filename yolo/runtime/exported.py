@@ -102,6 +102,10 @@ class ExportedBackend:
         self.dtype = torch.float16 if meta.get("half") else torch.float32
 
     def _check(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InputError(f"expected a float tensor [B, 3, H, W] in [0, 1], got {got} (uint8 pixels: divide by "
+                             "255)", self.path)
         if x.dim() != 4 or x.shape[1] != 3:
             raise InputError(f"expected input [B, 3, H, W], got {list(x.shape)}", self.path)
         h, w = x.shape[-2:]

@@ -53,6 +53,12 @@ def as_image(item) -> tuple[np.ndarray, str | None]:
     """A path or an array -> (BGR ``[h, w, 3]`` uint8, path or None); unreadable files are an InputError."""
     if isinstance(item, np.ndarray):
         return to_bgr8(item), None
+    if not isinstance(item, (str, Path)):
+        raise InputError(f"expected an image array (numpy, BGR as cv2.imread gives) or a path, got "
+                         f"{type(item).__name__}")
+    if Path(item).is_dir() or (not Path(item).exists() and any(ch in str(item) for ch in "*?[")):
+        raise InputError("a folder or pattern holds many files: pass them to Detector.run, or a list of paths here",
+                         str(item))
     try:
         return read_image(item, "bgr"), str(item)
     except UnreadableImage:

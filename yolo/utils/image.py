@@ -17,10 +17,14 @@ class UnreadableImage(Exception):
 
 def to_bgr8(img: np.ndarray) -> np.ndarray:
     """Any array OpenCV might return -> BGR ``[H, W, 3]`` uint8: ``[H, W]`` gray, ``[H, W, 1]``, BGRA
-    ``[H, W, 4]``; uint16 is scaled by 1/257, floats are taken as [0, 1] (a float image reaching past 1, most
-    likely 0-255 pixels as floats, is an ``InputError``: clipped, it would be a white picture)."""
+    ``[H, W, 4]``; uint16 keeps its high byte (``>> 8``: what ``cv2.IMREAD_COLOR`` does, so an array and its
+    file give the same pixels), floats are taken as [0, 1] (a float image reaching past 1, most likely 0-255
+    pixels as floats, is an ``InputError``: clipped, it would be a white picture). An empty image (a side of 0)
+    is an ``InputError``."""
+    if 0 in img.shape[:2] or img.ndim < 2:
+        raise InputError(f"empty image (shape {list(img.shape)}): nothing to detect on")
     if img.dtype == np.uint16:
-        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+        img = (img >> 8).astype(np.uint8)
     elif img.dtype.kind == "f":
         top = float(np.nanmax(img)) if img.size else 0.0
         if top > 1.0 + 1e-3:
