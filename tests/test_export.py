@@ -200,12 +200,59 @@ def test_refuses_overwrite_and_bad_options(tiny, tmp_path, capsys):
 def test_failed_verification_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
     import yolo.export.exporter
 
-    monkeypatch.setattr(yolo.export.exporter, "TOLERANCE", 1e-12)  # the real difference (~1e-5) now fails
     assert main(["export", "--weights", str(tiny[1]), "--format", "onnx", "--img-size", "64",
-                 "--out", str(tmp_path / "m.onnx")]) == 1
+                 "--out", str(tmp_path / "m.onnx"), "--tolerance", "1e-12"]) == 1  # the real difference (~1e-6) fails
     err = capsys.readouterr().err
     assert "verification failed, nothing written" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary file
+    assert main(["export", "--weights", str(tiny[1]), "--format", "onnx", "--img-size", "64",
+                 "--out", str(tmp_path / "m.onnx"), "--tolerance", "0"]) == 2
+    assert "--tolerance must be > 0" in capsys.readouterr().err
+
+
+def test_tolerance_follows_the_float32_models_own_error(tiny, tmp_path, monkeypatch, capsys):
+    """Where the default bound is below the float32 model's own rounding (random zoo weights: yolov7-tiny's
+    float32 output is 1.6e-4 from its float64 output), the bound becomes 3x that rounding, measured here
+    against the model computed in float64 by this test."""
+    import yolo.export.exporter
+    from yolo.export.verify import verification_batch
+
+    model, pt = tiny
+    monkeypatch.setattr(yolo.export.exporter, "TOLERANCE", 1e-12)  # below any float32 rounding
+    result = yolo.export.exporter.export_model(pt, "onnx", tmp_path / "m.onnx", img_size=64)
+    x = verification_batch((64, 64), 1)[0]
+    with torch.no_grad():
+        exact = model.double().decode(model.double()(x.double()))
+        model.float()
+        rounded = model.decode(model(x)).double()
+    scale = torch.maximum(torch.tensor([64.0] * 4, dtype=torch.float64), exact[..., :4].abs())
+    own = max(((rounded[..., :4] - exact[..., :4]).abs() / scale).max().item(),
+              (rounded[..., 4:] - exact[..., 4:]).abs().max().item())
+    assert 0 < own < 1e-5
+    assert result.tolerance == pytest.approx(3 * own, rel=1e-6) and result.max_diff <= result.tolerance
+    assert "tolerance raised to 3 x" in result.note
+
+
+def test_non_finite_outputs_never_verify_as_zero():
+    """A box overflowed to inf on both sides is left out and the finite values still count; inf or NaN on one
+    side only (or different ones) is an infinite difference, never the 0 that NaN comparisons used to give."""
+    from yolo.export.verify import decoded_max_diff
+
+    ref = torch.tensor([[[10.0, 10.0, 4.0, 4.0, 0.5, 0.2], [20.0, 20.0, float("inf"), 4.0, 0.5, 0.3]]])
+    out = ref.clone()
+    out[0, 0, 4] = 0.5 + 3e-3  # one finite difference: objectness 3e-3
+    diff, note = decoded_max_diff(ref, out, (64, 64))
+    assert diff == pytest.approx(3e-3, abs=1e-6) and note == "1 non-finite values alike on both sides left out"
+    for bad in (float("nan"), float("-inf"), 1e30):
+        other = out.clone()
+        other[0, 1, 2] = bad
+        assert decoded_max_diff(ref, other, (64, 64))[0] == float("inf")
+    nan_both = ref.clone()
+    nan_both[0, 1, 2] = float("nan")
+    assert decoded_max_diff(nan_both, nan_both.clone(), (64, 64)) == (0.0, "1 non-finite values alike on both "
+                                                                          "sides left out")
+    nan_both[0, 0, 0] = float("nan")  # NaN on one side only
+    assert decoded_max_diff(nan_both, ref, (64, 64))[0] == float("inf")
 
 
 def test_missing_extra(tiny, tmp_path, monkeypatch, capsys):

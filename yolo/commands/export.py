@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N to trace on (default cpu); TorchScript "
                                                    "files run on that device type only")
     p.add_argument("--out", help="output path (default: the weights with .onnx / .torchscript)")
+    p.add_argument("--tolerance", type=float, help="verification bound on the max difference (default: 1e-4 for "
+                                                   "float32, or 3x the float32 model's own error against float64 "
+                                                   "where that is larger; 0.1 with --half)")
     p.add_argument("--force", action="store_true", help="replace the output if it exists")
     p.set_defaults(run=_run_export)
 
@@ -60,7 +63,8 @@ def _run_export(args) -> int:
     try:
         result = export_model(model, args.format, out, img_size=size, batch_size=args.batch_size,
                               dynamic=args.dynamic, half=args.half, opset=args.opset, nms=args.nms,
-                              force=args.force, conf_thres=args.conf_thres, iou_thres=args.iou_thres, device=device)
+                              force=args.force, conf_thres=args.conf_thres, iou_thres=args.iou_thres, device=device,
+                              tolerance=args.tolerance)
     except ExportVerificationError as e:
         print(f"yolo export: verification failed, nothing written: {e}", file=sys.stderr)
         return 1
