@@ -16,7 +16,7 @@ import torch
 from tests.helpers import CFG
 from yolo import Darknet, DarknetHeader, InputError, load_model
 from yolo.cli import main
-from yolo.model.cfg_parser import ConvSpec
+from yolo.model.cfg_parser import ConvSpec, parse_cfg
 
 TINY = CFG / "yolov3-tiny.cfg"
 
@@ -78,13 +78,14 @@ def test_round_trip_through_checkpoint_is_byte_identical(tmp_path, minor):
     assert ckpt["cfg"] == TINY.read_text()
 
 
-def test_cutoff_backbone_file(tmp_path):
+def test_cutoff_backbone_file(tmp_path, capsys):
     """A yolov3-tiny.conv.15-style file: the convs among the first 15 layers (0..14)."""
     src = tmp_path / "yolov3-tiny.conv.15"
     ref = write_reference_weights(src, TINY, cutoff=15)
     model = Darknet.from_cfg(TINY)
     untouched = model.module_list[15].conv.weight.clone()
-    with pytest.raises(InputError, match=r"ends exactly after layer 14: a backbone file\? use cutoff 15"):
+    with pytest.raises(InputError, match=r"ends exactly after layer 14: a backbone file\? read it with --cutoff 15 "
+                                         r"\(in a run YAML: cutoff: 15\)"):
         model.load_darknet_weights(src)
     model.load_darknet_weights(src, cutoff=15)
     assert torch.equal(model.module_list[14].conv.weight, torch.from_numpy(ref[14]["weight"]))
@@ -95,8 +96,13 @@ def test_cutoff_backbone_file(tmp_path):
     # through a checkpoint, the cutoff is remembered
     pt = tmp_path / "b.pt"
     assert main(["convert-weights", str(src), "--cfg", str(TINY), "--cutoff", "15", "-o", str(pt)]) == 0
+    capsys.readouterr()
     assert main(["convert-weights", str(pt), "-o", str(tmp_path / "c.weights")]) == 0
     assert (tmp_path / "c.weights").read_bytes() == src.read_bytes()
+    # the line says what the file holds: layers 0..14 hold 9 of yolov3-tiny's 13 convs (the cfg counts them)
+    convs = [s.index for s in parse_cfg(TINY).layers if isinstance(s, ConvSpec)]
+    assert len(convs) == 13 and sum(i < 15 for i in convs) == 9
+    assert capsys.readouterr().out.rstrip().endswith("; wrote layers 0..14 (9 conv layers))")
 
 
 def test_cutoff_cuts_a_whole_file_as_darknet_partial_does(tmp_path):

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from yolo.errors import InputError
+from yolo.model.cfg_parser import ConvSpec
 from yolo.model.checkpoint import (
     CHECKPOINT_SUFFIXES,
     WEIGHTS_SUFFIXES,
@@ -110,4 +111,7 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
             with atomic_write(path) as f:
                 f.write(text.encode())
     also = f"; with {', '.join(p.name for p in files)}" if files else ""
+    if cutoff is not None:  # the summary so far described what was read: say what the backbone file holds
+        convs = sum(isinstance(s, ConvSpec) for s in model.spec.layers[:cutoff])
+        also += f"; wrote layers 0..{cutoff - 1} ({convs} conv layers)"
     return f"{src} -> {out} ({how}{also})"
