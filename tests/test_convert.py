@@ -651,7 +651,8 @@ def test_weights_output_brings_its_cfg_and_names_and_opencv_reads_them(tmp_path,
     rc, out, err = cli(capsys, tmp_path / "best.pt", "-o", tmp_path / "out" / "model2.weights")
     assert rc == 2 and out == ""
     assert_one_line_error(err, str(tmp_path / "out" / "model2.names"), "other content", "--force")
-    assert not (tmp_path / "out" / "model2.weights").exists() and (tmp_path / "out" / "model2.names").read_text() == "x\n"
+    assert not (tmp_path / "out" / "model2.weights").exists()
+    assert (tmp_path / "out" / "model2.names").read_text() == "x\n"
     rc, _, err = cli(capsys, tmp_path / "best.pt", "-o", tmp_path / "out" / "model2.weights", "--force")
     assert (rc, err) == (0, "") and (tmp_path / "out" / "model2.names").read_text().startswith("cat\n")
     # a backbone file (--cutoff) goes with whatever cfg is trained next: no companions

@@ -459,3 +459,105 @@ def test_exported_torchscript_gives_the_same_detections(weights, folder, tmp_pat
     backend = Detector(path, img_size=SIZE).backend
     with pytest.raises(InputError, match="expected a float tensor .* got a torch.uint8 tensor"):
         backend(torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8))  # 0-255 pixels would give garbage, not an error
+
+
+def test_awkward_names_lists_and_run_folders(weights, tmp_path, capsys, monkeypatch):
+    """Same-named files of two folders stay apart in predictions.json as in the labels; list files with a byte
+    order mark, a folder, no entries or non-UTF-8 bytes; run folders named '.' or under a file."""
+    w = ["--weights", str(weights), "--img-size", str(SIZE), "--conf", str(CONF), "--no-progress"]
+    for sub, shift in (("a", 0), ("b", 60)):
+        (tmp_path / "nest" / sub).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "nest" / sub / "x.png"), _bgr(150, 190, shift=shift))
+    out = tmp_path / "glob"
+    assert main(["detect", *w, "--source", str(tmp_path / "nest" / "*" / "x.png"), "--out", str(out),
+                 "--save-txt", "--save-json", "--nosave"]) == 0
+    items = json.loads((out / "predictions.json").read_text())
+    for name, sub in (("x", "a"), ("x_2", "b")):  # each JSON name joins its labels file and its source
+        mine = [i for i in items if i["file_name"] == f"{name}.png"]
+        assert len(mine) == len((out / "labels" / f"{name}.txt").read_text().splitlines()) > 0
+        assert {i["path"] for i in mine} == {str(tmp_path / "nest" / sub / "x.png")}
+    capsys.readouterr()
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "bom.txt").write_bytes(b"\xef\xbb\xbf../nest/a/x.png\n../nest/b\n")  # Windows Notepad's BOM; a folder
+    assert main(["detect", *w, "--source", str(lists / "bom.txt"), "--out", str(tmp_path / "bom"), "--save-txt",
+                 "--nosave"]) == 0
+    assert "2 images" in capsys.readouterr().out
+    (lists / "empty.txt").write_text("\n# nothing yet\n")
+    assert "lists no image or video" in _cli_error(capsys, *w, "--source", str(lists / "empty.txt"), "--out",
+                                                   str(tmp_path / "e"))
+    (lists / "latin1.txt").write_bytes(b"caf\xe9.png\n")
+    assert "not UTF-8 text (byte 3" in _cli_error(capsys, *w, "--source", str(lists / "latin1.txt"), "--out",
+                                                  str(tmp_path / "e"))
+    assert not (tmp_path / "e").exists()
+    img = str(tmp_path / "nest" / "a" / "x.png")
+    monkeypatch.chdir(tmp_path / "nest")
+    for name in (".", "..", ""):  # '.' crashed (ValueError), '..' made a folder named '..2'
+        assert "needs a name" in _cli_error(capsys, *w, "--source", img, "--out", name)
+    assert sorted(p.name for p in (tmp_path / "nest").iterdir()) == ["a", "b"]
+    assert f"{tmp_path / 'nest' / 'a' / 'x.png'} is a file, not a folder" in _cli_error(
+        capsys, *w, "--source", img, "--out", str(tmp_path / "nest" / "a" / "x.png" / "run"))
+
+
+def test_video_sides_of_any_size(weights, tmp_path, capsys):
+    """A video 1 pixel wide gets its annotated copy (padded to the even sides the encoder needs; it refused
+    and ended the run); odd sides are padded, not cut: every source pixel is in the output."""
+    from yolo.detect.writers import VideoOut
+
+    src = tmp_path / "src"
+    src.mkdir()
+    vw = cv2.VideoWriter(str(src / "thin.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (1, 9))
+    for _ in range(3):
+        vw.write(np.full((9, 1, 3), 100, np.uint8))
+    vw.release()
+    cv2.imwrite(str(src / "z.png"), _bgr(120, 160))
+    assert main(["detect", "--weights", str(weights), "--img-size", str(SIZE), "--source", str(src), "--no-progress",
+                 "--out", str(tmp_path / "r"), "--save-txt"]) == 0
+    assert "4 images" in capsys.readouterr().out
+    cap = cv2.VideoCapture(str(tmp_path / "r" / "thin.mp4"))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    assert len(frames) == 3 and frames[0].shape == (10, 2, 3)
+    assert (tmp_path / "r" / "z.png").is_file() and len(list((tmp_path / "r" / "labels").glob("*.txt"))) == 4
+
+    frame = _bgr(21, 33)
+    video = VideoOut(tmp_path / "odd.mp4", 10.0, (33, 21))
+    for _ in range(3):
+        video.write(frame)
+    video.close()
+    ok, back = cv2.VideoCapture(str(tmp_path / "odd.mp4")).read()
+    assert ok and back.shape == (22, 34, 3)
+    assert np.abs(back[:21, :33].astype(int) - frame).mean() < 12  # the picture, to MPEG-4's loss
+    assert back[21:].max() < 40 and back[:, 33:].max() < 40  # the padding: black
+
+
+def test_file_names_that_are_not_utf8(weights, tmp_path):
+    """A file name whose bytes are not UTF-8 crashed OpenCV (segmentation fault, the whole run lost): the image
+    is read through Python's bytes and detected as under a plain name; a video of such a name is skipped and
+    counted. A child process, so that a crash is a failed test, not a lost test worker."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    src = tmp_path / "src"
+    src.mkdir()
+    png = cv2.imencode(".png", _bgr(150, 190))[1].tobytes()
+    (src / "plain.png").write_bytes(png)
+    with open(os.path.join(os.fsencode(src), b"caf\xe9.png"), "wb") as f:
+        f.write(png)
+    with open(os.path.join(os.fsencode(src), b"clip\xff.mp4"), "wb") as f:
+        f.write(b"\x00\x00\x00\x18ftypmp42" + bytes(40))
+    cmd = [sys.executable, "-m", "yolo", "detect", "--weights", str(weights), "--img-size", str(SIZE), "--conf",
+           str(CONF), "--source", str(src), "--no-progress", "--save-txt", "--save-json", "--out", str(tmp_path / "r")]
+    done = subprocess.run(cmd, capture_output=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"2 images" in done.stdout and b"1 unreadable file(s) skipped" in done.stdout
+    labels = {p.name: p.read_text() for p in (tmp_path / "r" / "labels").iterdir()}
+    assert set(labels) == {"caf\ufffd.txt", "plain.txt"} and labels["caf\ufffd.txt"] == labels["plain.txt"] != ""
+    items = json.loads((tmp_path / "r" / "predictions.json").read_text(encoding="utf-8"))
+    assert {i["path"] for i in items} == {str(src / "plain.png"), str(src / "caf") + "\\xe9.png"}
+    assert {i["file_name"] for i in items} == {"plain.png", "caf\ufffd.png"}

@@ -197,9 +197,7 @@ def test_refuses_overwrite_and_bad_options(tiny, tmp_path, capsys):
     assert out.read_bytes() == b"keep me"
 
 
-def test_failed_verification_writes_nothing(tiny, tmp_path, monkeypatch, capsys):
-    import yolo.export.exporter
-
+def test_failed_verification_writes_nothing(tiny, tmp_path, capsys):
     assert main(["export", "--weights", str(tiny[1]), "--format", "onnx", "--img-size", "64",
                  "--out", str(tmp_path / "m.onnx"), "--tolerance", "1e-12"]) == 1  # the real difference (~1e-6) fails
     err = capsys.readouterr().err

@@ -81,6 +81,7 @@ def _run_detect(args) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise InputError(f"no readable image or video frame ({summary['unreadable']} unreadable file(s))",
                          args.source)
-    discard_if_empty(summary)
+    if args.nosave and not (args.save_txt or args.save_json or args.save_crop):
+        discard_if_empty(summary)
     print(format_summary(summary))
     return 0

@@ -48,7 +48,7 @@ def list_images(sources: list[Path], root: Path, listed_at: dict[str, tuple[str,
 
 def _read_list_file(path: Path, root: Path, listed_at: dict[str, tuple[str, int]] | None = None) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte order mark is no part of the first path
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read the image list ({e})", str(path)) from None
     out = []

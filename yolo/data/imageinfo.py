@@ -11,6 +11,8 @@ from pathlib import Path
 
 import cv2
 
+from yolo.utils.image import imread
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -133,7 +135,7 @@ def _bmp_size(path: Path, head: bytes) -> tuple[int, int]:
 
 
 def _decode_size(path: Path) -> tuple[int, int]:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = imread(path, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise CorruptImage("OpenCV cannot decode it")
     return _checked(*img.shape[:2])

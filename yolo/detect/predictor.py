@@ -7,6 +7,7 @@ Backends (what runs the network) live in ``yolo.runtime.backends``; pre- and pos
 from __future__ import annotations
 
 import numbers
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +60,13 @@ class Detections:
 
     def to_json(self, file_name: str | None = None) -> list[dict]:
         """COCO-style results: ``{"file_name", "category_id" (class index), "bbox": [x, y, w, h] pixels,
-        "score"}`` per detection."""
+        "score"}`` per detection, plus ``"path"`` (the source as given; bytes of a name that is not valid UTF-8
+        as ``\\xNN``) when the image came from a file. ``file_name``: default the path's name."""
         name = file_name or (Path(self.path).name if self.path else "")
+        where = {"path": os.fsencode(self.path).decode("utf-8", "backslashreplace")} if self.path else {}
         xywh = xyxy_to_xywh(self.boxes).tolist()
-        return [{"file_name": name, "category_id": int(c), "bbox": [round(v, 3) for v in b], "score": round(s, 5)}
-                for b, s, c in zip(xywh, self.scores.tolist(), self.classes.tolist())]
+        return [{"file_name": name, "category_id": int(c), "bbox": [round(v, 3) for v in b], "score": round(s, 5),
+                 **where} for b, s, c in zip(xywh, self.scores.tolist(), self.classes.tolist())]
 
     def to_txt(self) -> str:
         """YOLO txt lines ``class cx cy w h conf`` normalized by the image size."""

@@ -91,14 +91,14 @@ def run_detection(detector, source, out, save_txt=False, save_json=False, save_c
         bar.close()
         writer.close()
     summary = stats.summary(run_dir, writer, detector.names)
-    if increment:
+    if increment and nosave and not (save_txt or save_json or save_crop):
         discard_if_empty(summary)
     return summary
 
 
 def discard_if_empty(summary: dict) -> None:
-    """Remove the run folder when the run wrote nothing into it (``nosave`` and no txt, JSON or crops): an empty
-    folder is no result; ``summary["run_dir"]`` becomes None."""
+    """Remove the run folder when the run wrote nothing into it (for ``nosave`` without txt, JSON or crops: an
+    empty folder is no result); ``summary["run_dir"]`` becomes None."""
     run_dir = Path(summary["run_dir"])
     if run_dir.is_dir() and not any(run_dir.iterdir()):
         run_dir.rmdir()

@@ -8,6 +8,7 @@ and JPEG EXIF orientation is applied (``cv2.IMREAD_COLOR`` does both).
 from __future__ import annotations
 
 import glob
+import os
 import queue
 import sys
 import threading
@@ -20,11 +21,11 @@ import numpy as np
 
 from yolo.data.imageinfo import truncated_jpeg
 from yolo.errors import InputError
-from yolo.utils.image import UnreadableImage, read_image, to_bgr8
+from yolo.utils.image import UnreadableImage, opencv_safe, read_image, to_bgr8
 
-IMAGE_SUFFIXES = {".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jp2", ".png", ".webp", ".tif", ".tiff", ".pbm",
+IMAGE_SUFFIXES = {".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jfif", ".jp2", ".png", ".webp", ".tif", ".tiff", ".pbm",
                   ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif"}
-JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe"}
+JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts",
                   ".asf", ".3gp", ".ogv", ".gif"}
 
@@ -64,6 +65,9 @@ def _read_bgr_or_none(path: Path) -> np.ndarray | None:
 
 def open_video(name: str | int) -> cv2.VideoCapture:
     """An opened capture, or an ``InputError`` naming the video, camera or URL."""
+    if not opencv_safe(name):
+        raise InputError("cannot open a video whose file name is not valid UTF-8 (OpenCV takes names as UTF-8); "
+                         "rename it", os.fsencode(name).decode("utf-8", "backslashreplace"))
     cap = cv2.VideoCapture(name)
     if not cap.isOpened():
         what = f"camera {name}" if isinstance(name, int) else "video or stream"
@@ -72,17 +76,31 @@ def open_video(name: str | int) -> cv2.VideoCapture:
 
 
 def _list_file(path: Path) -> list[Path]:
-    """A text file with one image/video path per line (relative paths are relative to the file)."""
+    """A text file with one image/video path per line (relative paths are relative to the file; a listed folder
+    gives its images and videos, sorted; a UTF-8 byte order mark is ignored)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start}: {e.reason}); a list file holds one path per line",
+                         str(path)) from None
     files = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         p = Path(line) if Path(line).is_absolute() else path.parent / line
-        if not p.is_file():
+        if p.is_dir():
+            files += sorted(q for q in p.iterdir() if q.is_file() and _is_media(q))
+        elif p.is_file():
+            files.append(p)
+        else:
             raise InputError(f"listed file not found: {line}", str(path), i)
-        files.append(p)
+    if not files:
+        raise InputError("lists no image or video (one path per line; blank lines and # comments are skipped)",
+                         str(path))
     return files
+
+
 
 
 def _check_source(source) -> list[str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -57,14 +58,24 @@ class JsonArrayWriter:
 
 
 class VideoOut:
-    """An annotated video written under a temporary name and renamed on :meth:`close`."""
+    """An annotated video written under a temporary name and renamed on :meth:`close`. The MPEG-4 encoder needs
+    even sides (it cut an odd last row and column, and refused a side of 1 pixel): odd frames are padded with
+    black at the right and bottom instead, so every pixel of the source is in the video."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         self.path = path
         self.tmp = path.with_name(f".partial.{path.name}")
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        w, h = size
+        self.pad = (h % 2, w % 2)  # rows, columns added
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w + w % 2, h + h % 2))
         if not self.writer.isOpened():
-            raise OSError(f"OpenCV cannot write the video {path}")
+            raise OSError(f"OpenCV cannot write a {w}x{h} video")
+
+    def write(self, frame: np.ndarray) -> None:
+        """One BGR frame ``[h, w, 3]`` of the size given at opening."""
+        if any(self.pad):
+            frame = cv2.copyMakeBorder(frame, 0, self.pad[0], 0, self.pad[1], cv2.BORDER_CONSTANT, value=0)
+        self.writer.write(frame)
 
     def close(self) -> None:
         self.writer.release()
@@ -82,13 +93,17 @@ class RunWriter:
         self.used: set[str] = set()  # output stems already taken (two sources may share a file name)
         self.video: VideoOut | None = None
         self.video_source: str | None = None
+        self.video_failed: str | None = None  # the video whose annotated copy OpenCV could not write
         self.videos: list[str] = []
 
     @staticmethod
     def _stem(frame: Frame) -> str:
+        """The output name of ``frame``'s source, valid UTF-8 (bytes of a non-UTF-8 file name become U+FFFD)."""
         if frame.path.isdigit():
             return f"camera{frame.path}"
-        return "stream" if "://" in frame.path else Path(frame.path).stem
+        if "://" in frame.path:
+            return "stream"
+        return os.fsencode(Path(frame.path).stem).decode("utf-8", "replace")
 
     def write(self, frame: Frame, det) -> None:
         """Outputs for one ``frame`` and its :class:`yolo.detect.Detections`."""
@@ -112,8 +127,10 @@ class RunWriter:
                 _write_image(self.dir / f"{stem}{suffix if suffix.lower() in SAVE_SUFFIXES else '.jpg'}", drawn)
         if self.save_txt:
             _write_text(self.dir / "labels" / f"{stem}.txt", det.to_txt())
-        if self.json is not None:
-            items = det.to_json(self._stem(frame) if frame.is_live else Path(frame.path).name)
+        if self.json is not None:  # file_name: unique in the run, as the labels and images are named; path: the source
+            suffix = Path(frame.path).suffix
+            name = self._stem(frame) if frame.is_live else f"{self.video_stem if frame.is_video else stem}{suffix}"
+            items = det.to_json(name)
             if frame.is_video:
                 items = [{**item, "frame": frame.index} for item in items]
             self.json.write(items)
@@ -121,11 +138,18 @@ class RunWriter:
             self._crops(frame.image, rows, stem)
 
     def _video_frame(self, frame: Frame, drawn: np.ndarray) -> None:
+        if self.video_failed == frame.path:
+            return
         if self.video is None:
             h, w = drawn.shape[:2]
-            self.video = VideoOut(self.dir / f"{self.video_stem}.mp4", frame.fps, (w, h))
+            try:
+                self.video = VideoOut(self.dir / f"{self.video_stem}.mp4", frame.fps, (w, h))
+            except OSError as e:  # one video's picture lost, said once; its labels and JSON, and the run, go on
+                print(f"warning: {frame.path}: no annotated video ({e})", file=sys.stderr)
+                self.video_failed = frame.path
+                return
             self.videos.append(self.video.path.name)
-        self.video.writer.write(drawn)
+        self.video.write(drawn)
 
     def _crops(self, img: np.ndarray, rows: np.ndarray, stem: str) -> None:
         h, w = img.shape[:2]

@@ -3,9 +3,10 @@
 The metric, one number ``max_diff``: box coordinates are compared relative to the input size (|d cx|, |d w|
 divided by the input width W; |d cy|, |d h| by its height H), or relative to the value itself where PyTorch's
 value is larger than that side (a box 8x wider than the image, which random weights make, has float32 rounding
-of its own size); probabilities and scores absolutely. ``max_diff`` is the largest of all these over every row. For NMS graphs rows are matched within (batch, class) by the smallest such
-difference; a detection present on one side only counts as infinite unless its score is within the tolerance
-of the score threshold (a legitimate borderline flip).
+of its own size); probabilities and scores absolutely. ``max_diff`` is the largest of all these over every row
+(non-finite values count only where the two sides differ: :func:`decoded_max_diff`). For NMS graphs rows are
+matched within (batch, class) by the smallest such difference; a detection present on one side only counts as
+infinite unless its score is within the tolerance of the score threshold (a legitimate borderline flip).
 """
 
 from __future__ import annotations

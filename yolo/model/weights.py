@@ -99,7 +99,8 @@ def _size_error(path: str, convs: list[ConvSpec], found: int, cutoff: int | None
         if done + c > found:
             hint = ""
             if done == found and cutoff is None:
-                hint = f"; the file ends exactly after layer {s.index - 1}: a backbone file? read it with --cutoff {s.index} (in a run YAML: cutoff: {s.index})"
+                hint = (f"; the file ends exactly after layer {s.index - 1}: a backbone file? read it with --cutoff "
+                        f"{s.index} (in a run YAML: cutoff: {s.index})")
             return InputError(f"holds {found} float32 values after its header but the cfg ({span}) needs {need}: "
                               f"layer {s.index} (convolutional, {s.filters} filters) needs {c} from value {done} "
                               f"and runs out{hint}", path)

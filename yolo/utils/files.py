@@ -23,6 +23,9 @@ def increment_path(base: str | Path, mkdir: bool = True) -> Path:
     Parents are created as needed. Without ``mkdir`` the free name is only returned.
     """
     base = Path(base)
+    if base.name in ("", "..") or base.name.strip(".") == "":
+        raise InputError("a run folder needs a name to make a new folder of (e.g. runs/detect/exp), not an existing "
+                         "folder's '.' or '..'", str(base))
     sep = "-" if base.name[-1:].isdigit() else ""
     for n in range(1, 1_000_000):
         path = base if n == 1 else base.with_name(f"{base.name}{sep}{n}")
@@ -41,6 +44,9 @@ def increment_path(base: str | Path, mkdir: bool = True) -> Path:
 
 def make_run_dir(base: str | Path) -> Path:
     """``increment_path(base)`` and proof that the new folder is writable, as a one-line ``InputError``."""
+    for parent in Path(base).parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"cannot make the run folder: {parent} is a file, not a folder", str(base))
     try:
         path = increment_path(base)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):

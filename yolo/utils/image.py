@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -49,9 +50,31 @@ def read_image(path: str | Path, order: Literal["bgr", "rgb"]) -> np.ndarray:
     if order not in ("bgr", "rgb"):
         raise ValueError(f"order must be 'bgr' or 'rgb', got {order!r}")
     try:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        img = imread(path, cv2.IMREAD_COLOR)
     except cv2.error:
         img = None
     if img is None or img.size == 0:
         raise UnreadableImage(str(path))
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if order == "rgb" else img
+
+
+def opencv_safe(path: str | Path) -> bool:
+    """Whether OpenCV can be given ``path`` as text: a name that is not valid UTF-8 (Python keeps its bytes as
+    lone surrogates) crashes OpenCV's path conversion."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def imread(path: str | Path, flags: int) -> np.ndarray | None:
+    """``cv2.imread(path, flags)``, also for a file name that is not valid UTF-8 (its bytes are read by Python
+    and decoded by ``cv2.imdecode`` with the same flags, EXIF orientation included); None when undecodable."""
+    if opencv_safe(path):
+        return cv2.imread(str(path), flags)
+    try:
+        data = np.fromfile(os.fsencode(path), dtype=np.uint8)
+    except OSError:
+        return None
+    return cv2.imdecode(data, flags) if data.size else None
