@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,26 @@ def test_shipped_run_yamls_load():
         cfg = load_run_config(path)
         assert Path(cfg.model).parent == ROOT / "cfg" and Path(cfg.model).is_file(), path  # the built-in cfg
         assert Path(cfg.data).parent == ROOT / "data" and Path(cfg.data).is_file(), path  # the built-in data YAML
+
+
+def test_augment_errors_name_their_file_line_or_set_item(tmp_path):
+    """augment keys are checked with the rest of the config (before a run folder exists), and a bad one names
+    where it was set, as every other key's error does."""
+    path = tmp_path / "aug.yaml"
+    path.write_text("epochs: 3\naugment:\n  fliplr: 0.5\n  mosiac: 0.5\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:4: augment.mosiac: unknown key \(valid: "):
+        load_run_config(path)
+    with pytest.raises(InputError, match=r"^--set augment.mosaic=1.5: augment.mosaic: expected a number in \[0, 1"):
+        load_run_config(None, ["augment.mosaic=1.5"])
+    assert load_run_config(None, ["augment.mosaic=0.5"]).augment == {"mosaic": 0.5}
+
+
+def test_relative_paths_become_absolute_for_run_yaml(tmp_path, monkeypatch):
+    from yolo.train.config import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.yaml").write_text("train: x\nnames: [a]\n")
+    cfg = load_run_config(None, ["data=d.yaml", "model=yolov3-tiny.cfg", "weights=missing.pt"])
+    absolute_paths(cfg)
+    assert cfg.data == str(tmp_path / "d.yaml")  # was kept as 'd.yaml': --resume from elsewhere failed
+    assert cfg.model == "yolov3-tiny.cfg" and cfg.weights == "missing.pt"  # a built-in's name; a missing file

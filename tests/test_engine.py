@@ -128,6 +128,49 @@ def test_non_finite_loss_stops_naming_step_and_part(tmp_path):
     assert load_safe(tmp_path / "run" / "weights" / "last.pt")["epoch"] == 0  # the last good one, intact
 
 
+@pytest.mark.parametrize("stop_call", [10, 7, 12])
+def test_ctrl_c_inside_an_epoch_resumes_exactly(tmp_path, stop_call):
+    """Ctrl-C at a micro-batch of epoch 1 (6 batches, accumulate 2: steps after batches 2, 4, 6), then --resume:
+    the same weights, EMA and results.csv as a run never stopped. The toy model has BN (its statistics move
+    at every forward, also of the micro-batch that had not stepped) and dropout, and its loader shuffles with
+    the global RNG: all of it must be taken up where the last optimizer step left it. It used to save the
+    weights as they were and redo the whole epoch on top of them (call 10: epoch 1's loss 2.278 against 3.348,
+    BN's num_batches_tracked 21 against 18). Calls 7 and 12: the epoch's first and last batch."""
+    import csv
+
+    cfg = dict(epochs=3, ema={"enabled": True, "decay": 0.9, "tau": 2})
+    ref = Trainer(toy_cfg(**cfg), TrainTask(toy_model(), ToyLoader(), mse), tmp_path / "ref", progress=False,
+                  plots=False)
+    ref.fit()
+    calls = {"n": 0}
+
+    def interrupted(model, batch, device):
+        calls["n"] += 1
+        if calls["n"] == stop_call:
+            raise KeyboardInterrupt
+        return mse(model, batch, device)
+
+    tr = Trainer(toy_cfg(**cfg), TrainTask(toy_model(), ToyLoader(), interrupted), tmp_path / "run",
+                 progress=False, plots=False)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    ckpt = load_safe(tmp_path / "run" / "weights" / "last.pt")
+    assert ckpt["epoch"] == 0 and ckpt["interrupted_epoch"]["batch"] == {10: 2, 7: 0, 12: 4}[stop_call]
+    torch.manual_seed(123)  # a new process: nothing of the old random states is left
+    resumed = Trainer(toy_cfg(**cfg), TrainTask(toy_model(), ToyLoader(), mse), tmp_path / "run", progress=False,
+                      plots=False)
+    resumed.resume(tmp_path / "run" / "weights" / "last.pt")
+    resumed.fit()
+    for name in ("last.pt",):
+        a, b = load_safe(tmp_path / "ref" / "weights" / name), load_safe(tmp_path / "run" / "weights" / name)
+        for key in ("train_model", "model"):
+            for k, v in a[key].items():
+                assert torch.equal(v, b[key][k]), (key, k)
+    rows = [list(csv.DictReader(open(tmp_path / d / "results.csv"))) for d in ("ref", "run")]
+    drop = lambda r: {k: v for k, v in r.items() if not k.startswith("time")}  # noqa: E731
+    assert [drop(r) for r in rows[0]] == [drop(r) for r in rows[1]]
+
+
 def test_keyboard_interrupt_saves_last(tmp_path):
     calls = {"n": 0}
 
@@ -183,6 +226,29 @@ def test_patience_stops_early_and_best_is_kept(tmp_path):
     assert tr.epoch == 3 and tr.best_epoch == 1  # no gain in epochs 2 and 3
     assert load_safe(tmp_path / "run" / "weights" / "best.pt")["epoch"] == 1
     assert abs(load_safe(tmp_path / "run" / "weights" / "best.pt")["best_fitness"] - 0.7) < 1e-9
+
+
+def test_patience_is_decided_on_validated_epochs_only(tmp_path):
+    """With val.period 3, epochs 0, 1, 3 and 4 are not validated: their fitness is NaN (not the negative loss,
+    another scale, which made the CSV and best.pt mix the two), and patience does not end the run on them (it
+    stopped after epoch 4 of 6, before the last validation, without a word)."""
+    import csv
+
+    scores = iter([0.5, 0.6])  # epochs 2 and 5
+    cfg = toy_cfg(epochs=6, patience=2, **{"val": {"period": 3}})
+    tr = toy_trainer(tmp_path, cfg, validate=lambda model, epoch: {"map50": 0.0, "map": next(scores) / 0.9})
+    tr.fit()
+    assert tr.epoch == 5 and tr.best_epoch == 5
+    with open(tmp_path / "run" / "results.csv") as f:
+        fitness = [float(r["fitness"]) for r in csv.DictReader(f)]
+    assert [math.isnan(v) for v in fitness] == [True, True, False, True, True, False]
+    assert fitness[2] == pytest.approx(0.5) and fitness[5] == pytest.approx(0.6)
+
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1])  # epochs 1, 3, 5, ...: no gain after epoch 1
+    tr = toy_trainer(tmp_path, toy_cfg(epochs=10, patience=2, **{"val": {"period": 2}}), name="run2",
+                     validate=lambda model, epoch: {"map50": 0.0, "map": next(scores) / 0.9})
+    tr.fit()
+    assert tr.epoch == 3 and tr.best_epoch == 1  # stopped on a validated epoch, 2 epochs after the best
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "step"])

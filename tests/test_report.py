@@ -176,3 +176,33 @@ def test_repeated_images_and_splits_sharing_images_are_named(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
     assert main(["data", "check", str(data)]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+def test_train_and_val_say_what_the_split_dropped(tmp_path, capsys):
+    """Label rows outside the data's classes (a names list shorter than the labels) were dropped without a word
+    by yolo train and yolo val (only yolo data check said so): both now print one warning line per split."""
+    from yolo.model.cfg_edit import set_num_classes
+    from yolo.model.cfg_parser import parse_cfg_text
+    from yolo.model.checkpoint import save_checkpoint
+    from yolo.model.darknet import Darknet
+    from yolo.train.config import RunConfig
+    from yolo.train.defaults import default_data
+    from yolo.utils.dist import DistEnv
+
+    for split in ("train", "val"):
+        for i in range(2):
+            _img(tmp_path / f"images/{split}/{i}.jpg", seed=i)
+            _write(tmp_path / f"labels/{split}/{i}.txt", "0 0.5 0.5 0.2 0.2\n4 0.3 0.3 0.1 0.1\n")  # class 4 of 2
+    data = _write(tmp_path / "d.yaml", "train: images/train\nval: images/val\nnames: [a, b]\n")
+    default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
+    err = capsys.readouterr().err.splitlines()
+    for split in ("train", "val"):
+        assert f"warning: {split} split ({tmp_path / 'images' / split}): 2 label rows dropped (class 2); " \
+               "`yolo data check` names them" in err
+    model = Darknet(parse_cfg_text(set_num_classes((ROOT / "cfg/yolov3-tiny.cfg").read_text(), 2), "two.cfg"))
+    model.names = ["a", "b"]
+    save_checkpoint(model, tmp_path / "two.pt")
+    assert main(["val", "--weights", str(tmp_path / "two.pt"), "--data", str(data), "--img-size", "64",
+                 "--out", str(tmp_path / "v"), "--no-plots"]) == 0
+    assert f"warning: val split ({tmp_path / 'images' / 'val'}): 2 label rows dropped (class 2); `yolo data " \
+           "check` names them" in capsys.readouterr().err

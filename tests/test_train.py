@@ -221,9 +221,11 @@ def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
     start = tmp_path / "start.pt"
     save_checkpoint(Darknet.from_cfg(mini_cfg(tmp_path)), start)
     loaders["interrupt_at"] = 1
-    assert main(["train", "--cfg", str(path), "--set", "epochs=2", "ema.tau=2", f"weights={start}"]) == 130
+    monkeypatch.chdir(tmp_path)  # weights named relative to it: run.yaml must name them from anywhere
+    assert main(["train", "--cfg", str(path), "--set", "epochs=2", "ema.tau=2", "weights=start.pt"]) == 130
     last = tmp_path / "runs" / "exp" / "weights" / "last.pt"  # (Ctrl-C in epoch 1)
     assert load_safe(last)["epoch"] == 0 and load_safe(last)["run_config"]["epochs"] == 2
+    assert yaml.safe_load((last.parent.parent / "run.yaml").read_text())["weights"] == str(start)
     start.unlink()  # resuming needs last.pt only (it stopped on "starting weights not found")
     loaders["interrupt_at"] = None
     capsys.readouterr()
@@ -240,6 +242,16 @@ def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
     assert "--set epochs=13" in err and last.read_bytes() == before
     assert main(["train", "--resume", str(last), "--set", "epochs=0"]) == 2
     assert "--set epochs=0: epochs must be >= 1" in capsys.readouterr().err
+    assert main(["train", "--resume", str(last), "--set", "epochs=2"]) == 2  # said "all its 2 epochs" (it ran 3)
+    assert "the run finished 3 epochs, and --set epochs=2 asks for no more than that" in capsys.readouterr().err
+    run_yaml = (last.parent.parent / "run.yaml").read_bytes()
+    # the optimizer's kind and the parameters it holds (freeze) are in last.pt's optimizer state (they crashed
+    # a step later, after run.yaml was rewritten); the run folder is where last.pt is (out was ignored)
+    for item in ("optimizer=sgd", "freeze=3", f"out={tmp_path / 'elsewhere'}"):
+        assert main(["train", "--resume", str(last), "--set", "epochs=4", item]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--set {item}: a resumed run keeps its {item.split('=')[0]}" in err
+    assert last.read_bytes() == before and (last.parent.parent / "run.yaml").read_bytes() == run_yaml
     assert main(["train", "--cfg", str(path), "--set", "epoch=3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown key 'epoch'" in err

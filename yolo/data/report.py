@@ -95,6 +95,18 @@ class DatasetReport:
             lines.append(f"  ... and {self.problem_count - max_problems} more")
         return "\n".join(lines)
 
+    def dropped_warning(self) -> str | None:
+        """One line for the commands that use a split without listing its problems (train, val): what was
+        dropped, or None when nothing was (rows and images dropped change what is trained and scored)."""
+        rows = sum(self.bad_rows.values())
+        if not rows and not self.corrupt:
+            return None
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))
+        parts = ([f"{rows} label rows dropped ({kinds})"] if rows else []) + \
+            ([f"{self.corrupt} corrupt or missing images dropped"] if self.corrupt else [])
+        return (f"warning: {self.split or 'split'} split ({self.source}): {'; '.join(parts)}; `yolo data check` "
+                "names them")
+
     def to_dict(self) -> dict:
         """Plain types only (JSON and the label cache)."""
         return dataclasses.asdict(self)

@@ -8,6 +8,7 @@ resolved config that is written as ``run.yaml`` next to the run's checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -191,7 +192,10 @@ def _merge(obj, data, source: str, root, prefix: str, origins: Origins | None = 
             _merge(current, value, source, root, dotted + ".", origins)
             continue
         if hints[key] is dict and isinstance(value, dict):
-            current.update(value)  # augment: keys are checked by AugmentConfig.from_dict
+            current.update(value)  # augment: keys are checked by AugmentConfig.from_dict (in validate)
+            if origins is not None:
+                for sub in value:
+                    origins[f"{dotted}.{sub}"] = (source, _line_of(root, [*dotted.split("."), str(sub)]))
         else:
             setattr(obj, key, _coerce(value, hints[key], dotted, source, line))
         if origins is not None:
@@ -260,6 +264,15 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.samefile(b)
     except OSError:
         return False
+
+
+def absolute_paths(cfg: RunConfig) -> None:
+    """Relative ``model``, ``data`` and ``weights`` paths that exist from the working folder become absolute (a
+    built-in's name stays a name), so that the run's ``run.yaml`` means the same files from anywhere."""
+    for key in PATH_KEYS:
+        value = getattr(cfg, key)
+        if value and not Path(value).is_absolute() and Path(value).exists():
+            setattr(cfg, key, os.path.abspath(value))
 
 
 def check_paths(cfg: RunConfig) -> None:
@@ -331,3 +344,11 @@ def validate(cfg: RunConfig, source: str, origins: Origins | None = None) -> Non
           "amp")
     check(all(0 < m < 1 for m in cfg.step_milestones), "step_milestones are fractions of the run in (0, 1)",
           "step_milestones")
+    from yolo.data.augment import AugmentConfig
+
+    check(isinstance(cfg.augment, dict), f"augment must be a mapping, got {cfg.augment!r}", "augment")
+    for key, value in cfg.augment.items():  # one at a time, so the error names where that key was set
+        try:
+            AugmentConfig.from_dict({key: value})
+        except InputError as e:
+            check(False, str(e), "augment", f"augment.{key}")  # the last found is named: the key's own line

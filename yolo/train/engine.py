@@ -120,6 +120,8 @@ class Trainer:
         self.finished_epoch = -1  # the last epoch whose checkpoints are written (set again by fit)
         self.meters = MeterBuffer()
         self.stop = False
+        self.boundary: dict | None = None  # the epoch under way at its last optimizer step (a Ctrl-C saves it)
+        self.resume_from: dict | None = None  # an interrupted epoch's boundary to continue from (resume)
 
     # ------------------------------------------------------------------ loop
 
@@ -166,17 +168,36 @@ class Trainer:
                 plot_results(self.results.path)
 
     def train_epoch(self) -> None:
-        """One pass over the loader with accumulation; the optimizer also steps after the last batch."""
+        """One pass over the loader with accumulation; the optimizer also steps after the last batch.
+
+        A resumed interrupted epoch (``self.resume_from``) replays the loader from the epoch's first random
+        state, skips the batches already trained, then takes up the random states and loss totals of its last
+        optimizer step: the epoch goes on as if never stopped."""
         self.model.train()
         self.meters = MeterBuffer()
+        resume, self.resume_from = self.resume_from, None
+        if resume is not None:
+            set_rng_state(resume["rng_epoch"])
+        epoch_rng = rng_state()  # what the loader's order and everything after it draw from
+        self.boundary = self._boundary(0, epoch_rng)  # nothing trained yet
         if self.task.on_epoch_start:
             self.task.on_epoch_start(self.epoch)
         _set_epoch(self.task.train_loader, self.epoch)
         self.optimizer.zero_grad(set_to_none=True)
         bar = self._progress_bar()
+        skip = resume["batch"] if resume is not None else 0
         tic = time.perf_counter()
         try:
             for i, batch in enumerate(self.task.train_loader):
+                if i < skip:  # trained before the interruption
+                    if i + 1 == skip:
+                        set_rng_state(resume["rng"])
+                        self.meters.load_totals(resume["meters"])
+                        self.boundary = {**self._boundary(skip, epoch_rng), "meters": resume["meters"]}
+                    if bar is not None:
+                        bar.update(1)
+                    tic = time.perf_counter()
+                    continue
                 self.meters.update(data_time=time.perf_counter() - tic)
                 if i < 3 and self.epoch == self.start_epoch and self.env.is_main and self.task.on_first_batches:
                     self.task.on_first_batches(batch, i, self.out_dir)  # e.g. pictures of what the model sees
@@ -188,6 +209,18 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+
+    def _boundary(self, batch: int, epoch_rng: dict) -> dict:
+        """The epoch under way after ``batch`` batches, at an optimizer step: what an interrupted ``last.pt``
+        needs besides the weights and optimizer (which change only at steps): the model's buffers (BN running
+        statistics move at every forward, also of micro-batches that did not step yet), the random states
+        (now and at the epoch's start) and the loss totals."""
+        model = unwrap(self.model)
+        if getattr(self, "_persistent", None) is None:
+            self._persistent = set(model.state_dict())  # buffers a state dict holds (not grids or caches)
+        return {"epoch": self.epoch, "batch": batch, "rng_epoch": epoch_rng, "rng": rng_state(),
+                "meters": self.meters.totals(),  # on the device: no copy to the host (a sync) at every step
+                "buffers": {k: v.detach().clone() for k, v in model.named_buffers() if k in self._persistent}}
 
     def train_step(self, i: int, batch) -> None:
         step = self.epoch * self.nb + i
@@ -205,7 +238,14 @@ class Trainer:
             self.scaler.scale(loss).backward()
         t2 = time.perf_counter()
         if step_now:
-            self.optimizer_step()
+            with deferred_interrupt():  # the step, the EMA and their record are one: a Ctrl-C waits for them
+                self.optimizer_step()
+                self.meters.update({k: float(v) for k, v in parts.items()}, loss=float(loss.detach()), lr=lr,
+                                   forward_time=t1 - t0, backward_time=t2 - t1,
+                                   optim_time=time.perf_counter() - t2)
+                if self.env.is_main:
+                    self.boundary = self._boundary(i + 1, self.boundary["rng_epoch"])
+            return
         self.meters.update({k: float(v) for k, v in parts.items()}, loss=float(loss.detach()), lr=lr,
                            forward_time=t1 - t0, backward_time=t2 - t1, optim_time=time.perf_counter() - t2)
 
@@ -241,19 +281,25 @@ class Trainer:
                 self._log(row)  # the row first: a checkpoint never claims an epoch results.csv lacks (a redone
                 self._save_epoch(row)  # epoch after a kill replaces its row)
                 self.finished_epoch = self.epoch
-            patience = self.cfg.patience
-            self.stop = patience > 0 and self.epoch - self.best_epoch >= patience
+            patience = self.cfg.patience  # epochs without a better fitness; decided on a measured one only
+            self.stop = patience > 0 and not math.isnan(row["fitness"]) and self.epoch - self.best_epoch >= patience
         self.stop = broadcast_object(self.stop)
         return row
 
     def _validate(self, losses: dict) -> dict:
+        """This epoch's validation metrics and ``fitness``: from the metrics when validated; NaN on an epoch
+        that ``val.period`` skips (it is not compared with validated epochs: another scale); the negative
+        training loss when the task has no validation at all."""
         last = self.epoch + 1 == self.cfg.epochs
         metrics: dict = {}
-        if self.task.validate and ((self.epoch + 1) % self.cfg.val.period == 0 or last):
+        validated = bool(self.task.validate) and ((self.epoch + 1) % self.cfg.val.period == 0 or last)
+        if validated:
             metrics = dict(self.task.validate(self.eval_model, self.epoch))
         if "fitness" not in metrics:
             if "map50" in metrics and "map" in metrics:
                 metrics["fitness"] = 0.1 * metrics["map50"] + 0.9 * metrics["map"]
+            elif self.task.validate and not validated:
+                metrics["fitness"] = math.nan
             else:
                 metrics["fitness"] = -losses.get("loss", 0.0)
         return metrics
@@ -277,16 +323,28 @@ class Trainer:
             self.save(f"epoch_{self.epoch + 1}.pt")
 
     def _save_interrupted(self) -> Path:
-        """``last.pt`` with the weights as they are and the epoch counter at the last finished epoch, whose
-        checkpoints were written (resume redoes the interrupted one; after a Ctrl-C during an epoch's writes,
-        the next). A second Ctrl-C is ignored while it is written; the write is atomic anyway."""
+        """``last.pt`` with the epoch counter at the last finished epoch, whose checkpoints were written, and the
+        epoch under way as it was at its last optimizer step (weights, EMA and optimizer as they are: they change
+        only at steps; the buffers, random states and loss totals of that step; ``interrupted_epoch``), which
+        resume continues from that batch. After a Ctrl-C during an epoch's writes, resume starts the next epoch.
+        A second Ctrl-C is ignored while it is written; the write is atomic anyway."""
         import signal
         import threading
 
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
-            return self.save("last.pt", epoch=self.finished_epoch, interrupted=True)
+            ckpt = self.checkpoint(self.finished_epoch, interrupted=True)
+            b = self.boundary
+            if b is not None and b["epoch"] == self.finished_epoch + 1:
+                buffers = {k: v.cpu() for k, v in b["buffers"].items()}
+                ckpt["train_model"].update(buffers)
+                if self.ema is None:  # the deployable model is the raw one: the same buffers
+                    ckpt["model"].update(buffers)
+                ckpt["interrupted_epoch"] = {k: b[k] for k in ("epoch", "batch", "rng_epoch", "rng", "meters")}
+            path = self.weights_dir / "last.pt"
+            save_atomic(ckpt, path)
+            return path
         finally:
             if main:
                 signal.signal(signal.SIGINT, previous)
@@ -335,6 +393,8 @@ class Trainer:
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.best_fitness, self.best_epoch = float(ckpt["best_fitness"]), int(ckpt.get("best_epoch", -1))
         set_rng_state(ckpt["rng"])
+        part = ckpt.get("interrupted_epoch")  # a Ctrl-C inside an epoch: continue it from its last step
+        self.resume_from = part if part is not None and int(part["epoch"]) == self.start_epoch else None
         if self.env.is_main:  # temporary files of writes a SIGKILL cut short (the finished files are intact)
             for stale in self.weights_dir.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)

@@ -237,7 +237,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callab
 
 def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: bool, plots: bool, env: DistEnv,
            device: torch.device, where: dict) -> Path:
-    from yolo.train.config import check_paths
+    from yolo.train.config import absolute_paths, check_paths
 
     seed_everything(cfg.seed + env.rank, cfg.deterministic)
     out_dir = Path(resume).resolve().parent.parent if resume else None
@@ -245,6 +245,7 @@ def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
     if out_dir is None:  # a new run
         if env.is_main:
             check_paths(cfg)  # before the run folder exists
+            absolute_paths(cfg)  # run.yaml (and --resume) must not depend on the folder the run started from
         _round_img_size(cfg, env)  # every rank; before run.yaml is written: it holds the size trained at
         if env.is_main:
             out_dir = fresh = make_run_dir(Path(cfg.out))  # never an existing folder; proven writable
@@ -350,7 +351,9 @@ def find_last_checkpoint(root: str | Path = "runs/train") -> Path:
     return found[-1]
 
 
-FIXED_ON_RESUME = ("model", "data")  # --set may change the rest of a run config when it is resumed
+# --set may change the rest of a run config when it is resumed: these define the network, its data, the
+# optimizer state's layout (its kind and the parameters it holds: freeze) and the run folder
+FIXED_ON_RESUME = ("model", "data", "optimizer", "freeze", "out")
 
 
 def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -365,13 +368,17 @@ def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> R
     for item in overrides or []:
         apply_override(cfg, item, origins)
     validate(cfg, str(path), origins)
+    stored = RunConfig.from_dict(ckpt["run_config"], str(path))
     for key in FIXED_ON_RESUME:
-        if getattr(cfg, key) != ckpt["run_config"].get(key):
+        if getattr(cfg, key) != getattr(stored, key):
             raise InputError(f"a resumed run keeps its {key} ({ckpt['run_config'].get(key)}); to train from its "
-                             f"weights on another {key}, start a run: --cfg <run folder>/run.yaml --set "
+                             f"weights with another {key}, start a run: --cfg <run folder>/run.yaml --set "
                              f"weights={path} {key}=...", origins[key][0])
     done = int(ckpt.get("epoch", -1)) + 1  # epochs finished
     if done >= cfg.epochs:
-        raise InputError(f"nothing to resume: the run finished all its {cfg.epochs} epochs; to train on, raise "
-                         f"them (--set epochs={done + 10})", str(path))
+        asked = int(ckpt["run_config"].get("epochs", cfg.epochs))
+        what = (f"all its {done} epochs" if cfg.epochs == asked else
+                f"{done} epochs, and --set epochs={cfg.epochs} asks for no more than that")
+        raise InputError(f"nothing to resume: the run finished {what}; to train on, raise them "
+                         f"(--set epochs={done + 10})", str(path))
     return cfg

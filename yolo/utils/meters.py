@@ -54,6 +54,15 @@ class MeterBuffer(defaultdict):
         for key, value in {**(values or {}), **kwargs}.items():
             self[key].update(float(value))
 
+    def totals(self) -> dict[str, list[float]]:
+        """``{name: [total, count]}``: what the global averages need (a checkpoint of an epoch under way)."""
+        return {k: [m.total, m.count] for k, m in self.items()}
+
+    def load_totals(self, totals: dict[str, list[float]]) -> None:
+        """Continue from :meth:`totals` (the recent windows start empty)."""
+        for key, (total, count) in totals.items():
+            self[key].total, self[key].count = float(total), int(count)
+
     def averages(self) -> dict[str, float]:
         """Global average of every meter (e.g. the epoch's mean losses)."""
         return {k: m.global_avg for k, m in self.items()}

@@ -4,6 +4,7 @@ time of an epoch went) and mosaics of batches with their boxes (drawn by ``yolo.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import cv2
@@ -43,12 +44,15 @@ def time_columns(columns: list[str]) -> list[str]:
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
-    """(epochs, values) of column ``key`` over the rows where it holds a number (validation may skip epochs)."""
+    """(epochs, values) of column ``key`` over the rows where it holds a finite number (validation may skip
+    epochs)."""
     xs, ys = [], []
     for r in rows:
         try:
             x, y = float(r["epoch"]), float(r.get(key, ""))
         except (TypeError, ValueError):
+            continue
+        if not math.isfinite(y):  # fitness of an epoch that val.period skipped
             continue
         xs.append(x + 1)  # epochs are counted from 1 in pictures, as in the progress bar
         ys.append(y)

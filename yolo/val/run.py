@@ -10,6 +10,7 @@ a standard COCO results file for the original ``instances_*.json``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,8 @@ class ValResult:
 
 
 def _pixels(labels: np.ndarray, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[N, 5]`` class, cx, cy, w, h normalized -> (``[N, 4]`` xyxy pixels of an image of ``shape`` (h, w), ``[N]``)."""
+    """``[N, 5]`` class, cx, cy, w, h normalized -> (``[N, 4]`` xyxy pixels of an image of ``shape`` (h, w),
+    ``[N]`` classes)."""
     h, w = shape
     t = torch.as_tensor(labels, dtype=torch.float64).reshape(-1, 5)
     return cxcywh_to_xyxy(t[:, 1:5] * t.new_tensor([w, h, w, h])), t[:, 0].long()
@@ -68,6 +70,8 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     index = load_split(load_data_config(data), split)
+    if index.report is not None and index.report.dropped_warning():
+        print(index.report.dropped_warning(), file=sys.stderr)
     backend = load_backend(weights, cfg=cfg, device=device, half=half, trust=trust)
     nc = getattr(backend, "num_classes", None) or len(backend.names)
     if nc != len(index.names):
