@@ -145,7 +145,7 @@ def run_backend(backend, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
-BACKEND_ATTRIBUTES = ("names", "stride", "fixed_shape", "device", "dtype")  # besides __call__ (docs/python-api.md)
+BACKEND_ATTRIBUTES = ("names", "stride", "fixed_shape")  # what Detector reads, besides __call__
 
 
 def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", half: bool = False,
