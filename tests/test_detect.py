@@ -522,6 +522,19 @@ def test_video_sides_of_any_size(weights, tmp_path, capsys):
     assert len(frames) == 3 and frames[0].shape == (10, 2, 3)
     assert (tmp_path / "r" / "z.png").is_file() and len(list((tmp_path / "r" / "labels").glob("*.txt"))) == 4
 
+    import yolo.detect.writers as writers
+
+    def refuse(*args):
+        raise OSError("OpenCV cannot write a 1x9 video")
+
+    with pytest.MonkeyPatch.context() as mp:  # a video OpenCV will not write: a warning; labels and the run go on
+        mp.setattr(writers, "VideoOut", refuse)
+        assert main(["detect", "--weights", str(weights), "--img-size", str(SIZE), "--source", str(src),
+                     "--no-progress", "--out", str(tmp_path / "r2"), "--save-txt"]) == 0
+    out, err = capsys.readouterr()
+    assert "4 images" in out and err.count("no annotated video (OpenCV cannot write a 1x9 video)") == 1
+    assert (tmp_path / "r2" / "z.png").is_file() and len(list((tmp_path / "r2" / "labels").glob("*.txt"))) == 4
+
     frame = _bgr(21, 33)
     video = VideoOut(tmp_path / "odd.mp4", 10.0, (33, 21))
     for _ in range(3):
