@@ -102,6 +102,26 @@ def test_training_batches_are_deterministic_across_workers(shapes):
     assert set(targets[:, 0].tolist()) <= {0, 1, 2, 3} and (targets[:, 2:] >= 0).all() and (targets[:, 2:] <= 1).all()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_epoch_leaves_out_its_trained_batches_and_gets_the_rest_unchanged(shapes, workers):
+    """The trainer's skip (yolo.train.engine._skip_batches) on the real loader: the next pass of epoch 1 leaves
+    out its first 2 batches without loading them and yields exactly the other batches of a full pass; the pass
+    after it is whole again."""
+    from yolo.train.engine import _skip_batches
+
+    cfg = AugmentConfig(mixup=0.3, degrees=5)
+    full = _batches(DetectionDataset(shapes, 128, cfg, train=True, seed=1), workers, epochs=(1,))
+    ds = DetectionDataset(shapes, 128, cfg, train=True, seed=1)
+    loader = build_loader(ds, 4, train=True, workers=workers, seed=3)
+    ds.set_epoch(1)
+    assert _skip_batches(loader, 2)
+    rest = [(imgs, targets, paths) for imgs, targets, paths, _ in loader]
+    assert len(full) == 3 and len(rest) == 1
+    assert torch.equal(rest[0][0], full[2][0]) and torch.equal(rest[0][1], full[2][1]) and rest[0][2] == full[2][2]
+    assert len([b for b in loader]) == 3
+    assert not _skip_batches([1, 2, 3], 2)  # a loader without such a sampler: the trainer drops them itself
+
+
 def test_close_mosaic_reaches_persistent_workers(shapes):
     ds = DetectionDataset(shapes, 128, AugmentConfig(mosaic=1.0), train=True, seed=0)
     loader = build_loader(ds, 6, train=True, workers=1, seed=0)

@@ -28,12 +28,15 @@ class EpochSampler(Sampler):
     """Yields dataset keys ``(i, epoch, mosaic)`` read from the dataset's ``epoch`` and ``mosaic_enabled`` when
     iteration starts (in the main process, so persistent workers see them too). Order: shuffled by
     ``(seed, epoch)`` when ``shuffle``; split over ranks by ``DistributedSampler`` when ``world_size > 1``
-    (which pads with repeats so every rank gets the same count)."""
+    (which pads with repeats so every rank gets the same count). ``skip``: how many keys the next pass leaves
+    out at its start (a resumed epoch's batches already trained; samples depend only on (seed, epoch, key), so
+    the rest are the same batches)."""
 
     def __init__(self, dataset, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
         self.dataset, self.shuffle, self.seed = dataset, shuffle, seed
         self.dist = DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed) \
             if world_size > 1 else None
+        self.skip = 0  # keys to leave out at the start of the next pass only (a resumed epoch's trained part)
 
     def __len__(self) -> int:
         return len(self.dist) if self.dist is not None else len(self.dataset)
@@ -49,7 +52,8 @@ class EpochSampler(Sampler):
             order = order.tolist()
         else:
             order = range(len(self.dataset))
-        for i in order:
+        skip, self.skip = self.skip, 0
+        for i in list(order)[skip:]:
             yield int(i), epoch, mosaic
 
 

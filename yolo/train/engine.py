@@ -64,6 +64,17 @@ class TrainTask:
     on_first_batches: Callable[[Any, int, Path], None] | None = None  # (batch, i, run folder) for i < 3
 
 
+def _skip_batches(loader, batches: int) -> bool:
+    """Have ``loader``'s sampler leave out the first ``batches`` batches of its next pass, when it can (a
+    sampler with ``skip``, under a plain batch size: yolo.data.loader.EpochSampler); False: the caller draws
+    and drops them (any loader)."""
+    sampler, size = getattr(loader, "sampler", None), getattr(loader, "batch_size", None)
+    if not batches or not hasattr(sampler, "skip") or not isinstance(size, int):
+        return False
+    sampler.skip = batches * size
+    return True
+
+
 def _set_epoch(loader, epoch: int) -> None:
     """Tell the loader, its dataset and its (distributed) sampler which epoch it is (shuffling and augmentation
     streams differ per epoch and restart exactly on resume)."""
@@ -186,14 +197,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         bar = self._progress_bar()
         skip = resume["batch"] if resume is not None else 0
+        start = skip if _skip_batches(self.task.train_loader, skip) else 0  # left out by the sampler itself
+
+        def take_up() -> None:  # the interrupted step's random states and loss totals
+            set_rng_state(resume["rng"])
+            self.meters.load_totals(resume["meters"])
+            self.boundary = {**self._boundary(skip, epoch_rng), "meters": resume["meters"]}
+
+        if start:
+            take_up()
+            if bar is not None:
+                bar.update(start)
         tic = time.perf_counter()
         try:
-            for i, batch in enumerate(self.task.train_loader):
-                if i < skip:  # trained before the interruption
+            for i, batch in enumerate(self.task.train_loader, start=start):
+                if i < skip:  # trained before the interruption: drawn (as then) and dropped
                     if i + 1 == skip:
-                        set_rng_state(resume["rng"])
-                        self.meters.load_totals(resume["meters"])
-                        self.boundary = {**self._boundary(skip, epoch_rng), "meters": resume["meters"]}
+                        take_up()
                     if bar is not None:
                         bar.update(1)
                     tic = time.perf_counter()
