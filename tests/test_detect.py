@@ -574,3 +574,26 @@ def test_file_names_that_are_not_utf8(weights, tmp_path):
     items = json.loads((tmp_path / "r" / "predictions.json").read_text(encoding="utf-8"))
     assert {i["path"] for i in items} == {str(src / "plain.png"), str(src / "caf") + "\\xe9.png"}
     assert {i["file_name"] for i in items} == {"plain.png", "caf\ufffd.png"}
+
+
+def test_a_clip_under_an_image_name_is_read_as_a_video(weights, tmp_path, capsys):
+    """An MP4 saved as clip.jpg (or with no suffix) was 'cannot read this image, skipped' though OpenCV opens
+    it: a file that does not decode as an image is tried as a video; a corrupt picture stays unreadable."""
+    src = tmp_path / "src"
+    src.mkdir()
+    vw = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 64))
+    for k in range(3):
+        vw.write(_bgr(64, 96, shift=k * 20))
+    vw.release()
+    (src / "clip.jpg").write_bytes((tmp_path / "clip.mp4").read_bytes())
+    (tmp_path / "noext").write_bytes((tmp_path / "clip.mp4").read_bytes())
+    (src / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a picture at all")
+    cv2.imwrite(str(src / "z.png"), _bgr(64, 96))
+    w = ["--weights", str(weights), "--img-size", str(SIZE), "--no-progress", "--save-txt"]
+    assert main(["detect", *w, "--source", str(src), "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "4 images" in out and "1 unreadable file(s) skipped" in out and "bad.jpg" in out
+    labels = sorted(p.name for p in (tmp_path / "r" / "labels").iterdir())
+    assert labels == ["clip_0.txt", "clip_1.txt", "clip_2.txt", "z.txt"] and (tmp_path / "r" / "clip.mp4").is_file()
+    assert main(["detect", *w, "--source", str(tmp_path / "noext"), "--out", str(tmp_path / "r2")]) == 0
+    assert "3 images" in capsys.readouterr().out

@@ -200,7 +200,23 @@ class Source:
             elif p.suffix.lower() in VIDEO_SUFFIXES:
                 yield from _video_frames(str(p), str(p))
             else:
-                yield Frame(str(p), _read_bgr_or_none(p))
+                image = _read_bgr_or_none(p)
+                if image is None and _opens_as_video(p):  # a clip saved under an image's name, or none
+                    yield from _video_frames(str(p), str(p))
+                else:
+                    yield Frame(str(p), image)
+
+
+def _opens_as_video(path: Path) -> bool:
+    """Whether a file that did not decode as an image opens as a video with a first frame (asked only of
+    files that failed as images: a corrupt picture stays an unreadable file)."""
+    if not opencv_safe(path):
+        return False
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return cap.isOpened() and cap.grab()
+    finally:
+        cap.release()
 
 
 def _video_frames(name: str | int, label: str, cap: cv2.VideoCapture | None = None) -> Iterator[Frame]:
