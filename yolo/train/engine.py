@@ -133,6 +133,7 @@ class Trainer:
         self.stop = False
         self.boundary: dict | None = None  # the epoch under way at its last optimizer step (a Ctrl-C saves it)
         self.resume_from: dict | None = None  # an interrupted epoch's boundary to continue from (resume)
+        self._persistent: set[str] | None = None  # names of the model's state-dict buffers
 
     # ------------------------------------------------------------------ loop
 
@@ -181,9 +182,9 @@ class Trainer:
     def train_epoch(self) -> None:
         """One pass over the loader with accumulation; the optimizer also steps after the last batch.
 
-        A resumed interrupted epoch (``self.resume_from``) replays the loader from the epoch's first random
-        state, skips the batches already trained, then takes up the random states and loss totals of its last
-        optimizer step: the epoch goes on as if never stopped."""
+        A resumed interrupted epoch (``self.resume_from``) starts from the epoch's first random state, leaves
+        out the batches already trained (its sampler does, or they are drawn and dropped), then takes up the
+        random states and loss totals of its last optimizer step: the epoch goes on as if never stopped."""
         self.model.train()
         self.meters = MeterBuffer()
         resume, self.resume_from = self.resume_from, None
@@ -236,10 +237,11 @@ class Trainer:
         statistics move at every forward, also of micro-batches that did not step yet), the random states
         (now and at the epoch's start) and the loss totals."""
         model = unwrap(self.model)
-        if getattr(self, "_persistent", None) is None:
+        if self._persistent is None:
             self._persistent = set(model.state_dict())  # buffers a state dict holds (not grids or caches)
+        # buffers stay on their device: a copy to the host would wait for the GPU at every step
         return {"epoch": self.epoch, "batch": batch, "rng_epoch": epoch_rng, "rng": rng_state(),
-                "meters": self.meters.totals(),  # on the device: no copy to the host (a sync) at every step
+                "meters": self.meters.totals(),
                 "buffers": {k: v.detach().clone() for k, v in model.named_buffers() if k in self._persistent}}
 
     def train_step(self, i: int, batch) -> None:
