@@ -129,3 +129,41 @@ def test_fixed_size_export_is_validated_at_its_size(shapes, tmp_path, capsys):
     assert main(["val", "--weights", str(onnx), "--data", str(data), "--rect", "--no-plots"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(onnx) in err and "export with --dynamic" in err
+
+
+def test_coco_split_is_scored_by_its_own_areas(shapes, tmp_path):
+    """A COCO json's ``area`` (the segmentation's, not the box's) decides small / medium / large, as in
+    pycocotools on that json: the figures by size were computed from box w*h, and annotations.json replaced the
+    areas (so --predictions/--annotations reproduced the wrong figures too)."""
+    root, _, pt = shapes
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for k, path in enumerate(sorted((root / "shapes" / "images" / "val").glob("*.png"))):
+        h, w = cv2.imread(str(path)).shape[:2]
+        images.append({"id": 1000 + 7 * k, "file_name": path.name, "width": w, "height": h})
+        for row in np.loadtxt(path.parent.parent.parent / "labels" / "val" / f"{path.stem}.txt", ndmin=2):
+            c, cx, cy, bw, bh = row
+            box = [float((cx - bw / 2) * w), float((cy - bh / 2) * h), float(bw * w), float(bh * h)]
+            annotations.append({"id": len(annotations) + 1, "image_id": images[-1]["id"],
+                                "category_id": 10 + 3 * int(c), "bbox": box, "iscrowd": 0,
+                                "area": float(box[2] * box[3] * rng.choice([0.05, 0.5, 4.0, 40.0]))})
+    gt = {"images": images, "annotations": annotations,
+          "categories": [{"id": 10 + 3 * c, "name": n} for c, n in enumerate(SHAPES_NAMES)]}
+    (root / "coco").mkdir(exist_ok=True)
+    (root / "coco" / "instances_val.json").write_text(json.dumps(gt))
+    data = tmp_path / "coco.yaml"
+    data.write_text(f"format: coco\nval: {{images: {root / 'shapes' / 'images' / 'val'}, annotations: "
+                    f"{root / 'coco' / 'instances_val.json'}}}\nnames: {list(SHAPES_NAMES)}\n")
+    code, text = _val("--weights", pt, "--data", data, "--img-size", 128, "--save-json", "--json", "--no-plots",
+                      "--out", tmp_path / "run")
+    assert code == 0
+    printed = json.loads(text)  # --json: stdout is the JSON object alone (the "wrote ..." lines go to stderr)
+    preds = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    oracle = _pycocotools(gt, preds)
+    assert len(preds) > 50 and oracle[3] != oracle[5]  # small and large differ: the areas matter here
+    np.testing.assert_allclose(list(printed["stats"].values()), oracle, atol=1e-6)
+    saved = json.loads((tmp_path / "run" / "annotations.json").read_text())
+    assert sorted(a["area"] for a in saved["annotations"]) == pytest.approx(sorted(a["area"] for a in annotations))
+    code, text = _val("--predictions", tmp_path / "run" / "predictions.json",
+                      "--annotations", tmp_path / "run" / "annotations.json", "--json")
+    assert code == 0 and np.allclose([json.loads(text)[k] for k in printed["stats"]], oracle, atol=1e-6)

@@ -62,6 +62,7 @@ def _run_val(args) -> int:
 
 def _run_val_dataset(args) -> int:
     import json
+    import sys
 
     from yolo.utils.files import make_run_dir
     from yolo.val.run import format_result, save_json, validate_dataset
@@ -86,8 +87,8 @@ def _run_val_dataset(args) -> int:
     if out is not None and not args.no_plots:
         result.evaluator.save_plots(out)
     if args.save_json:
-        for path in save_json(result, out):
-            print(f"wrote {path}")
+        for path in save_json(result, out):  # with --json, stdout holds the JSON object alone
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         keys = ("map50", "map", "precision", "recall", "fitness", "stats", "per_class")
         print(json.dumps({**{k: result.metrics[k] for k in keys}, "times_ms": result.times_ms}, indent=1))

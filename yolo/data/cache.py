@@ -19,8 +19,8 @@ from yolo.data.index import DatasetIndex
 from yolo.data.report import DatasetReport
 from yolo.utils.checkpoint import atomic_write
 
-CACHE_VERSION = 4  # 2: the report names images without a label file; 3: absolute paths (COCO splits too);
-# 4: the report counts images listed again (repeated)
+CACHE_VERSION = 5  # 2: the report names images without a label file; 3: absolute paths (COCO splits too);
+# 4: the report counts images listed again (repeated); 5: COCO areas
 
 
 def cache_key(files: list[str | Path], extra: str = "", stats: list | None = None) -> str:
@@ -91,6 +91,8 @@ def _index_to_arrays(index: DatasetIndex, key: str) -> dict[str, np.ndarray]:
         "shapes": np.zeros((0, 2), np.int64) if index.shapes is None else np.asarray(index.shapes, np.int64),
         "image_ids": np.array(index.image_ids, np.int64), "category_ids": np.array(index.category_ids, np.int64),
         "report": np.array(json.dumps(report)),
+        "areas": np.concatenate(index.areas) if index.areas else np.zeros(0),
+        "crowd_areas": np.concatenate(index.crowd_areas) if index.crowd_areas else np.zeros(0),
     }
 
 
@@ -108,8 +110,10 @@ def _index_from_arrays(z) -> DatasetIndex:
         raise ValueError("lengths disagree")
     report = json.loads(str(z["report"]))
     shapes = z["shapes"]
+    areas = split(z["counts"], z["areas"]) if len(z["areas"]) else []  # COCO splits only
+    crowd_areas = split(z["crowd_counts"], z["crowd_areas"]) if len(z["crowd_areas"]) else []
     return DatasetIndex(
         images=images, labels=labels, names=z["names"].tolist(), crowd=crowd,
         shapes=shapes if len(shapes) == len(images) else None, image_ids=z["image_ids"].tolist(),
         category_ids=z["category_ids"].tolist(), report=DatasetReport.from_dict(report) if report else None,
-        source=str(z["source"]))
+        source=str(z["source"]), areas=areas, crowd_areas=crowd_areas)

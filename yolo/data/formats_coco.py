@@ -22,6 +22,8 @@ class CocoSplit:
     images: list[Path] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     crowd: list[np.ndarray] = field(default_factory=list)
+    areas: list[np.ndarray] = field(default_factory=list)  # [N] the json's ``area`` of each labels row (pixels)
+    crowd_areas: list[np.ndarray] = field(default_factory=list)  # [Q] the same for the crowd rows
     shapes: list[tuple[int, int]] = field(default_factory=list)
     image_ids: list[int] = field(default_factory=list)
     category_ids: list[int] = field(default_factory=list)
@@ -62,7 +64,7 @@ def read_coco(images_dir: Path, ann_path: Path, report: DatasetReport) -> CocoSp
     out.category_ids, out.names = coco_names(data, ann_path)
     cls_of = {cid: k for k, cid in enumerate(out.category_ids)}
     entries = _image_entries(data, ann_path)
-    boxes: dict[int, list] = {i: [] for i in entries}
+    boxes: dict[int, list] = {i: [] for i in entries}  # (class, cx, cy, w, h, area) rows
     crowds: dict[int, list] = {i: [] for i in entries}
     for a in data.get("annotations") or []:
         _add_annotation(a, entries, cls_of, boxes, crowds, ann_path, report)
@@ -85,8 +87,10 @@ def read_coco(images_dir: Path, ann_path: Path, report: DatasetReport) -> CocoSp
         out.images.append(path)
         out.image_ids.append(image_id)
         out.shapes.append((h, w))
-        out.labels.append(np.array(boxes[image_id], np.float32).reshape(-1, 5))
-        out.crowd.append(np.array(crowds[image_id], np.float32).reshape(-1, 5))
+        for rows, labels, areas in ((boxes[image_id], out.labels, out.areas),
+                                    (crowds[image_id], out.crowd, out.crowd_areas)):
+            labels.append(np.array([r[:5] for r in rows], np.float32).reshape(-1, 5))
+            areas.append(np.array([r[5] for r in rows], np.float64))
     return out
 
 
@@ -117,6 +121,8 @@ def _add_annotation(a: dict, entries: dict, cls_of: dict, boxes: dict, crowds: d
         return
     _, h, w = entries[image_id]
     box = check_box((x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h, path, where, report)
-    if box is not None:
-        (crowds if a.get("iscrowd", 0) else boxes)[image_id].append((cls_of[cat], *box))
+    if box is not None:  # area: the json's (COCO's segmentation area, which evaluation buckets by), else w*h
+        area = a.get("area")
+        area = float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) else bw * bh
+        (crowds if a.get("iscrowd", 0) else boxes)[image_id].append((cls_of[cat], *box, area))
         report.crowd += bool(a.get("iscrowd", 0))

@@ -16,7 +16,10 @@ class DatasetIndex:
     ``crowd[i]`` holds COCO crowd boxes in the same layout (kept apart: evaluation ignores matches to
     them, training never sees them); empty ``[0, 5]`` arrays for other formats. ``shapes`` is ``[n, 2]``
     (h, w) in pixels when known. ``category_ids[k]`` is the COCO json category id of contiguous class ``k``
-    (empty for other formats). ``report`` is the reader's account of what it found and dropped.
+    (empty for other formats). ``areas[i]`` / ``crowd_areas[i]`` ``[N]`` / ``[Q]`` float64: the COCO json's
+    ``area`` of each row in pixels (the segmentation's area, by which COCO evaluation sorts objects into small,
+    medium and large; empty lists for other formats: box w*h). ``report`` is the reader's account of what it
+    found and dropped.
     """
 
     images: list[Path]
@@ -26,6 +29,8 @@ class DatasetIndex:
     shapes: np.ndarray | None = None
     image_ids: list[int] = field(default_factory=list)  # COCO image ids when read from COCO json
     category_ids: list[int] = field(default_factory=list)  # COCO: json category id of class k (results go back)
+    areas: list[np.ndarray] = field(default_factory=list)  # COCO: [N] the json's area of each labels row
+    crowd_areas: list[np.ndarray] = field(default_factory=list)  # COCO: [Q] the json's area of each crowd row
     report: object | None = None
     source: str = ""
 

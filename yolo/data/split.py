@@ -127,6 +127,7 @@ def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> Dataset
     report.labels_empty = len(coco.labels) - report.labels_found
     index = _finish(report, coco.images, coco.labels, coco.shapes, config, crowd=coco.crowd)
     index.image_ids, index.category_ids = coco.image_ids, coco.category_ids
+    index.areas, index.crowd_areas = coco.areas, coco.crowd_areas
     return index
 
 

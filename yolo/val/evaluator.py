@@ -1,7 +1,7 @@
 """Validation: the :class:`Evaluator` our pipeline feeds image by image, and evaluation of COCO json files.
 
 The Evaluator keeps every image's detections and ground truth, computes the 12 COCO statistics with the
-COCO-exact code of ``yolo.val.coco`` (gt areas = box w*h, as for COCO gt made from boxes), and adds what the
+COCO-exact code of ``yolo.val.coco`` (gt areas: the ones given, e.g. a COCO json's, else box w*h), and adds what the
 YOLO toolkits report: precision and recall at the max-F1 confidence, per-class numbers, PR curves, a
 confusion matrix and ``fitness = 0.1 * mAP50 + 0.9 * mAP50:95``. ``state()``/``Evaluator.merge()`` carry it
 across DDP ranks; ``to_coco()`` writes the same problem as COCO dicts, on which ``coco_eval`` gives the same
@@ -41,25 +41,32 @@ class Evaluator:
         self.conf_matrix, self.iou_matrix = conf_matrix, iou_matrix
         self.image_ids: list = []
         self._pred: list[np.ndarray] = []  # per image [K, 6] xyxy, conf, class
-        self._gt: list[np.ndarray] = []  # per image [M, 6] xyxy, class, crowd
+        self._gt: list[np.ndarray] = []  # per image [M, 7] xyxy, class, crowd, area (NaN: box w*h)
         self.result: dict | None = None
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def update(self, pred, gt_boxes, gt_classes, crowd_boxes=None, crowd_classes=None, image_id=None) -> None:
+    def update(self, pred, gt_boxes, gt_classes, crowd_boxes=None, crowd_classes=None, image_id=None,
+               gt_areas=None, crowd_areas=None) -> None:
         """One image. ``pred`` ``[K, 6]`` x1, y1, x2, y2 (pixels), conf, class; ``gt_boxes`` ``[M, 4]`` xyxy
         pixels, ``gt_classes`` ``[M]``; ``crowd_boxes`` ``[Q, 4]`` with ``crowd_classes`` ``[Q]`` (COCO
-        iscrowd regions: matching them is neither right nor wrong); ``image_id`` optional (int)."""
+        iscrowd regions: matching them is neither right nor wrong); ``image_id`` optional (int);
+        ``gt_areas`` ``[M]`` / ``crowd_areas`` ``[Q]`` optional: each object's area in pixels for COCO's small /
+        medium / large split (a COCO json's ``area``, its segmentation's; default: the box's w*h)."""
         pred, boxes, cls = _np(pred, (6,)), _np(gt_boxes, (4,)), _np(gt_classes, ())
         crowd, crowd_cls = _np(crowd_boxes, (4,)), _np(crowd_classes, ())
-        if len(boxes) != len(cls) or len(crowd) != len(crowd_cls):
-            raise ValueError(f"{len(boxes)} gt boxes with {len(cls)} classes, {len(crowd)} crowd boxes with "
-                             f"{len(crowd_cls)} classes")
+        area = _np(gt_areas, ()) if gt_areas is not None else np.full(len(boxes), np.nan)
+        crowd_area = _np(crowd_areas, ()) if crowd_areas is not None else np.full(len(crowd), np.nan)
+        if len(boxes) != len(cls) or len(crowd) != len(crowd_cls) or len(area) != len(boxes) or \
+                len(crowd_area) != len(crowd):
+            raise ValueError(f"{len(boxes)} gt boxes with {len(cls)} classes and {len(area)} areas, {len(crowd)} "
+                             f"crowd boxes with {len(crowd_cls)} classes and {len(crowd_area)} areas")
         for what, c in (("prediction", pred[:, 5]), ("gt", cls), ("crowd", crowd_cls)):
             if len(c) and (c.min() < 0 or c.max() >= self.num_classes or (c != np.round(c)).any()):
                 raise ValueError(f"{what} classes must be integers in [0, {self.num_classes})")
-        gt = np.concatenate([np.c_[boxes, cls, np.zeros(len(cls))], np.c_[crowd, crowd_cls, np.ones(len(crowd))]])
+        gt = np.concatenate([np.c_[boxes, cls, np.zeros(len(cls)), area],
+                             np.c_[crowd, crowd_cls, np.ones(len(crowd)), crowd_area]])
         self.image_ids.append(image_id)
         self._pred.append(pred)
         self._gt.append(gt)
@@ -67,15 +74,16 @@ class Evaluator:
 
     def state(self) -> dict:
         """Plain tensors and lists (for ``torch.distributed.gather_object``): ``pred`` ``[D, 6]`` and ``gt``
-        ``[G, 6]`` (xyxy, class, crowd) of all images, split per image by ``pred_counts``/``gt_counts`` ``[N]``."""
+        ``[G, 7]`` (xyxy, class, crowd, area or NaN) of all images, split per image by ``pred_counts``/
+        ``gt_counts`` ``[N]``."""
         import torch
 
-        def cat(parts):
-            return torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, 6)))
+        def cat(parts, width):
+            return torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, width)))
 
         return {"num_classes": self.num_classes, "names": list(self.names), "image_ids": list(self.image_ids),
-                "pred": cat(self._pred), "pred_counts": torch.tensor([len(p) for p in self._pred], dtype=torch.int64),
-                "gt": cat(self._gt), "gt_counts": torch.tensor([len(g) for g in self._gt], dtype=torch.int64)}
+                "pred": cat(self._pred, 6), "pred_counts": torch.tensor([len(p) for p in self._pred], dtype=torch.int64),
+                "gt": cat(self._gt, 7), "gt_counts": torch.tensor([len(g) for g in self._gt], dtype=torch.int64)}
 
     @classmethod
     def merge(cls, states: list[dict], **kwargs) -> "Evaluator":
@@ -87,8 +95,8 @@ class Evaluator:
             if s["num_classes"] != out.num_classes:
                 raise ValueError("states disagree on the number of classes")
             out.image_ids += list(s["image_ids"])
-            for key, counts, dest in (("pred", "pred_counts", out._pred), ("gt", "gt_counts", out._gt)):
-                rows = np.asarray(s[key], np.float64).reshape(-1, 6)
+            for key, counts, dest, width in (("pred", "pred_counts", out._pred, 6), ("gt", "gt_counts", out._gt, 7)):
+                rows = np.asarray(s[key], np.float64).reshape(-1, width)
                 dest += np.split(rows, np.cumsum(np.asarray(s[counts]))[:-1]) if len(s[counts]) else []
         return out
 
@@ -103,23 +111,25 @@ class Evaluator:
     def _flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(pred ``[D, 6]`` with xywh boxes, its image index ``[D]``, gt ``[G, 6]`` with xywh, its image index)."""
         pred = np.concatenate(self._pred) if self._pred else np.zeros((0, 6))
-        gt = np.concatenate(self._gt) if self._gt else np.zeros((0, 6))
+        gt = np.concatenate(self._gt) if self._gt else np.zeros((0, 7))
         pred_img = np.repeat(np.arange(len(self._pred)), [len(p) for p in self._pred])
         gt_img = np.repeat(np.arange(len(self._gt)), [len(g) for g in self._gt])
         pred, gt = pred.copy(), gt.copy()
         pred[:, 2:4] -= pred[:, 0:2]  # xyxy -> x, y, w, h (COCO)
         gt[:, 2:4] -= gt[:, 0:2]
+        gt[:, 6] = np.where(np.isnan(gt[:, 6]), gt[:, 2] * gt[:, 3], gt[:, 6])  # no area given: the box's
         return pred, pred_img, gt, gt_img
 
     def to_coco(self) -> tuple[dict, list[dict]]:
         """(COCO instances dict, results list) of everything collected: category id = class index, gt
-        ``area`` = w*h, annotation ids 1..G. ``coco_eval`` on them equals ``compute()["stats"]``."""
+        ``area`` as given to ``update`` (default w*h), annotation ids 1..G. ``coco_eval`` on them equals
+        ``compute()["stats"]``."""
         ids = self._coco_image_ids()
         pred, pred_img, gt, gt_img = self._flat()
         gt_dict = {"images": [{"id": i} for i in ids],
                    "categories": [{"id": c, "name": n} for c, n in enumerate(self.names)],
                    "annotations": [{"id": k + 1, "image_id": ids[i], "category_id": int(g[4]), "bbox": g[:4].tolist(),
-                                    "area": float(g[2] * g[3]), "iscrowd": int(g[5])}
+                                    "area": float(g[6]), "iscrowd": int(g[5])}
                                    for k, (g, i) in enumerate(zip(gt, gt_img.tolist()))]}
         results = [{"image_id": ids[i], "category_id": int(p[5]), "bbox": p[:4].tolist(), "score": float(p[4])}
                    for p, i in zip(pred, pred_img.tolist())]
@@ -132,7 +142,7 @@ class Evaluator:
         rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))  # COCO walks images in sorted id order
         pred, pred_img, gt, gt_img = self._flat()
         arrays = CocoArrays(cat_ids=np.arange(self.num_classes), num_images=len(ids), gt_img=rank[gt_img],
-                            gt_cat=gt[:, 4].astype(np.int64), gt_box=gt[:, :4], gt_area=gt[:, 2] * gt[:, 3],
+                            gt_cat=gt[:, 4].astype(np.int64), gt_box=gt[:, :4], gt_area=gt[:, 6],
                             gt_crowd=gt[:, 5] > 0, gt_id=np.arange(1, len(gt) + 1), dt_img=rank[pred_img],
                             dt_cat=pred[:, 5].astype(np.int64), dt_box=pred[:, :4], dt_score=pred[:, 4])
         return evaluate_arrays(arrays)
