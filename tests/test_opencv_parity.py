@@ -86,3 +86,26 @@ def test_outputs_depend_on_the_pixels():
     obj_change = (a[:, 4] - b[:, 4]).abs()
     assert obj_change.mean() > 0.01 and obj_change.max() > 0.1
     assert ((a[:, :2] - b[:, :2]).abs().max(dim=1).values > 1.0).float().mean() > 0.1  # boxes move by pixels
+
+
+def test_shortcut_from_the_previous_layer_matches_opencv(tmp_path):
+    """``[shortcut] from=-1`` (and ``[scale_channels] from=-1``) adds the previous layer to itself, as darknet
+    and OpenCV do; it passed the parser, then every forward ended in a bare KeyError."""
+    cfg = tmp_path / "prev.cfg"
+    cfg.write_text("[net]\nwidth=64\nheight=64\nchannels=3\n\n"
+                   "[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=1\npad=1\nactivation=leaky\n\n"
+                   "[shortcut]\nfrom=-1\nactivation=linear\n\n"
+                   "[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=2\npad=1\nactivation=leaky\n\n"
+                   "[convolutional]\nsize=1\nstride=1\npad=1\nfilters=21\nactivation=linear\n\n"
+                   "[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses=2\nnum=3\n")
+    model = calibrated_model(cfg, seed=2, bn_eps=1e-6, size=(64, 64))
+    model.save_darknet_weights(tmp_path / "prev.weights")
+    x = torch.flip(photo_batch(64, 96, n=1), dims=[3]).contiguous()
+    with torch.no_grad():
+        ours = _ours_in_opencv_order(model, model(x))
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(tmp_path / "prev.weights"))
+    net.setInput(x.numpy())
+    theirs = np.concatenate(net.forward(net.getUnconnectedOutLayersNames()))
+    assert theirs.shape == ours.shape
+    assert np.abs(ours[:, 4] - theirs[:, 4]).max() < 1e-4  # objectness
+    assert np.abs(ours[:, :2] - theirs[:, :2] * [96, 64]).max() / 96 < 1e-4  # box centres

@@ -115,8 +115,8 @@ class Darknet(nn.Module):
         for spec, module in zip(self.spec.layers, self.module_list):
             if isinstance(spec, RouteSpec):
                 x = module([saved[i] for i in spec.sources])
-            elif isinstance(spec, (ShortcutSpec, ScaleChannelsSpec)):
-                x = module(x, saved[spec.source])
+            elif isinstance(spec, (ShortcutSpec, ScaleChannelsSpec)):  # from=-1: the previous layer, twice
+                x = module(x, x if spec.source == spec.index - 1 else saved[spec.source])
             else:
                 x = module(x)
             if isinstance(spec, YoloSpec):
