@@ -80,6 +80,10 @@ def test_error_paths(files, tmp_path, capsys):
     unknown_img[4]["image_id"] = 123456
     assert "img.json: results[4]: image_id 123456 is not in the annotations" in run(with_results(unknown_img,
                                                                                                  "img.json"))
+    text_id = [dict(r) for r in results[:5]]
+    text_id[3]["image_id"] = str(text_id[3]["image_id"])  # blamed results[0] and all 5 entries before
+    assert f"text.json: results[3]: image_id must be a number, got '{text_id[3]['image_id']}'" in run(
+        with_results(text_id, "text.json"))
     assert "--predictions" in _error(capsys, ["val", "--annotations", str(gt_path)])
     for k, box in ((1, [10, 10, -5, 8]), (3, [10, float("nan"), 5, 8])):  # accepted silently before
         odd = [dict(r) for r in results[:5]]

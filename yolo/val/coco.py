@@ -351,6 +351,11 @@ def _dt_arrays(results: list, img_ids: np.ndarray, cat_ids: np.ndarray, path) ->
     """Results list -> arrays; an image or category id the ground truth lacks is an error naming the entry."""
     if not isinstance(results, list):
         raise InputError("results must be a list of {image_id, category_id, bbox, score}", path)
+    for key in ("image_id", "category_id"):  # one text id among numbers turned every id into text: all "missing"
+        i = next((i for i, r in enumerate(results) if isinstance(r, dict) and key in r
+                  and (isinstance(r[key], bool) or not isinstance(r[key], (int, float)))), None)
+        if i is not None:
+            raise InputError(f"results[{i}]: {key} must be a number, got {results[i][key]!r}", path)
     try:
         box = np.array([r["bbox"] for r in results], np.float64).reshape(-1, 4)
         score = np.array([r["score"] for r in results], np.float64)
