@@ -258,3 +258,46 @@ def test_a_temp_folder_others_can_write_is_not_used(fresh_native, monkeypatch, t
             pytest.warns(RuntimeWarning, match="not built"):
         assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is None
     assert not list(shared.iterdir())
+
+
+@needs_cc
+def test_a_truncated_library_is_built_again_not_mapped(fresh_native, tmp_path):
+    """A kernel library cut short (a copy or a disk that filled up) ended every later run with SIGBUS (exit 135,
+    no message) when the loader touched its missing pages: it is checked against its own ELF headers and built
+    again. In a child process, so that a crash is a failed test."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    assert winograd.native_kernels() is not None
+    whole = {p.name: p.read_bytes() for p in fresh_native.glob("*.so")}
+    assert whole and all(native.elf_complete(p) for p in fresh_native.glob("*.so"))
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for name, data in whole.items():
+        (cut / name).write_bytes(data[:1000])
+        assert not native.elf_complete(cut / name)
+        (cut / name).write_bytes(data[:-200])  # only its last bytes missing
+        assert not native.elf_complete(cut / name)
+    (tmp_path / "text.so").write_text("not a library")
+    assert native.elf_complete(tmp_path / "text.so")  # not ELF: the loader's own error handles it
+    code = "from yolo.model.winograd import native_kernels\nprint(native_kernels() is not None)\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "YOLO_NATIVE_DIR": str(cut)})
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+    assert "is damaged (shorter than its headers say); building it again" in done.stderr
+    assert all(native.elf_complete(cut / name) for name in whole)
+
+
+@needs_cc
+def test_a_writable_kernel_folder_wins_over_the_temp_fallback(fresh_native, monkeypatch, tmp_path, capsys):
+    """A library in <temp>/yolo-native-<uid> (left by a run whose cache could not be written) was used even when
+    YOLO_NATIVE_DIR named a writable folder, so pointing it elsewhere could not get around a bad fallback."""
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    private = native.private_temp_dir()
+    path = native.library_path(winograd_native.NAME, winograd_native.SOURCE, native.find_compiler())
+    native._compile(winograd_native.NAME, winograd_native.SOURCE, native.find_compiler(), private / path.name)
+    assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is not None
+    assert path.is_file() and path.parent == fresh_native  # built where it was told, not taken from <temp>

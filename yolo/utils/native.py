@@ -23,6 +23,7 @@ import os
 import platform
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -190,21 +191,72 @@ def build(name: str, source: str, compiler: str) -> Path:
     processes find it there. Raises ``RuntimeError`` with the compiler's message when the build fails,
     ``OSError`` when neither folder can be written."""
     path = library_path(name, source, compiler)
-    if path.is_file():
+    if _usable(path):
         return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writable = os.access(path.parent, os.W_OK | os.X_OK)
+    except OSError as e:
+        writable, why = False, e.strerror or str(e)
+    else:
+        why = "permission denied"
+    if writable:  # the configured folder first ($YOLO_NATIVE_DIR or the cache), even if the fallback has one
+        try:
+            return _compile(name, source, compiler, path)
+        except OSError as e:  # not writable after all (compiler failures are RuntimeError)
+            why = e.strerror or str(e)
     try:
         fallback = private_temp_dir() / path.name
     except OSError:
-        fallback = None
-    if fallback is not None and fallback.is_file():
+        raise OSError(f"{path.parent} is not writable ({why}), nor is the temporary folder") from None
+    if _usable(fallback):
         return fallback
+    return _compile(name, source, compiler, fallback, f" ({path.parent} is not writable: {why})")
+
+
+def elf_complete(path: Path) -> bool:
+    """False for an ELF library shorter than its own headers say (a copy or write cut short): mapping it would
+    end the process with SIGBUS at the first touch of the missing pages, beyond any exception handler. Other
+    files (not ELF: macOS, a text file) are left to the loader's own error."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return _compile(name, source, compiler, path)
-    except OSError as e:  # the cache folder: not writable (compiler failures are RuntimeError)
-        if fallback is None:
-            raise
-        return _compile(name, source, compiler, fallback, f" ({path.parent} is not writable: {e.strerror or e})")
+        with open(path, "rb") as f:
+            head = f.read(64)
+            size = os.fstat(f.fileno()).st_size
+            if head[:4] != b"\x7fELF" or len(head) < 52:
+                return head[:4] != b"\x7fELF"
+            wide, order = head[4] == 2, "<" if head[5] == 1 else ">"
+            if wide:
+                phoff, shoff = struct.unpack_from(order + "QQ", head, 32)
+                phentsize, phnum, shentsize, shnum = struct.unpack_from(order + "HHHH", head, 54)
+            else:
+                phoff, shoff = struct.unpack_from(order + "II", head, 28)
+                phentsize, phnum, shentsize, shnum = struct.unpack_from(order + "HHHH", head, 42)
+            if phoff + phentsize * phnum > size or shoff + shentsize * shnum > size:
+                return False
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+            for k in range(phnum):  # every segment's bytes must be in the file
+                if wide:
+                    kind, _, offset, _, _, filesz = struct.unpack_from(order + "IIQQQQ", table, k * phentsize)
+                else:
+                    kind, offset, _, _, filesz = struct.unpack_from(order + "IIIII", table, k * phentsize)
+                if kind == 1 and offset + filesz > size:  # PT_LOAD
+                    return False
+    except (OSError, struct.error):
+        return False
+    return True
+
+
+def _usable(path: Path) -> bool:
+    """``path`` exists and is a whole library; a damaged one is removed (and built again by the caller)."""
+    if not path.is_file():
+        return False
+    if elf_complete(path):
+        return True
+    warnings.warn(f"native kernels: {path} is damaged (shorter than its headers say); building it again",
+                  RuntimeWarning, stacklevel=3)
+    path.unlink(missing_ok=True)
+    return False
 
 
 def _compile(name: str, source: str, compiler: str, path: Path, why: str = "") -> Path:
