@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 FAST_EXIT = {"detect", "val", "profile", "cfgs"}  # commands whose every output is closed when they return
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what the shell reports for a process the signal ended
+EXIT_TERMINATED = 143  # 128 + SIGTERM, after the command ended as it does on Ctrl-C (130)
 
 
 def entry() -> None:
@@ -65,6 +66,14 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
     verbose = args.verbose or os.environ.get("YOLO_VERBOSE", "") not in ("", "0")
     if not verbose:
         _quiet_opencv()
+    from yolo.utils.interrupt import terminate_as_interrupt
+
+    with terminate_as_interrupt() as stop:  # SIGTERM ends a command as Ctrl-C does (saves, closes, cleans up)
+        return _run(args, verbose, fast_exit, stop)
+
+
+def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
+    """``args.run(args)`` and its exit code, with every failure as one line (see :func:`main`)."""
     try:
         code = args.run(args)
         if fast_exit and not code and args.command in FAST_EXIT:
@@ -82,9 +91,10 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
         if verbose:
             traceback.print_exc()
         saved = getattr(e, "checkpoint", None)  # yolo.train.engine.TrainingInterrupted
-        print(f"yolo {args.command}: interrupted" + (f"; saved {saved}; continue with: yolo {args.command} "
-                                                      f"--resume {saved}" if saved else ""), file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if stop["terminated"] else "interrupted"
+        print(f"yolo {args.command}: {how}" + (f"; saved {saved}; continue with: yolo {args.command} "
+                                               f"--resume {saved}" if saved else ""), file=sys.stderr)
+        return EXIT_TERMINATED if stop["terminated"] else 130
     except Exception as e:  # unexpected: one line unless verbose
         if verbose:
             traceback.print_exc()

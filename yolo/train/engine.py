@@ -24,7 +24,7 @@ from yolo.utils.checkpoint import load_safe, save_atomic
 from yolo.utils.device import resolve_amp
 from yolo.utils.dist import DistEnv, broadcast_object, reduce_mean
 from yolo.utils.ema import ModelEMA, unwrap
-from yolo.utils.interrupt import deferred_interrupt
+from yolo.utils.interrupt import STOP_SIGNALS, deferred_interrupt
 from yolo.utils.log import ResultsLog, TensorBoard
 from yolo.utils.meters import MeterBuffer
 from yolo.utils.rng import rng_state, set_rng_state
@@ -354,7 +354,7 @@ class Trainer:
         import threading
 
         main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS} if main else {}
         try:
             ckpt = self.checkpoint(self.finished_epoch, interrupted=True)
             b = self.boundary
@@ -368,8 +368,8 @@ class Trainer:
             save_atomic(ckpt, path)
             return path
         finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     def checkpoint(self, epoch: int | None = None, interrupted: bool = False) -> dict:
         """Everything to continue exactly, plus the deployable (EMA) model under ``model``."""

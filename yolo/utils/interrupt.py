@@ -14,19 +14,44 @@ import threading
 from collections.abc import Iterator
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; kill, timeout, docker stop, a batch scheduler
+
+
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
-    """Hold SIGINT until the block ends, then deliver it to the handler that was in place (the default raises
-    ``KeyboardInterrupt`` there; an ignored SIGINT stays ignored). Only the main thread receives signals:
-    elsewhere the block runs as it is."""
+    """Hold SIGINT and SIGTERM until the block ends, then deliver the first to the handler that was in place
+    (SIGINT's default raises ``KeyboardInterrupt`` there, the CLI's SIGTERM handler too; an ignored signal stays
+    ignored). Only the main thread receives signals: elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if received:
-        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(received[0])
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[dict]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does, so a command ends the same way
+    (train saves last.pt, detect closes its JSON, export removes its temporary file) instead of dying where it
+    stands; the yielded dict's ``"terminated"`` says whether it was SIGTERM. Main thread only."""
+    state = {"terminated": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def on_term(signum, frame):
+        state["terminated"] = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, previous)
