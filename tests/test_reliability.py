@@ -413,3 +413,48 @@ def test_label_parser_on_arbitrary_bytes(tmp_path_factory):
         assert ((rows[:, 1:] >= 0) & (rows[:, 1:] <= 1)).all() and (rows[:, 3:] > 0).all()
 
     check()
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys):
+    """A disk that fills up while a checkpoint, weights file or label is written: one line naming the file
+    (torch.save's own message was '[enforce fail at inline_container.cc:672] . unexpected pos ...', other
+    writers' '[Errno 28]' without a path), exit 1, and nothing half-written. On a real 2 MiB tmpfs."""
+    import subprocess
+
+    from tests.helpers import CFG
+    from yolo.cli import main
+    from yolo.model.checkpoint import save_checkpoint
+    from yolo.model.darknet import Darknet
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (not root?)")
+    try:
+        save_checkpoint(Darknet.from_cfg(CFG / "yolov3-tiny.cfg"), tmp_path / "tiny.pt")  # 35 MB: cannot fit
+        for argv, name in ((["convert-weights", str(tmp_path / "tiny.pt"), "-o", str(small / "x.weights")],
+                            "x.weights"),
+                           (["convert-weights", str(tmp_path / "tiny.pt"), "-o", str(small / "x.pt")], "x.pt")):
+            assert main(argv) == 1
+            err = capsys.readouterr().err
+            assert err == f"yolo convert-weights: error: {small / name}: No space left on device; nothing was " \
+                          "half-written\n", err
+            assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_an_unwritable_cache_for_generated_data_is_one_line(tmp_path, monkeypatch, capsys):
+    """YOLO_CACHE_DIR naming a file (or a read-only folder) when the shapes data must be generated: exit 2 with
+    the folder and the way out, not 'unexpected FileExistsError' (exit 1)."""
+    from yolo.cli import main
+
+    (tmp_path / "afile").write_text("hi")
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "afile"))
+    data = tmp_path / "d.yaml"
+    data.write_text("synthetic: {kind: shapes, train: 4, val: 2, size: 64, seed: 5}\n"
+                    "names: [circle, rectangle, triangle, star, cross]\n")
+    assert main(["data", "check", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"yolo data: error: {tmp_path / 'afile'}: cannot write the "
+                                                   "generated dataset (") and "set YOLO_CACHE_DIR" in err, err

@@ -14,6 +14,7 @@ the tests and the Python API call it, always returns.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -87,6 +88,14 @@ def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
     except BrokenPipeError:  # stdout's reader is gone: end quietly (there is no one to tell)
         _drop_stdout()
         return EXIT_BROKEN_PIPE
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS):
+            return _unexpected(args, e, verbose)
+        if verbose:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""  # written atomically: nothing half-written is left
+        print(f"yolo {args.command}: error: {where}{e.strerror or e}; nothing was half-written", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:
         if verbose:
             traceback.print_exc()
@@ -96,12 +105,16 @@ def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
                                                f"--resume {saved}" if saved else ""), file=sys.stderr)
         return EXIT_TERMINATED if stop["terminated"] else 130
     except Exception as e:  # unexpected: one line unless verbose
-        if verbose:
-            traceback.print_exc()
-        else:
-            print(f"yolo {args.command}: unexpected {type(e).__name__}: {e} (rerun with --verbose for the "
-                  "traceback)", file=sys.stderr)
-        return 1
+        return _unexpected(args, e, verbose)
+
+
+def _unexpected(args, e: Exception, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exc()
+    else:
+        print(f"yolo {args.command}: unexpected {type(e).__name__}: {e} (rerun with --verbose for the "
+              "traceback)", file=sys.stderr)
+    return 1
 
 
 def _quiet_opencv() -> None:

@@ -261,7 +261,8 @@ def ensure_synthetic(spec: dict, names: list[str], source: str = "data/shapes.ya
     size = tuple(spec["size"]) if isinstance(spec["size"], list) else spec["size"]
     try:
         write_dataset(root, spec["train"], spec["val"], size, spec["seed"])
-    except OSError:  # FileExistsError / rename onto a non-empty folder: another process won the race
-        if not root.is_dir():
-            raise
+    except OSError as e:  # FileExistsError / rename onto a non-empty folder: another process won the race
+        if not root.is_dir():  # or the cache cannot be written: say where, and how to move it
+            raise InputError(f"cannot write the generated dataset ({e.strerror or e}); set YOLO_CACHE_DIR to a "
+                             "writable folder", str(cache_dir())) from None
     return root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -30,10 +31,25 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = isinstance(e, Exception) and disk_full(e, path.parent)  # before the partial file is removed
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full:  # torch.save says "[enforce fail at inline_container.cc] unexpected pos": name the file
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from e
         raise
+
+
+def disk_full(error: BaseException, folder: str | Path) -> bool:
+    """Whether a failed write into ``folder`` failed for want of space: ENOSPC/EDQUOT, or (a writer that hides
+    the errno, such as torch.save) less than 256 KiB left there."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return True
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < 256 * 1024
 
 
 def _umask() -> int:
