@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import cv2
@@ -251,6 +252,13 @@ def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
         assert main(["train", "--resume", str(last), "--set", "epochs=4", item]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"--set {item}: a resumed run keeps its {item.split('=')[0]}" in err
+    assert last.read_bytes() == before and (last.parent.parent / "run.yaml").read_bytes() == run_yaml
+    from yolo.utils.files import run_lock
+
+    with run_lock(last.parent.parent):  # another process trains this run (two resumes mixed their checkpoints)
+        assert main(["train", "--resume", str(last), "--set", "epochs=4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"this run is in use by another process (PID {os.getpid()})" in err, err
     assert last.read_bytes() == before and (last.parent.parent / "run.yaml").read_bytes() == run_yaml
     assert main(["train", "--cfg", str(path), "--set", "epoch=3"]) == 2
     err = capsys.readouterr().err

@@ -8,6 +8,7 @@ Both are imported lazily inside the default factories.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from dataclasses import asdict
@@ -37,7 +38,7 @@ from yolo.utils.dist import (
     init_distributed,
     is_peer_failure,
 )
-from yolo.utils.files import make_run_dir
+from yolo.utils.files import make_run_dir, run_lock
 from yolo.utils.rng import seed_everything
 
 
@@ -251,13 +252,14 @@ def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
             out_dir = fresh = make_run_dir(Path(cfg.out))  # never an existing folder; proven writable
             cfg.save(out_dir / "run.yaml")
     out_dir = where["out"] = broadcast_object(out_dir)
-    try:
-        trainer = _setup(cfg, resume, data_factory, validate_factory, progress, plots, env, device, out_dir)
-    except BaseException:
-        if fresh is not None:  # bad model cfg, empty data, ...: a run that never started leaves no folder
-            shutil.rmtree(fresh, ignore_errors=True)
-        raise
-    row = trainer.fit()
+    with run_lock(out_dir) if env.is_main else contextlib.nullcontext():  # one process writes a run at a time
+        try:
+            trainer = _setup(cfg, resume, data_factory, validate_factory, progress, plots, env, device, out_dir)
+        except BaseException:
+            if fresh is not None:  # bad model cfg, empty data, ...: a run that never started leaves no folder
+                shutil.rmtree(fresh, ignore_errors=True)
+            raise
+        row = trainer.fit()
     log(f"train: done{_final_metrics(row, trainer)}; weights in {out_dir / 'weights'}", env)
     return out_dir
 

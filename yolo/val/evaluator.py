@@ -82,7 +82,8 @@ class Evaluator:
             return torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, width)))
 
         return {"num_classes": self.num_classes, "names": list(self.names), "image_ids": list(self.image_ids),
-                "pred": cat(self._pred, 6), "pred_counts": torch.tensor([len(p) for p in self._pred], dtype=torch.int64),
+                "pred": cat(self._pred, 6),
+                "pred_counts": torch.tensor([len(p) for p in self._pred], dtype=torch.int64),
                 "gt": cat(self._gt, 7), "gt_counts": torch.tensor([len(g) for g in self._gt], dtype=torch.int64)}
 
     @classmethod
