@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
     verbose = args.verbose or os.environ.get("YOLO_VERBOSE", "") not in ("", "0")
     if not verbose:
         _quiet_opencv()
-    from yolo.utils.interrupt import terminate_as_interrupt
+    from yolo.commands.common import terminate_as_interrupt
 
     with terminate_as_interrupt() as stop:  # SIGTERM ends a command as Ctrl-C does (saves, closes, cleans up)
         return _run(args, verbose, fast_exit, stop)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from yolo.errors import InputError
+from yolo.utils.interrupt import terminate_as_interrupt  # noqa: F401  (the CLI's SIGTERM handling)
 
 
 def img_size(values: list[int], stride: int) -> tuple[int, int]:
