@@ -734,3 +734,22 @@ def test_saving_a_model_prepared_for_inference_is_refused(tmp_path, prepare):
     with pytest.raises(ValueError, match=r"layer 0: the model has no bn\.weight .*save the checkpoint before"):
         save_checkpoint(model, out)
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_our_checkpoint_without_its_cfg_text_is_one_line(tmp_path, capsys, narrow_cfg):
+    """A .pt of ours whose cfg text is gone (edited, or written by a broken tool): one line asking for --cfg
+    (it was 'unexpected KeyError: cfg', exit 1, in detect, convert-weights and export); with --cfg it loads.
+    A format version newer than this toolkit's is one line too."""
+    ckpt = _our_checkpoint(tmp_path / "a.pt", narrow_cfg)
+    del ckpt["cfg"]
+    torch.save(ckpt, tmp_path / "nocfg.pt")
+    rc, out, err = cli(capsys, tmp_path / "nocfg.pt", "-o", tmp_path / "b.weights")
+    assert rc == 2 and out == ""
+    assert_one_line_error(err, str(tmp_path / "nocfg.pt"), "no cfg text inside", "pass --cfg")
+    rc, _, err = cli(capsys, tmp_path / "nocfg.pt", "--cfg", narrow_cfg, "-o", tmp_path / "b.weights")
+    assert (rc, err) == (0, "")
+    ckpt = torch.load(tmp_path / "a.pt", weights_only=True)
+    ckpt["format_version"] = 99
+    torch.save(ckpt, tmp_path / "new.pt")
+    rc, _, err = cli(capsys, tmp_path / "new.pt", "-o", tmp_path / "c.weights")
+    assert rc == 2 and "checkpoint format version 99 is newer than this toolkit understands" in err

@@ -101,6 +101,9 @@ def model_from_state(obj, source: str, cfg: str | Path | None = None, bn_eps: fl
     if cfg is not None:
         spec = parse_cfg(cfg)
     elif ours:
+        if not isinstance(obj.get("cfg"), str):
+            raise InputError("this checkpoint has no cfg text inside (an edited or damaged file?); pass --cfg",
+                             source)
         spec = parse_cfg_text(obj["cfg"], f"{source} (embedded cfg {obj.get('cfg_name', '')})")
     else:
         raise InputError("this checkpoint comes from another toolkit and does not carry its cfg; pass --cfg", source)
