@@ -104,6 +104,12 @@ def test_anchors_cli(tmp_path, capsys):
     got = np.array([int(v) for v in out[0].removeprefix("anchors = ").replace(" ", "").split(",")]).reshape(3, 2)
     np.testing.assert_allclose(got, CENTRES, rtol=0.05)
     assert out[1].startswith("new: BPR 1.0000, mean best IoU 0.9") and out[2].startswith("cfg yolov3-tiny.cfg: BPR")
+    from yolo.data.formats import load_data_config
+    from yolo.data.split import load_split
+
+    wh, _ = label_wh(load_split(load_data_config(data), "train"), (416, 416))
+    bpr, miou = _brute_force_fitness(wh, got)  # of the printed (rounded) anchors, which the cfg gets
+    assert out[1].startswith(f"new: BPR {bpr:.4f}, mean best IoU {miou:.4f},"), (out[1], miou)
     assert out[3] == "60 boxes at 416x416 (0 under 2 px left out)"
     assert main(["anchors", str(data), "--n", "3", "--evolve", "50", "--cfg", str(CFG / "yolov3-tiny.cfg")]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("new: BPR 1.0000, mean best IoU 0.9")

@@ -50,7 +50,8 @@ def _run_anchors(args) -> int:
     if args.evolve > 0:
         anchors = evolve_anchors(wh, anchors, args.evolve, seed=args.seed)
     print(format_anchors(anchors))
-    rows = [("new", anchor_fitness(wh, anchors))]
+    shown = np.array([[round(w), round(h)] for w, h in np.asarray(anchors)], float)  # the cfg line's integers
+    rows = [("new", anchor_fitness(wh, shown))]  # what pasting that line gives (the unrounded ones differ a bit)
     if heads:
         rows.append((f"cfg {Path(spec.source).name}", anchor_fitness(wh, np.array(heads[0].anchors))))
     for name, fit in rows:
