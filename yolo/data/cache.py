@@ -48,7 +48,8 @@ def user_cache_path(path: Path) -> Path:
 
 
 def load_cache(path: Path, key: str) -> tuple[DatasetIndex | None, str | None]:
-    """The cached index (``None`` if absent, stale or unreadable) and a note saying why it was not used."""
+    """The cached index (``None`` if absent, stale or unreadable) and a note: which file it was read from (the
+    one beside the labels or the user cache's copy), or why it was not used."""
     for p in (path, user_cache_path(path)):
         if not p.is_file():
             continue
@@ -56,7 +57,7 @@ def load_cache(path: Path, key: str) -> tuple[DatasetIndex | None, str | None]:
             with np.load(p, allow_pickle=False) as z:
                 if int(z["version"]) != CACHE_VERSION or str(z["key"]) != key:
                     return None, f"label cache {p} is stale; rebuilt"
-                return _index_from_arrays(z), None
+                return _index_from_arrays(z), f"labels read from the cache {p}"
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as e:
             return None, f"label cache {p} is unreadable ({type(e).__name__}); rebuilt"
     return None, None

@@ -47,7 +47,7 @@ def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetInd
     if cache:
         index, note = load_cache(where, key)
         if index is not None:
-            index.report.split, index.report.notes = split, [f"labels read from the cache {where}"]
+            index.report.split, index.report.notes = split, [note]
             return index
     if config.format == "coco":
         index = _read_coco_split(config, spec, split)

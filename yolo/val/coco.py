@@ -347,6 +347,10 @@ def _bad_result(results: list) -> str:
     return "results are malformed"
 
 
+def _entries(n: int) -> str:
+    return "1 such entry" if n == 1 else f"{n} such entries"
+
+
 def _dt_arrays(results: list, img_ids: np.ndarray, cat_ids: np.ndarray, path) -> dict:
     """Results list -> arrays; an image or category id the ground truth lacks is an error naming the entry."""
     if not isinstance(results, list):
@@ -369,14 +373,14 @@ def _dt_arrays(results: list, img_ids: np.ndarray, cat_ids: np.ndarray, path) ->
     if bad.any():
         i = int(np.argmax(bad))
         raise InputError(f"results[{i}]: bbox [x, y, w, h] must be finite with w, h >= 0 and the score finite, "
-                         f"got {results[i]['bbox']} score {results[i]['score']} ({int(bad.sum())} such entries)", path)
+                         f"got {results[i]['bbox']} score {results[i]['score']} ({_entries(int(bad.sum()))})", path)
     img_pos, img_ok = _index_of(img_ids, img)
     cat_pos, cat_ok = _index_of(cat_ids, cat)
     for ok, what, values in ((img_ok, "image_id", img), (cat_ok, "category_id", cat)):
         if not ok.all():
             i = int(np.argmin(ok))
             raise InputError(f"results[{i}]: {what} {values[i].item()!r} is not in the annotations "
-                             f"({int((~ok).sum())} such entries)", path)
+                             f"({_entries(int((~ok).sum()))})", path)
     return dict(dt_img=img_pos, dt_cat=cat_pos, dt_box=box, dt_score=score)
 
 

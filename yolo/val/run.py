@@ -99,8 +99,9 @@ def _fixed_size(backend, img_size: int, rect: bool, weights) -> int:
     ``yolo detect`` does); an export of a non-square size, or with ``rect``, cannot be validated."""
     fixed = getattr(backend, "fixed_shape", None)
     if fixed is not None and (rect or fixed[0] != fixed[1]):
-        raise InputError(f"exported for {fixed[0]}x{fixed[1]} inputs only; validation letterboxes to a square "
-                         f"{'of --img-size' if not rect else 'per batch (--rect)'}: export with --dynamic",
+        how = ("--rect gives each batch its own rectangular shape" if rect else
+               "validation letterboxes to a square of --img-size")
+        raise InputError(f"exported for {fixed[0]}x{fixed[1]} inputs only; {how}: export with --dynamic",
                          str(weights))
     return int(input_size(backend, (img_size, img_size))[0])
 
