@@ -124,3 +124,17 @@ def test_yolo_cfgs_lists_every_builtin_with_its_kind_and_imports_no_torch(tmp_pa
     code = "import sys; from yolo.cli import main; main(['cfgs']); assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60).returncode == 0
+
+
+def test_every_builtin_says_what_it_is():
+    """`yolo cfgs` gave the 13 unedited zoo cfgs no description (they carry no leading comment) and cut the run
+    coco.yaml's two-line comment mid-sentence."""
+    from yolo.resources import ZOO, builtins
+
+    models = {b.name: b for b in builtins("model")}
+    assert set(ZOO) == {n for n, b in models.items() if not b.path.read_text().startswith("#")}
+    assert all(b.description() for b in builtins())
+    run = next(b for b in builtins("run") if b.name == "coco.yaml")
+    lines = [ln[1:].strip() for ln in run.path.read_text().splitlines()[:2]]
+    assert all(ln.startswith("#") for ln in run.path.read_text().splitlines()[:2])
+    assert run.description() == " ".join(lines)

@@ -36,6 +36,26 @@ KINDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# The darknet zoo cfgs are copied unedited (their official .weights load as they are: cfg/README.md), so their
+# descriptions live here.
+_ZOO_SOURCE = "AlexeyAB's darknet zoo, unedited, 80 COCO classes"
+ZOO = {
+    "enet-coco.cfg": f"EfficientNet-B0 backbone with YOLOv3 heads ({_ZOO_SOURCE})",
+    "yolov3-tiny-prn.cfg": f"YOLOv3-tiny with partial residual networks ({_ZOO_SOURCE})",
+    "yolov4.cfg": f"YOLOv4: CSPDarknet53, SPP and PANet, mish ({_ZOO_SOURCE})",
+    "yolov4-tiny.cfg": f"YOLOv4-tiny, 2 heads ({_ZOO_SOURCE})",
+    "yolov4-tiny-3l.cfg": f"YOLOv4-tiny with a third head for small objects ({_ZOO_SOURCE})",
+    "yolov4-csp.cfg": f"Scaled-YOLOv4 CSP, 512 px ({_ZOO_SOURCE})",
+    "yolov4-csp-swish.cfg": f"Scaled-YOLOv4 CSP with swish activations, 640 px ({_ZOO_SOURCE})",
+    "yolov4x-mish.cfg": f"Scaled-YOLOv4 CSP-X with mish, 640 px ({_ZOO_SOURCE})",
+    "yolov4-p5.cfg": f"Scaled-YOLOv4 P5, 896 px ({_ZOO_SOURCE})",
+    "yolov4-p6.cfg": f"Scaled-YOLOv4 P6, 1280 px ({_ZOO_SOURCE})",
+    "yolov7-tiny.cfg": f"YOLOv7-tiny, leaky ReLU ({_ZOO_SOURCE})",
+    "yolov7.cfg": f"YOLOv7, swish, 640 px ({_ZOO_SOURCE})",
+    "yolov7x.cfg": f"YOLOv7-X, swish, 640 px ({_ZOO_SOURCE})",
+}
+
+
 @dataclass(frozen=True)
 class Builtin:
     """One built-in file: its ``name`` (file name), ``kind`` (a key of ``KINDS``) and ``path``."""
@@ -45,15 +65,22 @@ class Builtin:
     path: Path
 
     def description(self) -> str:
-        """The file's first line when it is a comment (``# ...``; names files: how many names), else ``""``."""
+        """The file's leading comment (``# ...`` lines up to the first other line, joined; names files: how many
+        names; the unedited darknet zoo cfgs, which have none: a line of ``ZOO``), else ``""``."""
+        if self.kind == "model" and self.name in ZOO:
+            return ZOO[self.name]
         try:
             with open(self.path, encoding="utf-8") as f:
                 if self.kind == "names":
                     return f"{sum(1 for line in f if line.strip())} class names"
-                first = f.readline().strip()
+                lines = []
+                for line in f:
+                    if not line.startswith("#"):
+                        break
+                    lines.append(line.lstrip("#").strip())
         except (OSError, UnicodeDecodeError):
             return ""
-        return first.lstrip("#").strip() if first.startswith("#") else ""
+        return " ".join(line for line in lines if line)
 
 
 def builtin_root() -> Path | None:
