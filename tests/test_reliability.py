@@ -166,7 +166,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, monkey
     assert main(args) == 2, args
     captured = capsys.readouterr()
     err = [line for line in captured.err.strip().splitlines() if not line.startswith("warning: ")]
-    assert len(err) == 1 and err[0].startswith(f"yolo {args[0]}: error: "), captured.err  # (a skipped file
+    typed = " ".join(args[:2]) if args[0] == "data" else args[0]  # "yolo data check: error: ..."
+    assert len(err) == 1 and err[0].startswith(f"yolo {typed}: error: "), captured.err  # (a skipped file
     # is a warning line of its own)
     for fragment in fragments:
         assert fragment.replace("{out}", out).replace("{d}", str(files)).replace("{tiny}", str(TINY_CFG)) \
@@ -456,5 +457,5 @@ def test_an_unwritable_cache_for_generated_data_is_one_line(tmp_path, monkeypatc
                     "names: [circle, rectangle, triangle, star, cross]\n")
     assert main(["data", "check", str(data)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"yolo data: error: {tmp_path / 'afile'}: cannot write the "
+    assert err.count("\n") == 1 and err.startswith(f"yolo data check: error: {tmp_path / 'afile'}: cannot write the "
                                                    "generated dataset (") and "set YOLO_CACHE_DIR" in err, err

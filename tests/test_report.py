@@ -80,7 +80,7 @@ def test_data_check_unusable_input_one_line(tmp_path, capsys):
             path.write_text(text)
         assert main(["data", "check", str(path)]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith(f"yolo data: error: {tmp_path}/{message}"), err
+        assert err.count("\n") == 1 and err.startswith(f"yolo data check: error: {tmp_path}/{message}"), err
     r = _cli("data", "check", str(tmp_path / "nc.yaml"), "--split", "nope")  # argparse: usage error, exit 2
     assert r.returncode == 2 and "invalid choice" in r.stderr
 

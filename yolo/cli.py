@@ -83,7 +83,7 @@ def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
     except InputError as e:
         if verbose:
             traceback.print_exc()
-        print(f"yolo {args.command}: error: {e}", file=sys.stderr)
+        print(f"yolo {_name(args)}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # stdout's reader is gone: end quietly (there is no one to tell)
         _drop_stdout()
@@ -94,25 +94,31 @@ def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
         if verbose:
             traceback.print_exc()
         where = f"{e.filename}: " if e.filename else ""  # written atomically: nothing half-written is left
-        print(f"yolo {args.command}: error: {where}{e.strerror or e}; nothing was half-written", file=sys.stderr)
+        print(f"yolo {_name(args)}: error: {where}{e.strerror or e}; nothing was half-written", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         if verbose:
             traceback.print_exc()
         saved = getattr(e, "checkpoint", None)  # yolo.train.engine.TrainingInterrupted
         how = "terminated (SIGTERM)" if stop["terminated"] else "interrupted"
-        print(f"yolo {args.command}: {how}" + (f"; saved {saved}; continue with: yolo {args.command} "
+        print(f"yolo {_name(args)}: {how}" + (f"; saved {saved}; continue with: yolo {args.command} "
                                                f"--resume {saved}" if saved else ""), file=sys.stderr)
         return EXIT_TERMINATED if stop["terminated"] else 130
     except Exception as e:  # unexpected: one line unless verbose
         return _unexpected(args, e, verbose)
 
 
+def _name(args) -> str:
+    """The command as typed: ``train``, or ``data check`` for a command with actions."""
+    action = getattr(args, "action", None)
+    return f"{args.command} {action}" if isinstance(action, str) else args.command
+
+
 def _unexpected(args, e: Exception, verbose: bool) -> int:
     if verbose:
         traceback.print_exc()
     else:
-        print(f"yolo {args.command}: unexpected {type(e).__name__}: {e} (rerun with --verbose for the "
+        print(f"yolo {_name(args)}: unexpected {type(e).__name__}: {e} (rerun with --verbose for the "
               "traceback)", file=sys.stderr)
     return 1
 
