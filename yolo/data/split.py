@@ -143,15 +143,20 @@ def _finish(report: DatasetReport, images: list[Path], labels: list[np.ndarray],
 
 
 def shared_images(index: DatasetIndex, other: DatasetIndex) -> list[Path]:
-    """The images of ``index`` that ``other`` holds too (the same file, by its absolute normalized path or, for
-    links, its real path), in ``index``'s order: a val split sharing images with the train split scores the
-    model on what it learned from, so its metrics read high."""
-    def keys(p: Path) -> tuple[str, str]:
-        absolute = os.path.normpath(os.path.abspath(p))
-        return absolute, os.path.realpath(absolute)
+    """The images of ``index`` that ``other`` holds too (the same file, however its path is spelled and through
+    links: one ``stat`` per image, its device and inode; a file that cannot be read, by its normalized absolute
+    path), in ``index``'s order: a val split sharing images with the train split scores the model on what it
+    learned from, so its metrics read high. (``realpath`` walked every component: 31 against 3.5 us per image,
+    3.6 s at every start of a COCO-sized training.)"""
+    def identity(p: Path) -> tuple:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return (os.path.normpath(os.path.abspath(p)),)
+        return st.st_dev, st.st_ino
 
-    theirs = {k for p in other.images for k in keys(p)}
-    return [p for p in dict.fromkeys(index.images) if not theirs.isdisjoint(keys(p))]
+    theirs = {identity(p) for p in other.images}
+    return [p for p in dict.fromkeys(index.images) if identity(p) in theirs]
 
 
 def describe_shared(split: str, index: DatasetIndex, other_split: str, shared: list[Path]) -> str:
