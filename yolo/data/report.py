@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +107,12 @@ class DatasetReport:
             ([f"{self.corrupt} corrupt or missing images dropped"] if self.corrupt else [])
         return (f"warning: {self.split or 'split'} split ({self.source}): {'; '.join(parts)}; `yolo data check` "
                 "names them")
+
+    def warn_dropped(self) -> None:
+        """Print :meth:`dropped_warning` to stderr when there is one."""
+        line = self.dropped_warning()
+        if line:
+            print(line, file=sys.stderr)
 
     def to_dict(self) -> dict:
         """Plain types only (JSON and the label cache)."""

@@ -41,8 +41,8 @@ def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
     per_process = cfg.batch_size // env.world_size
     config = load_data_config(cfg.data)
     train_index = load_split(config, "train")
-    if env.is_main and train_index.report is not None and train_index.report.dropped_warning():
-        print(train_index.report.dropped_warning(), file=sys.stderr)
+    if env.is_main and train_index.report is not None:
+        train_index.report.warn_dropped()
     train_set = DetectionDataset(train_index, cfg.img_size, augment=AugmentConfig.from_dict(cfg.augment),
                                  train=True, seed=cfg.seed, batch_size=per_process)
     train_loader = build_loader(train_set, per_process, train=True, workers=cfg.workers, seed=cfg.seed,
@@ -50,8 +50,8 @@ def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
     val_loader = None
     if env.is_main:
         val_index = load_split(config, "val")
-        if val_index.report is not None and val_index.report.dropped_warning():
-            print(val_index.report.dropped_warning(), file=sys.stderr)
+        if val_index.report is not None:
+            val_index.report.warn_dropped()
         shared = shared_images(val_index, train_index)
         if shared:
             print(f"warning: {describe_shared('val', val_index, 'train', shared)}", file=sys.stderr)

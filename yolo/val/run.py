@@ -10,7 +10,6 @@ a standard COCO results file for the original ``instances_*.json``.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +69,8 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     index = load_split(load_data_config(data), split)
-    if index.report is not None and index.report.dropped_warning():
-        print(index.report.dropped_warning(), file=sys.stderr)
+    if index.report is not None:
+        index.report.warn_dropped()
     backend = load_backend(weights, cfg=cfg, device=device, half=half, trust=trust)
     nc = getattr(backend, "num_classes", None) or len(backend.names)
     if nc != len(index.names):
