@@ -45,6 +45,17 @@ def _bgr(h: int, w: int, shift: int = 0) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
 
 
+def _write_video(path: Path, frames: list[np.ndarray], fourcc: str = "MJPG", fps: float = 10) -> Path:
+    """``frames`` (BGR ``[h, w, 3]``, one size) as a video file at ``path``."""
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert vw.isOpened()
+    for frame in frames:
+        vw.write(frame)
+    vw.release()
+    return path
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     d = tmp_path_factory.mktemp("imgs")
@@ -200,12 +211,7 @@ def test_draw_without_labels_paints_only_box_edges():
 
 
 def test_video_in_video_out(detector, tmp_path):
-    src = tmp_path / "clip.avi"
-    vw = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 128))
-    assert vw.isOpened()
-    for i in range(10):
-        vw.write(_bgr(128, 160, shift=i * 9))
-    vw.release()
+    src = _write_video(tmp_path / "clip.avi", [_bgr(128, 160, shift=i * 9) for i in range(10)])
     summary = detector.run(src, out=tmp_path / "exp", save_txt=True, save_json=True, progress=False)
     assert summary["images"] == 10 and summary["videos"] == ["clip.mp4"]
     cap = cv2.VideoCapture(str(tmp_path / "exp" / "clip.mp4"))
@@ -228,10 +234,7 @@ def test_no_output_replaces_another(detector, tmp_path):
     annotated image, and a file's suffix keeps its case (``C.JPG``)."""
     src = tmp_path / "src"
     src.mkdir()
-    vw = cv2.VideoWriter(str(src / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 128))
-    for i in range(4):
-        vw.write(_bgr(128, 160, shift=i * 9))
-    vw.release()
+    _write_video(src / "clip.avi", [_bgr(128, 160, shift=i * 9) for i in range(4)])
     cv2.imwrite(str(src / "clip_2.png"), _bgr(96, 128, shift=50))  # sorted after clip.avi
     cv2.imwrite(str(src / "C.JPG"), _bgr(96, 128, shift=70))
     summary = detector.run(src, out=tmp_path / "exp", save_txt=True, progress=False, batch_size=1)
@@ -507,10 +510,7 @@ def test_video_sides_of_any_size(weights, tmp_path, capsys):
 
     src = tmp_path / "src"
     src.mkdir()
-    vw = cv2.VideoWriter(str(src / "thin.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (1, 9))
-    for _ in range(3):
-        vw.write(np.full((9, 1, 3), 100, np.uint8))
-    vw.release()
+    _write_video(src / "thin.avi", [np.full((9, 1, 3), 100, np.uint8)] * 3)
     cv2.imwrite(str(src / "z.png"), _bgr(120, 160))
     assert main(["detect", "--weights", str(weights), "--img-size", str(SIZE), "--source", str(src), "--no-progress",
                  "--out", str(tmp_path / "r"), "--save-txt"]) == 0
@@ -581,10 +581,7 @@ def test_a_clip_under_an_image_name_is_read_as_a_video(weights, tmp_path, capsys
     it: a file that does not decode as an image is tried as a video; a corrupt picture stays unreadable."""
     src = tmp_path / "src"
     src.mkdir()
-    vw = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 64))
-    for k in range(3):
-        vw.write(_bgr(64, 96, shift=k * 20))
-    vw.release()
+    _write_video(tmp_path / "clip.mp4", [_bgr(64, 96, shift=k * 20) for k in range(3)], "mp4v", 5)
     (src / "clip.jpg").write_bytes((tmp_path / "clip.mp4").read_bytes())
     (tmp_path / "noext").write_bytes((tmp_path / "clip.mp4").read_bytes())
     (src / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a picture at all")
