@@ -42,7 +42,7 @@ def test_unknown_key_names_file_line_and_valid_keys(tmp_path):
         load_run_config(path)
     msg = str(e.value)
     assert msg.startswith(f"{path}:4: unknown key 'ema.tua'") and "ema.tau" in msg and "\n" not in msg
-    with pytest.raises(InputError, match=r"--set epoch=3: unknown key 'epoch'; valid keys: .*epochs"):
+    with pytest.raises(InputError, match=r"^overrides epoch=3: unknown key 'epoch'; valid keys: .*epochs"):
         load_run_config(None, ["epoch=3"])
 
 
@@ -58,7 +58,7 @@ def test_unknown_key_names_file_line_and_valid_keys(tmp_path):
     ("freeze=head", "freeze must be a layer count"),
     ("ema=1", "ema must be a mapping"),
     ("nesterov=1", "nesterov: expected bool"),
-    ("epochs", "--set expects key=value"),
+    ("epochs", "^overrides expects key=value"),  # from Python: the parameter, not --set
 ])
 def test_bad_values_are_input_errors(item, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
@@ -70,13 +70,13 @@ def test_range_errors_name_where_the_value_was_set(tmp_path):
     did not touch (``--set epochs=-1`` on the built-in shapes.yaml run blamed shapes.yaml)."""
     with pytest.raises(InputError) as e:
         load_run_config("shapes.yaml", ["epochs=-1"])
-    assert str(e.value) == "--set epochs=-1: epochs must be >= 1, got -1"
+    assert str(e.value) == "overrides epochs=-1: epochs must be >= 1, got -1"
     path = tmp_path / "run.yaml"
     path.write_text("epochs: 3\nval:\n  period: 0\n")
     with pytest.raises(InputError) as e:
         load_run_config(path)
     assert str(e.value).startswith(f"{path}:3: val.conf in [0, 1)")
-    with pytest.raises(InputError, match=r"^--set val.period=-2: "):
+    with pytest.raises(InputError, match=r"^overrides val.period=-2: "):
         load_run_config(path, ["val.period=-2"])
     cfg = load_run_config(path, ["val.period=2"])  # the file's bad value, mended on the command line
     assert cfg.val.period == 2
@@ -106,7 +106,7 @@ def test_augment_errors_name_their_file_line_or_set_item(tmp_path):
     path.write_text("epochs: 3\naugment:\n  fliplr: 0.5\n  mosiac: 0.5\n")
     with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:4: augment.mosiac: unknown key \(valid: "):
         load_run_config(path)
-    with pytest.raises(InputError, match=r"^--set augment.mosaic=1.5: augment.mosaic: expected a number in \[0, 1"):
+    with pytest.raises(InputError, match=r"^overrides augment.mosaic=1.5: augment.mosaic: expected a number in \[0, 1"):
         load_run_config(None, ["augment.mosaic=1.5"])
     assert load_run_config(None, ["augment.mosaic=0.5"]).augment == {"mosaic": 0.5}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import threading
 from pathlib import Path
@@ -350,6 +351,31 @@ def test_cli_errors_are_one_line(weights, tmp_path, capsys):
     assert not (tmp_path / "o2").exists()  # the run folder of a model that failed to load is removed
 
 
+
+def test_api_errors_name_parameters_not_flags(weights, detector, tmp_path):
+    """From Python the same mistakes name the keyword the caller wrote (``conf``), not the command's flag."""
+    from yolo.export.exporter import export_model
+    from yolo.model.convert import convert_weights
+
+    for kwargs, text in (({"conf": 1.5}, "conf must be in [0, 1], got 1.5"), ({"iou": -0.1}, "iou must be in"),
+                         ({"max_det": 0}, "max_det must be >= 1"),
+                         ({"classes": [0, 80]}, "classes 80: the model has 80 classes")):
+        with pytest.raises(InputError, match=r"^" + re.escape(text)) as e:
+            Detector(weights, img_size=SIZE, **kwargs)
+        assert "--" not in str(e.value)
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), _bgr(64, 64))
+    with pytest.raises(InputError, match=r"^batch_size must be >= 1") as e:
+        detector.run(img, out=tmp_path / "out", batch_size=0)
+    existing = tmp_path / "x.onnx"
+    existing.write_bytes(b"")
+    with pytest.raises(InputError, match=r"pass force=True to replace it$"):
+        export_model(weights, "onnx", out=existing)
+    with pytest.raises(InputError, match=r"^nms=True and opset apply to format='onnx' only$"):
+        export_model(weights, "torchscript", out=tmp_path / "y.torchscript", nms=True)
+    with pytest.raises(InputError, match=r"^bn_eps 2 must be in \(0, 1\)$"):
+        convert_weights(weights, tmp_path / "z.pt", bn_eps=2)
+
 def test_cli_list_file_darknet_weights_and_outputs(weights, folder, tmp_path, capsys):
     from yolo.model.checkpoint import load_model
 
@@ -374,7 +400,7 @@ def test_cli_list_file_darknet_weights_and_outputs(weights, folder, tmp_path, ca
 def test_api_errors(weights):
     with pytest.raises(InputError, match="multiples of the model stride"):
         Detector(weights, img_size=100)
-    with pytest.raises(InputError, match="--conf"):
+    with pytest.raises(InputError, match="^conf must be in"):  # the keyword, not the flag (--conf in the CLI)
         Detector(weights, conf=2)
     with pytest.raises(InputError, match="the model has 80 classes"):
         Detector(weights, classes=[80])

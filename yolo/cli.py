@@ -21,7 +21,7 @@ import traceback
 
 from yolo import __version__
 from yolo.commands import anchors, cfgs, convert, data, detect, export, profile, train, val
-from yolo.errors import InputError
+from yolo.errors import InputError, command_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
         _quiet_opencv()
     from yolo.commands.common import terminate_as_interrupt
 
-    with terminate_as_interrupt() as stop:  # SIGTERM ends a command as Ctrl-C does (saves, closes, cleans up)
+    # SIGTERM ends a command as Ctrl-C does (saves, closes, cleans up); errors name --flags, not parameters
+    with terminate_as_interrupt() as stop, command_line():
         return _run(args, verbose, fast_exit, stop)
 
 

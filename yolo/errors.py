@@ -6,6 +6,10 @@ can raise these without breaking the import direction in DESIGN.md.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+_command_line = False  # True while a ``yolo`` command runs (:func:`command_line`)
+
 
 class InputError(ValueError):
     """A user-supplied file or value is wrong; the message is one line naming the file (and line)."""
@@ -17,3 +21,28 @@ class InputError(ValueError):
         super().__init__(f"{where}{message}")
         self.path = path
         self.line = line
+
+
+_UNSET = object()
+
+
+def option(name: str, value=_UNSET, flag: str | None = None) -> str:
+    """A parameter as the user wrote it, for messages: ``--max-det`` (``--format onnx``; ``--force`` for a
+    ``True``) while a ``yolo`` command runs, ``max_det`` (``format='onnx'``, ``force=True``) when the Python API
+    was called. ``flag``: the command line's name where it is not ``name`` with dashes."""
+    if not _command_line:
+        return name if value is _UNSET else f"{name}={value!r}"
+    text = "--" + (flag or name).replace("_", "-")
+    return text if value is _UNSET or isinstance(value, bool) else f"{text} {value}"
+
+
+@contextmanager
+def command_line():
+    """Within this block, :func:`option` names parameters by their command-line flags (``yolo.cli`` enters it
+    around a command)."""
+    global _command_line
+    before, _command_line = _command_line, True
+    try:
+        yield
+    finally:
+        _command_line = before

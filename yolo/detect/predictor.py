@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from yolo.errors import InputError
+from yolo.errors import InputError, option
 from yolo.runtime.backends import input_size, load_backend, run_backend, wants_letterbox
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.runtime.preprocess import as_image, preprocess
@@ -107,7 +107,8 @@ class Detector:
         nc = getattr(self.backend, "num_classes", None) or len(self.backend.names or [])
         bad = [c for c in self.classes or [] if not 0 <= c < nc] if nc else []
         if bad:
-            raise InputError(f"--classes {' '.join(map(str, bad))}: the model has {nc} classes, 0 to {nc - 1}")
+            raise InputError(f"{option('classes')} {' '.join(map(str, bad))}: the model has {nc} classes, "
+                             f"0 to {nc - 1}")
 
     def _size(self, img_size) -> tuple[int, int]:
         try:

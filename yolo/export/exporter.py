@@ -26,7 +26,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from yolo import __version__
-from yolo.errors import InputError
+from yolo.errors import InputError, option
 from yolo.export.verify import (
     DRIFT_FACTOR,
     MAX_DRIFT_TOLERANCE,
@@ -163,18 +163,19 @@ def _check_args(fmt: str, batch_size: int, opset: int | None, nms: bool, conf: f
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}: expected onnx or torchscript")
     if batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+        raise InputError(f"{option('batch_size')} must be >= 1, got {batch_size}")
     if fmt == "torchscript" and (nms or opset is not None):
-        raise InputError("--nms and --opset apply to --format onnx only")
+        raise InputError(f"{option('nms', True)} and {option('opset')} apply to {option('format', 'onnx')} only")
     if not (0 <= conf < 1 and 0 < iou <= 1):
-        raise InputError(f"--conf-thres must be in [0, 1) and --iou-thres in (0, 1], got {conf}, {iou}")
+        raise InputError(f"{option('conf_thres')} must be in [0, 1) and {option('iou_thres')} in (0, 1], got {conf}, "
+                         f"{iou}")
     opset = DEFAULT_OPSET if opset is None else opset
     try:
         from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
     except ImportError:
         max_opset = 20
     if not MIN_OPSET <= opset <= max_opset:
-        raise InputError(f"--opset must be between {MIN_OPSET} and {max_opset} (this torch), got {opset}")
+        raise InputError(f"{option('opset')} must be between {MIN_OPSET} and {max_opset} (this torch), got {opset}")
     return opset
 
 
@@ -193,9 +194,9 @@ def _resolve(weights_or_model, fmt: str, out, cfg, force: bool) -> tuple[Darknet
         out = Path(weights_or_model).with_suffix(FORMATS[fmt]) if out is None else out
     out = Path(out)
     if out.suffix.lower() != FORMATS[fmt]:
-        raise InputError(f"the output of --format {fmt} must end in {FORMATS[fmt]}", str(out))
+        raise InputError(f"the output of {option('format', fmt)} must end in {FORMATS[fmt]}", str(out))
     if out.exists() and not force:
-        raise InputError("output exists; pass --force to replace it", str(out))
+        raise InputError(f"output exists; pass {option('force', True)} to replace it", str(out))
     return model, out
 
 
@@ -246,7 +247,7 @@ def verify(backend: ExportedBackend, reference: nn.Module, sizes: list[tuple[int
             else:  # within float32 rounding (a real difference), or a model too unstable to judge: say which
                 raised = (f"the float32 model's own error against float64 is {own:.3g}"
                           + ("" if DRIFT_FACTOR * own <= tol else
-                             f"; over {MAX_DRIFT_TOLERANCE:g} the bound is not raised: --tolerance sets it"))
+                             f"; over {MAX_DRIFT_TOLERANCE:g} the bound is not raised: {option('tolerance')} sets it"))
         if not diff <= tol:  # NaN fails too
             raise ExportVerificationError(f"max difference {diff:.3g} > tolerance {tol:.3g} at batch {b}, {h}x{w}"
                                           + (f": {note}" if note else "") + (f" ({raised})" if raised else ""))
@@ -277,7 +278,7 @@ def _write_verified(data: bytes, out: Path, fmt: str, device: torch.device, chec
             os.fsync(f.fileno())
         result = check(load_exported(tmp, device, fmt=fmt))
         if out.exists() and not force:
-            raise InputError("output appeared while exporting; pass --force to replace it", str(out))
+            raise InputError(f"output appeared while exporting; pass {option('force', True)} to replace it", str(out))
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the mode open() would
@@ -302,7 +303,7 @@ def export_model(weights_or_model, format: str, out=None, img_size=416, batch_si
     model, out = _resolve(weights_or_model, format, out, cfg, force)
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
     if len(size) != 2 or min(size) <= 0 or size[0] % model.max_stride or size[1] % model.max_stride:
-        raise InputError(f"--img-size {size} must be positive multiples of {model.max_stride}")
+        raise InputError(f"{option('img_size')} {size} must be positive multiples of {model.max_stride}")
     if format == "onnx":
         require_onnx()
     device = torch.device(device)
@@ -314,7 +315,7 @@ def export_model(weights_or_model, format: str, out=None, img_size=416, batch_si
     data = _onnx_bytes(wrapper, x, meta, opset) if format == "onnx" else _torchscript_bytes(wrapper, x, meta)
     del fused, wrapper
     if tolerance is not None and not tolerance > 0:
-        raise InputError(f"--tolerance must be > 0, got {tolerance}")
+        raise InputError(f"{option('tolerance')} must be > 0, got {tolerance}")
     tol = tolerance or (TOLERANCE_HALF if half else TOLERANCE)
     drift = (lambda x: float32_drift(model, x)) if tolerance is None and not half else None
     sizes = _sizes(size, batch_size, model.max_stride, dynamic)

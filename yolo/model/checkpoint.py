@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolo.errors import InputError
+from yolo.errors import InputError, option
 from yolo.model.cfg_parser import ConvSpec, parse_cfg, parse_cfg_text
 from yolo.model.darknet import Darknet
 from yolo.model.state import MatchReport, extract_state_dict, match_state
@@ -102,11 +102,12 @@ def model_from_state(obj, source: str, cfg: str | Path | None = None, bn_eps: fl
         spec = parse_cfg(cfg)
     elif ours:
         if not isinstance(obj.get("cfg"), str):
-            raise InputError("this checkpoint has no cfg text inside (an edited or damaged file?); pass --cfg",
-                             source)
+            raise InputError("this checkpoint has no cfg text inside (an edited or damaged file?); pass "
+                             + option("cfg"), source)
         spec = parse_cfg_text(obj["cfg"], f"{source} (embedded cfg {obj.get('cfg_name', '')})")
     else:
-        raise InputError("this checkpoint comes from another toolkit and does not carry its cfg; pass --cfg", source)
+        raise InputError("this checkpoint comes from another toolkit and does not carry its cfg; pass " + option("cfg"),
+                         source)
     state, report = match_state(extract_state_dict(obj, source), spec, source)
     model = Darknet(spec, bn_eps=_bn_eps(obj, ours, report, bn_eps), init=False)  # every conv tensor loaded next
     report.bn_eps = model.bn_eps
@@ -147,7 +148,7 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
         if kind is not None:
             raise InputError(f"not a checkpoint or darknet .weights file: it is {kind}", str(path))
         if cfg is None:
-            raise InputError("a darknet .weights file needs its cfg: pass --cfg", str(path))
+            raise InputError(f"a darknet .weights file needs its cfg: pass {option('cfg')}", str(path))
         # A whole file (no cutoff) must hold every conv's tensors (read_darknet_weights checks its size first),
         # so their random init would only be overwritten: skipped (0.66 s of yolov3's 1.3 s load on 2 cores).
         eps = bn_eps if bn_eps is not None else DEFAULT_BN_EPS

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from yolo.errors import InputError
+from yolo.errors import InputError, option
 from yolo.model.cfg_parser import ConvSpec
 from yolo.model.checkpoint import (
     CHECKPOINT_SUFFIXES,
@@ -93,9 +93,9 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
     if out.resolve() == src.resolve():
         raise InputError("output would overwrite the input", str(out))
     if out.exists() and not force:
-        raise InputError("output exists; pass --force to replace it", str(out))
+        raise InputError(f"output exists; pass {option('force', True)} to replace it", str(out))
     if bn_eps is not None and not 0 < bn_eps < 1:
-        raise InputError(f"--bn-eps {bn_eps} must be in (0, 1)")
+        raise InputError(f"{option('bn_eps')} {bn_eps} must be in (0, 1)")
     model, how = _read(src, darknet, cfg, cutoff if darknet else None, bn_eps)
     if names is not None:
         model.names = check_names(load_names(names), model, str(names))

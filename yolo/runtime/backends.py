@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from yolo.errors import InputError
+from yolo.errors import InputError, option
 from yolo.model.checkpoint import load_model
 from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
@@ -171,8 +171,9 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
 
         backend = load_exported(str(weights), str(device), trust=trust)
         if getattr(backend, "has_nms", False):
-            raise InputError("exported with --nms: its output is final detections [K, 7], not the predictions "
-                             "[B, N, 5+C] that detect and val filter themselves; export it again without --nms",
+            nms = option("nms", True)
+            raise InputError(f"exported with {nms}: its output is final detections [K, 7], not the predictions "
+                             f"[B, N, 5+C] that detect and val filter themselves; export it again without {nms}",
                              str(weights))
     else:
         names_file = names if isinstance(names, (str, Path)) else None

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from yolo.errors import InputError
+from yolo.errors import InputError, option
 from yolo.utils.boxes import LetterboxInfo, cxcywh_to_xyxy, unletterbox_boxes
 from yolo.utils.nms import batched_nms, nms
 
@@ -45,11 +45,11 @@ def sized_mask(boxes: torch.Tensor, bounds: Bounds) -> torch.Tensor:
 def check_thresholds(conf: float, iou: float, max_det: int = 1) -> None:
     """``InputError`` unless 0 <= conf <= 1, 0 <= iou <= 1 and max_det >= 1."""
     if not 0.0 <= conf <= 1.0:
-        raise InputError(f"--conf must be in [0, 1], got {conf}")
+        raise InputError(f"{option('conf')} must be in [0, 1], got {conf}")
     if not 0.0 <= iou <= 1.0:
-        raise InputError(f"--iou must be in [0, 1], got {iou}")
+        raise InputError(f"{option('iou')} must be in [0, 1], got {iou}")
     if max_det < 1:
-        raise InputError(f"--max-det must be >= 1, got {max_det}")
+        raise InputError(f"{option('max_det')} must be >= 1, got {max_det}")
 
 
 def _candidates(p: torch.Tensor, conf: float, classes: torch.Tensor | None, multi_label: bool,

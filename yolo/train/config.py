@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from yolo.errors import InputError
+from yolo.errors import InputError, option
 from yolo.resources import builtin, is_builtin, resolve
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -292,15 +292,15 @@ def apply_override(cfg: RunConfig, item: str, origins: Origins | None = None) ->
     ``origins`` records it as where the key came from."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise InputError(f"--set expects key=value, got {item!r}")
+        raise InputError(f"{option('overrides', flag='set')} expects key=value, got {item!r}")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
-        raise InputError(f"--set {item!r}: the value is not valid YAML") from None
+        raise InputError(f"{option('overrides', flag='set')} {item!r}: the value is not valid YAML") from None
     nested: dict = value
     for part in reversed(key.strip().split(".")):
         nested = {part: nested}
-    _merge(cfg, nested, f"--set {item}", None, "", origins)
+    _merge(cfg, nested, f"{option('overrides', flag='set')} {item}", None, "", origins)
 
 
 def validate(cfg: RunConfig, source: str, origins: Origins | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from yolo.errors import InputError
+from yolo.errors import InputError, option
 
 
 def select_device(name: str | None = None) -> torch.device:
@@ -58,8 +58,8 @@ def resolve_amp(amp: bool | str | None, device: torch.device) -> tuple[bool, str
 def half_warning(device: torch.device) -> str | None:
     """A one-line warning when ``--half`` will be slow on this machine, else None."""
     if device.type == "cpu" and not cpu_has_fast_bf16():
-        return ("warning: --half means bfloat16 on CPU, and this CPU has no bf16 hardware (no AVX512_BF16/AMX): "
-                "expect it to be much slower than float32")
+        return (f"warning: {option('half', True)} means bfloat16 on CPU, and this CPU has no bf16 hardware (no "
+                "AVX512_BF16/AMX): expect it to be much slower than float32")
     return None
 
 

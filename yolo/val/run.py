@@ -22,7 +22,7 @@ from yolo.data.formats import load_data_config
 from yolo.data.index import DatasetIndex
 from yolo.data.loader import build_loader
 from yolo.data.split import load_split
-from yolo.errors import InputError
+from yolo.errors import InputError, option
 from yolo.runtime.backends import input_size, load_backend, run_backend, wants_letterbox
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.utils.boxes import cxcywh_to_xyxy
@@ -67,7 +67,7 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     """
     check_thresholds(conf, iou, max_det)
     if batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+        raise InputError(f"{option('batch_size')} must be >= 1, got {batch_size}")
     index = load_split(load_data_config(data), split)
     if index.report is not None:
         index.report.warn_dropped()
@@ -98,9 +98,10 @@ def _fixed_size(backend, img_size: int, rect: bool, weights) -> int:
     ``yolo detect`` does); an export of a non-square size, or with ``rect``, cannot be validated."""
     fixed = getattr(backend, "fixed_shape", None)
     if fixed is not None and (rect or fixed[0] != fixed[1]):
-        how = ("--rect gives each batch its own rectangular shape" if rect else
-               "validation letterboxes to a square of --img-size")
-        raise InputError(f"exported for {fixed[0]}x{fixed[1]} inputs only; {how}: export with --dynamic",
+        how = (f"{option('rect')} gives each batch its own rectangular shape" if rect else
+               f"validation letterboxes to a square of {option('img_size')}")
+        raise InputError(f"exported for {fixed[0]}x{fixed[1]} inputs only; {how}: export with "
+                         f"{option('dynamic', True)}",
                          str(weights))
     return int(input_size(backend, (img_size, img_size))[0])
 
