@@ -114,4 +114,4 @@ def test_anchors_cli(tmp_path, capsys):
     assert main(["anchors", str(data), "--n", "3", "--evolve", "50", "--cfg", str(CFG / "yolov3-tiny.cfg")]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("new: BPR 1.0000, mean best IoU 0.9")
     assert main(["anchors", str(data), "--n", "61"]) == 2
-    assert "60 boxes (of at least 2 px) are too few for 61 anchors" in capsys.readouterr().err
+    assert "only 60 boxes of at least 2 px: too few for 61 anchors" in capsys.readouterr().err

@@ -296,7 +296,7 @@ def test_broken_files_give_our_warnings_only(weights, tmp_path):
            "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
-    assert "2 images" in done.stdout and "2 unreadable file(s) skipped" in done.stdout, done.stdout
+    assert "2 images" in done.stdout and "2 unreadable files skipped" in done.stdout, done.stdout
     assert done.stdout.splitlines()[-1].startswith("nothing saved (--nosave") and not (tmp_path / "run").exists()
     lines = done.stderr.splitlines()
     assert f"warning: {src / 'cut.jpg'}: truncated JPEG (no end-of-image marker); detecting on the part that " \
@@ -594,7 +594,7 @@ def test_file_names_that_are_not_utf8(weights, tmp_path):
            str(CONF), "--source", str(src), "--no-progress", "--save-txt", "--save-json", "--out", str(tmp_path / "r")]
     done = subprocess.run(cmd, capture_output=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr.decode(errors="replace")
-    assert b"2 images" in done.stdout and b"1 unreadable file(s) skipped" in done.stdout
+    assert b"2 images" in done.stdout and b"1 unreadable file skipped" in done.stdout
     labels = {p.name: p.read_text() for p in (tmp_path / "r" / "labels").iterdir()}
     assert set(labels) == {"caf\ufffd.txt", "plain.txt"} and labels["caf\ufffd.txt"] == labels["plain.txt"] != ""
     items = json.loads((tmp_path / "r" / "predictions.json").read_text(encoding="utf-8"))
@@ -615,7 +615,7 @@ def test_a_clip_under_an_image_name_is_read_as_a_video(weights, tmp_path, capsys
     w = ["--weights", str(weights), "--img-size", str(SIZE), "--no-progress", "--save-txt"]
     assert main(["detect", *w, "--source", str(src), "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert "4 images" in out and "1 unreadable file(s) skipped" in out and "bad.jpg" in out
+    assert "4 images" in out and "1 unreadable file skipped" in out and "bad.jpg" in out
     labels = sorted(p.name for p in (tmp_path / "r" / "labels").iterdir())
     assert labels == ["clip_0.txt", "clip_1.txt", "clip_2.txt", "z.txt"] and (tmp_path / "r" / "clip.mp4").is_file()
     assert main(["detect", *w, "--source", str(tmp_path / "noext"), "--out", str(tmp_path / "r2")]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from yolo.commands.common import data_config, img_size
 from yolo.errors import InputError
+from yolo.utils.text import count
 
 
 def add_parser(sub) -> None:
@@ -45,7 +46,8 @@ def _run_anchors(args) -> int:
     index = load_split(data_config(args.data, args.images), args.split)
     wh, small = label_wh(index, size)
     if len(wh) < args.n:
-        raise InputError(f"{len(wh)} boxes (of at least 2 px) are too few for {args.n} anchors", index.source)
+        raise InputError(f"only {count(len(wh), 'box')} of at least 2 px: too few for {count(args.n, 'anchor')}",
+                         index.source)
     anchors = kmeans_anchors(wh, args.n, seed=args.seed)
     if args.evolve > 0:
         anchors = evolve_anchors(wh, anchors, args.evolve, seed=args.seed)
@@ -57,5 +59,5 @@ def _run_anchors(args) -> int:
     for name, fit in rows:
         print(f"{name}: BPR {fit['bpr']:.4f}, mean best IoU {fit['mean_best_iou']:.4f}, anchors per box "
               f"{fit['mean_anchors_per_box']:.2f}")
-    print(f"{len(wh)} boxes at {size[0]}x{size[1]} ({small} under 2 px left out)")
+    print(f"{count(len(wh), 'box')} at {size[0]}x{size[1]} ({small} under 2 px left out)")
     return 0

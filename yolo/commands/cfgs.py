@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from yolo.errors import InputError
 from yolo.resources import KINDS, builtin, builtin_root, builtins, listing
+from yolo.utils.text import count
 
 
 def add_parser(sub) -> None:
@@ -36,7 +37,7 @@ def _run_cfgs(args) -> int:
     width = max(len(b.name) for b in found)
     for b in found:
         print(f"{b.kind:<6} {b.name:<{width}}  {b.description()}".rstrip())
-    print(f"({len(found)} files in {builtin_root()})")
+    print(f"({count(len(found), 'file')} in {builtin_root()})")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from yolo.commands.common import add_resize_flags, img_size
 from yolo.errors import InputError
+from yolo.utils.text import count
 
 
 def add_parser(sub) -> None:
@@ -79,7 +80,7 @@ def _run_detect(args) -> int:
         import shutil
 
         shutil.rmtree(run_dir, ignore_errors=True)
-        raise InputError(f"no readable image or video frame ({summary['unreadable']} unreadable file(s))",
+        raise InputError(f"no readable image or video frame ({count(summary['unreadable'], 'unreadable file')})",
                          args.source)
     if args.nosave and not (args.save_txt or args.save_json or args.save_crop):
         discard_if_empty(summary)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from yolo.utils.boxes import wh_iou
+from yolo.utils.text import count
 
 
 def label_wh(index, img_size: tuple[int, int], min_size: float = 2.0) -> tuple[np.ndarray, int]:
@@ -41,7 +42,7 @@ def kmeans_anchors(wh: np.ndarray, n: int = 9, seed: int = 0, iters: int = 300, 
     """
     wh = np.asarray(wh, np.float64).reshape(-1, 2)
     if len(wh) < n:
-        raise ValueError(f"{len(wh)} boxes are too few for {n} anchors")
+        raise ValueError(f"only {count(len(wh), 'box')}: too few for {count(n, 'anchor')}")
     rng = np.random.default_rng(seed)
     best, best_fit = None, -1.0
     for _ in range(restarts):

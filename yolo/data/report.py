@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo.utils.text import count
+
 MAX_PROBLEMS = 1000  # problems kept as text; the total is always counted
 
 
@@ -73,17 +75,18 @@ class DatasetReport:
     def format(self, max_problems: int = 10) -> str:
         """A compact summary: counts on a few lines, then at most ``max_problems`` problems."""
         total, used = sum(self.instances), sum(c > 0 for c in self.instances)
-        lines = [f"{self.split or 'split'} ({self.source}): {self.images} images, {total} boxes in "
-                 f"{used} of {len(self.names)} classes; labels {self.labels_found} found, {self.labels_missing} "
-                 f"missing, {self.labels_empty} empty; {self.corrupt} corrupt or missing images dropped"]
+        lines = [f"{self.split or 'split'} ({self.source}): {count(self.images, 'image')}, {count(total, 'box')} "
+                 f"in {used} of {count(len(self.names), 'class')}; labels {self.labels_found} found, "
+                 f"{self.labels_missing} missing, {self.labels_empty} empty; {self.corrupt} corrupt or missing "
+                 "images dropped"]
         dropped = sum(self.bad_rows.values())
         if dropped or self.duplicates or self.clipped or self.crowd:
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))
             lines.append(f"  rows dropped: {dropped}{f' ({kinds})' if kinds else ''}; duplicates dropped: "
                          f"{self.duplicates}; boxes clipped: {self.clipped}; crowd boxes: {self.crowd}")
         if self.repeated:
-            lines.append(f"  images listed more than once: {self.repeated} extra listing(s) (kept: each is one more "
-                         "sample; each is named among the problems)")
+            lines.append(f"  images listed more than once: {count(self.repeated, 'extra listing')} (kept: each is one "
+                         "more sample; each is named among the problems)")
         if self.labels_missing:
             lines.append(f"  images without a label file: {self.labels_missing} (counted as background; each is "
                          "named among the problems, and all of them in --json's no_label_files)")

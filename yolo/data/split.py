@@ -16,6 +16,7 @@ from yolo.data.imageinfo import CorruptImage, image_size
 from yolo.data.index import DatasetIndex
 from yolo.data.report import DatasetReport
 from yolo.errors import InputError
+from yolo.utils.text import count
 
 
 def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetIndex:
@@ -162,8 +163,9 @@ def shared_images(index: DatasetIndex, other: DatasetIndex) -> list[Path]:
 def describe_shared(split: str, index: DatasetIndex, other_split: str, shared: list[Path]) -> str:
     """``val: 3 of its 50 images are also in the train split (a.jpg, b.jpg, c.jpg): its metrics will read high``."""
     names = ", ".join(p.name for p in shared[:3]) + (f" ... and {len(shared) - 3} more" if len(shared) > 3 else "")
-    return (f"{split}: {len(shared)} of its {len(set(index.images))} images are also in the {other_split} split "
-            f"({names}): its metrics will read high")
+    verb = "is" if len(shared) == 1 else "are"
+    return (f"{split}: {len(shared)} of its {count(len(set(index.images)), 'image')} {verb} also in the {other_split} "
+            f"split ({names}): its metrics will read high")
 
 
 def _describe(spec: SplitSpec) -> str:

@@ -22,6 +22,7 @@ from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.runtime.preprocess import as_image, preprocess
 from yolo.utils.boxes import LetterboxInfo, xyxy_to_xywh
 from yolo.utils.device import synchronize
+from yolo.utils.text import count
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Detections:
         return len(self.scores)
 
     def __repr__(self) -> str:
-        return f"Detections({len(self)} boxes, path={self.path!r}, shape={self.shape})"
+        return f"Detections({count(len(self), 'box')}, path={self.path!r}, shape={self.shape})"
 
     def tensor(self) -> torch.Tensor:
         """``[K, 6]`` x1, y1, x2, y2, score, class."""
@@ -107,7 +108,7 @@ class Detector:
         nc = getattr(self.backend, "num_classes", None) or len(self.backend.names or [])
         bad = [c for c in self.classes or [] if not 0 <= c < nc] if nc else []
         if bad:
-            raise InputError(f"{option('classes')} {' '.join(map(str, bad))}: the model has {nc} classes, "
+            raise InputError(f"{option('classes')} {' '.join(map(str, bad))}: the model has {count(nc, 'class')}, "
                              f"0 to {nc - 1}")
 
     def _size(self, img_size) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from yolo.detect.sources import VIDEO_SUFFIXES, Frame, Prefetcher, Source
 from yolo.detect.writers import RunWriter, prepare_dir
 from yolo.errors import InputError, option
 from yolo.runtime.preprocess import letterbox_images, to_input
+from yolo.utils.text import count
 
 MAX_LISTED_UNREADABLE = 20
 PREFETCH_BATCHES = 2  # batches read and letterboxed ahead of the one running
@@ -135,11 +136,11 @@ def format_summary(s: dict) -> str:
     """The closing lines ``yolo detect`` prints."""
     t = s["ms_per_image"]
     per_class = ", ".join(f"{k} {name}" for name, k in s["per_class"].items()) or "none"
-    lines = [f"{s['images']} images, {s['detections']} detections ({per_class})",
+    lines = [f"{count(s['images'], 'image')}, {count(s['detections'], 'detection')} ({per_class})",
              f"per image: {t['pre']:.1f} ms pre-process (read + letterbox), {t['infer']:.1f} ms inference, "
              f"{t['post']:.1f} ms post-process (NMS), {t['write']:.1f} ms writing"]
     if s["unreadable"]:
-        lines.append(f"{s['unreadable']} unreadable file(s) skipped: {', '.join(s['unreadable_files'])}")
+        lines.append(f"{count(s['unreadable'], 'unreadable file')} skipped: {', '.join(s['unreadable_files'])}")
     lines.append(f"results in {s['run_dir']}" if s["run_dir"] is not None else
                  "nothing saved (--nosave without --save-txt, --save-json or --save-crop)")
     return "\n".join(lines)

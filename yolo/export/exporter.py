@@ -41,6 +41,7 @@ from yolo.model.darknet import Darknet
 from yolo.runtime.exported import META_FORMAT, META_VERSION, TS_CONFIG, ExportedBackend, load_exported, require_onnx
 from yolo.runtime.postprocess import MIN_BOX_SIZE
 from yolo.utils.boxes import cxcywh_to_xyxy
+from yolo.utils.text import count
 
 DEFAULT_OPSET = 17  # the TorchScript-based exporter of torch 2.x supports 7..20; NMS needs >= 11
 MIN_OPSET = 11
@@ -235,7 +236,7 @@ def verify(backend: ExportedBackend, reference: nn.Module, sizes: list[tuple[int
         if backend.has_nms:
             diff, note = detections_max_diff(ref, out, (h, w), backend.metadata["conf_thres"],
                                              backend.metadata["iou_thres"], tol)
-            note = f"{len(ref)} detections" + (f", {note}" if note else "")
+            note = count(len(ref), "detection") + (f", {note}" if note else "")
         else:
             diff, note = decoded_max_diff(ref, out, (h, w))
         if diff > tol and drift is not None and raised is None and math.isfinite(diff):

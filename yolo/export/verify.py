@@ -16,6 +16,8 @@ import math
 import numpy as np
 import torch
 
+from yolo.utils.text import count
+
 TOLERANCE = 1e-4  # float32 exports (raised where the float32 model itself drifts more from float64: DRIFT_FACTOR)
 DRIFT_FACTOR = 3  # export vs reference <= both of their float32 errors (each about the reference's own drift), + slack
 MAX_DRIFT_TOLERANCE = 1e-3  # never raised past this (a model whose float32 output is that unstable: --tolerance)
@@ -102,8 +104,8 @@ def detections_max_diff(ref: torch.Tensor, out: torch.Tensor, size: tuple[int, i
                 lost += 1
                 hard += not _borderline(rows[i], other, other_free, conf_thres, iou_thres, tol)
     if hard:
-        return math.inf, f"{hard} detection(s) found on one side only (PyTorch {len(ref)}, export {len(out)})"
-    return worst, f"{lost} borderline detection(s) at a threshold ignored" if lost else ""
+        return math.inf, f"{count(hard, 'detection')} found on one side only (PyTorch {len(ref)}, export {len(out)})"
+    return worst, f"{count(lost, 'borderline detection')} at a threshold ignored" if lost else ""
 
 
 def _match(a: np.ndarray, b: np.ndarray, scale: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from yolo.model.state import MatchReport, extract_state_dict, match_state
 from yolo.model.weights import DarknetHeader
 from yolo.utils.checkpoint import foreign_kind, is_torch_file, load_checkpoint_data, save_atomic
 from yolo.utils.names import default_names, load_names
+from yolo.utils.text import count
 
 FORMAT = "yolo-toolkit"
 FORMAT_VERSION = 1
@@ -78,7 +79,8 @@ def is_our_checkpoint(obj) -> bool:
 def check_names(names: list[str], model: Darknet, source: str) -> list[str]:
     """``names`` if there is one per class of ``model``, else an error naming ``source``."""
     if len(names) != model.num_classes:
-        raise InputError(f"{len(names)} class names for a model with {model.num_classes} classes", source)
+        raise InputError(f"{count(len(names), 'class name')} for a model with {count(model.num_classes, 'class')}",
+                         source)
     return names
 
 

@@ -23,6 +23,7 @@ from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
 from yolo.utils.device import half_dtype, half_warning, select_device
 from yolo.utils.names import load_names
+from yolo.utils.text import count
 
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
 
@@ -185,6 +186,6 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
     if names is not None:
         names = load_names(names) if isinstance(names, (str, Path)) else list(names)
         if backend.names and len(names) != len(backend.names):
-            raise InputError(f"{len(names)} class names for a model with {len(backend.names)} classes")
+            raise InputError(f"{count(len(names), 'class name')} for a model with {count(len(backend.names), 'class')}")
         backend.names = names
     return backend

@@ -40,6 +40,7 @@ from yolo.utils.dist import (
 )
 from yolo.utils.files import make_run_dir, run_lock
 from yolo.utils.rng import seed_everything
+from yolo.utils.text import count
 
 
 def log(message: str, env: DistEnv | None = None) -> None:
@@ -58,7 +59,7 @@ def build_model(cfg: RunConfig, names: list[str], env: DistEnv | None = None, st
     spec = parse_cfg(cfg.model)
     text = spec.text
     if spec.num_classes != len(names):
-        log(f"model: {cfg.model} has {spec.num_classes} classes, the data {len(names)}: heads rebuilt for "
+        log(f"model: {cfg.model} has {count(spec.num_classes, 'class')}, the data {len(names)}: heads rebuilt for "
             f"{len(names)}", env)
         text = set_num_classes(text, len(names), cfg.model)
     if not spec.net.letterbox:
@@ -71,7 +72,7 @@ def build_model(cfg: RunConfig, names: list[str], env: DistEnv | None = None, st
         load_start_weights(model, cfg.weights, cfg.cutoff, spec.text, env)
     n = freeze_layers(model, cfg.freeze)
     if n:
-        log(f"model: froze the first {n} layers", env)
+        log(f"model: froze the first {count(n, 'layer')}", env)
     return model
 
 
@@ -303,7 +304,7 @@ def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
         trainer.resume(resume)
         if env.is_main:
             cfg.save(out_dir / "run.yaml")  # with this session's --set changes (what fine-tuning recipes read)
-    log(f"train: {out_dir} ({cfg.epochs} epochs, batch {cfg.batch_size} x accumulate {trainer.accumulate}, "
+    log(f"train: {out_dir} ({count(cfg.epochs, 'epoch')}, batch {cfg.batch_size} x accumulate {trainer.accumulate}, "
         f"{device}, amp {'on' if trainer.amp else 'off'} ({trainer.amp_reason}))", env)
     return trainer
 
@@ -379,8 +380,8 @@ def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> R
     done = int(ckpt.get("epoch", -1)) + 1  # epochs finished
     if done >= cfg.epochs:
         asked = int(ckpt["run_config"].get("epochs", cfg.epochs))
-        what = (f"all its {done} epochs" if cfg.epochs == asked else
-                f"{done} epochs, and --set epochs={cfg.epochs} asks for no more than that")
+        what = (f"all its {count(done, 'epoch')}" if cfg.epochs == asked else
+                f"{count(done, 'epoch')}, and --set epochs={cfg.epochs} asks for no more than that")
         raise InputError(f"nothing to resume: the run finished {what}; to train on, raise them "
                          f"(--set epochs={done + 10})", str(path))
     return cfg

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from yolo.errors import InputError, option
+from yolo.utils.text import count
 
 
 def select_device(name: str | None = None) -> torch.device:
@@ -22,7 +23,8 @@ def select_device(name: str | None = None) -> torch.device:
         if not torch.cuda.is_available():
             raise InputError(f"device {name!r} requested but CUDA is not available on this machine")
         if (device.index or 0) >= torch.cuda.device_count():
-            raise InputError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise InputError(f"device {name!r} requested but only {count(torch.cuda.device_count(), 'CUDA device')} "
+                             "exist")
     elif device.type != "cpu":
         raise InputError(f"unsupported device {name!r}: expected cpu, cuda or cuda:N")
     return device

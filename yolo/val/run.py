@@ -27,6 +27,7 @@ from yolo.runtime.backends import input_size, load_backend, run_backend, wants_l
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.utils.boxes import cxcywh_to_xyxy
 from yolo.utils.checkpoint import atomic_write
+from yolo.utils.text import count
 from yolo.val.evaluator import Evaluator
 
 
@@ -74,7 +75,8 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     backend = load_backend(weights, cfg=cfg, device=device, half=half, trust=trust)
     nc = getattr(backend, "num_classes", None) or len(backend.names)
     if nc != len(index.names):
-        raise InputError(f"the model has {nc} classes, the data {len(index.names)} ({', '.join(index.names[:5])}"
+        raise InputError(f"the model has {count(nc, 'class')}, the data {len(index.names)} "
+                         f"({', '.join(index.names[:5])}"
                          f"{', ...' if len(index.names) > 5 else ''})", str(data))
     img_size = _fixed_size(backend, img_size, rect, weights)
     if img_size % backend.stride:
