@@ -336,6 +336,33 @@ def test_cache_hit_stale_corrupt(tmp_path, monkeypatch):
     assert "read from the cache" in load_split(config, "train").report.notes[0]
 
 
+
+def test_coco_cache_sees_images_changed_in_place(tmp_path):
+    """A COCO split's cache key covers the json and the image folder; an image replaced in place (the folder's
+    time unchanged) or one that appears under a name the json lists made a cache hit serve the old index."""
+    ann = _coco(tmp_path)
+    config = coco_config(tmp_path / "val", ann)
+    first = load_split(config, "val")
+    assert [p.name for p in first.images] == ["a.jpg", "b.png"] and first.report.corrupt == 1
+    assert "read from the cache" in load_split(config, "val").report.notes[0]
+    folder = tmp_path / "val"
+    before = os.stat(folder)
+
+    def keep_folder_time():
+        os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # damaged where it lies
+    keep_folder_time()
+    damaged = load_split(config, "val")
+    assert "stale; rebuilt" in damaged.report.notes[0]
+    assert [p.name for p in damaged.images] == ["a.jpg"] and damaged.report.corrupt == 2
+    _img(folder / "b.png", 40, 80)  # mended in place
+    _img(folder / "gone.jpg", 10, 10)  # and the missing one supplied
+    keep_folder_time()
+    mended = load_split(config, "val")
+    assert [p.name for p in mended.images] == ["a.jpg", "b.png", "gone.jpg"] and mended.report.corrupt == 0
+    assert "read from the cache" in load_split(config, "val").report.notes[0]
+
 def test_cache_serves_the_data_however_it_is_named(tmp_path, monkeypatch):
     """``d.yaml`` from its folder, then its absolute path from elsewhere: the second load is a cache hit (the
     key held the paths as written, so switching rebuilt the cache every time) and its image paths are valid

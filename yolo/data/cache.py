@@ -2,7 +2,10 @@
 
 The file is a numpy ``.npz`` (read with ``allow_pickle=False``: no code can run from it) written atomically.
 It is trusted only when its version and key match; the key hashes every image and label file's path,
-size and modification time, so any added, removed or edited file makes it stale and it is rebuilt.
+size and modification time, so any added, removed or edited file makes it stale and it is rebuilt. A COCO
+split's key hashes its json and image folder only (the json names the images): the cache keeps the list of
+image files the json named (``checked``) with the hash of their stats at writing, and is stale when one of
+them has changed since (an image replaced in place leaves its folder's time as it was).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from yolo.data.index import DatasetIndex
 from yolo.data.report import DatasetReport
 from yolo.utils.checkpoint import atomic_write
 
-CACHE_VERSION = 5  # 2: the report names images without a label file; 3: absolute paths (COCO splits too);
-# 4: the report counts images listed again (repeated); 5: COCO areas
+CACHE_VERSION = 6  # 2: the report names images without a label file; 3: absolute paths (COCO splits too);
+# 4: the report counts images listed again (repeated); 5: COCO areas; 6: COCO images' stats (checked)
 
 
 def cache_key(files: list[str | Path], extra: str = "", stats: list | None = None) -> str:
@@ -55,7 +58,7 @@ def load_cache(path: Path, key: str) -> tuple[DatasetIndex | None, str | None]:
             continue
         try:
             with np.load(p, allow_pickle=False) as z:
-                if int(z["version"]) != CACHE_VERSION or str(z["key"]) != key:
+                if int(z["version"]) != CACHE_VERSION or str(z["key"]) != key or not _unchanged(z):
                     return None, f"label cache {p} is stale; rebuilt"
                 return _index_from_arrays(z), f"labels read from the cache {p}"
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as e:
@@ -63,9 +66,17 @@ def load_cache(path: Path, key: str) -> tuple[DatasetIndex | None, str | None]:
     return None, None
 
 
-def save_cache(path: Path, key: str, index: DatasetIndex) -> Path | None:
-    """Write the cache next to the labels, else in the user cache folder; ``None`` if neither is writable."""
+def _unchanged(z) -> bool:
+    """The files a cache keeps in ``checked`` have the size and modification time they had when it was written."""
+    checked = z["checked"].tolist()
+    return not checked or cache_key(checked) == str(z["checked_key"])
+
+
+def save_cache(path: Path, key: str, index: DatasetIndex, checked: list[str] = ()) -> Path | None:
+    """Write the cache next to the labels, else in the user cache folder; ``None`` if neither is writable.
+    ``checked``: files the key does not cover whose changes must make the cache stale (a COCO split's images)."""
     arrays = _index_to_arrays(index, key)
+    arrays.update(checked=np.array(list(checked), dtype=str), checked_key=np.array(cache_key(list(checked))))
     for p in (path, user_cache_path(path)):
         try:
             with atomic_write(p) as f:

@@ -28,6 +28,7 @@ class CocoSplit:
     image_ids: list[int] = field(default_factory=list)
     category_ids: list[int] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    named: list[Path] = field(default_factory=list)  # every image file the json names, kept or dropped
 
 
 def load_coco_json(path: Path) -> dict:
@@ -71,6 +72,7 @@ def read_coco(images_dir: Path, ann_path: Path, report: DatasetReport) -> CocoSp
     for image_id in sorted(entries):
         name, h, w = entries[image_id]
         path = images_dir / name
+        out.named.append(path)
         try:
             real = image_size(path) if path.exists() else None
         except CorruptImage as e:

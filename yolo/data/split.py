@@ -29,7 +29,7 @@ def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetInd
     spec = config.splits.get(split)
     if spec is None:
         raise InputError(f"no {split!r} split (this data has: {', '.join(config.splits)})", config.source)
-    if config.format == "coco":  # a changed json, added/removed image files
+    if config.format == "coco":  # a changed json, added/removed image files; edited ones: the cache's ``checked``
         files, stats = [os.path.abspath(p) for p in (spec.annotations, *spec.sources)], None
         images, labels = [], []
     else:
@@ -50,12 +50,13 @@ def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetInd
         if index is not None:
             index.report.split, index.report.notes = split, [note]
             return index
+    checked: list[str] = []  # files the key does not cover, whose stats the cache keeps and checks
     if config.format == "coco":
-        index = _read_coco_split(config, spec, split)
+        index, checked = _read_coco_split(config, spec, split)
     else:
         index = _read_yolo_split(config, spec, split, images, labels, listed_at)
     if cache:
-        saved = save_cache(where, key, index)
+        saved = save_cache(where, key, index, checked)
         index.report.notes = [n for n in (note, None if saved else "label cache not writable; not saved") if n]
     return index
 
@@ -117,7 +118,8 @@ def _blank(path: str) -> bool:
         return not f.read().strip()
 
 
-def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> DatasetIndex:
+def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> tuple[DatasetIndex, list[str]]:
+    """The split's index and every image file its json names (the cache checks they are unchanged)."""
     report = DatasetReport(split=split, source=_describe(spec), names=list(config.names))
     # absolute image paths: the cache key holds no working folder (a relative index would be wrong elsewhere)
     coco = read_coco(Path(os.path.abspath(spec.sources[0])), Path(os.path.abspath(spec.annotations)), report)
@@ -129,7 +131,7 @@ def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> Dataset
     index = _finish(report, coco.images, coco.labels, coco.shapes, config, crowd=coco.crowd)
     index.image_ids, index.category_ids = coco.image_ids, coco.category_ids
     index.areas, index.crowd_areas = coco.areas, coco.crowd_areas
-    return index
+    return index, [str(p) for p in coco.named]
 
 
 def _finish(report: DatasetReport, images: list[Path], labels: list[np.ndarray], shapes: list, config: DataConfig,
