@@ -10,6 +10,7 @@ the tight box of its VISIBLE mask (pixel edges: a mask spanning columns 3..7 has
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import numpy as np
 
 from yolo.errors import InputError
 from yolo.utils.files import cache_dir
+from yolo.utils.temps import FOLDER_LOCK, end_with_parent, hold_folder, remove_abandoned
 
 SHAPES_NAMES: list[str] = ["circle", "rectangle", "triangle", "star", "cross"]
 MIN_VISIBLE = 0.6     # fraction of an object's own area that must stay visible under later objects
@@ -184,7 +186,8 @@ def _write_splits(tmp: Path, counts: dict[str, int], size, seed: int, workers: i
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=end_with_parent,
+                             initargs=(os.getpid(),)) as pool:  # a SIGKILL of this process ends them too
         for future in [pool.submit(_write_range, *job) for job in jobs]:
             future.result()
 
@@ -203,16 +206,21 @@ def write_dataset(root: str | Path, n_train: int, n_val: int, size: int | tuple[
     if root.exists():
         raise FileExistsError(f"{root} exists; not overwriting a dataset")
     root.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(root.parent, f".{glob.escape(root.name)}.*.tmp")  # what killed generations left
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    lock = hold_folder(tmp)  # tells remove_abandoned that a writer is alive
     try:
         if workers is None:  # starting processes costs ~1 s: only worth it for big datasets
             workers = min(4, os.cpu_count() or 1) if n_train + n_val >= 256 else 1
         _write_splits(tmp, {"train": n_train, "val": n_val}, size, seed, workers)
         (tmp / "names.txt").write_text("".join(f"{n}\n" for n in SHAPES_NAMES))
         os.rename(tmp, root)  # atomic on one file system; fails if root appeared meanwhile
+        (root / FOLDER_LOCK).unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     return root
 
 
@@ -259,6 +267,7 @@ def ensure_synthetic(spec: dict, names: list[str], source: str = "data/shapes.ya
     if root.is_dir():
         return root
     size = tuple(spec["size"]) if isinstance(spec["size"], list) else spec["size"]
+    remove_abandoned(root.parent, ".shapes-*.tmp")  # killed generations of any spec
     try:
         write_dataset(root, spec["train"], spec["val"], size, spec["seed"])
     except OSError as e:  # FileExistsError / rename onto a non-empty folder: another process won the race

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import io
 import json
 import math
@@ -41,6 +42,7 @@ from yolo.model.darknet import Darknet
 from yolo.runtime.exported import META_FORMAT, META_VERSION, TS_CONFIG, ExportedBackend, load_exported, require_onnx
 from yolo.runtime.postprocess import MIN_BOX_SIZE
 from yolo.utils.boxes import cxcywh_to_xyxy
+from yolo.utils.temps import hold, remove_abandoned
 from yolo.utils.text import count
 
 DEFAULT_OPSET = 17  # the TorchScript-based exporter of torch 2.x supports 7..20; NMS needs >= 11
@@ -259,13 +261,16 @@ def verify(backend: ExportedBackend, reference: nn.Module, sizes: list[tuple[int
 
 @contextlib.contextmanager
 def _temp_next_to(out: Path):
-    """A temporary path in ``out``'s folder, removed unless it was renamed away."""
+    """A temporary path in ``out``'s folder, removed unless it was renamed away; locked while it is used, and
+    the ones of earlier exports to ``out`` that a kill cut short are removed first (:mod:`yolo.utils.temps`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(out.parent, f".{glob.escape(out.name)}.*.tmp")
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    hold(fd)
     try:
         yield Path(tmp)
     finally:
+        os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 

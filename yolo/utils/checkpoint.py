@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -12,18 +13,23 @@ from typing import IO, Iterator
 import torch
 
 from yolo.errors import InputError
+from yolo.utils.temps import hold, remove_abandoned
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
     """Open a temporary file next to ``path``; on success flush, fsync and rename it over ``path``.
 
-    On any error the temporary file is removed and ``path`` is left as it was.
+    On any error the temporary file is removed and ``path`` is left as it was. The writer holds a lock on it
+    while it writes, and the temporary files of earlier writes of ``path`` that a kill cut short are removed
+    first (:mod:`yolo.utils.temps`).
     """
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(path.parent, f".{glob.escape(path.name)}.*.tmp")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    hold(fd)  # released when the file is closed, or by the kernel if this process is killed
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

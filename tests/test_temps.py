@@ -1,0 +1,108 @@
+"""What a killed write leaves behind is cleaned up later, and only that: temporary files and folders whose
+writer is gone (its flock is free) and that are old; a live writer's are kept. A killed dataset generation
+takes its worker processes with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from yolo.utils.checkpoint import atomic_write
+from yolo.utils.temps import ABANDONED_AFTER_S, FOLDER_LOCK, hold, hold_folder, remove_abandoned
+
+ROOT = Path(__file__).resolve().parents[1]
+OLD = time.time() - 2 * ABANDONED_AFTER_S
+
+
+def _aged(path: Path) -> Path:
+    os.utime(path, (OLD, OLD))
+    return path
+
+
+def test_only_abandoned_temporaries_are_removed(tmp_path):
+    for name in (".a.pt.1.tmp", ".a.pt.2.tmp", ".a.pt.3.tmp"):
+        (tmp_path / name).write_bytes(b"half a checkpoint")
+    _aged(tmp_path / ".a.pt.1.tmp")  # old, nobody's: removed
+    held = _aged(tmp_path / ".a.pt.2.tmp")  # old, but its writer is alive
+    fd = os.open(held, os.O_RDWR)
+    assert hold(fd)
+    # .a.pt.3.tmp: unlocked but fresh (a writer of an older version may still be at it): kept
+    dead_dir, live_dir = tmp_path / ".shapes-1.x.tmp", tmp_path / ".shapes-2.y.tmp"
+    for d in (dead_dir, live_dir):
+        (d / "images").mkdir(parents=True)
+    os.close(hold_folder(dead_dir))  # its writer took the lock and died
+    lock = hold_folder(live_dir)
+    for d in (dead_dir, live_dir):
+        _aged(d)
+    try:
+        assert remove_abandoned(tmp_path, ".a.pt.*.tmp") == 1
+        assert sorted(p.name for p in tmp_path.glob(".a.pt.*")) == [".a.pt.2.tmp", ".a.pt.3.tmp"]
+        assert remove_abandoned(tmp_path, ".shapes-*.tmp") == 1
+        assert not dead_dir.exists() and (live_dir / FOLDER_LOCK).is_file()
+    finally:
+        os.close(fd)
+        os.close(lock)
+    assert remove_abandoned(tmp_path, ".a.pt.*.tmp") == 1  # its writer ended: now it is abandoned too
+    assert remove_abandoned(tmp_path / "missing", "*.tmp") == 0
+
+
+def test_atomic_write_removes_what_killed_writes_of_the_same_file_left(tmp_path):
+    mine, other = tmp_path / ".last.pt.k3j9.tmp", tmp_path / ".best.pt.q1.tmp"
+    for p in (mine, other):
+        p.write_bytes(b"cut short")
+        _aged(p)
+    with atomic_write(tmp_path / "last.pt") as f:
+        f.write(b"whole")
+        assert not mine.exists()
+        live = list(tmp_path.glob(".last.pt.*.tmp"))
+        assert len(live) == 1 and remove_abandoned(tmp_path, ".last.pt.*.tmp", now=time.time() + 1e6) == 0
+    assert (tmp_path / "last.pt").read_bytes() == b"whole" and other.exists()  # another file's: not ours to judge
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+def test_a_killed_generation_takes_its_workers_along_and_its_folder_is_removed_later(tmp_path):
+    root = tmp_path / "ds"
+    code = ("import sys; from yolo.data.synthetic import write_dataset\n"
+            "if __name__ == '__main__':\n"
+            f"    write_dataset({str(root)!r}, 200000, 0, 64, 0, workers=2)\n")
+    script = tmp_path / "gen.py"
+    script.write_text(code)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(tmp_path.glob(".ds.*.tmp/images/train/*.png")):
+            time.sleep(0.1)
+        workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert workers, "the generation had not started its workers"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 10
+    alive = workers
+    while alive and time.time() < deadline:
+        alive = [w for w in alive if Path(f"/proc/{w}").exists() and "Z" not in _state(w)]
+        time.sleep(0.05)
+    assert not alive, f"workers {alive} outlived the killed generation"
+    (left,) = tmp_path.glob(".ds.*.tmp")
+    _aged(left)
+    assert syn_write(root) and not left.exists() and not (root / FOLDER_LOCK).exists()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def syn_write(root: Path) -> bool:
+    from yolo.data.synthetic import write_dataset
+
+    return write_dataset(root, 2, 1, 32, 0, workers=1).is_dir()
