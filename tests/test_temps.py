@@ -53,11 +53,15 @@ def test_only_abandoned_temporaries_are_removed(tmp_path):
 
 
 def test_atomic_write_removes_what_killed_writes_of_the_same_file_left(tmp_path):
+    """With ``sweep`` (checkpoints, .weights, label caches)."""
     mine, other = tmp_path / ".last.pt.k3j9.tmp", tmp_path / ".best.pt.q1.tmp"
     for p in (mine, other):
         p.write_bytes(b"cut short")
         _aged(p)
-    with atomic_write(tmp_path / "last.pt") as f:
+    with atomic_write(tmp_path / "last.pt") as f:  # a small file written often (a label per image): no scan
+        f.write(b"whole")
+    assert mine.exists()
+    with atomic_write(tmp_path / "last.pt", sweep=True) as f:  # save_atomic, .weights, label caches
         f.write(b"whole")
         assert not mine.exists()
         live = list(tmp_path.glob(".last.pt.*.tmp"))

@@ -79,7 +79,7 @@ def save_cache(path: Path, key: str, index: DatasetIndex, checked: list[str] = (
     arrays.update(checked=np.array(list(checked), dtype=str), checked_key=np.array(cache_key(list(checked))))
     for p in (path, user_cache_path(path)):
         try:
-            with atomic_write(p) as f:
+            with atomic_write(p, sweep=True) as f:
                 np.savez(f, **arrays)
             return p
         except OSError:

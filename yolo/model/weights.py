@@ -153,7 +153,7 @@ def save_darknet_weights(model, path: str | Path, cutoff: int | None = None,
     """Write ``model`` (the first ``cutoff`` layers when given) as a ``.weights`` file, atomically."""
     header = header or DarknetHeader()
     convs = _conv_specs(model.spec, cutoff, str(path))
-    with atomic_write(path) as f:
+    with atomic_write(path, sweep=True) as f:
         f.write(header.to_bytes())
         for s in convs:
             for tensor in _conv_tensors(model.module_list[s.index], s):

@@ -14,20 +14,23 @@ import torch
 
 from yolo.errors import InputError
 from yolo.utils.temps import hold, remove_abandoned
+from yolo.utils.zipcheck import CrcCheck
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
+def atomic_write(path: str | Path, sweep: bool = False) -> Iterator[IO[bytes]]:
     """Open a temporary file next to ``path``; on success flush, fsync and rename it over ``path``.
 
     On any error the temporary file is removed and ``path`` is left as it was. The writer holds a lock on it
-    while it writes, and the temporary files of earlier writes of ``path`` that a kill cut short are removed
-    first (:mod:`yolo.utils.temps`).
+    while it writes; with ``sweep`` the temporary files of earlier writes of ``path`` that a kill cut short are
+    removed first (:mod:`yolo.utils.temps`: one scan of the folder, so for big files written now and then, not
+    for a detection's label file per image).
     """
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(path.parent, f".{glob.escape(path.name)}.*.tmp")
+    if sweep:
+        remove_abandoned(path.parent, f".{glob.escape(path.name)}.*.tmp")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     hold(fd)  # released when the file is closed, or by the kernel if this process is killed
     try:
@@ -65,8 +68,9 @@ def _umask() -> int:
 
 
 def save_atomic(obj, path: str | Path) -> None:
-    """``torch.save`` through :func:`atomic_write`: a crash never leaves a half-written checkpoint."""
-    with atomic_write(path) as f:
+    """``torch.save`` through :func:`atomic_write`: a crash never leaves a half-written checkpoint (and the
+    temporary file of one cut short by a kill is removed at the next save)."""
+    with atomic_write(path, sweep=True) as f:
         torch.save(obj, f)
 
 
@@ -118,18 +122,31 @@ def load_checkpoint_data(path: str | Path) -> tuple[object, list[str]]:
 
     ``torch.load(weights_only=True)`` first; a checkpoint it refuses for naming Python classes (a legacy
     whole-model pickle) is read by :func:`yolo.utils.legacy_pickle.load_legacy`, which keeps its tensors and
-    plain data and refuses, with a one-line error naming the file, anything that would call code.
+    plain data and refuses, with a one-line error naming the file, anything that would call code. Every record's
+    CRC-32 is checked beside the load (:mod:`yolo.utils.zipcheck`): a damaged file is an error naming the record,
+    not wrong weights.
     """
     path = str(path)
     if not os.path.isfile(path):
         raise InputError("checkpoint not found", path)
+    check = CrcCheck(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), []
+        data = torch.load(path, map_location="cpu", weights_only=True), []
     except Exception as e:  # torch raises UnpicklingError / RuntimeError with long multi-line texts
+        _raise_if_damaged(path, check)
         text = str(e)
         if not ("weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text):
             raise _unreadable(path, text or type(e).__name__) from None
-    return _load_legacy(path)
+        data = None
+    _raise_if_damaged(path, check)
+    return data if data is not None else _load_legacy(path)
+
+
+def _raise_if_damaged(path: str, check: CrcCheck) -> None:
+    damaged = check.result()
+    if damaged is not None:
+        raise InputError(f"damaged file: the bytes of {damaged} do not match the CRC-32 stored with them (changed on "
+                         "disk or in a copy); use a good copy", path)
 
 
 def _load_legacy(path: str) -> tuple[object, list[str]]:
