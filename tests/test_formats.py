@@ -363,6 +363,7 @@ def test_coco_cache_sees_images_changed_in_place(tmp_path):
     assert [p.name for p in mended.images] == ["a.jpg", "b.png", "gone.jpg"] and mended.report.corrupt == 0
     assert "read from the cache" in load_split(config, "val").report.notes[0]
 
+
 def test_cache_serves_the_data_however_it_is_named(tmp_path, monkeypatch):
     """``d.yaml`` from its folder, then its absolute path from elsewhere: the second load is a cache hit (the
     key held the paths as written, so switching rebuilt the cache every time) and its image paths are valid
@@ -388,10 +389,10 @@ def test_cache_falls_back_to_user_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     real = cache_mod.atomic_write
 
-    def refuse_dataset_dir(path):
+    def refuse_dataset_dir(path, **kwargs):
         if str(path).startswith(str(tmp_path / "labels")):
             raise PermissionError("read-only")
-        return real(path)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(cache_mod, "atomic_write", refuse_dataset_dir)
     config = load_data_config(_small(tmp_path))

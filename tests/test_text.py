@@ -12,8 +12,8 @@ from yolo.utils.text import count, plural
 
 
 def test_plural_and_count():
-    assert [plural(w) for w in ("image", "box", "class", "entry", "day", "batch", "detection")] == [
-        "images", "boxes", "classes", "entries", "days", "batches", "detections"]
+    assert [plural(w) for w in ("image", "box", "class", "entry", "day", "batch", "detection", "epoch")] == [
+        "images", "boxes", "classes", "entries", "days", "batches", "detections", "epochs"]
     assert (count(1, "box"), count(0, "box"), count(2, "class"), count(1, "unreadable file"),
             count(3, "unreadable file")) == ("1 box", "0 boxes", "2 classes", "1 unreadable file", "3 unreadable files")
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+HARD_CH = {"epoch", "stomach", "monarch"}  # "ch" said as "k": plural in -s
+
 
 def plural(noun: str) -> str:
     """English plural of a lowercase noun the toolkit counts: ``box`` -> ``boxes``, ``class`` -> ``classes``,
-    ``entry`` -> ``entries``, ``image`` -> ``images``."""
+    ``entry`` -> ``entries``, ``image`` -> ``images``, ``epoch`` -> ``epochs`` (a hard "ch")."""
+    if noun in HARD_CH:
+        return noun + "s"
     if noun.endswith(("s", "x", "z", "ch", "sh")):
         return noun + "es"
     if noun.endswith("y") and noun[-2:-1] not in tuple("aeiou"):
