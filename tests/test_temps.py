@@ -110,3 +110,18 @@ def syn_write(root: Path) -> bool:
     from yolo.data.synthetic import write_dataset
 
     return write_dataset(root, 2, 1, 32, 0, workers=1).is_dir()
+
+
+def test_export_removes_what_a_killed_export_of_the_same_file_left(tmp_path):
+    from tests.helpers import CFG
+    from yolo.export.exporter import export_model
+    from yolo.model.cfg_parser import parse_cfg
+    from yolo.model.darknet import Darknet
+
+    out = tmp_path / "m.torchscript"
+    left = tmp_path / ".m.torchscript.k3j9.tmp"
+    left.write_bytes(b"half an export")
+    _aged(left)
+    model = Darknet(parse_cfg(CFG / "yolov3-tiny.cfg"))
+    export_model(model, "torchscript", out=out, img_size=64)
+    assert out.is_file() and not left.exists() and not list(tmp_path.glob(".*.tmp"))
