@@ -46,3 +46,15 @@ def command_line():
         yield
     finally:
         _command_line = before
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as an int when it is an integer >= 1 (not a bool), else an ``InputError`` naming ``name`` as
+    the user wrote it (:func:`option`)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{option(name)} must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise InputError(f"{option(name)} must be >= 1, got {value}")
+    return int(value)

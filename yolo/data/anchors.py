@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from yolo.errors import InputError, positive_int
 from yolo.utils.boxes import wh_iou
 from yolo.utils.text import count
 
@@ -40,9 +41,12 @@ def kmeans_anchors(wh: np.ndarray, n: int = 9, seed: int = 0, iters: int = 300, 
     highest IoU, move each anchor to the mean size of its boxes) until assignments settle; the best of
     ``restarts`` runs by mean best IoU wins. Deterministic for a given ``seed``.
     """
-    wh = np.asarray(wh, np.float64).reshape(-1, 2)
+    n = positive_int(n, "n")
+    wh = np.asarray(wh, np.float64)
+    if wh.ndim != 2 or wh.shape[1] != 2:
+        raise InputError(f"wh must be box sizes [N, 2] (w, h), got an array of shape {list(wh.shape)}")
     if len(wh) < n:
-        raise ValueError(f"only {count(len(wh), 'box')}: too few for {count(n, 'anchor')}")
+        raise InputError(f"only {count(len(wh), 'box')}: too few for {count(n, 'anchor')}")
     rng = np.random.default_rng(seed)
     best, best_fit = None, -1.0
     for _ in range(restarts):

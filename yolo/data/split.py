@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo.data.cache import cache_key, load_cache, save_cache
-from yolo.data.formats import DataConfig, SplitSpec
+from yolo.data.formats import DataConfig, SplitSpec, load_data_config
 from yolo.data.formats_coco import read_coco
 from yolo.data.formats_yolo import list_images, parse_label_file, resolve_label, stat_or_none
 from yolo.data.imageinfo import CorruptImage, image_size
@@ -19,13 +19,16 @@ from yolo.errors import InputError
 from yolo.utils.text import count
 
 
-def load_split(config: DataConfig, split: str, cache: bool = True) -> DatasetIndex:
-    """Read, check and index ``split`` (``"train"``, ``"val"`` or ``"test"``) of ``config``.
+def load_split(config: DataConfig | str | os.PathLike, split: str, cache: bool = True) -> DatasetIndex:
+    """Read, check and index ``split`` (``"train"``, ``"val"`` or ``"test"``) of ``config`` (a ``DataConfig``,
+    or what :func:`load_data_config` reads: a data YAML, a darknet ``.data``, a COCO json or a built-in name).
 
     Corrupt images and bad label rows are dropped and counted in ``index.report`` (a ``DatasetReport``);
     only unusable input (a missing folder or list file, an empty split) raises ``InputError``. With
     ``cache`` the parsed labels are stored in a ``.cache`` file and reused while no file changed.
     """
+    if isinstance(config, (str, os.PathLike)):
+        config = load_data_config(config)
     spec = config.splits.get(split)
     if spec is None:
         raise InputError(f"no {split!r} split (this data has: {', '.join(config.splits)})", config.source)

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from yolo.errors import InputError, option
+from yolo.errors import InputError, option, positive_int
 from yolo.runtime.backends import input_size, load_backend, run_backend, wants_letterbox
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.runtime.preprocess import as_image, preprocess
@@ -99,9 +99,33 @@ class Detector:
         self.letterbox = wants_letterbox(self.backend) if letterbox is None else bool(letterbox)
         self.img_size = self._size(img_size)
         self.conf, self.iou, self.max_det = conf, iou, max_det
-        self.classes = None if classes is None else [int(c) for c in classes]
+        self.classes = self._class_indices(classes)
         self._check_classes()
         self.agnostic = agnostic
+
+    def _class_indices(self, classes) -> list[int] | None:
+        """``classes`` as indices: None, one class or a list of them, each an index or a name of the model's."""
+        if classes is None:
+            return None
+        items = [classes] if isinstance(classes, (str, numbers.Integral)) else classes
+        try:
+            items = list(items)
+        except TypeError:
+            raise InputError(f"{option('classes')} must be class indices or names, got {classes!r}") from None
+        names = list(self.backend.names or [])
+        out = []
+        for c in items:
+            if isinstance(c, str):
+                if c not in names:
+                    raise InputError(f"{option('classes')}: the model has no class named {c!r}"
+                                     + (f" (it has {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+                                        if names else ""))
+                out.append(names.index(c))
+            elif isinstance(c, numbers.Integral) and not isinstance(c, bool):
+                out.append(int(c))
+            else:
+                raise InputError(f"{option('classes')} must be class indices or names, got {c!r}")
+        return out
 
     def _check_classes(self) -> None:
         """``InputError`` for a ``classes`` index the model does not have (it would silently keep nothing)."""
@@ -159,8 +183,11 @@ class Detector:
         list of them -> one :class:`Detections` per image, in order."""
         if isinstance(images, (np.ndarray, str, Path)):
             images = [images]
-        if batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {batch_size}")
+        elif not isinstance(images, (list, tuple)):
+            hint = " (a PIL image: np.asarray(img.convert('RGB'))[:, :, ::-1])" if hasattr(images, "getbands") else ""
+            raise InputError("expected an image array (numpy, BGR as cv2.imread gives), a path, or a list of them, "
+                             f"got {type(images).__name__}{hint}")
+        batch_size = positive_int(batch_size, "batch_size")
         results = []
         for start in range(0, len(images), batch_size):
             loaded = [as_image(item) for item in images[start:start + batch_size]]

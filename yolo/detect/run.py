@@ -11,7 +11,7 @@ from typing import Iterator
 
 from yolo.detect.sources import VIDEO_SUFFIXES, Frame, Prefetcher, Source
 from yolo.detect.writers import RunWriter, prepare_dir
-from yolo.errors import InputError, option
+from yolo.errors import positive_int
 from yolo.runtime.preprocess import letterbox_images, to_input
 from yolo.utils.text import count
 
@@ -57,8 +57,7 @@ def run_detection(detector, source, out, save_txt=False, save_json=False, save_c
     runs; same results, in the same order, and its errors are raised here."""
     from tqdm import tqdm
 
-    if batch_size < 1:
-        raise InputError(f"{option('batch_size')} must be >= 1, got {batch_size}")
+    batch_size = positive_int(batch_size, "batch_size")
     src = source if isinstance(source, Source) else Source(source)
     run_dir = prepare_dir(out, increment)
     writer = RunWriter(run_dir, detector.names, not nosave, save_txt, save_json, save_crop)

@@ -27,7 +27,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from yolo import __version__
-from yolo.errors import InputError, option
+from yolo.errors import InputError, option, positive_int
 from yolo.export.verify import (
     DRIFT_FACTOR,
     MAX_DRIFT_TOLERANCE,
@@ -165,8 +165,7 @@ def _torchscript_bytes(wrapper: nn.Module, x: torch.Tensor, meta: dict) -> bytes
 def _check_args(fmt: str, batch_size: int, opset: int | None, nms: bool, conf: float, iou: float) -> int:
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}: expected onnx or torchscript")
-    if batch_size < 1:
-        raise InputError(f"{option('batch_size')} must be >= 1, got {batch_size}")
+    positive_int(batch_size, "batch_size")
     if fmt == "torchscript" and (nms or opset is not None):
         raise InputError(f"{option('nms', True)} and {option('opset')} apply to {option('format', 'onnx')} only")
     if not (0 <= conf < 1 and 0 < iou <= 1):

@@ -14,13 +14,15 @@ FLOPs are per image and follow two stated conventions:
 from __future__ import annotations
 
 import copy
+import math
+import os
 import statistics
 import time
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 
+from yolo.errors import InputError, option, positive_int
 from yolo.model.cfg_parser import (
     AvgPoolSpec,
     ConvSpec,
@@ -35,6 +37,7 @@ from yolo.model.cfg_parser import (
     layer_shapes,
     param_count,
 )
+from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
 from yolo.utils.device import half_dtype, select_device, synchronize
 from yolo.utils.memory import PeakMemory
@@ -186,14 +189,16 @@ def measure_latency(model, x: torch.Tensor, runs: int, warmup: int) -> dict:
 
 def _size(img_size, stride: int) -> tuple[int, int]:
     h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    if h % stride or w % stride:
-        raise ValueError(f"image size {h}x{w} must be a multiple of {stride}")
+    if h <= 0 or w <= 0 or h % stride or w % stride:
+        raise InputError(f"image size {h}x{w} must be a positive multiple of {stride}")
     return h, w
 
 
 def profile_model(model, img_size: int | tuple[int, int] = 416, batch_size: int = 1, device: str | None = "cpu",
                   half: bool = False, runs: int = 30, warmup: int = 3, optimized: bool = False) -> dict:
-    """Profile a ``Darknet``: counts always; latency, per-layer time and memory when ``runs > 0``.
+    """Profile ``model`` (a ``Darknet``, or what ``load_model`` reads: a ``.pt`` or a checkpoint path; a cfg
+    path or built-in name builds an untrained one): counts always; latency, per-layer time and memory when
+    ``runs > 0``.
 
     ``optimized``: time the model as ``yolo detect`` runs it (a copy with BN folded, channels-last and Winograd
     convs on CPU; see ``yolo.model.inference``) instead of as trained.
@@ -204,6 +209,13 @@ def profile_model(model, img_size: int | tuple[int, int] = 416, batch_size: int 
     and ``layers`` (each: ``index``, ``type``, ``output_shape``, ``params``, ``gflops``, ``gflops_total``,
     ``receptive_field`` (None after a global pool), ``stride``, ``bflops``, ``latency_ms``).
     """
+    if isinstance(model, (str, os.PathLike)):
+        model = _load(model)
+    elif not isinstance(model, Darknet):
+        raise InputError(f"model must be a Darknet, or the path of a checkpoint or cfg, got {type(model).__name__}")
+    batch_size = positive_int(batch_size, "batch_size")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
+        raise InputError(f"{option('runs')} must be an integer >= 0, got {runs!r}")
     h, w = _size(img_size, model.max_stride)
     costs = layer_costs(model.spec, h, w)
     dev = select_device(device)
@@ -265,3 +277,12 @@ def format_table(result: dict) -> str:
         rows.append("per-layer times: medians of separate runs timed with forward hooks; "
                     "their sum is near the latency, not equal to it")
     return "\n".join(rows)
+
+
+def _load(path) -> Darknet:
+    """A cfg (path or built-in name) -> an untrained ``Darknet``; anything else through ``load_model``."""
+    from yolo.model.checkpoint import load_model
+
+    if str(path).lower().endswith(".cfg"):
+        return Darknet.from_cfg(path)
+    return load_model(path)

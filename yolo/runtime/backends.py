@@ -22,7 +22,7 @@ from yolo.model.checkpoint import load_model
 from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
 from yolo.utils.device import half_dtype, half_warning, select_device
-from yolo.utils.names import load_names
+from yolo.utils.names import default_names, load_names
 from yolo.utils.text import count
 
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
@@ -58,7 +58,7 @@ class TorchBackend:
         self.device = select_device(str(device))
         self.dtype = half_dtype(self.device) if half else torch.float32
         self.model, self.memory_format, self.winograd = prepare_for_inference(model, self.device, self.dtype, winograd)
-        self.names = list(model.names or [])
+        self.names = list(model.names or default_names(model.num_classes))  # as load_model names a .weights
         self.stride = model.max_stride
         self.num_classes = model.num_classes
         self.letterbox = model.letterbox  # the resize the model wants (its cfg's [net] letter_box)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from yolo.errors import InputError
+from yolo.errors import InputError, option
+from yolo.utils.device import select_device
 
 META_FORMAT = "yolo-toolkit-export"
 META_VERSION = 1
@@ -103,15 +104,17 @@ class ExportedBackend:
 
     def _check(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InputError(f"expected a float tensor [B, 3, H, W] in [0, 1], got {got} (uint8 pixels: divide by "
-                             "255)", self.path)
+            if isinstance(x, torch.Tensor):
+                got, hint = f"a {x.dtype} tensor", " (pixels 0-255: x.float() / 255)"
+            else:
+                got, hint = type(x).__name__, " (a numpy array: torch.from_numpy(x))" if hasattr(x, "__array__") else ""
+            raise InputError(f"expected a float tensor [B, 3, H, W] in [0, 1], got {got}{hint}", self.path)
         if x.dim() != 4 or x.shape[1] != 3:
             raise InputError(f"expected input [B, 3, H, W], got {list(x.shape)}", self.path)
         h, w = x.shape[-2:]
         if self.fixed_shape is not None and (h, w) != self.fixed_shape:
             raise InputError(f"exported for {self.fixed_shape[0]}x{self.fixed_shape[1]} input, got {h}x{w}: use "
-                             "that --img-size or export with --dynamic", self.path)
+                             f"that {option('img_size')} or export with {option('dynamic', True)}", self.path)
         if h % self.stride or w % self.stride:
             raise InputError(f"input size {h}x{w} must be a multiple of {self.stride}", self.path)
         if self.has_nms and self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
@@ -229,7 +232,7 @@ class TorchScriptBackend(ExportedBackend):
         traced_on = torch.device(meta.get("device", "cpu")).type
         if traced_on != device.type:
             raise InputError(f"this TorchScript file was traced on {traced_on} and runs only there; load it with "
-                             f"device='{traced_on}' or re-export with --device {device.type}", path)
+                             f"device='{traced_on}' or re-export with {option('device', device.type)}", path)
         self.module = module.eval()
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
@@ -260,7 +263,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu", fmt: str
     fmt = fmt or format_of(path)
     if not os.path.isfile(path):
         raise InputError("exported model not found", path)
-    device = torch.device(device) if not isinstance(device, torch.device) else device
+    device = select_device(str(device))  # a one-line error for an unknown device or a CUDA this machine lacks
     if fmt == "onnx":
         return OnnxBackend(path, path, device)
     if fmt == "torchscript":

@@ -13,11 +13,12 @@ their input (:func:`sized_mask`).
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
 
-from yolo.errors import InputError, option
+from yolo.errors import InputError, option, positive_int
 from yolo.utils.boxes import LetterboxInfo, cxcywh_to_xyxy, unletterbox_boxes
 from yolo.utils.nms import batched_nms, nms
 
@@ -43,13 +44,13 @@ def sized_mask(boxes: torch.Tensor, bounds: Bounds) -> torch.Tensor:
 
 
 def check_thresholds(conf: float, iou: float, max_det: int = 1) -> None:
-    """``InputError`` unless 0 <= conf <= 1, 0 <= iou <= 1 and max_det >= 1."""
-    if not 0.0 <= conf <= 1.0:
-        raise InputError(f"{option('conf')} must be in [0, 1], got {conf}")
-    if not 0.0 <= iou <= 1.0:
-        raise InputError(f"{option('iou')} must be in [0, 1], got {iou}")
-    if max_det < 1:
-        raise InputError(f"{option('max_det')} must be >= 1, got {max_det}")
+    """``InputError`` unless conf and iou are numbers in [0, 1] and max_det an integer >= 1."""
+    for name, value in (("conf", conf), ("iou", iou)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InputError(f"{option(name)} must be a number in [0, 1], got {value!r}")
+        if not 0.0 <= value <= 1.0:  # NaN too
+            raise InputError(f"{option(name)} must be in [0, 1], got {value}")
+    positive_int(max_det, "max_det")
 
 
 def _candidates(p: torch.Tensor, conf: float, classes: torch.Tensor | None, multi_label: bool,

@@ -220,6 +220,10 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
                              mark.line + 1 if mark else None) from None
         _merge(cfg, data or {}, str(path), root, "", origins)
         _resolve_paths(cfg, path)
+    if overrides is not None and (isinstance(overrides, (str, bytes, dict))
+                                  or not all(isinstance(item, str) for item in overrides)):
+        raise InputError(f"{option('overrides', flag='set')} must be a list of 'key=value' strings, got "
+                         f"{overrides!r}")
     for item in overrides or []:
         apply_override(cfg, item, origins)
     validate(cfg, str(path) if path else "the defaults", origins)

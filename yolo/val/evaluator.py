@@ -20,13 +20,17 @@ from yolo.val.coco import REC_THRS, STAT_NAMES, CocoArrays, CocoStats, coco_eval
 from yolo.val.curves import confusion_update, pr_conf_curves
 
 
-def _np(x, shape_tail: tuple[int, ...], dtype=np.float64) -> np.ndarray:
-    """A tensor/array/list -> numpy ``[N, *shape_tail]`` (empty when None)."""
+def _np(x, shape_tail: tuple[int, ...], what: str, dtype=np.float64) -> np.ndarray:
+    """A tensor/array/list -> numpy ``[N, *shape_tail]`` (empty when None); ``InputError`` naming ``what`` for
+    another shape."""
     if x is None:
         return np.zeros((0, *shape_tail), dtype)
     if hasattr(x, "detach"):  # a torch tensor (torch itself is imported only where needed)
         x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype).reshape(-1, *shape_tail)
+    a = np.asarray(x, dtype)
+    if shape_tail and a.size and a.shape[-1:] != shape_tail:  # rows of another width ([K, 5] for [K, 6])
+        raise InputError(f"{what} must be [N, {shape_tail[0]}], got shape {list(a.shape)}")
+    return a.reshape(-1, *shape_tail)
 
 
 class Evaluator:
@@ -54,17 +58,17 @@ class Evaluator:
         iscrowd regions: matching them is neither right nor wrong); ``image_id`` optional (int);
         ``gt_areas`` ``[M]`` / ``crowd_areas`` ``[Q]`` optional: each object's area in pixels for COCO's small /
         medium / large split (a COCO json's ``area``, its segmentation's; default: the box's w*h)."""
-        pred, boxes, cls = _np(pred, (6,)), _np(gt_boxes, (4,)), _np(gt_classes, ())
-        crowd, crowd_cls = _np(crowd_boxes, (4,)), _np(crowd_classes, ())
-        area = _np(gt_areas, ()) if gt_areas is not None else np.full(len(boxes), np.nan)
-        crowd_area = _np(crowd_areas, ()) if crowd_areas is not None else np.full(len(crowd), np.nan)
+        pred, boxes, cls = _np(pred, (6,), "pred"), _np(gt_boxes, (4,), "gt_boxes"), _np(gt_classes, (), "gt_classes")
+        crowd, crowd_cls = _np(crowd_boxes, (4,), "crowd_boxes"), _np(crowd_classes, (), "crowd_classes")
+        area = _np(gt_areas, (), "gt_areas") if gt_areas is not None else np.full(len(boxes), np.nan)
+        crowd_area = _np(crowd_areas, (), "crowd_areas") if crowd_areas is not None else np.full(len(crowd), np.nan)
         if len(boxes) != len(cls) or len(crowd) != len(crowd_cls) or len(area) != len(boxes) or \
                 len(crowd_area) != len(crowd):
-            raise ValueError(f"{len(boxes)} gt boxes with {len(cls)} classes and {len(area)} areas, {len(crowd)} "
+            raise InputError(f"{len(boxes)} gt boxes with {len(cls)} classes and {len(area)} areas, {len(crowd)} "
                              f"crowd boxes with {len(crowd_cls)} classes and {len(crowd_area)} areas")
         for what, c in (("prediction", pred[:, 5]), ("gt", cls), ("crowd", crowd_cls)):
             if len(c) and (c.min() < 0 or c.max() >= self.num_classes or (c != np.round(c)).any()):
-                raise ValueError(f"{what} classes must be integers in [0, {self.num_classes})")
+                raise InputError(f"{what} classes must be integers in [0, {self.num_classes})")
         gt = np.concatenate([np.c_[boxes, cls, np.zeros(len(cls)), area],
                              np.c_[crowd, crowd_cls, np.ones(len(crowd)), crowd_area]])
         self.image_ids.append(image_id)

@@ -22,7 +22,7 @@ from yolo.data.formats import load_data_config
 from yolo.data.index import DatasetIndex
 from yolo.data.loader import build_loader
 from yolo.data.split import load_split
-from yolo.errors import InputError, option
+from yolo.errors import InputError, option, positive_int
 from yolo.runtime.backends import input_size, load_backend, run_backend, wants_letterbox
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.utils.boxes import cxcywh_to_xyxy
@@ -67,8 +67,7 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     stretches each image to the input size, None does what the model wants.
     """
     check_thresholds(conf, iou, max_det)
-    if batch_size < 1:
-        raise InputError(f"{option('batch_size')} must be >= 1, got {batch_size}")
+    batch_size = positive_int(batch_size, "batch_size")
     index = load_split(load_data_config(data), split)
     if index.report is not None:
         index.report.warn_dropped()

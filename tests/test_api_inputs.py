@@ -1,0 +1,135 @@
+"""What a Python user naturally passes, wrong or unexpected, gets a one-line ``InputError`` naming the keyword
+(never a TypeError / AttributeError / numpy traceback from inside), or is accepted where the meaning is clear
+(a class name, a single class, a data YAML's path, a checkpoint's path)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import CFG
+from yolo.data.anchors import kmeans_anchors
+from yolo.data.split import load_split
+from yolo.detect.predictor import Detector
+from yolo.errors import InputError
+from yolo.model.cfg_parser import parse_cfg
+from yolo.model.checkpoint import save_checkpoint
+from yolo.model.darknet import Darknet
+from yolo.model.profile import profile_model
+from yolo.train.config import load_run_config
+from yolo.val.evaluator import Evaluator
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Darknet(parse_cfg(CFG / "yolov3-tiny.cfg"))
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "a.png"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"conf": "0.5"}, r"^conf must be a number in \[0, 1\], got '0.5'$"),
+    ({"conf": None}, r"^conf must be a number in \[0, 1\], got None$"),
+    ({"iou": float("nan")}, r"^iou must be in \[0, 1\], got nan$"),
+    ({"max_det": 1.5}, r"^max_det must be an integer >= 1, got 1.5$"),
+    ({"classes": [1.5]}, r"^classes must be class indices or names, got 1.5$"),
+    ({"classes": 3.0}, r"^classes must be class indices or names, got 3.0$"),
+    ({"classes": ["unicorn"]}, r"^classes: the model has no class named 'unicorn' \(it has person, bicycle, "),
+])
+def test_detector_arguments_of_the_wrong_kind(model, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        Detector(model, img_size=SIZE, **kwargs)
+
+
+def test_classes_by_index_name_or_alone_and_coco_names_for_an_80_class_model(model):
+    det = Detector(model, img_size=SIZE, classes=["person", 2, "dog"])
+    assert det.classes == [0, 2, 16] and det.names[16] == "dog"  # a cfg-built model: COCO's names, not '16'
+    assert Detector(model, img_size=SIZE, classes=0).classes == [0]
+    assert Detector(model, img_size=SIZE, classes="car").classes == [2]
+
+
+def test_detector_calls_with_inputs_of_the_wrong_kind(model, image):
+    det = Detector(model, img_size=SIZE)
+    for bad, name in ((5, "int"), (None, "NoneType"), ({"a": 1}, "dict")):
+        with pytest.raises(InputError, match=r"^expected an image array \(numpy, BGR as cv2.imread gives\), a path, "
+                                             rf"or a list of them, got {name}$"):
+            det(bad)
+    with pytest.raises(InputError, match=r"^batch_size must be an integer >= 1, got 2.5$"):
+        det(image, batch_size=2.5)
+    with pytest.raises(InputError, match=r"^batch_size must be >= 1, got 0$"):  # as run() words it
+        det(image, batch_size=0)
+    assert len(det([image, str(image)], batch_size=1)) == 2
+
+
+def test_exported_backend_errors_name_keywords_and_devices(model, tmp_path):
+    from yolo.export.exporter import export_model
+    from yolo.runtime.exported import load_exported
+
+    onnx = tmp_path / "m.onnx"
+    export_model(model, "onnx", out=onnx, img_size=SIZE)
+    backend = load_exported(onnx)
+    with pytest.raises(InputError, match=r"exported for 64x64 input, got 96x96: use that img_size or export with "
+                                         r"dynamic=True$"):
+        backend(torch.rand(1, 3, 96, 96))
+    with pytest.raises(InputError, match=r"got ndarray \(a numpy array: torch.from_numpy\(x\)\)$"):
+        backend(np.random.rand(1, 3, SIZE, SIZE).astype(np.float32))
+    with pytest.raises(InputError, match=r"got a torch.uint8 tensor \(pixels 0-255: x.float\(\) / 255\)$"):
+        backend(torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8))
+    with pytest.raises(InputError, match=r"^unknown device 'bogus': expected cpu, cuda or cuda:N$"):
+        load_exported(onnx, device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match=r"^device 'cuda' requested but CUDA is not available"):
+            load_exported(onnx, device="cuda")
+
+
+def test_profile_model_takes_paths_and_checks_its_numbers(model, tmp_path):
+    pt = tmp_path / "m.pt"
+    save_checkpoint(model, pt)
+    ours = profile_model(model, img_size=SIZE, runs=0)
+    for source in (pt, str(pt), "yolov3-tiny.cfg"):
+        r = profile_model(source, img_size=SIZE, runs=0)
+        assert (r["params"], r["gflops"]) == (ours["params"], ours["gflops"])
+    for kwargs, message in (({"batch_size": 0}, r"^batch_size must be >= 1, got 0$"),
+                            ({"img_size": 100}, r"^image size 100x100 must be a positive multiple of 32$"),
+                            ({"runs": -1}, r"^runs must be an integer >= 0, got -1$")):
+        with pytest.raises(InputError, match=message):
+            profile_model(model, **{"img_size": SIZE, "runs": 0, **kwargs})
+    with pytest.raises(InputError, match=r"^model must be a Darknet, or the path of a checkpoint or cfg, got int$"):
+        profile_model(3)
+
+
+def test_anchors_run_config_and_evaluator_inputs():
+    wh = np.random.default_rng(0).uniform(4, 64, (50, 2))
+    with pytest.raises(InputError, match=r"^n must be >= 1, got 0$"):
+        kmeans_anchors(wh, n=0)
+    with pytest.raises(InputError, match=r"^wh must be box sizes \[N, 2\] \(w, h\), got an array of shape \[5, 3\]$"):
+        kmeans_anchors(np.ones((5, 3)), n=2)
+    for overrides in ("epochs=1", {"epochs": 1}, [3]):
+        with pytest.raises(InputError, match=r"^overrides must be a list of 'key=value' strings, got "):
+            load_run_config(None, overrides)
+    assert load_run_config(None, ("epochs=2",)).epochs == 2  # any sequence of strings
+    with pytest.raises(InputError, match=r"^pred must be \[N, 6\], got shape \[3, 5\]$"):
+        Evaluator(num_classes=2).update(torch.zeros(3, 5), torch.zeros(0, 4), torch.zeros(0))
+
+
+def test_load_split_takes_a_data_yaml_path(tmp_path):
+    for i in range(2):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "labels").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / f"images/{i}.png"), np.zeros((32, 32, 3), np.uint8))
+        (tmp_path / f"labels/{i}.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    data = tmp_path / "d.yaml"
+    data.write_text("train: images\nnames: [thing]\n")
+    for config in (data, str(data)):
+        index = load_split(config, "train", cache=False)
+        assert len(index) == 2 and index.names == ["thing"]
