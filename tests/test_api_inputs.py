@@ -133,3 +133,22 @@ def test_load_split_takes_a_data_yaml_path(tmp_path):
     for config in (data, str(data)):
         index = load_split(config, "train", cache=False)
         assert len(index) == 2 and index.names == ["thing"]
+
+
+def test_a_fixed_size_export_runs_at_its_size_without_a_warning_unless_another_is_asked(model, image, tmp_path,
+                                                                                         capsys):
+    from yolo.cli import main
+    from yolo.export.exporter import export_model
+
+    onnx = tmp_path / "m.onnx"
+    export_model(model, "onnx", out=onnx, img_size=SIZE)
+    capsys.readouterr()
+    assert Detector(onnx).img_size == (SIZE, SIZE) and "warning" not in capsys.readouterr().err
+    assert Detector(onnx, img_size=96).img_size == (SIZE, SIZE)
+    assert "warning: this exported model takes 64x64 inputs; using that size" in capsys.readouterr().err
+    assert main(["detect", "--weights", str(onnx), "--source", str(image), "--nosave", "--no-progress"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    log = tmp_path / "train.log"  # a mistyped --out: an error, not a folder train.log2
+    log.write_text("x")
+    assert main(["detect", "--weights", str(onnx), "--source", str(image), "--out", str(log)]) == 2
+    assert f"{log}: is a file, not a folder" in capsys.readouterr().err and not (tmp_path / "train.log2").exists()

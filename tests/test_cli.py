@@ -68,3 +68,23 @@ def test_unexpected_failure_is_exit_1(monkeypatch, tmp_path, capsys):
     assert "RuntimeError: kaput" in err and "--verbose" in err and "Traceback" not in err
     assert main(["--verbose", "convert-weights", "x"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_usage_errors_are_one_line_with_a_way_out(capsys):
+    """argparse's own errors (a value starting with '-', an unknown choice, a missing option) are one line and
+    exit 2 like every other error, not the whole usage block; a value that looks like a flag gets the way to
+    pass it."""
+    import pytest
+
+    for argv, text in (
+            (["detect", "--weights", "m.pt", "--source", "-dash.jpg"],
+             "yolo detect: error: argument --source: expected one argument (yolo detect --help: the options; a "
+             "value starting with '-': --source=-x.jpg or ./-x.jpg)"),
+            (["convert-weights", "m.pt", "-o", "-out.weights"], "argument -o/--out: expected one argument"),
+            (["data", "check", "d.yaml", "--split", "nope"], "yolo data check: error: argument --split: invalid "
+                                                             "choice: 'nope'"),
+            (["nosuch"], "yolo: error: argument <command>: invalid choice: 'nosuch'")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and text in err and "usage:" not in err, err

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 import traceback
 
@@ -24,8 +25,22 @@ from yolo.commands import anchors, cfgs, convert, data, detect, export, profile,
 from yolo.errors import InputError, command_line
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (``yolo detect: error: argument --source: expected one argument
+    (yolo detect --help: the options; a value starting with '-': --source=-x.jpg or ./-x.jpg)``), exit 2, like
+    every other error, instead of the whole usage block; the sub-commands' parsers are of this class too."""
+
+    def error(self, message: str):
+        hint = ""
+        missing = re.match(r"argument (\S+): expected one argument", message)
+        if missing:
+            flag = missing.group(1).split("/")[-1]
+            hint = f"; a value starting with '-': {flag}=-x.jpg or ./-x.jpg"
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help: the options{hint})\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="yolo", description="YOLOv3 toolkit: darknet cfg/weights in PyTorch.")
+    parser = OneLineErrors(prog="yolo", description="YOLOv3 toolkit: darknet cfg/weights in PyTorch.")
     parser.add_argument("--version", action="version", version=f"yolo-toolkit {__version__}")
     parser.add_argument("--verbose", action="store_true", help="print full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="<command>")

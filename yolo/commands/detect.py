@@ -19,8 +19,8 @@ def add_parser(sub) -> None:
                         "TorchScript file runs its own code); it must return [B, N, 5+C] as Darknet.decode does")
     p.add_argument("--source", required=True, help="image, folder, glob, .txt list of paths, video, camera index "
                                                    "(0) or stream URL")
-    p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N",
-                   help="network input: 416, or H W; multiples of 32 (default 416)")
+    p.add_argument("--img-size", type=int, nargs="+", metavar="N",
+                   help="network input: 416, or H W; multiples of 32 (default 416; a fixed-size export: its own)")
     add_resize_flags(p)
     p.add_argument("--conf", type=float, default=0.25, help="score threshold, objectness x class (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
@@ -50,7 +50,8 @@ def _run_detect(args) -> int:
     check_thresholds(args.conf, args.iou, args.max_det)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    img_size(args.img_size, 1)  # shape check before any work; rounded to the model's stride below
+    if args.img_size is not None:
+        img_size(args.img_size, 1)  # shape check before any work; rounded to the model's stride below
     if not Path(args.weights).is_file():
         raise InputError("weights file not found", args.weights)
     source = Source(args.source)  # a missing source or an empty folder fails here
@@ -67,7 +68,7 @@ def _run_detect(args) -> int:
     run_dir = make_run_dir(args.out)  # writable, before the model is loaded
     try:
         backend = load_backend(args.weights, args.cfg, args.device, args.half, args.names, args.trust)
-        size = img_size(args.img_size, backend.stride)
+        size = img_size(args.img_size, backend.stride) if args.img_size is not None else None
         detector = Detector(backend, img_size=size, conf=args.conf, iou=args.iou, classes=args.classes,
                             agnostic=args.agnostic_nms, max_det=args.max_det, letterbox=args.letterbox)
     except BaseException:

@@ -84,7 +84,7 @@ class Detector:
 
     ``weights``: our ``.pt``, a darknet ``.weights`` (with ``cfg``), another toolkit's checkpoint (with
     ``cfg``), ``.onnx``/``.torchscript`` (through ``yolo.export``), a ``Darknet`` or a backend object.
-    ``img_size``: int or (H, W), multiples of the model stride. Scores are objectness x class probability;
+    ``img_size``: int or (H, W), multiples of the model stride (None: 416, or a fixed-size export's own). Scores are objectness x class probability;
     ``conf`` and ``iou`` in [0, 1]; ``classes`` keeps only those class indices; ``agnostic`` runs NMS across
     classes. ``half``: bfloat16 on CPU, float16 on CUDA. ``names``: list or names file (default: the model's).
     ``trust``: load a ``.torchscript`` without our export metadata (it runs the file's code).
@@ -92,7 +92,7 @@ class Detector:
     None (default) does what the model wants (``model.letterbox``: its cfg's ``[net] letter_box``).
     """
 
-    def __init__(self, weights, cfg=None, img_size=416, conf=0.25, iou=0.45, classes=None, agnostic=False,
+    def __init__(self, weights, cfg=None, img_size=None, conf=0.25, iou=0.45, classes=None, agnostic=False,
                  max_det=300, device="cpu", half=False, names=None, trust=False, letterbox: bool | None = None):
         check_thresholds(conf, iou, max_det)
         self.backend = load_backend(weights, cfg, device, half, names, trust)
@@ -136,6 +136,8 @@ class Detector:
                              f"0 to {nc - 1}")
 
     def _size(self, img_size) -> tuple[int, int]:
+        if img_size is None:
+            return input_size(self.backend, None)
         try:
             h, w = (img_size, img_size) if isinstance(img_size, numbers.Integral) else tuple(img_size)
             if any(not isinstance(v, numbers.Integral) or isinstance(v, bool) for v in (h, w)):

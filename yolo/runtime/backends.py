@@ -122,9 +122,15 @@ def wants_letterbox(backend) -> bool:
     return bool(getattr(backend, "letterbox", True))
 
 
-def input_size(backend, size: tuple[int, int]) -> tuple[int, int]:
-    """``size`` (H, W), or the fixed (H, W) of an export that takes only that, with a warning when they differ."""
+DEFAULT_SIZE = (416, 416)  # the input size when none is asked for (a fixed-size export: its own)
+
+
+def input_size(backend, size: tuple[int, int] | None) -> tuple[int, int]:
+    """``size`` (H, W), or the fixed (H, W) of an export that takes only that, with a warning when they differ;
+    ``size`` None (not asked for): the export's own size, else ``DEFAULT_SIZE``, without a word."""
     fixed = getattr(backend, "fixed_shape", None)
+    if size is None:
+        return tuple(fixed) if fixed is not None else DEFAULT_SIZE
     if fixed is None or tuple(fixed) == tuple(size):
         return tuple(size)
     print(f"warning: this exported model takes {fixed[0]}x{fixed[1]} inputs; using that size", file=sys.stderr)

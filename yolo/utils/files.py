@@ -45,7 +45,10 @@ def increment_path(base: str | Path, mkdir: bool = True) -> Path:
 
 
 def make_run_dir(base: str | Path) -> Path:
-    """``increment_path(base)`` and proof that the new folder is writable, as a one-line ``InputError``."""
+    """``increment_path(base)`` and proof that the new folder is writable, as a one-line ``InputError``; a
+    ``base`` that is an existing file (a mistyped ``--out``) is an error, not a reason to make ``base2``."""
+    if Path(base).exists() and not Path(base).is_dir():
+        raise InputError("is a file, not a folder: name a folder for the run's outputs", str(base))
     for parent in Path(base).parents:
         if parent.exists() and not parent.is_dir():
             raise InputError(f"cannot make the run folder: {parent} is a file, not a folder", str(base))

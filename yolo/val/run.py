@@ -55,8 +55,8 @@ def _image_id(index: DatasetIndex, j: int) -> int:
     return int(index.image_ids[j]) if index.image_ids else j + 1
 
 
-def validate_dataset(weights, data: str | Path, split: str = "val", img_size: int = 416, batch_size: int = 32,
-                     conf: float = 0.001, iou: float = 0.6, max_det: int = 300, device: str = "cpu",
+def validate_dataset(weights, data: str | Path, split: str = "val", img_size: int | None = None,
+                     batch_size: int = 32, conf: float = 0.001, iou: float = 0.6, max_det: int = 300, device: str = "cpu",
                      half: bool = False, cfg: str | Path | None = None, rect: bool = False, workers: int = 0,
                      progress: bool = True, trust: bool = False, letterbox: bool | None = None) -> ValResult:
     """Detect on every image of ``split`` (multi-label NMS, as COCO evaluation wants) and evaluate.
@@ -104,7 +104,7 @@ def _fixed_size(backend, img_size: int, rect: bool, weights) -> int:
         raise InputError(f"exported for {fixed[0]}x{fixed[1]} inputs only; {how}: export with "
                          f"{option('dynamic', True)}",
                          str(weights))
-    return int(input_size(backend, (img_size, img_size))[0])
+    return int(input_size(backend, None if img_size is None else (img_size, img_size))[0])
 
 
 def evaluate_batches(backend, batches, index: DatasetIndex, conf: float = 0.001, iou: float = 0.6,
