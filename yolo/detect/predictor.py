@@ -84,9 +84,10 @@ class Detector:
 
     ``weights``: our ``.pt``, a darknet ``.weights`` (with ``cfg``), another toolkit's checkpoint (with
     ``cfg``), ``.onnx``/``.torchscript`` (through ``yolo.export``), a ``Darknet`` or a backend object.
-    ``img_size``: int or (H, W), multiples of the model stride (None: 416, or a fixed-size export's own). Scores are objectness x class probability;
-    ``conf`` and ``iou`` in [0, 1]; ``classes`` keeps only those class indices; ``agnostic`` runs NMS across
-    classes. ``half``: bfloat16 on CPU, float16 on CUDA. ``names``: list or names file (default: the model's).
+    ``img_size``: int or (H, W), multiples of the model stride (None: 416, or a fixed-size export's own).
+    Scores are objectness x class probability; ``conf`` and ``iou`` in [0, 1]; ``classes`` keeps only those
+    classes (indices or names, one or a list); ``agnostic`` runs NMS across classes. ``half``: bfloat16 on
+    CPU, float16 on CUDA. ``names``: list or names file (default: the model's).
     ``trust``: load a ``.torchscript`` without our export metadata (it runs the file's code).
     ``letterbox``: True letterboxes the images (aspect kept, padded), False stretches them to ``img_size``;
     None (default) does what the model wants (``model.letterbox``: its cfg's ``[net] letter_box``).
