@@ -58,7 +58,8 @@ def _image_id(index: DatasetIndex, j: int) -> int:
 def validate_dataset(weights, data: str | Path, split: str = "val", img_size: int | None = None,
                      batch_size: int = 32, conf: float = 0.001, iou: float = 0.6, max_det: int = 300,
                      device: str = "cpu", half: bool = False, cfg: str | Path | None = None, rect: bool = False,
-                     workers: int = 0, progress: bool = True, trust: bool = False, letterbox: bool | None = None) -> ValResult:
+                     workers: int = 0, progress: bool = True, trust: bool = False,
+                     letterbox: bool | None = None) -> ValResult:
     """Detect on every image of ``split`` (multi-label NMS, as COCO evaluation wants) and evaluate.
 
     ``weights``: anything ``yolo.detect.load_backend`` takes (``.pt``, ``.weights`` + ``cfg``, ``.onnx``,
