@@ -5,12 +5,16 @@ from __future__ import annotations
 import datetime
 import gc
 import os
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from yolo.errors import InputError
+
+GLOO_THREADS = ("gloo", "pt_gloo")  # the names gloo gives its threads (gloo_tcp_loop, pt_gloo_runloop)
+GLOO_EXIT_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,9 @@ def cleanup(together: bool = True) -> None:
     one. Native threads still running at interpreter exit can abort the process ("terminate called without an
     active exception": a thread that must take the GIL during finalization is ended by Python, and that
     unwinding through a C++ destructor calls std::terminate). Trainers let go of their DDP wrapper when
-    training ends; the ``gc.collect()`` here frees any that only a reference cycle still holds."""
+    training ends; the ``gc.collect()`` here frees any that only a reference cycle still holds. The threads
+    end a moment after their group (a loaded machine's full test run once listed ``gloo_tcp_loop`` right after
+    it): up to ``GLOO_EXIT_WAIT_S`` is given to them."""
     if dist.is_available() and dist.is_initialized():
         if together:
             try:
@@ -97,6 +103,9 @@ def cleanup(together: bool = True) -> None:
                 pass
         gc.collect()
         dist.destroy_process_group()
+        deadline = time.monotonic() + GLOO_EXIT_WAIT_S
+        while time.monotonic() < deadline and any(n.startswith(GLOO_THREADS) for n in native_threads()):
+            time.sleep(0.005)
 
 
 def native_threads() -> list[str]:
