@@ -10,12 +10,10 @@ the tight box of its VISIBLE mask (pixel edges: a mask spanning columns 3..7 has
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -23,7 +21,7 @@ import numpy as np
 
 from yolo.errors import InputError
 from yolo.utils.files import cache_dir
-from yolo.utils.temps import FOLDER_LOCK, end_with_parent, hold_folder, remove_abandoned
+from yolo.utils.temps import FOLDER_LOCK, end_with_parent, new_temp_folder, remove_abandoned
 
 SHAPES_NAMES: list[str] = ["circle", "rectangle", "triangle", "star", "cross"]
 MIN_VISIBLE = 0.6     # fraction of an object's own area that must stay visible under later objects
@@ -206,9 +204,7 @@ def write_dataset(root: str | Path, n_train: int, n_val: int, size: int | tuple[
     if root.exists():
         raise FileExistsError(f"{root} exists; not overwriting a dataset")
     root.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(root.parent, f".{glob.escape(root.name)}.*.tmp")  # what killed generations left
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-    lock = hold_folder(tmp)  # tells remove_abandoned that a writer is alive
+    tmp, lock = new_temp_folder(root)  # after removing what killed generations of root left
     try:
         if workers is None:  # starting processes costs ~1 s: only worth it for big datasets
             workers = min(4, os.cpu_count() or 1) if n_train + n_val >= 256 else 1

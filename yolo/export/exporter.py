@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import glob
 import io
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ from yolo.model.darknet import Darknet
 from yolo.runtime.exported import META_FORMAT, META_VERSION, TS_CONFIG, ExportedBackend, load_exported, require_onnx
 from yolo.runtime.postprocess import MIN_BOX_SIZE
 from yolo.utils.boxes import cxcywh_to_xyxy
-from yolo.utils.temps import hold, remove_abandoned
+from yolo.utils.temps import new_temp_file
 from yolo.utils.text import count
 
 DEFAULT_OPSET = 17  # the TorchScript-based exporter of torch 2.x supports 7..20; NMS needs >= 11
@@ -263,9 +261,7 @@ def _temp_next_to(out: Path):
     """A temporary path in ``out``'s folder, removed unless it was renamed away; locked while it is used, and
     the ones of earlier exports to ``out`` that a kill cut short are removed first (:mod:`yolo.utils.temps`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(out.parent, f".{glob.escape(out.name)}.*.tmp")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    hold(fd)
+    fd, tmp = new_temp_file(out)
     try:
         yield Path(tmp)
     finally:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import os
-import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
 import torch
 
 from yolo.errors import InputError
-from yolo.utils.temps import hold, remove_abandoned
+from yolo.utils.temps import new_temp_file
 from yolo.utils.zipcheck import CrcCheck
 
 
@@ -29,10 +27,7 @@ def atomic_write(path: str | Path, sweep: bool = False) -> Iterator[IO[bytes]]:
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    if sweep:
-        remove_abandoned(path.parent, f".{glob.escape(path.name)}.*.tmp")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    hold(fd)  # released when the file is closed, or by the kernel if this process is killed
+    fd, tmp = new_temp_file(path, sweep)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

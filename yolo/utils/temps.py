@@ -11,8 +11,10 @@ version takes no lock: the age keeps its files safe while it may still be writin
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +42,32 @@ def hold_folder(folder: str | Path) -> int:
     fd = os.open(Path(folder) / FOLDER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     hold(fd)
     return fd
+
+
+def _left_by_earlier_writes(path: Path) -> str:
+    """The glob of the temporary siblings :func:`new_temp_file` / :func:`new_temp_folder` make for ``path``."""
+    return f".{glob.escape(path.name)}.*.tmp"
+
+
+def new_temp_file(path: str | Path, sweep: bool = True) -> tuple[int, str]:
+    """A temporary file beside ``path`` (``.NAME.XXXX.tmp``), locked for its writer: ``(fd, its path)``; close
+    the fd when done. ``sweep``: first remove what killed writes of ``path`` left (:func:`remove_abandoned`: one
+    scan of the folder)."""
+    path = Path(path)
+    if sweep:
+        remove_abandoned(path.parent, _left_by_earlier_writes(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    hold(fd)  # released when the fd is closed, or by the kernel if this process is killed
+    return fd, tmp
+
+
+def new_temp_folder(path: str | Path) -> tuple[Path, int]:
+    """A temporary folder beside ``path`` (``.NAME.XXXX.tmp/``), locked for its writer, after removing what
+    killed writes of ``path`` left: ``(folder, the lock's fd)``; close the fd when done."""
+    path = Path(path)
+    remove_abandoned(path.parent, _left_by_earlier_writes(path))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    return tmp, hold_folder(tmp)
 
 
 def _free(lock: Path) -> bool:
