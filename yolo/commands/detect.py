@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from yolo.commands.common import add_resize_flags, img_size
-from yolo.errors import InputError
+from yolo.errors import InputError, positive_int
 from yolo.utils.text import count
 
 
@@ -48,8 +48,7 @@ def _run_detect(args) -> int:
     from yolo.runtime.postprocess import check_thresholds
 
     check_thresholds(args.conf, args.iou, args.max_det)
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    positive_int(args.batch_size, "batch_size")
     if args.img_size is not None:
         img_size(args.img_size, 1)  # shape check before any work; rounded to the model's stride below
     if not Path(args.weights).is_file():

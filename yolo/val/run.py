@@ -95,7 +95,7 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     return ValResult(evaluator.compute(), evaluator, index, {k: 1000 * v / n for k, v in times.items()}, len(evaluator))
 
 
-def _fixed_size(backend, img_size: int, rect: bool, weights) -> int:
+def _fixed_size(backend, img_size: int | None, rect: bool, weights) -> int:
     """The size to validate at: ``img_size``, or a fixed-size export's own square size (with a warning, as
     ``yolo detect`` does); an export of a non-square size, or with ``rect``, cannot be validated."""
     fixed = getattr(backend, "fixed_shape", None)
