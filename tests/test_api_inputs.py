@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 import pytest
@@ -85,11 +87,31 @@ def test_exported_backend_errors_name_keywords_and_devices(model, tmp_path):
         backend(np.random.rand(1, 3, SIZE, SIZE).astype(np.float32))
     with pytest.raises(InputError, match=r"got a torch.uint8 tensor \(pixels 0-255: x.float\(\) / 255\)$"):
         backend(torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8))
+    with pytest.raises(InputError, match=r"holds \[255, 255\] \(0-255 pixels: x / 255\)$"):
+        backend(torch.full((1, 3, SIZE, SIZE), 255.0))  # ran, and gave garbage
     with pytest.raises(InputError, match=r"^unknown device 'bogus': expected cpu, cuda or cuda:N$"):
         load_exported(onnx, device="bogus")
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match=r"^device 'cuda' requested but CUDA is not available"):
             load_exported(onnx, device="cuda")
+
+
+def test_torch_backend_refuses_what_it_would_run_into_garbage(model):
+    """0-255 pixels as uint8 or float, and mean/std-normalized input, used to run and return nonsense boxes."""
+    from yolo.runtime.backends import TorchBackend
+
+    backend = TorchBackend(copy.deepcopy(model))
+    with pytest.raises(InputError, match=r"got a torch.uint8 tensor \(pixels 0-255: x.float\(\) / 255\)$"):
+        backend(torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8))
+    with pytest.raises(InputError, match=r"^expected pixels in \[0, 1\], this input holds \[200, 200\] \(0-255 pixels"):
+        backend(torch.full((2, 3, SIZE, SIZE), 200.0))
+    with pytest.raises(InputError, match=r"^expected pixels in \[0, 1\], this input holds \[-2\.1, 2\.6\] \(mean/std "
+                                         r"normalization: the models take plain x / 255\)$"):
+        backend(torch.tensor([-2.1, 2.6]).repeat(1, 3, SIZE, SIZE // 2))  # ImageNet-normalized
+    with pytest.raises(InputError, match=r"^expected input \[B, 3, H, W\], got \[3, 64, 64\]$"):
+        backend(torch.rand(3, SIZE, SIZE))
+    assert backend(torch.rand(2, 3, SIZE, SIZE)).shape[0] == 2
+    assert backend(torch.ones(1, 3, SIZE, SIZE)).shape[0] == 1  # the edges of [0, 1] are pixels too
 
 
 def test_profile_model_takes_paths_and_checks_its_numbers(model, tmp_path):

@@ -21,6 +21,7 @@ from yolo.errors import InputError, option
 from yolo.model.checkpoint import load_model
 from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
+from yolo.runtime.preprocess import check_input
 from yolo.utils.device import half_dtype, half_warning, select_device
 from yolo.utils.names import default_names, load_names
 from yolo.utils.text import count
@@ -68,7 +69,8 @@ class TorchBackend:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` float in [0, 1] -> ``[B, N, 5+C]`` float32."""
+        """``[B, 3, H, W]`` float in [0, 1] -> ``[B, N, 5+C]`` float32 (anything else: ``InputError``)."""
+        check_input(x)
         x = x.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
         b, _, h, w = x.shape
         if b == 1 or self.device.type != "cpu":

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from yolo.errors import InputError, option
+from yolo.runtime.preprocess import check_input
 from yolo.utils.device import select_device
 
 META_FORMAT = "yolo-toolkit-export"
@@ -103,14 +104,7 @@ class ExportedBackend:
         self.dtype = torch.float16 if meta.get("half") else torch.float32
 
     def _check(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            if isinstance(x, torch.Tensor):
-                got, hint = f"a {x.dtype} tensor", " (pixels 0-255: x.float() / 255)"
-            else:
-                got, hint = type(x).__name__, " (a numpy array: torch.from_numpy(x))" if hasattr(x, "__array__") else ""
-            raise InputError(f"expected a float tensor [B, 3, H, W] in [0, 1], got {got}{hint}", self.path)
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise InputError(f"expected input [B, 3, H, W], got {list(x.shape)}", self.path)
+        check_input(x, self.path)
         h, w = x.shape[-2:]
         if self.fixed_shape is not None and (h, w) != self.fixed_shape:
             raise InputError(f"exported for {self.fixed_shape[0]}x{self.fixed_shape[1]} input, got {h}x{w}: use "

@@ -63,3 +63,22 @@ def as_image(item) -> tuple[np.ndarray, str | None]:
         return read_image(item, "bgr"), str(item)
     except UnreadableImage:
         raise InputError("cannot read image" if Path(item).is_file() else "image not found", str(item)) from None
+
+
+def check_input(x, source: str | Path | None = None) -> None:
+    """Refuse what a backend cannot take for ``[B, 3, H, W]`` float pixels in [0, 1]: not a float tensor (uint8
+    or a numpy array), another shape, or values outside [0, 1] (0-255 floats, mean/std-normalized input: each
+    would run and give garbage). One ``amin``/``amax`` pass over ``x``; ``source`` names the model file."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        if isinstance(x, torch.Tensor):
+            got, hint = f"a {x.dtype} tensor", " (pixels 0-255: x.float() / 255)"
+        else:
+            got, hint = type(x).__name__, " (a numpy array: torch.from_numpy(x))" if hasattr(x, "__array__") else ""
+        raise InputError(f"expected a float tensor [B, 3, H, W] in [0, 1], got {got}{hint}", source)
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise InputError(f"expected input [B, 3, H, W], got {list(x.shape)}", source)
+    if x.numel():
+        low, top = (float(v) for v in torch.aminmax(x.detach()))
+        if top > 1.0 + 1e-3 or low < -1e-3:
+            hint = " (0-255 pixels: x / 255)" if low >= 0 else " (mean/std normalization: the models take plain x / 255)"
+            raise InputError(f"expected pixels in [0, 1], this input holds [{low:g}, {top:g}]{hint}", source)
