@@ -16,7 +16,9 @@ from yolo.cli import main
 from yolo.detect import Detector
 from yolo.model.checkpoint import load_model
 from yolo.runtime.backends import TorchBackend
-from yolo.train.run import build_model, train
+from yolo.errors import InputError
+from yolo.train.config import load_run_config
+from yolo.train.run import build_model, config_for_resume, train
 
 TRAINING_STATE = ("train_model", "ema", "optimizer", "scaler", "scheduler", "rng")
 
@@ -93,6 +95,12 @@ def test_resume_from_best_pt_is_refused_with_the_way_to_fine_tune(runs, capsys):
     assert len(lines) == 1, err
     assert "holds no training state" in lines[0] and "last.pt" in lines[0]
     assert f"yolo train --cfg {f32.parent / 'run.yaml'} --set weights={f32 / 'best.pt'}" in lines[0]
+    run_yaml, best_pt = f32.parent / "run.yaml", f32 / "best.pt"
+    with pytest.raises(InputError) as e:  # from Python, the same advice as Python
+        config_for_resume(best_pt)
+    assert str(e.value).endswith(f"to fine-tune from it instead: train(load_run_config({str(run_yaml)!r}, "
+                                 f"['weights={best_pt}']))")
+    assert load_run_config(run_yaml, [f"weights={best_pt}"]).weights == str(best_pt)  # the advice works
     cfg = run_cfg(f16.parent.parent, model=str(CFG / "yolov3-tiny.cfg"), weights=str(f16 / "best.pt"))
     model = build_model(cfg, NAMES)  # the fine-tune the message points at starts from every tensor of best.pt
     best = torch.load(f16 / "best.pt", map_location="cpu", weights_only=True)["model"]

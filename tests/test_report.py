@@ -198,7 +198,7 @@ def test_train_and_val_say_what_the_split_dropped(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     for split in ("train", "val"):
         assert f"warning: {split} split ({tmp_path / 'images' / split}): 2 label rows dropped (class 2); " \
-               "`yolo data check` names them" in err
+               "the split's `.report.format()` names them" in err  # called from Python
     model = Darknet(parse_cfg_text(set_num_classes((ROOT / "cfg/yolov3-tiny.cfg").read_text(), 2), "two.cfg"))
     model.names = ["a", "b"]
     save_checkpoint(model, tmp_path / "two.pt")

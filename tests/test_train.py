@@ -241,6 +241,9 @@ def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nothing to resume: the run finished all its 3 epochs" in err
     assert "--set epochs=13" in err and last.read_bytes() == before
+    with pytest.raises(InputError, match=r"finished all its 3 epochs; to train on, raise them "
+                                         r"\(overrides=\['epochs=13'\]\)$"):
+        config_for_resume(last)  # from Python: no --set there
     assert main(["train", "--resume", str(last), "--set", "epochs=0"]) == 2
     assert "--set epochs=0: epochs must be >= 1" in capsys.readouterr().err
     assert main(["train", "--resume", str(last), "--set", "epochs=2"]) == 2  # said "all its 2 epochs" (it ran 3)

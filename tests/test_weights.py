@@ -84,9 +84,11 @@ def test_cutoff_backbone_file(tmp_path, capsys):
     ref = write_reference_weights(src, TINY, cutoff=15)
     model = Darknet.from_cfg(TINY)
     untouched = model.module_list[15].conv.weight.clone()
-    with pytest.raises(InputError, match=r"ends exactly after layer 14: a backbone file\? read it with --cutoff 15 "
+    with pytest.raises(InputError, match=r"ends exactly after layer 14: a backbone file\? read it with cutoff=15 "
                                          r"\(in a run YAML: cutoff: 15\)"):
         model.load_darknet_weights(src)
+    assert main(["convert-weights", str(src), "--cfg", str(TINY), "-o", str(tmp_path / "x.pt")]) == 2
+    assert "a backbone file? read it with --cutoff 15 (in a run YAML: cutoff: 15)" in capsys.readouterr().err
     model.load_darknet_weights(src, cutoff=15)
     assert torch.equal(model.module_list[14].conv.weight, torch.from_numpy(ref[14]["weight"]))
     assert torch.equal(model.module_list[15].conv.weight, untouched)

@@ -36,6 +36,17 @@ def option(name: str, value=_UNSET, flag: str | None = None) -> str:
     return text if value is _UNSET or isinstance(value, bool) else f"{text} {value}"
 
 
+def on_command_line() -> bool:
+    """True while a ``yolo`` command runs (messages then name flags and commands, else Python calls)."""
+    return _command_line
+
+
+def override(*items: str) -> str:
+    """Run-config overrides as the user writes them: ``--set a=1 b=2`` while a ``yolo`` command runs,
+    ``overrides=['a=1', 'b=2']`` (``load_run_config``'s / ``config_for_resume``'s) from Python."""
+    return "--set " + " ".join(items) if _command_line else f"overrides={list(items)!r}"
+
+
 @contextmanager
 def command_line():
     """Within this block, :func:`option` names parameters by their command-line flags (``yolo.cli`` enters it

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo.errors import on_command_line
 from yolo.utils.text import count
 
 MAX_PROBLEMS = 1000  # problems kept as text; the total is always counted
@@ -106,10 +107,10 @@ class DatasetReport:
         if not rows and not self.corrupt:
             return None
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))
-        parts = ([f"{rows} label rows dropped ({kinds})"] if rows else []) + \
-            ([f"{self.corrupt} corrupt or missing images dropped"] if self.corrupt else [])
-        return (f"warning: {self.split or 'split'} split ({self.source}): {'; '.join(parts)}; `yolo data check` "
-                "names them")
+        parts = ([f"{count(rows, 'label row')} dropped ({kinds})"] if rows else []) + \
+            ([f"{count(self.corrupt, 'corrupt or missing image')} dropped"] if self.corrupt else [])
+        names = "`yolo data check`" if on_command_line() else "the split's `.report.format()`"
+        return f"warning: {self.split or 'split'} split ({self.source}): {'; '.join(parts)}; {names} names them"
 
     def warn_dropped(self) -> None:
         """Print :meth:`dropped_warning` to stderr when there is one."""

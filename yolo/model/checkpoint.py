@@ -131,7 +131,7 @@ def refuse_exported(path: str | Path) -> None:
     weights or a foreign checkpoint, they gave absurd errors)."""
     suffix = Path(path).suffix.lower()
     if suffix in (".onnx", ".torchscript"):
-        raise InputError(f"an exported model ({suffix[1:]}) runs in yolo detect and val; here give the .pt or "
+        raise InputError(f"an exported model ({suffix[1:]}) is for detection and validation only; here give the .pt or "
                          ".weights it was exported from", str(path))
 
 

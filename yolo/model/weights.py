@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yolo.errors import InputError
+from yolo.errors import InputError, option
 from yolo.model.cfg_parser import ConvSpec, ModelSpec, darknet_float_count
 from yolo.utils.checkpoint import atomic_write, foreign_kind
+from yolo.utils.text import count
 
 
 @dataclass
@@ -70,7 +71,7 @@ def read_header(path: str | Path) -> DarknetHeader:
     with open(path, "rb") as f:
         head = f.read(12)
         if len(head) < 12:
-            raise InputError(f"{len(head)} bytes is too short for a darknet .weights header (12-20 bytes)", path)
+            raise InputError(f"{count(len(head), 'byte')} is too short for a darknet .weights header (12-20 bytes)", path)
         major, minor, revision = (int(v) for v in np.frombuffer(head, dtype="<i4"))
         if major >= 1000 or minor >= 1000:
             kind = foreign_kind(path)
@@ -99,8 +100,8 @@ def _size_error(path: str, convs: list[ConvSpec], found: int, cutoff: int | None
         if done + c > found:
             hint = ""
             if done == found and cutoff is None:
-                hint = (f"; the file ends exactly after layer {s.index - 1}: a backbone file? read it with --cutoff "
-                        f"{s.index} (in a run YAML: cutoff: {s.index})")
+                hint = (f"; the file ends exactly after layer {s.index - 1}: a backbone file? read it with "
+                        f"{option('cutoff', s.index)} (in a run YAML: cutoff: {s.index})")
             return InputError(f"holds {found} float32 values after its header but the cfg ({span}) needs {need}: "
                               f"layer {s.index} (convolutional, {s.filters} filters) needs {c} from value {done} "
                               f"and runs out{hint}", path)

@@ -99,15 +99,19 @@ TRAINING_KEYS = ("train_model", "optimizer", "scaler", "epoch", "rng")  # what r
 def check_resumable(ckpt, path: str | Path) -> None:
     """``InputError`` (one line) unless ``ckpt`` holds the training state ``resume`` needs; for a deployment
     checkpoint (``best.pt``) it says how to fine-tune from it instead."""
-    from yolo.errors import InputError
+    from yolo.errors import InputError, on_command_line
 
     missing = [k for k in TRAINING_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(TRAINING_KEYS)
     if not missing:
         return
     run_yaml = Path(path).resolve().parent.parent / "run.yaml"
-    start = f"--cfg {run_yaml} " if run_yaml.is_file() else ""
+    if on_command_line():
+        how = f"yolo train {f'--cfg {run_yaml} ' if run_yaml.is_file() else ''}--set weights={path}"
+    else:
+        how = (f"train(load_run_config({str(run_yaml)!r}, ['weights={path}']))" if run_yaml.is_file() else
+               f"train() a run config with weights={str(path)!r}")
     raise InputError(f"holds no training state (no {', '.join(missing)}; resume from the run's last.pt); to "
-                     f"fine-tune from it instead: yolo train {start}--set weights={path}", str(path))
+                     f"fine-tune from it instead: {how}", str(path))
 
 
 class Trainer:

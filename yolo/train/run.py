@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from yolo.errors import InputError
+from yolo.errors import InputError, on_command_line, override
 from yolo.model.cfg_edit import set_letter_box, set_num_classes
 from yolo.model.cfg_parser import RouteSpec, ShortcutSpec, parse_cfg, parse_cfg_text
 from yolo.model.checkpoint import checkpoint_dict, is_darknet_file, load_checkpoint
@@ -350,7 +350,8 @@ def find_last_checkpoint(root: str | Path = "runs/train") -> Path:
     """The newest ``*/weights/last.pt`` under ``root`` (for ``--resume`` without a path)."""
     found = sorted(Path(root).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise InputError("no last.pt to resume under this folder; pass --resume PATH", str(root))
+        how = "pass --resume PATH" if on_command_line() else "pass the checkpoint's path"
+        raise InputError(f"no last.pt to resume under this folder; {how}", str(root))
     return found[-1]
 
 
@@ -374,14 +375,16 @@ def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> R
     stored = RunConfig.from_dict(ckpt["run_config"], str(path))
     for key in FIXED_ON_RESUME:
         if getattr(cfg, key) != getattr(stored, key):
+            start = ("--cfg <run folder>/run.yaml " if on_command_line() else
+                     "load_run_config('<run folder>/run.yaml', ...) with ")
             raise InputError(f"a resumed run keeps its {key} ({ckpt['run_config'].get(key)}); to train from its "
-                             f"weights with another {key}, start a run: --cfg <run folder>/run.yaml --set "
-                             f"weights={path} {key}=...", origins[key][0])
+                             f"weights with another {key}, start a run: {start}"
+                             f"{override(f'weights={path}', f'{key}=...')}", origins[key][0])
     done = int(ckpt.get("epoch", -1)) + 1  # epochs finished
     if done >= cfg.epochs:
         asked = int(ckpt["run_config"].get("epochs", cfg.epochs))
         what = (f"all its {count(done, 'epoch')}" if cfg.epochs == asked else
-                f"{count(done, 'epoch')}, and --set epochs={cfg.epochs} asks for no more than that")
+                f"{count(done, 'epoch')}, and {override(f'epochs={cfg.epochs}')} asks for no more than that")
         raise InputError(f"nothing to resume: the run finished {what}; to train on, raise them "
-                         f"(--set epochs={done + 10})", str(path))
+                         f"({override(f'epochs={done + 10}')})", str(path))
     return cfg
