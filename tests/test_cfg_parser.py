@@ -14,19 +14,9 @@ from pathlib import Path
 import pytest
 
 from yolo.errors import InputError
-from yolo.model.cfg_parser import (
-    ConvSpec,
-    MaxPoolSpec,
-    RouteSpec,
-    ShortcutSpec,
-    UpsampleSpec,
-    YoloSpec,
-    conv_param_count,
-    layer_shapes,
-    param_count,
-    parse_cfg,
-    parse_cfg_text,
-)
+from yolo.model.cfg_counts import conv_param_count, layer_shapes, param_count
+from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
+from yolo.model.cfg_specs import ConvSpec, MaxPoolSpec, RouteSpec, ShortcutSpec, UpsampleSpec, YoloSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "cfg"
@@ -625,6 +615,6 @@ def test_upsample_geometry_and_stride():
 
 
 def test_parser_imports_no_torch():
-    code = "import sys; import yolo.model.cfg_parser, yolo.errors; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys; import yolo.model.cfg_parser, yolo.model.cfg_counts, yolo.errors; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -21,7 +21,9 @@ from torch import nn
 from tests.helpers import CFG, photo_batch
 from yolo import Darknet, DarknetHeader, load_model
 from yolo.cli import main
-from yolo.model.cfg_parser import ConvSpec, MaxPoolSpec, YoloSpec, darknet_float_count, parse_cfg, parse_cfg_text
+from yolo.model.cfg_counts import darknet_float_count
+from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
+from yolo.model.cfg_specs import ConvSpec, MaxPoolSpec, YoloSpec
 from yolo.model.checkpoint import save_checkpoint
 
 TINY = CFG / "yolov3-tiny.cfg"

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from tests.helpers import CFG
 from yolo.errors import InputError
-from yolo.model.cfg_parser import ModelSpec, parse_cfg_text
+from yolo.model.cfg_parser import parse_cfg_text
+from yolo.model.cfg_specs import ModelSpec
 from yolo.model.weights import read_darknet_weights, read_header
 
 TINY = (CFG / "yolov3-tiny.cfg").read_text()

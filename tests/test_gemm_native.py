@@ -15,7 +15,7 @@ from torch import nn
 
 from tests.helpers import ROOT, fake_compiler
 from yolo.model import gemm_native, winograd
-from yolo.model.cfg_parser import ConvSpec
+from yolo.model.cfg_specs import ConvSpec
 from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
 from yolo.model.layers import ConvBlock
@@ -280,7 +280,7 @@ def test_only_float32_cpu_models_are_swapped(lib):
 def test_native_maxpool_equals_darknet_pool(lib, c, h, w, size, stride, pad):
     """Darknet's geometry (left pad = padding // 2, the rest right/bottom, -inf): bit-equal to MaxPoolDarknet
     on odd sizes, stride 1 and 2, SPP's big windows; channels-last out; float64 falls back to it."""
-    from yolo.model.cfg_parser import MaxPoolSpec
+    from yolo.model.cfg_specs import MaxPoolSpec
     from yolo.model.layers import MaxPoolDarknet
     from yolo.model.native_conv import NativeMaxPool, use_native_pools
 

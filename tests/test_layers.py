@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from yolo.model.cfg_parser import ConvSpec, MaxPoolSpec, RouteSpec, ShortcutSpec, conv_param_count, parse_cfg_text
+from yolo.model.cfg_counts import conv_param_count
+from yolo.model.cfg_parser import parse_cfg_text
+from yolo.model.cfg_specs import ConvSpec, MaxPoolSpec, RouteSpec, ShortcutSpec
 from yolo.model.layers import ConvBlock, MaxPoolDarknet, Route, Shortcut
 
 
@@ -167,7 +169,7 @@ def test_conv_without_bn_has_bias_and_fuse_is_noop():
 
 
 def test_conv_output_geometry_matches_spec():
-    from yolo.model.cfg_parser import layer_shapes
+    from yolo.model.cfg_counts import layer_shapes
 
     spec_text = CONV_CFGS["3x3_stride2_leaky"]
     model_spec = parse_cfg_text(spec_text)

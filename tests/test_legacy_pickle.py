@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolo.model.cfg_parser import ConvSpec, MaxPoolSpec, YoloSpec, parse_cfg
+from yolo.model.cfg_parser import parse_cfg
+from yolo.model.cfg_specs import ConvSpec, MaxPoolSpec, YoloSpec
 
 if os.environ.get("FAKE_TOOLKIT_IMPORTED"):  # proof that something imported this module
     pathlib.Path(os.environ["FAKE_TOOLKIT_IMPORTED"]).write_text("imported")

@@ -16,7 +16,8 @@ import torch
 from tests.helpers import CFG
 from yolo import Darknet, DarknetHeader, InputError, load_model
 from yolo.cli import main
-from yolo.model.cfg_parser import ConvSpec, parse_cfg
+from yolo.model.cfg_parser import parse_cfg
+from yolo.model.cfg_specs import ConvSpec
 
 TINY = CFG / "yolov3-tiny.cfg"
 

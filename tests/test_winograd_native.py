@@ -17,7 +17,7 @@ from torch import nn
 
 from tests.helpers import fake_compiler
 from yolo.model import winograd, winograd_native
-from yolo.model.cfg_parser import ConvSpec
+from yolo.model.cfg_specs import ConvSpec
 from yolo.model.layers import ConvBlock
 from yolo.model.winograd import WinogradConv2d, use_winograd
 from yolo.utils import native

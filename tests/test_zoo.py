@@ -15,10 +15,9 @@ import torch
 
 from tests.helpers import CFG
 from yolo.errors import InputError
-from yolo.model.cfg_parser import (
-    ACTIVATIONS, AvgPoolSpec, ConvSpec, ScaleChannelsSpec, ShortcutSpec, darknet_float_count, darknet_layer_flops,
-    layer_shapes, parse_cfg_text,
-)
+from yolo.model.cfg_counts import darknet_float_count, darknet_layer_flops, layer_shapes
+from yolo.model.cfg_parser import parse_cfg_text
+from yolo.model.cfg_specs import ACTIVATIONS, AvgPoolSpec, ConvSpec, ScaleChannelsSpec, ShortcutSpec
 from yolo.model.darknet import Darknet
 from yolo.model.layers import make_activation
 

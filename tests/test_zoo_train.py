@@ -18,7 +18,8 @@ import torch
 
 from tests.helpers import CFG
 from tests.test_train import NAMES, fake_data, run_cfg
-from yolo.model.cfg_parser import ConvSpec, parse_cfg_text
+from yolo.model.cfg_parser import parse_cfg_text
+from yolo.model.cfg_specs import ConvSpec
 from yolo.model.checkpoint import load_model
 from yolo.model.darknet import Darknet
 from yolo.train.run import build_model, train

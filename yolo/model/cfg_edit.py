@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 from yolo.errors import InputError
-from yolo.model.cfg_parser import ConvSpec, parse_cfg_text
+from yolo.model.cfg_parser import parse_cfg_text
+from yolo.model.cfg_specs import ConvSpec
 
 
 def _set_key(lines: list[str], section_line: int, key: str, value: int) -> None:

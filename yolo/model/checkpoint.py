@@ -16,7 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from yolo.errors import InputError, option
-from yolo.model.cfg_parser import ConvSpec, parse_cfg, parse_cfg_text
+from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
+from yolo.model.cfg_specs import ConvSpec
 from yolo.model.darknet import Darknet
 from yolo.model.state import MatchReport, extract_state_dict, match_state
 from yolo.model.weights import DarknetHeader

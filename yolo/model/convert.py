@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from yolo.errors import InputError, option
-from yolo.model.cfg_parser import ConvSpec
+from yolo.model.cfg_specs import ConvSpec
 from yolo.model.checkpoint import (
     CHECKPOINT_SUFFIXES,
     WEIGHTS_SUFFIXES,

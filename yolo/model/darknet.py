@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolo.model.cfg_parser import (
+from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
+from yolo.model.cfg_specs import (
     AvgPoolSpec,
     ConvSpec,
     DropoutSpec,
@@ -19,8 +20,6 @@ from yolo.model.cfg_parser import (
     ShortcutSpec,
     UpsampleSpec,
     YoloSpec,
-    parse_cfg,
-    parse_cfg_text,
 )
 from yolo.model.head import YoloHead
 from yolo.model.layers import ConvBlock, GlobalAvgPool, MaxPoolDarknet, Route, ScaleChannels, Shortcut

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from yolo.model.cfg_parser import YoloSpec
+from yolo.model.cfg_specs import YoloSpec
 
 
 class YoloHead(nn.Module):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo.model.cfg_parser import ConvSpec, MaxPoolSpec, RouteSpec
+from yolo.model.cfg_specs import ConvSpec, MaxPoolSpec, RouteSpec
 
 
 class DarknetSELU(nn.Module):
@@ -52,7 +52,7 @@ ACTIVATION_MODULES = {
 
 
 def make_activation(name: str) -> nn.Module:
-    """Darknet activation names (``cfg_parser.ACTIVATIONS``) -> modules (leaky uses darknet's slope 0.1)."""
+    """Darknet activation names (``cfg_specs.ACTIVATIONS``) -> modules (leaky uses darknet's slope 0.1)."""
     return ACTIVATION_MODULES[name]()
 
 

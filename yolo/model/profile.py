@@ -4,7 +4,7 @@ FLOPs are per image and follow two stated conventions:
 
 - ``gflops`` — pjreddie darknet's (``darknet ops``): 2 x multiply-adds of the conv layers only.
 - ``bflops`` — AlexeyAB darknet's printed "Total BFLOPS": ``gflops`` plus ``size*size`` per max-pool output
-  and 1 per shortcut output (``cfg_parser.darknet_layer_flops``).
+  and 1 per shortcut output (``cfg_counts.darknet_layer_flops``).
 - ``gflops_total`` — ``gflops`` plus 1 per conv bias add, 2 per BN output (scale and shift), 1 per
   activation output (whatever the activation), 1 per shortcut addition, ``size*size - 1`` comparisons per
   max-pool output, 1 add per avg-pool input and 1 multiply per scale_channels output. Route, upsample,
@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from yolo.errors import InputError, option, positive_int
-from yolo.model.cfg_parser import (
+from yolo.model.cfg_counts import conv_param_count, darknet_layer_flops, layer_shapes, param_count
+from yolo.model.cfg_specs import (
     AvgPoolSpec,
     ConvSpec,
     MaxPoolSpec,
@@ -32,10 +33,6 @@ from yolo.model.cfg_parser import (
     ScaleChannelsSpec,
     ShortcutSpec,
     UpsampleSpec,
-    conv_param_count,
-    darknet_layer_flops,
-    layer_shapes,
-    param_count,
 )
 from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from yolo.errors import InputError
-from yolo.model.cfg_parser import ConvSpec, ModelSpec
+from yolo.model.cfg_specs import ConvSpec, ModelSpec
 
 PREFIXES = ("module.", "_orig_mod.")
 _LAYER_KEY = re.compile(r"^module_list\.(\d+)\.(?:(.+)\.)?([A-Za-z_]+)$")  # layer, submodule, tensor name

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from yolo.errors import InputError, option
-from yolo.model.cfg_parser import ConvSpec, ModelSpec, darknet_float_count
+from yolo.model.cfg_counts import darknet_float_count
+from yolo.model.cfg_specs import ConvSpec, ModelSpec
 from yolo.utils.checkpoint import atomic_write, foreign_kind
 from yolo.utils.text import count
 

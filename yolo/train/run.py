@@ -19,7 +19,8 @@ import torch
 
 from yolo.errors import InputError, on_command_line, override
 from yolo.model.cfg_edit import set_letter_box, set_num_classes
-from yolo.model.cfg_parser import RouteSpec, ShortcutSpec, parse_cfg, parse_cfg_text
+from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
+from yolo.model.cfg_specs import RouteSpec, ShortcutSpec
 from yolo.model.checkpoint import checkpoint_dict, is_darknet_file, load_checkpoint
 from yolo.model.darknet import Darknet
 from yolo.train import defaults
