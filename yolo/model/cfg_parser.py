@@ -80,7 +80,8 @@ def _parse_conv(r: SectionReader, index: int, in_channels: int, in_stride: int) 
     if size == 1 and "dilation" in r.sect.keys:
         r.used.add("dilation")  # darknet: a 1x1 convolution ignores dilation
     if in_channels % groups or filters % groups:
-        raise r.error("groups", f"groups={groups} must divide the input channels ({in_channels}) and filters ({filters})")
+        raise r.error("groups", f"groups={groups} must divide the input channels ({in_channels}) and filters "
+                                f"({filters})")
     r.reject_unknown()
     return ConvSpec(
         index=index, line=r.sect.line, in_channels=in_channels, filters=filters, size=size, stride=stride,
@@ -121,7 +122,8 @@ def _parse_route(r: SectionReader, index: int, layers: list[LayerSpec]) -> Route
         raise r.error("layers", f"[route] concatenates layers {list(sources)} with different strides {sorted(strides)}")
     for s in sources:
         if layers[s].out_channels % groups:
-            raise r.error("groups", f"groups={groups} does not divide the {layers[s].out_channels} channels of layer {s}")
+            raise r.error("groups", f"groups={groups} does not divide the {layers[s].out_channels} channels of "
+                                    f"layer {s}")
     channels = sum(layers[s].out_channels for s in sources) // groups
     r.reject_unknown()
     return RouteSpec(index=index, line=r.sect.line, sources=sources, groups=groups, group_id=group_id,

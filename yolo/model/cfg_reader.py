@@ -43,7 +43,8 @@ def split_sections(text: str, source: str) -> list[Section]:
             raise InputError(f"expected key=value, got {raw.strip()!r}", source, lineno)
         sect = sections[-1]
         if key in sect.keys:
-            raise InputError(f"key {key!r} repeated in [{sect.name}] (first at line {sect.keys[key][1]})", source, lineno)
+            raise InputError(f"key {key!r} repeated in [{sect.name}] (first at line {sect.keys[key][1]})", source,
+                             lineno)
         sect.keys[key] = (value, lineno)
     return sections
 
@@ -86,7 +87,8 @@ class SectionReader:
         return self._get(key, default, lambda s: tuple(_parse_int(x) for x in _items(s)), "comma-separated integers")
 
     def floats(self, key, default=None):
-        return self._get(key, default, lambda s: tuple(_parse_float(x) for x in _items(s)), "comma-separated finite numbers")
+        return self._get(key, default, lambda s: tuple(_parse_float(x) for x in _items(s)),
+                         "comma-separated finite numbers")
 
     def choice(self, key, default, choices):
         v = self._get(key, default, str.lower, "a word")

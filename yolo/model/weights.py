@@ -72,7 +72,8 @@ def read_header(path: str | Path) -> DarknetHeader:
     with open(path, "rb") as f:
         head = f.read(12)
         if len(head) < 12:
-            raise InputError(f"{count(len(head), 'byte')} is too short for a darknet .weights header (12-20 bytes)", path)
+            raise InputError(f"{count(len(head), 'byte')} is too short for a darknet .weights header (12-20 bytes)",
+                             path)
         major, minor, revision = (int(v) for v in np.frombuffer(head, dtype="<i4"))
         if major >= 1000 or minor >= 1000:
             kind = foreign_kind(path)

@@ -80,5 +80,6 @@ def check_input(x, source: str | Path | None = None) -> None:
     if x.numel():
         low, top = (float(v) for v in torch.aminmax(x.detach()))
         if top > 1.0 + 1e-3 or low < -1e-3:
-            hint = " (0-255 pixels: x / 255)" if low >= 0 else " (mean/std normalization: the models take plain x / 255)"
+            hint = (" (0-255 pixels: x / 255)" if low >= 0 else
+                    " (mean/std normalization: the models take plain x / 255)")
             raise InputError(f"expected pixels in [0, 1], this input holds [{low:g}, {top:g}]{hint}", source)
