@@ -11,6 +11,7 @@ import yaml
 
 from tests.helpers import ROOT
 from yolo.errors import InputError
+from yolo.resources import builtin
 from yolo.train.config import RunConfig, load_run_config
 
 
@@ -119,4 +120,5 @@ def test_relative_paths_become_absolute_for_run_yaml(tmp_path, monkeypatch):
     cfg = load_run_config(None, ["data=d.yaml", "model=yolov3-tiny.cfg", "weights=missing.pt"])
     absolute_paths(cfg)
     assert cfg.data == str(tmp_path / "d.yaml")  # was kept as 'd.yaml': --resume from elsewhere failed
-    assert cfg.model == "yolov3-tiny.cfg" and cfg.weights == "missing.pt"  # a built-in's name; a missing file
+    # a built-in's name: the built-in's path (a file of that name where the run is resumed stood in for it)
+    assert cfg.model == str(builtin("yolov3-tiny.cfg", "model")) and cfg.weights == "missing.pt"  # a missing file

@@ -398,8 +398,9 @@ def test_cli_list_file_darknet_weights_and_outputs(weights, folder, tmp_path, ca
 
 
 def test_api_errors(weights):
-    with pytest.raises(InputError, match="multiples of the model stride"):
-        Detector(weights, img_size=100)
+    assert Detector(weights, img_size=100).img_size == (128, 128)  # rounded up, as yolo detect does
+    with pytest.raises(InputError, match="img_size must be positive"):
+        Detector(weights, img_size=-32)
     with pytest.raises(InputError, match="^conf must be in"):  # the keyword, not the flag (--conf in the CLI)
         Detector(weights, conf=2)
     with pytest.raises(InputError, match="the model has 80 classes"):

@@ -18,7 +18,7 @@ from yolo.model.cfg_edit import set_num_classes
 from yolo.model.cfg_parser import parse_cfg_text
 from yolo.model.checkpoint import load_model, save_checkpoint
 from yolo.model.darknet import Darknet
-from yolo.train.config import RunConfig
+from yolo.train.config import RunConfig, load_run_config
 from yolo.train.defaults import TrainData
 from yolo.train.run import backbone_layers, build_model, config_for_resume, train
 from yolo.utils.checkpoint import load_safe
@@ -145,6 +145,42 @@ def test_detection_resume_continues_exactly(tmp_path):
     for key in ("train_model", "model"):
         for k in a[key]:
             torch.testing.assert_close(a[key][k], b[key][k], atol=1e-6, rtol=0, msg=f"{key} {k}")
+
+
+def test_python_resume_makes_the_cli_checks_and_keeps_builtin_data(tmp_path, monkeypatch):
+    """``train(cfg, resume=...)`` from Python refuses what ``yolo train --resume`` refuses (other data: it trained
+    on them; no epoch left: it said done and trained nothing) and takes a run folder; a built-in's name in a
+    run's config means the built-in, never a file of that name in the folder the run is resumed from (it
+    trained on that file and renamed the classes after it)."""
+    from yolo.resources import builtin
+
+    mini = str(builtin("shapes-mini.yaml", "data"))
+    with pytest.raises(KeyboardInterrupt):  # stopped when epoch 1 starts
+        train(run_cfg(tmp_path, epochs=2, data="shapes-mini.yaml"), data_factory=fake_data(interrupt_at=1),
+              progress=False, plots=False)
+    run = tmp_path / "runs" / "exp"
+    assert yaml.safe_load((run / "run.yaml").read_text())["data"] == mini  # a path, from any folder
+    last = run / "weights" / "last.pt"
+    ckpt = load_safe(last)
+    ckpt["run_config"]["data"] = "shapes-mini.yaml"  # as runs of earlier versions stored it
+    torch.save(ckpt, last)
+    shadow = tmp_path / "elsewhere"
+    shadow.mkdir()
+    (shadow / "shapes-mini.yaml").write_text("train: x\nnames: [a, b, c, d, e]\n")
+    monkeypatch.chdir(shadow)
+    assert config_for_resume(run).data == mini  # the run folder works as its last.pt
+    other = load_run_config(run / "run.yaml", [f"data={shadow / 'shapes-mini.yaml'}"])
+    with pytest.raises(InputError, match=r"last.pt: a resumed run keeps its data \(shapes-mini.yaml\); to train "
+                                         r"from its weights with another data, start a run: load_run_config\("):
+        train(other, resume=run, data_factory=fake_data(), progress=False, plots=False)
+    cfg = load_run_config(run / "run.yaml")
+    assert train(cfg, resume=run, data_factory=fake_data(), progress=False, plots=False) == run
+    assert load_safe(last)["epoch"] == 1
+    with pytest.raises(InputError, match=r"nothing to resume: the run finished all its 2 epochs; to train on, "
+                                         r"raise them \(overrides=\['epochs=12'\]\)$"):
+        train(cfg, resume=last, data_factory=fake_data(), progress=False, plots=False)
+    with pytest.raises(InputError, match=r"is a folder without weights/last.pt: give a run folder or its last.pt$"):
+        train(cfg, resume=shadow, data_factory=fake_data(), progress=False, plots=False)
 
 
 def test_set_num_classes_rewrites_heads_only():

@@ -17,6 +17,7 @@ import pytest
 from tests.helpers import CFG, calibrated_model
 from yolo.cli import main
 from yolo.data.synthetic import SHAPES_NAMES, write_dataset
+from yolo.errors import InputError
 from yolo.model.cfg_edit import set_num_classes
 from yolo.model.checkpoint import save_checkpoint
 
@@ -167,3 +168,38 @@ def test_coco_split_is_scored_by_its_own_areas(shapes, tmp_path):
     code, text = _val("--predictions", tmp_path / "run" / "predictions.json",
                       "--annotations", tmp_path / "run" / "annotations.json", "--json")
     assert code == 0 and np.allclose([json.loads(text)[k] for k in printed["stats"]], oracle, atol=1e-6)
+
+
+STRIDE64 = "[net]\nwidth=128\nheight=128\nchannels=3\n" + "".join(
+    f"[convolutional]\nbatch_normalize=1\nfilters={f}\nsize=3\nstride=2\npad=1\nactivation=leaky\n"
+    for f in (8, 8, 16, 16, 16, 16)) + ("[convolutional]\nsize=1\nstride=1\npad=1\nfilters=30\nactivation=linear\n"
+                                       "[yolo]\nmask=0,1,2\nanchors=40,40, 80,90, 150,120\nclasses=5\nnum=3\n")
+
+
+def test_a_stride_64_model_runs_at_the_default_and_at_any_size(shapes, tmp_path, capsys):
+    """yolov4-p6's stride is 64: ``yolo detect`` without --img-size crashed (exit 1, 416 is not a multiple of
+    64), ``Detector(img_size=160)`` refused what the command line rounds, and ``yolo val`` rounded to 32."""
+    from yolo.detect import Detector
+    from yolo.model.cfg_parser import parse_cfg_text
+    from yolo.model.darknet import Darknet
+
+    root, data, _ = shapes
+    model = Darknet(parse_cfg_text(STRIDE64, "p64.cfg"))
+    model.names = list(SHAPES_NAMES)
+    assert model.max_stride == 64
+    pt = tmp_path / "p64.pt"
+    save_checkpoint(model, pt)
+    image = sorted((root / "shapes" / "images" / "val").iterdir())[0]
+    capsys.readouterr()
+    assert main(["detect", "--weights", str(pt), "--source", str(image), "--nosave", "--save-txt", "--out",
+                 str(tmp_path / "d"), "--no-progress"]) == 0
+    assert "warning" not in capsys.readouterr().err  # 416 was not asked for: 448, without a word
+    assert Detector(pt).img_size == (448, 448)
+    assert Detector(pt, img_size=(100, 160)).img_size == (128, 192)
+    assert "warning: image size 100x160 is not a multiple of 64; using 128x192" in capsys.readouterr().err
+    with pytest.raises(InputError, match=r"^img_size must be positive, got 0x0$"):
+        Detector(pt, img_size=0)
+    code, out = _val("--weights", pt, "--data", data, "--img-size", 160, "--no-plots", "--out", tmp_path / "v")
+    assert code == 0 and "all" in out
+    assert "warning: image size 160x160 is not a multiple of 64; using 192x192" in capsys.readouterr().err
+

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--source", required=True, help="image, folder, glob, .txt list of paths, video, camera index "
                                                    "(0) or stream URL")
     p.add_argument("--img-size", type=int, nargs="+", metavar="N",
-                   help="network input: 416, or H W; multiples of 32 (default 416; a fixed-size export: its own)")
+                   help="network input: 416, or H W; rounded up to the model's stride (default 416; a fixed-size "
+                        "export: its own)")
     add_resize_flags(p)
     p.add_argument("--conf", type=float, default=0.25, help="score threshold, objectness x class (default 0.25)")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")

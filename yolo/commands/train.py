@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override settings: --set epochs=3 optimizer=adamw augment.mosaic=0")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
-                   help="continue a run from its last.pt (default: the newest runs/train/*/weights/last.pt); the "
+                   help="continue a run from its last.pt or its run folder (default: the newest "
+                        "runs/train/*/weights/last.pt); the "
                         "run config comes from the checkpoint, --set may change it (e.g. epochs). best.pt holds no "
                         "training state: fine-tune from it with --set weights=PATH instead")
     p.set_defaults(run=_run_train)

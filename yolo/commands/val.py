@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", help="data YAML, darknet .data (see yolo data check)")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
     p.add_argument("--img-size", type=int, nargs="+", metavar="N",
-                   help="the square input size (default 416; a fixed-size export: its own)")
+                   help="the square input size, rounded up to the model's stride (default 416; a fixed-size "
+                        "export: its own)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--conf", type=float, default=0.001, help="score threshold (default 0.001)")
     p.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold (default 0.6)")
@@ -72,7 +73,7 @@ def _run_val_dataset(args) -> int:
         raise InputError("give both --weights and --data")
     if args.img_size is not None and len(args.img_size) != 1:
         raise InputError("--img-size takes one size for validation (square letterbox; use --rect for less padding)")
-    size = img_size(args.img_size, 32)[0] if args.img_size is not None else None
+    size = img_size(args.img_size, 1)[0] if args.img_size is not None else None  # rounded to the model's stride
     out = make_run_dir(args.out) if args.save_json or not args.no_plots else None  # writable, before any work
     from yolo.utils.malloc import reuse_freed_memory
 

@@ -84,7 +84,8 @@ class Detector:
 
     ``weights``: our ``.pt``, a darknet ``.weights`` (with ``cfg``), another toolkit's checkpoint (with
     ``cfg``), ``.onnx``/``.torchscript`` (through ``yolo.export``), a ``Darknet`` or a backend object.
-    ``img_size``: int or (H, W), multiples of the model stride (None: 416, or a fixed-size export's own).
+    ``img_size``: int or (H, W), rounded up to multiples of the model stride with a warning (None: 416, rounded
+    up to the stride, or a fixed-size export's own).
     Scores are objectness x class probability; ``conf`` and ``iou`` in [0, 1]; ``classes`` keeps only those
     classes (indices or names, one or a list); ``agnostic`` runs NMS across classes. ``half``: bfloat16 on
     CPU, float16 on CUDA. ``names``: list or names file (default: the model's).
@@ -146,12 +147,9 @@ class Detector:
         except (TypeError, ValueError):
             raise InputError(f"img_size must be an int or (height, width) of ints, got {img_size!r}") from None
         h, w = int(h), int(w)
-        if self.backend.fixed_shape is not None:
-            return input_size(self.backend, (h, w))
-        s = self.backend.stride
-        if h <= 0 or w <= 0 or h % s or w % s:
-            raise InputError(f"image size {h}x{w} must be positive multiples of the model stride {s}")
-        return h, w
+        if h <= 0 or w <= 0:
+            raise InputError(f"{option('img_size')} must be positive, got {h}x{w}")
+        return input_size(self.backend, (h, w))  # rounded up to the stride, with a warning
 
     @property
     def names(self) -> list[str]:

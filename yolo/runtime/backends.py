@@ -128,12 +128,22 @@ DEFAULT_SIZE = (416, 416)  # the input size when none is asked for (a fixed-size
 
 
 def input_size(backend, size: tuple[int, int] | None) -> tuple[int, int]:
-    """``size`` (H, W), or the fixed (H, W) of an export that takes only that, with a warning when they differ;
-    ``size`` None (not asked for): the export's own size, else ``DEFAULT_SIZE``, without a word."""
+    """The (H, W) to run ``backend`` at: ``size`` rounded up to multiples of the model's stride (with a warning),
+    or the fixed (H, W) of an export that takes only that (with a warning when they differ); ``size`` None (not
+    asked for): the export's own size, else ``DEFAULT_SIZE`` rounded up to the stride (448 for a stride-64
+    model), without a word."""
     fixed = getattr(backend, "fixed_shape", None)
+    stride = int(getattr(backend, "stride", 1) or 1)
     if size is None:
-        return tuple(fixed) if fixed is not None else DEFAULT_SIZE
-    if fixed is None or tuple(fixed) == tuple(size):
+        return tuple(fixed) if fixed is not None else tuple(-(-v // stride) * stride for v in DEFAULT_SIZE)
+    if fixed is None:
+        h, w = size
+        rounded = (-(-h // stride) * stride, -(-w // stride) * stride)
+        if rounded != (h, w):
+            print(f"warning: image size {h}x{w} is not a multiple of {stride}; using {rounded[0]}x{rounded[1]}",
+                  file=sys.stderr)
+        return rounded
+    if tuple(fixed) == tuple(size):
         return tuple(size)
     print(f"warning: this exported model takes {fixed[0]}x{fixed[1]} inputs; using that size", file=sys.stderr)
     return tuple(fixed)

@@ -270,13 +270,20 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def absolute_paths(cfg: RunConfig) -> None:
-    """Relative ``model``, ``data`` and ``weights`` paths that exist from the working folder become absolute (a
-    built-in's name stays a name), so that the run's ``run.yaml`` means the same files from anywhere."""
+def absolute_paths(cfg: RunConfig, stored: bool = False) -> None:
+    """Relative ``model``, ``data`` and ``weights`` paths become absolute: one that exists from the working
+    folder, else a built-in's name (the built-in's path: a file of that name in the folder a run is resumed
+    from must not stand in for it), so that the run's ``run.yaml`` means the same files from anywhere.
+    ``stored=True``: ``cfg`` comes from a run's checkpoint, where a relative name can only be a built-in's
+    (runs of earlier versions kept those as names), never a file of the working folder."""
     for key in PATH_KEYS:
         value = getattr(cfg, key)
-        if value and not Path(value).is_absolute() and Path(value).exists():
+        if not value or Path(value).is_absolute():
+            continue
+        if not stored and Path(value).exists():
             setattr(cfg, key, os.path.abspath(value))
+        elif key in KIND_OF and builtin(value, KIND_OF[key]) is not None:
+            setattr(cfg, key, str(builtin(value, KIND_OF[key])))
 
 
 def check_paths(cfg: RunConfig) -> None:

@@ -243,6 +243,9 @@ def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
     from yolo.train.config import absolute_paths, check_paths
 
     seed_everything(cfg.seed + env.rank, cfg.deterministic)
+    if resume:  # every rank: the same checks give the same answer (config_for_resume made them for the CLI)
+        resume = resume_path(resume)
+        check_resume(cfg, read_training_checkpoint(resume), resume)
     out_dir = Path(resume).resolve().parent.parent if resume else None
     fresh = None
     if out_dir is None:  # a new run
@@ -347,6 +350,30 @@ def _plot_labels(data: TrainData, path: Path) -> None:
         plot_labels(index, path)
 
 
+def resume_path(value: str | Path) -> Path:
+    """What ``--resume`` / ``train(resume=...)`` names: a checkpoint, or a run folder (its ``weights/last.pt``)."""
+    path = Path(value)
+    if path.is_dir():
+        last = path / "weights" / "last.pt"
+        if not last.is_file():
+            raise InputError("is a folder without weights/last.pt: give a run folder or its last.pt", str(path))
+        return last
+    return path
+
+
+def read_training_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint's entries, its tensors memory-mapped rather than read (its run config is what is
+    wanted here; ``Trainer.resume`` reads the rest); ``InputError`` unless it can be resumed."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint, missing, damaged...: the full reader says which, in one line
+        ckpt = load_safe(path)
+    check_resumable(ckpt, path)  # best.pt and converted .pt files: one line on how to fine-tune from them
+    if "run_config" not in ckpt:
+        raise InputError("not a training checkpoint (no run_config); pass it as weights instead", str(path))
+    return ckpt
+
+
 def find_last_checkpoint(root: str | Path = "runs/train") -> Path:
     """The newest ``*/weights/last.pt`` under ``root`` (for ``--resume`` without a path)."""
     found = sorted(Path(root).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
@@ -362,25 +389,40 @@ FIXED_ON_RESUME = ("model", "data", "optimizer", "freeze", "out")
 
 
 def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """The run config stored in a training checkpoint, with ``--set`` overrides (e.g. more epochs) on top."""
-    from yolo.train.config import apply_override, validate
+    """The run config stored in a training checkpoint (or a run folder's ``weights/last.pt``), with ``--set``
+    overrides (e.g. more epochs) on top; refused in one line when it would train another run
+    (:func:`check_resume`)."""
+    from yolo.train.config import absolute_paths, apply_override, validate
 
-    ckpt = load_safe(path)
-    check_resumable(ckpt, path)  # best.pt and converted .pt files: one line on how to fine-tune from them
-    if "run_config" not in ckpt:
-        raise InputError("not a training checkpoint (no run_config); pass it as weights instead", str(path))
+    path = resume_path(path)
+    ckpt = read_training_checkpoint(path)
     cfg, origins = RunConfig.from_dict(ckpt["run_config"], str(path)), {}
+    absolute_paths(cfg, stored=True)
     for item in overrides or []:
         apply_override(cfg, item, origins)
     validate(cfg, str(path), origins)
+    check_resume(cfg, ckpt, path, origins)
+    return cfg
+
+
+def check_resume(cfg: RunConfig, ckpt: dict, path: str | Path, origins: dict | None = None) -> None:
+    """``InputError`` (before anything is read or written) when resuming ``ckpt`` with ``cfg`` would not
+    continue its run: another model, data, optimizer, freeze or run folder (``FIXED_ON_RESUME``; paths compared
+    once made absolute, built-in names as the built-in), or no epoch left to train. ``origins`` names the
+    ``--set`` item that changed a key."""
+    from yolo.train.config import absolute_paths
+
+    absolute_paths(cfg)
     stored = RunConfig.from_dict(ckpt["run_config"], str(path))
+    absolute_paths(stored, stored=True)
     for key in FIXED_ON_RESUME:
         if getattr(cfg, key) != getattr(stored, key):
             start = ("--cfg <run folder>/run.yaml " if on_command_line() else
                      "load_run_config('<run folder>/run.yaml', ...) with ")
+            where = (origins or {}).get(key, (str(path),))[0]
             raise InputError(f"a resumed run keeps its {key} ({ckpt['run_config'].get(key)}); to train from its "
                              f"weights with another {key}, start a run: {start}"
-                             f"{override(f'weights={path}', f'{key}=...')}", origins[key][0])
+                             f"{override(f'weights={path}', f'{key}=...')}", where)
     done = int(ckpt.get("epoch", -1)) + 1  # epochs finished
     if done >= cfg.epochs:
         asked = int(ckpt["run_config"].get("epochs", cfg.epochs))
@@ -388,4 +430,3 @@ def config_for_resume(path: str | Path, overrides: list[str] | None = None) -> R
                 f"{count(done, 'epoch')}, and {override(f'epochs={cfg.epochs}')} asks for no more than that")
         raise InputError(f"nothing to resume: the run finished {what}; to train on, raise them "
                          f"({override(f'epochs={done + 10}')})", str(path))
-    return cfg

@@ -78,9 +78,7 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
         raise InputError(f"the model has {count(nc, 'class')}, the data {len(index.names)} "
                          f"({', '.join(index.names[:5])}"
                          f"{', ...' if len(index.names) > 5 else ''})", str(data))
-    img_size = _fixed_size(backend, img_size, rect, weights)
-    if img_size % backend.stride:
-        raise InputError(f"image size {img_size} is not a multiple of the model's stride {backend.stride}")
+    img_size = _fixed_size(backend, img_size, rect, weights)  # a multiple of the model's stride
     letterbox = wants_letterbox(backend) if letterbox is None else bool(letterbox)
     dataset = DetectionDataset(index, img_size, train=False, rect=rect, batch_size=batch_size, stride=backend.stride,
                                letterbox=letterbox)
@@ -96,8 +94,9 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
 
 
 def _fixed_size(backend, img_size: int | None, rect: bool, weights) -> int:
-    """The size to validate at: ``img_size``, or a fixed-size export's own square size (with a warning, as
-    ``yolo detect`` does); an export of a non-square size, or with ``rect``, cannot be validated."""
+    """The size to validate at: ``img_size`` rounded up to the model's stride (None: 416, rounded up), or a
+    fixed-size export's own square size (with a warning, as ``yolo detect`` does); an export of a non-square
+    size, or with ``rect``, cannot be validated."""
     fixed = getattr(backend, "fixed_shape", None)
     if fixed is not None and (rect or fixed[0] != fixed[1]):
         how = (f"{option('rect')} gives each batch its own rectangular shape" if rect else
