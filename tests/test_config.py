@@ -76,9 +76,13 @@ def test_range_errors_name_where_the_value_was_set(tmp_path):
     path.write_text("epochs: 3\nval:\n  period: 0\n")
     with pytest.raises(InputError) as e:
         load_run_config(path)
-    assert str(e.value).startswith(f"{path}:3: val.conf in [0, 1)")
-    with pytest.raises(InputError, match=r"^overrides val.period=-2: "):
+    assert str(e.value) == f"{path}:3: val.period must be >= 1, got 0"  # it listed three keys, not the value
+    with pytest.raises(InputError, match=r"^overrides val.period=-2: val.period must be >= 1, got -2$"):
         load_run_config(path, ["val.period=-2"])
+    with pytest.raises(InputError, match=r"^overrides ema.tau=0: ema.tau must be > 0, got 0$"):
+        load_run_config(None, ["ema.tau=0"])
+    with pytest.raises(InputError, match=r"^overrides loss.obj=-1: loss.obj must be >= 0, got -1$"):
+        load_run_config(None, ["loss.obj=-1"])
     cfg = load_run_config(path, ["val.period=2"])  # the file's bad value, mended on the command line
     assert cfg.val.period == 2
 

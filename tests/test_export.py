@@ -15,7 +15,7 @@ import pytest
 import torch
 import torchvision
 
-from tests.helpers import CFG, calibrated_model, photo_batch
+from tests.helpers import CFG, calibrated_model, photo_batch, photo_rgb
 from yolo.cli import main
 from yolo.errors import InputError
 from yolo.model.checkpoint import save_checkpoint
@@ -182,6 +182,33 @@ def test_half_onnx(tiny, tmp_path):
     (y,) = session.run(None, {"images": x.half().numpy()})
     assert y.dtype == np.float16
     _assert_close(y, _reference(tiny[0], x), 96, 96, tol=5e-2)
+
+
+def test_half_on_an_exported_model_says_it_does_not_apply(tiny, tmp_path, capsys):
+    """``yolo detect --half`` on a float32 export ran in float32 and warned that bfloat16 is slow on this CPU:
+    now one warning says --half does not apply (the boxes are the float32 ones); an export made with --half
+    gets no warning."""
+    import cv2
+
+    fp32 = _export(tiny, tmp_path, "--format", "onnx", "--img-size", "64")
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(photo_rgb(), cv2.COLOR_RGB2BGR))
+    base = ["detect", "--source", str(tmp_path / "a.png"), "--nosave", "--save-txt", "--conf", "0.01",
+            "--no-progress"]
+    capsys.readouterr()
+    assert main([*base, "--weights", str(fp32), "--out", str(tmp_path / "f")]) == 0
+    assert main([*base, "--weights", str(fp32), "--half", "--out", str(tmp_path / "h")]) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: {fp32}: --half does not apply to an exported model, which runs in the precision it was "
+            "exported in (float32); export it with --half for float16") in err and "bfloat16" not in err, err
+    labels = (tmp_path / "f" / "labels" / "a.txt").read_text()
+    assert labels and (tmp_path / "h" / "labels" / "a.txt").read_text() == labels
+    fp16 = tmp_path / "h16.onnx"
+    assert main(["export", "--weights", str(tiny[1]), "-o", str(fp16), "--format", "onnx", "--img-size", "64",
+                 "--half"]) == 0  # -o as in convert-weights
+    capsys.readouterr()
+    assert main([*base, "--weights", str(fp16), "--half", "--out", str(tmp_path / "h16")]) == 0
+    err = capsys.readouterr().err
+    assert "does not apply" not in err and "bfloat16" not in err, err
 
 
 def test_refuses_overwrite_and_bad_options(tiny, tmp_path, capsys):

@@ -89,7 +89,8 @@ def test_cutoff_backbone_file(tmp_path, capsys):
                                          r"\(in a run YAML: cutoff: 15\)"):
         model.load_darknet_weights(src)
     assert main(["convert-weights", str(src), "--cfg", str(TINY), "-o", str(tmp_path / "x.pt")]) == 2
-    assert "a backbone file? read it with --cutoff 15 (in a run YAML: cutoff: 15)" in capsys.readouterr().err
+    assert ("a backbone file? train from it (cutoff: 15 in a run YAML) or convert it with yolo convert-weights "
+            "--cutoff 15") in capsys.readouterr().err  # yolo detect has no --cutoff: the hint named it anyway
     model.load_darknet_weights(src, cutoff=15)
     assert torch.equal(model.module_list[14].conv.weight, torch.from_numpy(ref[14]["weight"]))
     assert torch.equal(model.module_list[15].conv.weight, untouched)

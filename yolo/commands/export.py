@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--iou-thres", type=float, default=0.45, help="with --nms: IoU threshold (default 0.45)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N to trace on (default cpu); TorchScript "
                                                    "files run on that device type only")
-    p.add_argument("--out", help="output path (default: the weights with .onnx / .torchscript)")
+    p.add_argument("-o", "--out", help="output path (default: the weights with .onnx / .torchscript)")
     p.add_argument("--tolerance", type=float, help="verification bound on the max difference (default: 1e-4 for "
                                                    "float32, or 3x the float32 model's own error against float64 "
                                                    "where that is larger; 0.1 with --half)")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yolo.errors import InputError, option
+from yolo.errors import InputError, on_command_line
 from yolo.model.cfg_counts import darknet_float_count
 from yolo.model.cfg_specs import ConvSpec, ModelSpec
 from yolo.utils.checkpoint import atomic_write, foreign_kind
@@ -102,8 +102,10 @@ def _size_error(path: str, convs: list[ConvSpec], found: int, cutoff: int | None
         if done + c > found:
             hint = ""
             if done == found and cutoff is None:
-                hint = (f"; the file ends exactly after layer {s.index - 1}: a backbone file? read it with "
-                        f"{option('cutoff', s.index)} (in a run YAML: cutoff: {s.index})")
+                how = (f"train from it (cutoff: {s.index} in a run YAML) or convert it with yolo convert-weights "
+                       f"--cutoff {s.index}" if on_command_line() else
+                       f"read it with cutoff={s.index} (in a run YAML: cutoff: {s.index})")
+                hint = f"; the file ends exactly after layer {s.index - 1}: a backbone file? {how}"
             return InputError(f"holds {found} float32 values after its header but the cfg ({span}) needs {need}: "
                               f"layer {s.index} (convolutional, {s.filters} filters) needs {c} from value {done} "
                               f"and runs out{hint}", path)

@@ -189,6 +189,12 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
         from yolo.runtime.exported import load_exported  # onnxruntime only when an .onnx is asked for
 
         backend = load_exported(str(weights), str(device), trust=trust)
+        if half:  # an export runs in the precision it was exported in; --half asked for nothing it could do
+            if backend.dtype == torch.float32:
+                print(f"warning: {weights}: {option('half')} does not apply to an exported model, which runs in the "
+                      f"precision it was exported in (float32); export it with {option('half')} for float16",
+                      file=sys.stderr)
+            half = False
         if getattr(backend, "has_nms", False):
             nms = option("nms", True)
             raise InputError(f"exported with {nms}: its output is final detections [K, 7], not the predictions "

@@ -337,17 +337,20 @@ def validate(cfg: RunConfig, source: str, origins: Origins | None = None) -> Non
           "ddp_timeout")
     check(cfg.lr0 > 0, f"lr0 must be > 0, got {cfg.lr0}", "lr0")
     check(0 < cfg.lrf <= 1, f"lrf must be in (0, 1], got {cfg.lrf}", "lrf")
-    check(0 <= cfg.momentum < 1 and 0 <= cfg.warmup_momentum < 1, "momentum values must be in [0, 1)", "momentum",
-          "warmup_momentum")
-    check(0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)", "loss.label_smoothing")
-    check(0 < cfg.loss.ignore_thresh <= 1 and 0 < cfg.loss.iou_t <= 1,
-          "loss.ignore_thresh and loss.iou_t must be in (0, 1]", "loss.ignore_thresh", "loss.iou_t")
-    check(min(cfg.loss.box, cfg.loss.obj, cfg.loss.cls) >= 0, "loss gains must be >= 0", "loss.box", "loss.obj",
-          "loss.cls")
-    check(0 <= cfg.ema.decay < 1 and cfg.ema.tau > 0, "ema.decay must be in [0, 1) and ema.tau > 0", "ema.decay",
-          "ema.tau")
-    check(0 <= cfg.val.conf < 1 and 0 < cfg.val.iou <= 1 and cfg.val.period >= 1,
-          "val.conf in [0, 1), val.iou in (0, 1], val.period >= 1", "val.conf", "val.iou", "val.period")
+    ranges = (  # key, test, the range in words: one message per key, with its value
+        ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"), ("warmup_momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("loss.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("loss.ignore_thresh", lambda v: 0 < v <= 1, "in (0, 1]"), ("loss.iou_t", lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("loss.box", lambda v: v >= 0, ">= 0"), ("loss.obj", lambda v: v >= 0, ">= 0"),
+        ("loss.cls", lambda v: v >= 0, ">= 0"),
+        ("ema.decay", lambda v: 0 <= v < 1, "in [0, 1)"), ("ema.tau", lambda v: v > 0, "> 0"),
+        ("val.conf", lambda v: 0 <= v < 1, "in [0, 1)"), ("val.iou", lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("val.period", lambda v: v >= 1, ">= 1"))
+    for key, test, words in ranges:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        check(test(value), f"{key} must be {words}, got {value:g}", key)
     check(cfg.freeze == "backbone" or (isinstance(cfg.freeze, int) and cfg.freeze >= 0),
           f"freeze must be a layer count >= 0 or 'backbone', got {cfg.freeze!r}", "freeze")
     check(cfg.cutoff is None or cfg.cutoff >= 1, "cutoff must be >= 1", "cutoff")
