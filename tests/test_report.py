@@ -206,3 +206,37 @@ def test_train_and_val_say_what_the_split_dropped(tmp_path, capsys):
                  "--out", str(tmp_path / "v"), "--no-plots"]) == 0
     assert f"warning: val split ({tmp_path / 'images' / 'val'}): 2 label rows dropped (class 2); `yolo data " \
            "check` names them" in capsys.readouterr().err
+
+
+def test_a_split_without_labels_is_said_by_train_and_val(tmp_path, capsys):
+    """Label files that are not where the images say (the usual layout mistake) trained and scored on background
+    without a word, and ``yolo val`` printed 0.000 for P, R and mAP where nothing is defined."""
+    from yolo.model.cfg_edit import set_num_classes
+    from yolo.model.cfg_parser import parse_cfg_text
+    from yolo.model.checkpoint import save_checkpoint
+    from yolo.model.darknet import Darknet
+
+    for i in range(4):
+        _img(tmp_path / f"images/val/{i}.jpg", seed=i)
+        _write(tmp_path / f"labels/{i}.txt", "0 0.5 0.5 0.2 0.2\n")  # labels/ without the split's folder
+    data = _write(tmp_path / "d.yaml", "train: images/val\nval: images/val\nnames: [a, b]\n")
+    model = Darknet(parse_cfg_text(set_num_classes((ROOT / "cfg/yolov3-tiny.cfg").read_text(), 2), "two.cfg"))
+    model.names = ["a", "b"]
+    save_checkpoint(model, tmp_path / "two.pt")
+    capsys.readouterr()
+    assert main(["val", "--weights", str(tmp_path / "two.pt"), "--data", str(data), "--img-size", "64",
+                 "--no-plots"]) == 0
+    out, err = capsys.readouterr()
+    assert (f"warning: val split ({tmp_path / 'images' / 'val'}): no boxes at all: 4 of 4 images have no label "
+            "file (each image's labels are read from its path with images/ -> labels/ and .txt, or beside it); "
+            "`yolo data check` names them") in err.splitlines()
+    assert [line.split()[3:] for line in out.splitlines() if line.split()[:1] == ["all"]] == [["-"] * 4]
+    report = DatasetReport(split="train", source="x", names=["a"], images=10, labels_found=3, labels_missing=7,
+                           instances=[5])
+    assert report.dropped_warning().startswith("warning: train split (x): only 5 boxes: 7 of 10 images have no "
+                                               "label file")
+    report = DatasetReport(split="val", source="x", names=["a"], images=3, labels_found=3, labels_empty=3,
+                           instances=[0])
+    assert report.dropped_warning().startswith("warning: val split (x): no boxes at all: every label file is empty;")
+    assert DatasetReport(split="val", source="x", names=["a"], images=10, labels_found=6, labels_missing=4,
+                         instances=[9]).dropped_warning() is None  # some background images: as intended

@@ -104,11 +104,23 @@ class DatasetReport:
         """One line for the commands that use a split without listing its problems (train, val): what was
         dropped, or None when nothing was (rows and images dropped change what is trained and scored)."""
         rows = sum(self.bad_rows.values())
-        if not rows and not self.corrupt:
+        boxes = sum(self.instances)
+        # no label files for most images, or no box at all: the usual sign of labels that are not where the
+        # images say (images/ -> labels/, .txt), which would train and score on background only
+        unlabelled = self.images and (boxes == 0 or 2 * self.labels_missing > self.images)
+        if not rows and not self.corrupt and not unlabelled:
             return None
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))
         parts = ([f"{count(rows, 'label row')} dropped ({kinds})"] if rows else []) + \
             ([f"{count(self.corrupt, 'corrupt or missing image')} dropped"] if self.corrupt else [])
+        if unlabelled:
+            what = "no boxes at all" if boxes == 0 else f"only {count(boxes, 'box')}"
+            if self.labels_missing:
+                what += (f": {self.labels_missing} of {count(self.images, 'image')} have no label file (each "
+                         "image's labels are read from its path with images/ -> labels/ and .txt, or beside it)")
+            elif not rows:
+                what += ": every label file is empty"
+            parts.insert(0, what)
         names = "`yolo data check`" if on_command_line() else "the split's `.report.format()`"
         return f"warning: {self.split or 'split'} split ({self.source}): {'; '.join(parts)}; {names} names them"
 

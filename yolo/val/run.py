@@ -172,8 +172,9 @@ def format_result(result: ValResult) -> str:
     m = result.metrics
     lines = [f"{'class':>14} {'images':>7} {'instances':>9} {'P':>6} {'R':>6} {'mAP50':>6} {'mAP50-95':>8}"]
     total = sum(len(lab) for lab in result.index.labels)
-    lines.append(f"{'all':>14} {result.images:>7} {total:>9} {m['precision']:6.3f} {m['recall']:6.3f} "
-                 f"{m['map50']:6.3f} {m['map']:8.3f}")
+    overall = (f"{m['precision']:6.3f} {m['recall']:6.3f} {m['map50']:6.3f} {m['map']:8.3f}" if total else
+               f"{'-':>6} {'-':>6} {'-':>6} {'-':>8}")  # no ground truth at all: undefined, as per class
+    lines.append(f"{'all':>14} {result.images:>7} {total:>9} {overall}")
     for row in m["per_class"]:
         cells = [f"{v:{w}.3f}" if row["instances"] else f"{'-':>{w}}"  # no ground truth: undefined
                  for v, w in ((row["P"], 6), (row["R"], 6), (max(row["AP50"], 0), 6), (max(row["AP"], 0), 8))]
