@@ -240,3 +240,20 @@ def test_a_split_without_labels_is_said_by_train_and_val(tmp_path, capsys):
     assert report.dropped_warning().startswith("warning: val split (x): no boxes at all: every label file is empty;")
     assert DatasetReport(split="val", source="x", names=["a"], images=10, labels_found=6, labels_missing=4,
                          instances=[9]).dropped_warning() is None  # some background images: as intended
+
+
+def test_a_cached_split_is_named_as_it_is_asked_for_now(tmp_path, monkeypatch):
+    """The label cache kept the split's description of whoever made it: from another folder the header named
+    ``ds/images/val``, a path that does not exist from there."""
+    for i in range(2):
+        _img(tmp_path / f"ds/images/val/{i}.jpg", seed=i)
+        _write(tmp_path / f"ds/labels/val/{i}.txt", "0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    first = load_split(load_data_config(_write(tmp_path / "ds/d.yaml", "path: .\nval: images/val\nnames: [a]\n")),
+                       "val")
+    assert first.report.source.endswith(str(Path("ds") / "images" / "val"))
+    monkeypatch.chdir(tmp_path / "other")
+    again = load_split(load_data_config("../ds/d.yaml"), "val")
+    assert any("cache" in n for n in again.report.notes)  # read from the label cache
+    assert again.report.source == again.source == str(Path("..") / "ds" / "images" / "val")

@@ -52,6 +52,7 @@ def load_split(config: DataConfig | str | os.PathLike, split: str, cache: bool =
         index, note = load_cache(where, key)
         if index is not None:
             index.report.split, index.report.notes = split, [note]
+            index.source = index.report.source = _describe(spec)  # as named now, not by whoever made the cache
             return index
     checked: list[str] = []  # files the key does not cover, whose stats the cache keeps and checks
     if config.format == "coco":
