@@ -199,6 +199,25 @@ def test_unreadable_label_drops_its_image(tmp_path):
                                      "(UnicodeDecodeError); its image is dropped"]
 
 
+def test_darknet_data_list_lines_relative_to_its_root_work_from_any_folder(tmp_path, monkeypatch):
+    """A .data at the dataset's root with list lines relative to it (``./dk/obj/0.jpg``) worked from the root
+    only: from another folder every image was "corrupt or missing", and the error named none of them."""
+    for i in range(2):
+        _img(tmp_path / f"dk/obj/{i}.jpg", seed=i)
+        _write(tmp_path / f"dk/obj/{i}.txt", "0 0.5 0.5 0.2 0.2\n")
+    _write(tmp_path / "dk/train.txt", "./dk/obj/0.jpg\n./dk/obj/1.jpg\n")
+    _write(tmp_path / "obj.data", "classes = 1\ntrain = dk/train.txt\nvalid = dk/train.txt\n")
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    index = load_split(load_data_config("../obj.data"), "train", cache=False)
+    assert [p.name for p in index.images] == ["0.jpg", "1.jpg"] and sum(map(len, index.labels)) == 2
+    _write(tmp_path / "dk/bad.txt", "./dk/obj/nope.jpg\n")
+    _write(tmp_path / "bad.data", "classes = 1\ntrain = dk/bad.txt\n")
+    with pytest.raises(InputError, match=r"no usable images in the train split \(1 corrupt or missing; the first: "
+                                         r".*bad.txt:1: listed image not found \(dropped\): .*nope.jpg\)$"):
+        load_split(load_data_config("../bad.data"), "train", cache=False)
+
+
 def test_darknet_data_file(tmp_path, monkeypatch):
     for i in range(2):
         _img(tmp_path / f"d/images/{i}.jpg", seed=i)

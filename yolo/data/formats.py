@@ -212,7 +212,8 @@ def _load_darknet_data(path: Path) -> DataConfig:
               for s, k in (("train", "train"), ("val", "valid"), ("test", "test")) if k in values}
     if not splits:
         raise InputError("no split given (train, valid or test)", str(path))
-    return DataConfig(Path.cwd(), splits, names, len(names), str(path), "yolo")
+    # a list file's relative lines: from its folder, the .data file's folder, then the working folder (darknet's)
+    return DataConfig(path.parent.absolute(), splits, names, len(names), str(path), "yolo")
 
 
 def _read_key_values(path: Path) -> dict[str, tuple[str, int]]:

@@ -141,8 +141,9 @@ def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> tuple[D
 def _finish(report: DatasetReport, images: list[Path], labels: list[np.ndarray], shapes: list, config: DataConfig,
             crowd: list[np.ndarray]) -> DatasetIndex:
     if not images:
-        raise InputError(f"no usable images in the {report.split} split ({report.corrupt} corrupt or missing)",
-                         report.source)
+        first = f"; the first: {report.problems[0]}" if report.problems else ""
+        raise InputError(f"no usable images in the {report.split} split ({report.corrupt} corrupt or missing"
+                         f"{first})", report.source)
     report.images = len(images)
     report.count_instances(labels)
     return DatasetIndex(images=images, labels=labels, names=list(config.names), crowd=crowd,
