@@ -47,6 +47,7 @@ BAD_LABELS = (
     "0 0.5 0.5 0.25 0.5\n"        # 12 duplicate of 1
     "\n"                          # 13 blank: skipped silently
     "2 0.9 0.1 0.4 0.4\n"         # 14 clipped to x 0.7..1, y 0..0.3
+    "2 0.9 0.1 0.4 0.4\n"         # 15 duplicate of 14: one box clipped, not two
 )
 
 
@@ -81,9 +82,9 @@ def test_broken_yolo_split_exactly(tmp_path):
     r = index.report
     assert (r.images, r.corrupt, r.labels_found, r.labels_missing, r.labels_empty) == (3, 3, 2, 1, 1)
     assert r.bad_rows == {"columns": 2, "non-numeric": 2, "class": 3, "outside": 1, "size": 2}
-    assert (r.duplicates, r.clipped, r.instances) == (1, 1, [1, 0, 1])
+    assert (r.duplicates, r.clipped, r.instances) == (2, 1, [1, 0, 1])
     lines = {int(p.split(":")[1]) for p in r.problems if p.startswith(f"{lab}:")}
-    assert lines == {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+    assert lines == {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15}
     assert f"{lab}:7: class 3 is not an integer in [0, 3) (row dropped)" in r.problems
     assert f"{lab}:12: duplicate row (dropped)" in r.problems
     corrupt = "\n".join(p for p in r.problems if "corrupt image" in p)

@@ -114,11 +114,13 @@ def parse_label_file(path: str | Path, nc: int, report: DatasetReport) -> np.nda
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        clipped = report.clipped
         parsed = _parse_row(line, nc, path, number, report)
         if parsed is None:
             continue
         values, row = parsed
         if values in seen:  # the same numbers as an earlier valid row
+            report.clipped = clipped  # a dropped row's box is no box clipped
             report.duplicates += 1
             report.problem("duplicate row (dropped)", path, number)
             continue
