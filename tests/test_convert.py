@@ -269,8 +269,10 @@ def assert_one_line_error(err: str, *fragments: str) -> None:
         assert frag in err, f"{frag!r} not in {err!r}"
 
 
-def assert_matches_source(model: Darknet, net: ForeignNet, toolkit: str, spec, check_nbt: bool) -> int:
-    """Every conv weight/bias and BN tensor of ``model`` equals the foreign source bit for bit."""
+def assert_matches_source(model: Darknet, net: ForeignNet, toolkit: str, spec, check_nbt: bool,
+                          weights_file: bool = False) -> int:
+    """Every conv weight/bias and BN tensor of ``model`` equals the foreign source bit for bit; read from a
+    ``.weights`` file (``weights_file``), a BN's variance holds the source's eps over darknet's 1e-5 on top."""
     checked = 0
     for s in spec.layers:
         if not isinstance(s, ConvSpec):
@@ -281,7 +283,10 @@ def assert_matches_source(model: Darknet, net: ForeignNet, toolkit: str, spec, c
         if s.batch_normalize:
             assert block.conv.bias is None
             for name in ("weight", "bias", "running_mean", "running_var"):
-                assert torch.equal(getattr(block.bn, name), getattr(bn, name)), f"layer {s.index} BN {name}"
+                want = getattr(bn, name)
+                if name == "running_var" and weights_file:
+                    want = (want.double() + (bn.eps - 1e-5)).clamp(min=0).float()
+                assert torch.equal(getattr(block.bn, name), want), f"layer {s.index} BN {name}"
             if check_nbt:
                 assert torch.equal(block.bn.num_batches_tracked, bn.num_batches_tracked)
         else:
@@ -344,7 +349,7 @@ def test_foreign_checkpoint_converts_bit_exact(tmp_path, capsys, foreign_tiny, t
     rc, out, err = cli(capsys, src, "--cfg", cfg, "-o", tmp_path / "ours.weights")
     assert (rc, err) == (0, "")
     model_w = load_model(tmp_path / "ours.weights", cfg=cfg)
-    assert assert_matches_source(model_w, net, toolkit, spec, check_nbt=False) == 13
+    assert assert_matches_source(model_w, net, toolkit, spec, check_nbt=False, weights_file=True) == 13
     n_floats = sum(t.numel() for k, t in model.state_dict().items() if not k.endswith("num_batches_tracked"))
     assert (tmp_path / "ours.weights").stat().st_size == 20 + 4 * n_floats
 
@@ -384,6 +389,35 @@ def test_small_model_matches_foreign_forward(tmp_path, capsys, toolkit):
         want = y.view(2, 3, 7, 32, 48).permute(0, 1, 3, 4, 2)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_foreign_bn_eps_survives_the_weights_file(tmp_path, capsys):
+    """ultralytics' BN eps (1e-4) has no field in a .weights file: written as it was, darknet's 1e-5 changed the
+    network. The difference is folded into the variances; oracle: the foreign modules' own forward (torch's BN
+    at eps 1e-4), against the .weights read back as darknet reads it. Small variances make eps matter. A
+    checkpoint without class names gets a .names of what detect shows."""
+    spec = parse_cfg_text(SMALL_CFG, "small.cfg")
+    (tmp_path / "small.cfg").write_text(SMALL_CFG)
+    net = fill_random(BUILDERS["ultralytics"](spec, bn_eps=1e-4), seed=5)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(2e-5, 5e-4, generator=torch.Generator().manual_seed(1))
+    save_foreign(net, "ultralytics", tmp_path / "src.pt")
+    rc, out, err = cli(capsys, tmp_path / "src.pt", "--cfg", tmp_path / "small.cfg", "-o", tmp_path / "u.weights")
+    assert (rc, err) == (0, ""), err
+    assert "BN eps 0.0001 folded into the variances (darknet computes with 1e-05)" in out
+    assert (tmp_path / "u.names").read_text() == "class0\nclass1\n"  # 2 classes, named as detect names them
+    x = photo_batch(64, 96, n=2)
+    with torch.no_grad():
+        got = load_model(tmp_path / "u.weights", cfg=tmp_path / "u.cfg")(x)[0]  # [B, 3, H, W, 7], eps 1e-5
+        y = x
+        for block in net.module_list[:4]:
+            y = block(y)
+        want = y.view(2, 3, 7, 32, 48).permute(0, 1, 3, 4, 2)
+    assert (got - want).abs().max() <= 1e-6 * want.abs().max()  # float32 rounding of outputs up to ~1e4
+    assert "BN eps" not in cli(capsys, tmp_path / "u.weights", "--cfg", tmp_path / "u.cfg", "-o",
+                                tmp_path / "back.pt")[1]  # read back as darknet's own: nothing to fold
 
 
 @pytest.mark.parametrize("toolkit", TOOLKITS)

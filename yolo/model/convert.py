@@ -21,8 +21,9 @@ from yolo.model.checkpoint import (
     save_checkpoint,
 )
 from yolo.model.darknet import Darknet
+from yolo.model.weights import DARKNET_BN_EPS
 from yolo.utils.checkpoint import atomic_write
-from yolo.utils.names import load_names
+from yolo.utils.names import default_names, load_names
 
 
 def writes_darknet(out: Path) -> bool:
@@ -46,8 +47,8 @@ def companions(out: Path, model: Darknet, cutoff: int | None) -> dict[Path, str]
         return {}
     stem = out.with_suffix("") if out.suffix.lower() in WEIGHTS_SUFFIXES else out
     files = {stem.with_name(stem.name + ".cfg"): model.spec.text}
-    if model.names:
-        files[stem.with_name(stem.name + ".names")] = "".join(f"{n}\n" for n in model.names)
+    names = model.names or default_names(model.num_classes)  # a checkpoint without names: what detect shows
+    files[stem.with_name(stem.name + ".names")] = "".join(f"{n}\n" for n in names)
     return files
 
 
@@ -111,6 +112,12 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
             with atomic_write(path) as f:
                 f.write(text.encode())
     also = f"; with {', '.join(p.name for p in files)}" if files else ""
+    if files and not model.names:
+        also += f" (the checkpoint names no classes: {'COCO' if model.num_classes == 80 else 'class0, ...'}; " \
+                f"{option('names')} FILE gives yours)"
+    eps = {float(m.bn.eps) for m in model.module_list if getattr(m, "bn", None) is not None}
+    if writes_darknet(out) and eps - {DARKNET_BN_EPS}:
+        also += f"; BN eps {max(eps):g} folded into the variances (darknet computes with {DARKNET_BN_EPS:g})"
     if cutoff is not None:  # the summary so far described what was read: say what the backbone file holds
         convs = sum(isinstance(s, ConvSpec) for s in model.spec.layers[:cutoff])
         also += f"; wrote layers 0..{cutoff - 1} ({convs} conv layers)"

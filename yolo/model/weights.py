@@ -153,13 +153,23 @@ def load_darknet_weights(model, path: str | Path, cutoff: int | None = None) -> 
     return header
 
 
+DARKNET_BN_EPS = 1e-5  # AlexeyAB's darknet normalizes by sqrt(var + .00001); the file has no eps field
+
+
 def save_darknet_weights(model, path: str | Path, cutoff: int | None = None,
                          header: DarknetHeader | None = None) -> None:
-    """Write ``model`` (the first ``cutoff`` layers when given) as a ``.weights`` file, atomically."""
+    """Write ``model`` (the first ``cutoff`` layers when given) as a ``.weights`` file, atomically. A BN with
+    another epsilon (ultralytics' 1e-4 or 1e-3) has the difference folded into its variance, ``var + eps -
+    1e-5``, so that darknet (and this reader) computes the same function; at 1e-5 the bytes are the model's."""
     header = header or DarknetHeader()
     convs = _conv_specs(model.spec, cutoff, str(path))
     with atomic_write(path, sweep=True) as f:
         f.write(header.to_bytes())
         for s in convs:
-            for tensor in _conv_tensors(model.module_list[s.index], s):
-                f.write(tensor.detach().to("cpu", torch.float32).numpy().astype("<f4", copy=False).tobytes())
+            block = model.module_list[s.index]
+            extra = float(block.bn.eps) - DARKNET_BN_EPS if s.batch_normalize and block.bn is not None else 0.0
+            for k, tensor in enumerate(_conv_tensors(block, s)):
+                tensor = tensor.detach().to("cpu", torch.float32)
+                if k == 3 and extra:  # running_var
+                    tensor = (tensor.double() + extra).clamp_(min=0).float()
+                f.write(tensor.numpy().astype("<f4", copy=False).tobytes())
