@@ -258,6 +258,28 @@ def test_tolerance_follows_the_float32_models_own_error(tiny, tmp_path, monkeypa
     assert "tolerance raised to 3 x" in result.note
 
 
+def test_nms_ties_are_named_when_they_fail_verification():
+    """Equal scores leave NMS's order open: boxes A, B, C of one class, 10 px wide, 3 px apart, all scored 0.5
+    (IoU 0.54 with each neighbour): A, B, C in that order keeps A and C, B first keeps B alone. Both are right,
+    and no matching of detections can tell; random yolov7-tiny weights make thousands of such ties, and the
+    export failed with "max difference inf". The failure now says what it is."""
+    import math
+
+    from yolo.export.verify import detections_max_diff
+
+    def rows(*xs, score=0.5):
+        return torch.tensor([[0, x, 0, x + 10, 10, score, 3] for x in xs], dtype=torch.float64)  # [K, 7]
+
+    diff, note = detections_max_diff(rows(0, 6), rows(3), (64, 64), 0.25, 0.45, 1e-4)
+    assert diff == math.inf and note == ("1 detection found on one side only (PyTorch 2, export 1); 2 of PyTorch's "
+                                         "share their exact score with another of the same class, and NMS breaks "
+                                         "such ties in any order: random weights make them; verify a trained "
+                                         "model, or export without nms=True")
+    diff, note = detections_max_diff(torch.cat((rows(0, score=0.9), rows(30))), rows(30), (64, 64), 0.25, 0.45,
+                                     1e-4)
+    assert diff == math.inf and note == "1 detection found on one side only (PyTorch 2, export 1)"  # no tie
+
+
 def test_non_finite_outputs_never_verify_as_zero():
     """A box overflowed to inf on both sides is left out and the finite values still count; inf or NaN on one
     side only (or different ones) is an infinite difference, never the 0 that NaN comparisons used to give."""

@@ -249,8 +249,10 @@ def verify(backend: ExportedBackend, reference: nn.Module, sizes: list[tuple[int
                           + ("" if DRIFT_FACTOR * own <= tol else
                              f"; over {MAX_DRIFT_TOLERANCE:g} the bound is not raised: {option('tolerance')} sets it"))
         if not diff <= tol:  # NaN fails too
-            raise ExportVerificationError(f"max difference {diff:.3g} > tolerance {tol:.3g} at batch {b}, {h}x{w}"
-                                          + (f": {note}" if note else "") + (f" ({raised})" if raised else ""))
+            what_failed = (f"at batch {b}, {h}x{w}, {note}" if diff == math.inf and note else  # not a number
+                           f"max difference {diff:.3g} > tolerance {tol:.3g} at batch {b}, {h}x{w}"
+                           + (f": {note}" if note else ""))
+            raise ExportVerificationError(what_failed + (f" ({raised})" if raised else ""))
         worst = max(worst, diff)
         notes.append(f"batch {b} at {h}x{w}" + (f" ({note})" if note else ""))
     return worst, f"{what}, " + "; ".join(notes), tol

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import torch
 
+from yolo.errors import option
 from yolo.utils.text import count
 
 TOLERANCE = 1e-4  # float32 exports (raised where the float32 model itself drifts more from float64: DRIFT_FACTOR)
@@ -104,7 +105,14 @@ def detections_max_diff(ref: torch.Tensor, out: torch.Tensor, size: tuple[int, i
                 lost += 1
                 hard += not _borderline(rows[i], other, other_free, conf_thres, iou_thres, tol)
     if hard:
-        return math.inf, f"{count(hard, 'detection')} found on one side only (PyTorch {len(ref)}, export {len(out)})"
+        note = f"{count(hard, 'detection')} found on one side only (PyTorch {len(ref)}, export {len(out)})"
+        _, counts = np.unique(ref[:, [0, 6, 5]], axis=0, return_counts=True)
+        tied = int(counts[counts > 1].sum())  # rows sharing their exact score with another of their image and class
+        if tied > len(ref) // 10:
+            note += (f"; {tied} of PyTorch's share their exact score with another of the same class, and NMS "
+                     "breaks such ties in any order: random weights make them; verify a trained model, or export "
+                     f"without {option('nms', True)}")
+        return math.inf, note
     return worst, f"{count(lost, 'borderline detection')} at a threshold ignored" if lost else ""
 
 

@@ -70,14 +70,14 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     check_thresholds(conf, iou, max_det)
     batch_size = positive_int(batch_size, "batch_size")
     index = load_split(load_data_config(data), split)
-    if index.report is not None:
-        index.report.warn_dropped()
     backend = load_backend(weights, cfg=cfg, device=device, half=half, trust=trust)
     nc = getattr(backend, "num_classes", None) or len(backend.names)
     if nc != len(index.names):
         raise InputError(f"the model has {count(nc, 'class')}, the data {len(index.names)} "
                          f"({', '.join(index.names[:5])}"
                          f"{', ...' if len(index.names) > 5 else ''})", str(data))
+    if index.report is not None:  # once the run will go on: a refused one says one line
+        index.report.warn_dropped()
     img_size = _fixed_size(backend, img_size, rect, weights)  # a multiple of the model's stride
     letterbox = wants_letterbox(backend) if letterbox is None else bool(letterbox)
     dataset = DetectionDataset(index, img_size, train=False, rect=rect, batch_size=batch_size, stride=backend.stride,
