@@ -232,3 +232,31 @@ def test_whole_file_load_skips_random_init_and_cutoff_load_keeps_it(tmp_path, mo
         bound = 1 / w[0].numel() ** 0.5
         assert torch.isfinite(w).all() and w.abs().max() <= bound, index
         assert w.std() > 0.4 * bound, index  # uniform on [-b, b]: std b/sqrt(3); zeroed memory: 0
+
+
+def test_a_weights_file_reads_the_cfg_and_names_beside_it(tmp_path, capsys):
+    """``convert-weights`` writes X.weights with X.cfg and X.names (and darknet's zoo ships yolov3.weights beside
+    yolov3.cfg), yet reading X.weights back needed --cfg: now the cfg and names of its name are found; one
+    that does not fit says it was the one beside it."""
+    src = tmp_path / "a.weights"
+    write_reference_weights(src, TINY)
+    ref = load_model(src, cfg=TINY)
+    (tmp_path / "a.cfg").write_text(TINY.read_text())
+    (tmp_path / "a.names").write_text("".join(f"n{i}\n" for i in range(80)))
+    model = load_model(src)
+    assert model.names[:2] == ["n0", "n1"] and load_model(src, names="coco.names").names[0] == "person"
+    for k, v in ref.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    image = tmp_path / "x.png"
+    import cv2
+
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    assert main(["detect", "--weights", str(src), "--source", str(image), "--img-size", "64", "--nosave",
+                 "--out", str(tmp_path / "d"), "--no-progress"]) == 0
+    (tmp_path / "a.cfg").write_text((CFG / "yolov3.cfg").read_text())  # another network's cfg
+    with pytest.raises(InputError, match=r"needs \d+\b.*\(read with a.cfg, found beside the weights; pass cfg to "
+                                         r"choose another\)$"):
+        load_model(src)
+    (tmp_path / "a.cfg").unlink()
+    with pytest.raises(InputError, match=r"needs its cfg: pass cfg \(or put a.cfg beside it\)$"):
+        load_model(src)

@@ -136,9 +136,22 @@ def refuse_exported(path: str | Path) -> None:
                          ".weights it was exported from", str(path))
 
 
+def _stem(path: Path) -> str:
+    """``x.weights`` -> ``x``; a backbone file ``darknet53.conv.74`` keeps its whole name."""
+    return path.stem if path.suffix.lower() == ".weights" else path.name
+
+
+def _companion(path: Path, suffix: str) -> Path | None:
+    """The file of the same stem and ``suffix`` beside a ``.weights`` file, when it exists."""
+    found = path.with_name(_stem(path) + suffix)
+    return found if found.is_file() else None
+
+
 def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Path | None = None,
                cutoff: int | None = None, bn_eps: float | None = None) -> Darknet:
-    """Load our ``.pt``, another toolkit's checkpoint (with ``cfg``) or a darknet ``.weights`` (with ``cfg``).
+    """Load our ``.pt``, another toolkit's checkpoint (with ``cfg``) or a darknet ``.weights`` (with ``cfg``;
+    without one, ``X.weights`` reads ``X.cfg`` beside it, and ``X.names`` when ``names`` is not given: the layout
+    of darknet's downloads and of ``convert-weights``' output).
 
     The model is returned in eval mode on the CPU.
     """
@@ -150,13 +163,24 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
         kind = foreign_kind(path)
         if kind is not None:
             raise InputError(f"not a checkpoint or darknet .weights file: it is {kind}", str(path))
+        beside = None
+        if cfg is None:  # X.weights with X.cfg (and X.names) beside it: as darknet's zoo and convert-weights lay them
+            cfg = beside = _companion(path, ".cfg")
+            names = names if names is not None else _companion(path, ".names")
         if cfg is None:
-            raise InputError(f"a darknet .weights file needs its cfg: pass {option('cfg')}", str(path))
+            raise InputError(f"a darknet .weights file needs its cfg: pass {option('cfg')} (or put "
+                             f"{_stem(path)}.cfg beside it)", str(path))
         # A whole file (no cutoff) must hold every conv's tensors (read_darknet_weights checks its size first),
         # so their random init would only be overwritten: skipped (0.66 s of yolov3's 1.3 s load on 2 cores).
         eps = bn_eps if bn_eps is not None else DEFAULT_BN_EPS
-        model = Darknet.from_cfg(cfg, bn_eps=eps, init=cutoff is not None)
-        model.load_darknet_weights(path, cutoff)
+        try:
+            model = Darknet.from_cfg(cfg, bn_eps=eps, init=cutoff is not None)
+            model.load_darknet_weights(path, cutoff)
+        except InputError as e:
+            if beside is None:
+                raise
+            raise InputError(f"{e} (read with {beside.name}, found beside the weights; pass {option('cfg')} to "
+                             "choose another)") from None
     else:
         model, _ = load_checkpoint(path, cfg, bn_eps)
     if names is not None:
