@@ -103,7 +103,8 @@ def test_anchors_cli(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     got = np.array([int(v) for v in out[0].removeprefix("anchors = ").replace(" ", "").split(",")]).reshape(3, 2)
     np.testing.assert_allclose(got, CENTRES, rtol=0.05)
-    assert out[1].startswith("new: BPR 1.0000, mean best IoU 0.9") and out[2].startswith("cfg yolov3-tiny.cfg: BPR")
+    assert out[1].startswith("new: BPR 1.0000, mean best IoU 0.9")
+    assert out[2].startswith(f"cfg {CFG / 'yolov3-tiny.cfg'} (6 anchors against 3: not a fair comparison): BPR")
     from yolo.data.formats import load_data_config
     from yolo.data.split import load_split
 
@@ -113,5 +114,8 @@ def test_anchors_cli(tmp_path, capsys):
     assert out[3] == "60 boxes at 416x416 (0 under 2 px left out)"
     assert main(["anchors", str(data), "--n", "3", "--evolve", "50", "--cfg", str(CFG / "yolov3-tiny.cfg")]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("new: BPR 1.0000, mean best IoU 0.9")
+    assert main(["anchors", str(data), "--cfg", str(CFG / "yolov3-tiny.cfg")]) == 0  # --n: the cfg's 6 (was 9)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].count(",") == 11 and out[2].startswith(f"cfg {CFG / 'yolov3-tiny.cfg'}: BPR")
     assert main(["anchors", str(data), "--n", "61"]) == 2
     assert "only 60 boxes of at least 2 px: too few for 61 anchors" in capsys.readouterr().err

@@ -188,6 +188,7 @@ def test_size_rounding_and_bad_arguments(capsys):
     assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--img-size", "100", "--runs", "0"]) == 0
     captured = capsys.readouterr()
     assert "not a multiple of 32; using 128x128" in captured.err and "input 128x128" in captured.out
+    assert f"model {CFG / 'yolov3-tiny.cfg'}\n" in captured.out  # the file read (a local one shadows a built-in)
     assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--img-size", "1", "2", "3"]) == 2
     assert main(["profile"]) == 2
     assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--device", "tpu", "--runs", "1"]) == 2

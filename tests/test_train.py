@@ -269,6 +269,7 @@ def test_cli_train_resume_and_errors(tmp_path, monkeypatch, capsys):
     assert main(["train", "--resume", str(last), "--set", "data=other.yaml"]) == 2
     assert "--set data=other.yaml: a resumed run keeps its data" in capsys.readouterr().err
     assert main(["train", "--resume", str(last), "--set", "epochs=3"]) == 0  # redo epoch 1, and one more
+    assert "; resumed from last.pt at epoch 2" in (err := capsys.readouterr().err), err
     assert load_safe(last)["epoch"] == 2 and not (tmp_path / "runs" / "exp2").exists()
     assert yaml.safe_load((last.parent.parent / "run.yaml").read_text())["epochs"] == 3  # what was run
     capsys.readouterr()

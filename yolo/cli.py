@@ -117,8 +117,12 @@ def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
             traceback.print_exc()
         saved = getattr(e, "checkpoint", None)  # yolo.train.engine.TrainingInterrupted
         how = "terminated (SIGTERM)" if stop["terminated"] else "interrupted"
-        print(f"yolo {_name(args)}: {how}" + (f"; saved {saved}; continue with: yolo {args.command} "
-                                               f"--resume {saved}" if saved else ""), file=sys.stderr)
+        if saved:
+            how += f"; saved {saved}; continue with: yolo {args.command} --resume {saved}"
+        elif stop["terminated"] and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command == "train":
+            how += ("; under torchrun this is how the other processes end when one fails (its error is above); "
+                    "the run folder keeps its last finished epoch: yolo train --resume RUN_FOLDER continues it")
+        print(f"yolo {_name(args)}: {how}", file=sys.stderr)
         return EXIT_TERMINATED if stop["terminated"] else 130
     except Exception as e:  # unexpected: one line unless verbose
         return _unexpected(args, e, verbose)

@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
                                    "boxes whose best anchor has both side ratios within 4) and mean best IoU, for "
                                    "the new anchors and for the cfg's current ones.")
     p.add_argument("data", help="data .yaml, darknet .data, or COCO instances_*.json")
-    p.add_argument("--n", type=int, default=9, help="number of anchors (default 9)")
+    p.add_argument("--n", type=int, default=None, help="number of anchors (default: as many as the --cfg has, "
+                                                       "else 9)")
     p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N", help="416, or H W (default 416)")
     p.add_argument("--split", default="train", choices=["train", "val", "test"], help="default train")
     p.add_argument("--cfg", default=None, help="cfg whose anchors to compare: a path or a built-in name (default "
@@ -28,7 +29,6 @@ def add_parser(sub) -> None:
 
 
 def _run_anchors(args) -> int:
-    from pathlib import Path
 
     import numpy as np
 
@@ -37,11 +37,13 @@ def _run_anchors(args) -> int:
     from yolo.model.cfg_parser import parse_cfg
     from yolo.resources import builtin
 
-    if args.n < 1 or args.evolve < 0:
-        raise InputError(f"--n must be >= 1 and --evolve >= 0, got {args.n} and {args.evolve}")
     cfg = args.cfg or builtin("yolov3.cfg", "model")
     spec = parse_cfg(cfg) if cfg is not None else None  # an install without built-ins: no comparison
     heads = spec.heads if spec is not None else []
+    if args.n is None:  # as many as the cfg has: pasted into its [yolo] sections, the line fits their num
+        args.n = len(heads[0].anchors) if heads and args.cfg else 9
+    if args.n < 1 or args.evolve < 0:
+        raise InputError(f"--n must be >= 1 and --evolve >= 0, got {args.n} and {args.evolve}")
     size = img_size(args.img_size, 32)
     index = load_split(data_config(args.data, args.images), args.split)
     wh, small = label_wh(index, size)
@@ -55,7 +57,10 @@ def _run_anchors(args) -> int:
     shown = np.array([[round(w), round(h)] for w, h in np.asarray(anchors)], float)  # the cfg line's integers
     rows = [("new", anchor_fitness(wh, shown))]  # what pasting that line gives (the unrounded ones differ a bit)
     if heads:
-        rows.append((f"cfg {Path(spec.source).name}", anchor_fitness(wh, np.array(heads[0].anchors))))
+        theirs = len(heads[0].anchors)
+        note = f" ({count(theirs, 'anchor')} against {args.n}: not a fair comparison)" if theirs != args.n else ""
+        shown_cfg = spec.source if args.cfg else "yolov3.cfg"  # the file read (a local one may shadow a built-in)
+        rows.append((f"cfg {shown_cfg}{note}", anchor_fitness(wh, np.array(heads[0].anchors))))
     for name, fit in rows:
         print(f"{name}: BPR {fit['bpr']:.4f}, mean best IoU {fit['mean_best_iou']:.4f}, anchors per box "
               f"{fit['mean_anchors_per_box']:.2f}")

@@ -259,6 +259,7 @@ def format_table(result: dict) -> str:
     h, w = result["input_size"]
     rows += [
         "",
+        f"model {result['model']}",  # the file read: a local file may shadow a built-in's name
         f"input {h}x{w}, batch {result['batch_size']}, {result['device']} {result['dtype']}",
         f"params {result['params']:,} (trainable {result['params_trainable']:,}; BN folded {result['params_fused']:,})",
         f"GFLOPs {result['gflops']:.3f}  [{FLOPS_CONVENTION['gflops']}]",

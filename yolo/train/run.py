@@ -308,8 +308,13 @@ def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
         trainer.resume(resume)
         if env.is_main:
             cfg.save(out_dir / "run.yaml")  # with this session's --set changes (what fine-tuning recipes read)
+    resumed = ""
+    if resume:  # where it goes on: the epoch (counted from 1, as the progress bar does), and the step inside it
+        part = trainer.resume_from
+        resumed = (f"; resumed from {Path(resume).name} at epoch {trainer.start_epoch + 1}"
+                   + (f", batch {int(part['batch']) + 1}" if part and "batch" in part else ""))
     log(f"train: {out_dir} ({count(cfg.epochs, 'epoch')}, batch {cfg.batch_size} x accumulate {trainer.accumulate}, "
-        f"{device}, amp {'on' if trainer.amp else 'off'} ({trainer.amp_reason}))", env)
+        f"{device}, amp {'on' if trainer.amp else 'off'} ({trainer.amp_reason}){resumed})", env)
     return trainer
 
 
