@@ -21,7 +21,7 @@ from yolo.model.checkpoint import (
     save_checkpoint,
 )
 from yolo.model.darknet import Darknet
-from yolo.model.weights import DARKNET_BN_EPS
+from yolo.model.weights import DARKNET_BN_EPS, bn_eps_to_fold
 from yolo.utils.checkpoint import atomic_write
 from yolo.utils.names import default_names, load_names
 
@@ -115,9 +115,10 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
     if files and not model.names:
         also += f" (the checkpoint names no classes: {'COCO' if model.num_classes == 80 else 'class0, ...'}; " \
                 f"{option('names')} FILE gives yours)"
-    eps = {float(m.bn.eps) for m in model.module_list if getattr(m, "bn", None) is not None}
-    if writes_darknet(out) and eps - {DARKNET_BN_EPS}:
-        also += f"; BN eps {max(eps):g} folded into the variances (darknet computes with {DARKNET_BN_EPS:g})"
+    folded = {float(m.bn.eps) for m in model.module_list if getattr(m, "bn", None) is not None
+              and bn_eps_to_fold(float(m.bn.eps))}
+    if folded:
+        also += f"; BN eps {max(folded):g} folded into the variances (darknet computes with {DARKNET_BN_EPS:g})"
     if cutoff is not None:  # the summary so far described what was read: say what the backbone file holds
         convs = sum(isinstance(s, ConvSpec) for s in model.spec.layers[:cutoff])
         also += f"; wrote layers 0..{cutoff - 1} ({convs} conv layers)"

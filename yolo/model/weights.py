@@ -154,20 +154,30 @@ def load_darknet_weights(model, path: str | Path, cutoff: int | None = None) -> 
 
 
 DARKNET_BN_EPS = 1e-5  # AlexeyAB's darknet normalizes by sqrt(var + .00001); the file has no eps field
+READER_BN_EPS = (1e-6, 1e-5)  # what the readers of .weights use: OpenCV's importer 1e-6, AlexeyAB's darknet 1e-5
+
+
+def bn_eps_to_fold(eps: float) -> float:
+    """What a BN of epsilon ``eps`` adds to its variances in a ``.weights`` file: nothing inside the readers' own
+    span (``READER_BN_EPS``: they disagree among themselves there), else the distance to it (ultralytics' 1e-4:
+    ``+9e-5``, so that darknet's ``var + 1e-5`` is the model's ``var + 1e-4``)."""
+    low, high = READER_BN_EPS
+    return eps - min(max(eps, low), high)
 
 
 def save_darknet_weights(model, path: str | Path, cutoff: int | None = None,
                          header: DarknetHeader | None = None) -> None:
-    """Write ``model`` (the first ``cutoff`` layers when given) as a ``.weights`` file, atomically. A BN with
-    another epsilon (ultralytics' 1e-4 or 1e-3) has the difference folded into its variance, ``var + eps -
-    1e-5``, so that darknet (and this reader) computes the same function; at 1e-5 the bytes are the model's."""
+    """Write ``model`` (the first ``cutoff`` layers when given) as a ``.weights`` file, atomically. A BN whose
+    epsilon lies outside what the readers use (ultralytics' 1e-4 or 1e-3) has the difference folded into its
+    variance (:func:`bn_eps_to_fold`), so that darknet computes the same function; otherwise the bytes are the
+    model's."""
     header = header or DarknetHeader()
     convs = _conv_specs(model.spec, cutoff, str(path))
     with atomic_write(path, sweep=True) as f:
         f.write(header.to_bytes())
         for s in convs:
             block = model.module_list[s.index]
-            extra = float(block.bn.eps) - DARKNET_BN_EPS if s.batch_normalize and block.bn is not None else 0.0
+            extra = bn_eps_to_fold(float(block.bn.eps)) if s.batch_normalize and block.bn is not None else 0.0
             for k, tensor in enumerate(_conv_tensors(block, s)):
                 tensor = tensor.detach().to("cpu", torch.float32)
                 if k == 3 and extra:  # running_var
