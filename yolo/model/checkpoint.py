@@ -136,14 +136,15 @@ def refuse_exported(path: str | Path) -> None:
                          ".weights it was exported from", str(path))
 
 
-def _stem(path: Path) -> str:
-    """``x.weights`` -> ``x``; a backbone file ``darknet53.conv.74`` keeps its whole name."""
-    return path.stem if path.suffix.lower() == ".weights" else path.name
+def companion(path: Path, suffix: str) -> Path:
+    """The file named like darknet file ``path`` with ``suffix`` beside it: ``x.weights`` -> ``x.cfg``; a backbone
+    file keeps its whole name (``darknet53.conv.74`` -> ``darknet53.conv.74.cfg``)."""
+    stem = path.stem if path.suffix.lower() in WEIGHTS_SUFFIXES else path.name
+    return path.with_name(stem + suffix)
 
 
-def _companion(path: Path, suffix: str) -> Path | None:
-    """The file of the same stem and ``suffix`` beside a ``.weights`` file, when it exists."""
-    found = path.with_name(_stem(path) + suffix)
+def _existing_companion(path: Path, suffix: str) -> Path | None:
+    found = companion(path, suffix)
     return found if found.is_file() else None
 
 
@@ -165,11 +166,11 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
             raise InputError(f"not a checkpoint or darknet .weights file: it is {kind}", str(path))
         beside = None
         if cfg is None:  # X.weights with X.cfg (and X.names) beside it: as darknet's zoo and convert-weights lay them
-            cfg = beside = _companion(path, ".cfg")
-            names = names if names is not None else _companion(path, ".names")
+            cfg = beside = _existing_companion(path, ".cfg")
+            names = names if names is not None else _existing_companion(path, ".names")
         if cfg is None:
             raise InputError(f"a darknet .weights file needs its cfg: pass {option('cfg')} (or put "
-                             f"{_stem(path)}.cfg beside it)", str(path))
+                             f"{companion(path, '.cfg').name} beside it)", str(path))
         # A whole file (no cutoff) must hold every conv's tensors (read_darknet_weights checks its size first),
         # so their random init would only be overwritten: skipped (0.66 s of yolov3's 1.3 s load on 2 cores).
         eps = bn_eps if bn_eps is not None else DEFAULT_BN_EPS

@@ -14,6 +14,7 @@ from yolo.model.checkpoint import (
     CHECKPOINT_SUFFIXES,
     WEIGHTS_SUFFIXES,
     check_names,
+    companion,
     is_darknet_file,
     load_checkpoint,
     load_model,
@@ -34,7 +35,7 @@ def writes_darknet(out: Path) -> bool:
 def default_output(src: Path, darknet: bool) -> Path:
     """``x.weights -> x.pt``, ``darknet53.conv.74 -> darknet53.conv.74.pt``; ``x.pt -> x.weights``."""
     if darknet:
-        return src.with_suffix(".pt") if src.suffix.lower() in WEIGHTS_SUFFIXES else src.with_name(src.name + ".pt")
+        return companion(src, ".pt")
     return src.with_suffix(".weights")
 
 
@@ -45,11 +46,8 @@ def companions(out: Path, model: Darknet, cutoff: int | None) -> dict[Path, str]
     whatever cfg is trained next."""
     if cutoff is not None:
         return {}
-    stem = out.with_suffix("") if out.suffix.lower() in WEIGHTS_SUFFIXES else out
-    files = {stem.with_name(stem.name + ".cfg"): model.spec.text}
     names = model.names or default_names(model.num_classes)  # a checkpoint without names: what detect shows
-    files[stem.with_name(stem.name + ".names")] = "".join(f"{n}\n" for n in names)
-    return files
+    return {companion(out, ".cfg"): model.spec.text, companion(out, ".names"): "".join(f"{n}\n" for n in names)}
 
 
 def _check_companions(files: dict[Path, str], force: bool) -> None:
