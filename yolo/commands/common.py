@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from yolo.errors import InputError
 from yolo.utils.interrupt import terminate_as_interrupt  # noqa: F401  (the CLI's SIGTERM handling)
+from yolo.utils.sizes import round_to_stride
 
 
 def img_size(values: list[int], stride: int) -> tuple[int, int]:
@@ -15,11 +15,7 @@ def img_size(values: list[int], stride: int) -> tuple[int, int]:
     if len(values) not in (1, 2) or min(values) <= 0:
         raise InputError(f"--img-size takes one or two positive integers, got {values}")
     h, w = (values * 2)[:2]
-    rounded = tuple(-(-v // stride) * stride for v in (h, w))
-    if rounded != (h, w):
-        print(f"warning: image size {h}x{w} is not a multiple of {stride}; using {rounded[0]}x{rounded[1]}",
-              file=sys.stderr)
-    return rounded
+    return round_to_stride((h, w), stride)
 
 
 def add_resize_flags(p) -> None:

@@ -50,8 +50,7 @@ def _run_detect(args) -> int:
 
     check_thresholds(args.conf, args.iou, args.max_det)
     positive_int(args.batch_size, "batch_size")
-    if args.img_size is not None:
-        img_size(args.img_size, 1)  # shape check before any work; rounded to the model's stride below
+    size = img_size(args.img_size, 1) if args.img_size is not None else None  # Detector rounds it to the stride
     if not Path(args.weights).is_file():
         raise InputError("weights file not found", args.weights)
     source = Source(args.source)  # a missing source or an empty folder fails here
@@ -68,7 +67,6 @@ def _run_detect(args) -> int:
     run_dir = make_run_dir(args.out)  # writable, before the model is loaded
     try:
         backend = load_backend(args.weights, args.cfg, args.device, args.half, args.names, args.trust)
-        size = img_size(args.img_size, backend.stride) if args.img_size is not None else None
         detector = Detector(backend, img_size=size, conf=args.conf, iou=args.iou, classes=args.classes,
                             agnostic=args.agnostic_nms, max_det=args.max_det, letterbox=args.letterbox)
     except BaseException:

@@ -24,6 +24,7 @@ from yolo.model.inference import prepare_for_inference
 from yolo.runtime.preprocess import check_input
 from yolo.utils.device import half_dtype, half_warning, select_device
 from yolo.utils.names import default_names, load_names
+from yolo.utils.sizes import round_to_stride
 from yolo.utils.text import count
 
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
@@ -135,14 +136,9 @@ def input_size(backend, size: tuple[int, int] | None) -> tuple[int, int]:
     fixed = getattr(backend, "fixed_shape", None)
     stride = int(getattr(backend, "stride", 1) or 1)
     if size is None:
-        return tuple(fixed) if fixed is not None else tuple(-(-v // stride) * stride for v in DEFAULT_SIZE)
+        return tuple(fixed) if fixed is not None else round_to_stride(DEFAULT_SIZE, stride, quiet=True)
     if fixed is None:
-        h, w = size
-        rounded = (-(-h // stride) * stride, -(-w // stride) * stride)
-        if rounded != (h, w):
-            print(f"warning: image size {h}x{w} is not a multiple of {stride}; using {rounded[0]}x{rounded[1]}",
-                  file=sys.stderr)
-        return rounded
+        return round_to_stride(tuple(size), stride)
     if tuple(fixed) == tuple(size):
         return tuple(size)
     print(f"warning: this exported model takes {fixed[0]}x{fixed[1]} inputs; using that size", file=sys.stderr)
