@@ -203,3 +203,22 @@ def test_a_stride_64_model_runs_at_the_default_and_at_any_size(shapes, tmp_path,
     assert code == 0 and "all" in out
     assert "warning: image size 160x160 is not a multiple of 64; using 192x192" in capsys.readouterr().err
 
+
+def test_export_and_profile_take_the_default_size_of_a_stride_64_model_without_a_word(tmp_path, capsys):
+    """``yolo export`` and ``yolo profile`` warned "416 is not a multiple of 64" when no size was asked for;
+    the default is now 416 rounded up to the stride (448) without a word, as for detect and val."""
+    from yolo.model.cfg_parser import parse_cfg_text
+    from yolo.model.darknet import Darknet
+
+    pt = tmp_path / "p64.pt"
+    save_checkpoint(Darknet(parse_cfg_text(STRIDE64, "p64.cfg")), pt)
+    capsys.readouterr()
+    assert main(["export", "--weights", str(pt), "--format", "torchscript", "-o", str(tmp_path / "p.torchscript")]) == 0
+    out, err = capsys.readouterr()
+    assert "at 448x448" in out + err and "warning" not in err
+    assert main(["profile", "--weights", str(pt)]) == 0
+    out, err = capsys.readouterr()
+    assert " 8x224x224 " in out and "warning" not in err  # the first conv has stride 2: 448 / 2
+    assert main(["profile", "--weights", str(pt), "--img-size", "416"]) == 0  # asked for: rounded with a warning
+    assert "warning: image size 416x416 is not a multiple of 64; using 448x448" in capsys.readouterr().err
+

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("data", help="data .yaml, darknet .data, or COCO instances_*.json")
     p.add_argument("--n", type=int, default=None, help="number of anchors (default: as many as the --cfg has, "
                                                        "else 9)")
-    p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N", help="416, or H W (default 416)")
+    p.add_argument("--img-size", type=int, nargs="+", metavar="N", help="N, or H W (default 416)")
     p.add_argument("--split", default="train", choices=["train", "val", "test"], help="default train")
     p.add_argument("--cfg", default=None, help="cfg whose anchors to compare: a path or a built-in name (default "
                                                "the built-in yolov3.cfg)")

@@ -10,8 +10,14 @@ from yolo.utils.interrupt import terminate_as_interrupt  # noqa: F401  (the CLI'
 from yolo.utils.sizes import round_to_stride
 
 
-def img_size(values: list[int], stride: int) -> tuple[int, int]:
-    """One or two sizes; each rounded up to a multiple of ``stride`` with a warning."""
+DEFAULT_IMG_SIZE = 416
+
+
+def img_size(values: list[int] | None, stride: int) -> tuple[int, int]:
+    """One or two sizes; each rounded up to a multiple of ``stride`` with a warning. ``None`` (the option not
+    given) is 416 rounded up to the stride without a word, as ``yolo detect`` and ``yolo val`` do."""
+    if values is None:
+        return round_to_stride((DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE), stride, quiet=True)
     if len(values) not in (1, 2) or min(values) <= 0:
         raise InputError(f"--img-size takes one or two positive integers, got {values}")
     h, w = (values * 2)[:2]

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
                                                     "(these need --cfg)")
     p.add_argument("--cfg", help="darknet .cfg (needed unless the weights are our .pt)")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
-    p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N", help="416, or H W (default 416)")
+    p.add_argument("--img-size", type=int, nargs="+", metavar="N",
+                   help="N, or H W (default 416, rounded up to the model's stride)")
     p.add_argument("--batch-size", type=int, default=1, help="batch of the exported graph (default 1)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     p.add_argument("--half", action="store_true", help="float16 graph (meant for CUDA; verified with a looser "

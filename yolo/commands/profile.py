@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
                                    "forwards after warm-up.")
     p.add_argument("--cfg", help="darknet .cfg; alone: random weights (counts and speed do not depend on them)")
     p.add_argument("--weights", help="our .pt, another toolkit's checkpoint or a darknet .weights (these need --cfg)")
-    p.add_argument("--img-size", type=int, nargs="+", default=[416], metavar="N", help="416, or H W (default 416)")
+    p.add_argument("--img-size", type=int, nargs="+", metavar="N",
+                   help="N, or H W (default 416, rounded up to the model's stride)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--half", action="store_true", help="bfloat16 on CPU, float16 on CUDA")
