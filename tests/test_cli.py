@@ -88,3 +88,24 @@ def test_usage_errors_are_one_line_with_a_way_out(capsys):
             main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.count("\n") == 1 and text in err and "usage:" not in err, err
+
+
+def test_under_torchrun_an_error_before_the_processes_join_is_said_once(monkeypatch, tmp_path, capsys):
+    """Every torchrun process ran the same bad command and printed the same error, once per rank; now rank 0
+    says it and the others only exit 2. After the processes joined, each says its own error with its rank."""
+    import torch.distributed as dist
+
+    bad = ["val", "--weights", str(tmp_path / "missing.pt"), "--data", "shapes-mini.yaml"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, said in (("1", ""), ("0", "yolo val: error: ")):
+        monkeypatch.setenv("RANK", rank)
+        assert main(bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(said) and err.count("\n") == (1 if said else 0)
+    monkeypatch.setenv("RANK", "1")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert main(bad) == 2
+    finally:
+        dist.destroy_process_group()
+    assert capsys.readouterr().err.startswith("[rank 1] yolo val: error: ")

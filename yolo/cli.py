@@ -99,7 +99,7 @@ def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
     except InputError as e:
         if verbose:
             traceback.print_exc()
-        print(f"yolo {_name(args)}: error: {e}", file=sys.stderr)
+        _say(f"yolo {_name(args)}: error: {e}")
         return 2
     except BrokenPipeError:  # stdout's reader is gone: end quietly (there is no one to tell)
         _drop_stdout()
@@ -110,7 +110,7 @@ def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
         if verbose:
             traceback.print_exc()
         where = f"{e.filename}: " if e.filename else ""  # written atomically: nothing half-written is left
-        print(f"yolo {_name(args)}: error: {where}{e.strerror or e}; nothing was half-written", file=sys.stderr)
+        _say(f"yolo {_name(args)}: error: {where}{e.strerror or e}; nothing was half-written")
         return 1
     except KeyboardInterrupt as e:
         if verbose:
@@ -126,6 +126,20 @@ def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
         return EXIT_TERMINATED if stop["terminated"] else 130
     except Exception as e:  # unexpected: one line unless verbose
         return _unexpected(args, e, verbose)
+
+
+def _say(line: str) -> None:
+    """An error line on stderr. Under torchrun every process runs the same command: an error met before the
+    processes joined (an argument, a config, a file) is the same in each and only rank 0 says it; one met after
+    they joined is said by each process that meets it, with its rank."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            line = f"[rank {os.environ.get('RANK', '?')}] {line}"
+        elif os.environ.get("RANK", "0") != "0":
+            return
+    print(line, file=sys.stderr)
 
 
 def _name(args) -> str:
