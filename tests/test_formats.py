@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -110,6 +111,36 @@ def test_image_size_matches_opencv(tmp_path, name):
     """The header reader's (h, w) equals the shape cv2.imread decodes (EXIF rotation included)."""
     path = _exif_jpeg(tmp_path / name, int(name[3])) if name.startswith("rot") else _img(tmp_path / name, 37, 53)
     assert image_size(path) == cv2.imread(str(path)).shape[:2]
+
+
+@pytest.mark.parametrize("name", ["e.png", "e.webp", "e.tif", "big-header.jpg"])
+def test_image_size_applies_the_exif_orientation_opencv_applies_beyond_small_jpegs(tmp_path, name):
+    """The size came from the stored (unrotated) frame for a PNG's eXIf chunk, a WebP or TIFF with EXIF, and a
+    JPEG whose frame header lies past 64 KiB of other segments (an ICC profile): anchors and --rect shapes
+    then had width and height swapped against the image the network sees."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: 64 wide x 48 high stored, 48 x 64 shown
+    image = Image.fromarray(np.full((48, 64, 3), 128, np.uint8))
+    path = tmp_path / name
+    if name.endswith(".jpg"):
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", exif=exif.tobytes())
+        data = buffer.getvalue()
+        app1_end = 4 + struct.unpack(">H", data[4:6])[0]
+        app2 = b"\xff\xe2" + struct.pack(">H", 60002) + bytes(60000)  # twice: the frame header lies past 64 KiB
+        path.write_bytes(data[:app1_end] + app2 + app2 + data[app1_end:])
+    else:
+        image.save(path, exif=exif.tobytes(), **({"lossless": True} if name.endswith(".webp") else {}))
+    decoded = cv2.imread(str(path))
+    if decoded is None:  # OpenCV 4.14 fails on a turned TIFF ('original_ptr == real_mat.data'): so must we
+        with pytest.raises(CorruptImage, match="OpenCV cannot decode it"):
+            image_size(path)
+        return
+    assert image_size(path) == decoded.shape[:2]
+    if name != "e.tif":  # whether OpenCV turns a TIFF depends on its build; the others it always turns
+        assert image_size(path) == (64, 48)
 
 
 def test_image_size_data_after_end_marker(tmp_path):

@@ -1,4 +1,5 @@
-"""Image sizes without decoding: PNG, JPEG and BMP headers are parsed here, other formats go to OpenCV.
+"""Image sizes without decoding: PNG, JPEG and BMP headers are parsed here (with their EXIF orientation),
+other formats go to OpenCV.
 
 A header that parses is not proof that every pixel decodes; what is checked cheaply is the header, the
 end-of-image marker (JPEG ``FFD9``, PNG ``IEND``) and BMP's declared file size, which catches truncated files.
@@ -77,13 +78,31 @@ def _after(path: Path, start: bytes, end: bytes) -> bytes:
     return end if i >= 0 and data.find(end, i) >= 0 else b""
 
 
-def _png_size(head: bytes, tail: bytes) -> tuple[int, int]:
+def _png_size(head: bytes, tail: bytes) -> tuple[int, int] | None:
     if len(head) < 24 or head[12:16] != b"IHDR":
         raise CorruptImage("bad PNG header")
     if not tail.endswith(_PNG_END[4:]):
         raise CorruptImage("truncated PNG (no IEND chunk at the end)")
     w, h = struct.unpack(">II", head[16:24])
-    return _checked(h, w)
+    orientation = _png_orientation(head)
+    if orientation is None:
+        return None
+    return _checked(*((w, h) if orientation in (5, 6, 7, 8) else (h, w)))
+
+
+def _png_orientation(head: bytes) -> int | None:
+    """The EXIF orientation of a PNG's ``eXIf`` chunk (OpenCV applies it as for JPEG), 1 without one; None
+    when the chunks before the image data run past ``head`` (let OpenCV decide)."""
+    i = 8
+    while i + 8 <= len(head):
+        (length,) = struct.unpack(">I", head[i:i + 4])
+        kind = head[i + 4:i + 8]
+        if kind in (b"IDAT", b"IEND"):  # eXIf must come before the image data
+            return 1
+        if kind == b"eXIf":
+            return _exif_orientation(head[i + 8:i + 8 + length]) if i + 8 + length <= len(head) else None
+        i += 12 + length
+    return None
 
 
 def _jpeg_size(path: Path, head: bytes) -> tuple[int, int] | None:
@@ -135,7 +154,7 @@ def _bmp_size(path: Path, head: bytes) -> tuple[int, int]:
 
 
 def _decode_size(path: Path) -> tuple[int, int]:
-    img = imread(path, cv2.IMREAD_UNCHANGED)
+    img = imread(path, cv2.IMREAD_COLOR)  # as read_image decodes it: EXIF orientation applied (WebP, TIFF, ...)
     if img is None or img.size == 0:
         raise CorruptImage("OpenCV cannot decode it")
     return _checked(*img.shape[:2])
