@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -132,11 +133,9 @@ def test_fixed_size_export_is_validated_at_its_size(shapes, tmp_path, capsys):
     assert "\n" not in err and str(onnx) in err and "export with --dynamic" in err
 
 
-def test_coco_split_is_scored_by_its_own_areas(shapes, tmp_path):
-    """A COCO json's ``area`` (the segmentation's, not the box's) decides small / medium / large, as in
-    pycocotools on that json: the figures by size were computed from box w*h, and annotations.json replaced the
-    areas (so --predictions/--annotations reproduced the wrong figures too)."""
-    root, _, pt = shapes
+def _coco_val(root: Path, folder: Path, scale_areas: bool = True, edit=None) -> tuple[dict, Path]:
+    """The shapes val split as a COCO json (ids 1000 + 7k, categories 10 + 3c, areas scaled at random unless
+    not ``scale_areas``, ``edit(annotations, images)`` applied) under ``folder`` and its data YAML."""
     rng = np.random.default_rng(0)
     images, annotations = [], []
     for k, path in enumerate(sorted((root / "shapes" / "images" / "val").glob("*.png"))):
@@ -145,16 +144,71 @@ def test_coco_split_is_scored_by_its_own_areas(shapes, tmp_path):
         for row in np.loadtxt(path.parent.parent.parent / "labels" / "val" / f"{path.stem}.txt", ndmin=2):
             c, cx, cy, bw, bh = row
             box = [float((cx - bw / 2) * w), float((cy - bh / 2) * h), float(bw * w), float(bh * h)]
+            scale = rng.choice([0.05, 0.5, 4.0, 40.0]) if scale_areas else 1.0
             annotations.append({"id": len(annotations) + 1, "image_id": images[-1]["id"],
                                 "category_id": 10 + 3 * int(c), "bbox": box, "iscrowd": 0,
-                                "area": float(box[2] * box[3] * rng.choice([0.05, 0.5, 4.0, 40.0]))})
+                                "area": float(box[2] * box[3] * scale)})
+    if edit is not None:
+        edit(annotations, images)
     gt = {"images": images, "annotations": annotations,
           "categories": [{"id": 10 + 3 * c, "name": n} for c, n in enumerate(SHAPES_NAMES)]}
-    (root / "coco").mkdir(exist_ok=True)
-    (root / "coco" / "instances_val.json").write_text(json.dumps(gt))
-    data = tmp_path / "coco.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "instances_val.json").write_text(json.dumps(gt))
+    data = folder / "coco.yaml"
     data.write_text(f"format: coco\nval: {{images: {root / 'shapes' / 'images' / 'val'}, annotations: "
-                    f"{root / 'coco' / 'instances_val.json'}}}\nnames: {list(SHAPES_NAMES)}\n")
+                    f"{folder / 'instances_val.json'}}}\nnames: {list(SHAPES_NAMES)}\n")
+    return gt, data
+
+
+def test_coco_boxes_past_the_image_edge_are_scored_as_written(shapes, tmp_path):
+    """Training clips a COCO box that sticks out of its image and drops one wider than the image; validation
+    scored those training rows, so ``yolo val`` on a COCO json differed from pycocotools on it (0.3813 against
+    0.3670 in a user's run). It now scores the json's annotations as written. The ground truth here is the
+    model's own best detections (so that many match), a third of them stretched past an image edge."""
+    root, _, pt = shapes
+    _, data = _coco_val(root, tmp_path / "first", scale_areas=False)
+    assert _val("--weights", pt, "--data", data, "--img-size", 128, "--save-json", "--json", "--no-plots",
+                "--out", tmp_path / "first" / "run")[0] == 0
+    preds = json.loads((tmp_path / "first" / "run" / "predictions.json").read_text())
+    best: dict = {}
+    for r in sorted(preds, key=lambda r: -r["score"]):
+        best.setdefault(r["image_id"], []).append(r)
+
+    def from_detections(annotations, images):
+        annotations.clear()
+        for im in images:
+            w = im["width"]
+            for k, r in enumerate(best.get(im["id"], [])[:3]):
+                x, y, bw, bh = r["bbox"]
+                if k == 1:  # past the left edge: clipped for training
+                    x, bw = -0.5 * bw, x + 1.5 * bw
+                elif k == 2 and im["id"] % 2:  # wider than the image: dropped for training
+                    x, bw = -0.1 * w, 1.2 * w
+                annotations.append({"id": len(annotations) + 1, "image_id": im["id"], "category_id":
+                                    r["category_id"], "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+
+    gt, data = _coco_val(root, tmp_path / "coco", edit=from_detections)
+    code, text = _val("--weights", pt, "--data", data, "--img-size", 128, "--save-json", "--json", "--no-plots",
+                      "--out", tmp_path / "run")
+    assert code == 0
+    printed = json.loads(text)
+    oracle = _pycocotools(gt, json.loads((tmp_path / "run" / "predictions.json").read_text()))
+    assert oracle[1] > 0.3  # AP50: the detections match much of this ground truth
+    np.testing.assert_allclose(list(printed["stats"].values()), oracle, rtol=1e-9, atol=1e-9)
+    assert sum(row["instances"] for row in printed["per_class"]) == len(gt["annotations"])
+    from yolo import load_split
+
+    index = load_split(data, "val", cache=False)  # training still sees them clipped, and not the wide ones
+    assert index.report.clipped >= 4 and sum(len(lab) for lab in index.labels) <= len(gt["annotations"]) - 2
+
+
+def test_coco_split_is_scored_by_its_own_areas(shapes, tmp_path):
+    """A COCO json's ``area`` (the segmentation's, not the box's) decides small / medium / large, as in
+    pycocotools on that json: the figures by size were computed from box w*h, and annotations.json replaced the
+    areas (so --predictions/--annotations reproduced the wrong figures too)."""
+    root, _, pt = shapes
+    gt, data = _coco_val(root, root / "coco")
+    annotations = gt["annotations"]
     code, text = _val("--weights", pt, "--data", data, "--img-size", 128, "--save-json", "--json", "--no-plots",
                       "--out", tmp_path / "run")
     assert code == 0

@@ -24,7 +24,7 @@ from yolo.utils.checkpoint import atomic_write
 
 CACHE_VERSION = 7  # 2: the report names images without a label file; 3: absolute paths (COCO splits too);
 # 4: the report counts images listed again (repeated); 5: COCO areas; 6: COCO images' stats (checked);
-# 7: sizes turned by the EXIF orientation of PNG, WebP and big-header JPEG files
+# 7: sizes turned by the EXIF orientation of PNG, WebP and big-header JPEG files; COCO annotations as written
 
 
 def cache_key(files: list[str | Path], extra: str = "", stats: list | None = None) -> str:
@@ -104,9 +104,15 @@ def _index_to_arrays(index: DatasetIndex, key: str) -> dict[str, np.ndarray]:
         "shapes": np.zeros((0, 2), np.int64) if index.shapes is None else np.asarray(index.shapes, np.int64),
         "image_ids": np.array(index.image_ids, np.int64), "category_ids": np.array(index.category_ids, np.int64),
         "report": np.array(json.dumps(report)),
-        "areas": np.concatenate(index.areas) if index.areas else np.zeros(0),
-        "crowd_areas": np.concatenate(index.crowd_areas) if index.crowd_areas else np.zeros(0),
+        **_stacked("coco_gt", index.coco_gt), **_stacked("coco_crowd", index.coco_crowd),
     }
+
+
+def _stacked(name: str, rows: list[np.ndarray]) -> dict:
+    """Per-image ``[M_i, 6]`` arrays -> ``{name: [sum M_i, 6], name_counts: [n]}`` (empty when absent)."""
+    if not rows:
+        return {name: np.zeros((0, 6)), f"{name}_counts": np.zeros(0, np.int64)}
+    return {name: np.concatenate(rows).reshape(-1, 6), f"{name}_counts": np.array([len(r) for r in rows], np.int64)}
 
 
 def _index_from_arrays(z) -> DatasetIndex:
@@ -123,10 +129,12 @@ def _index_from_arrays(z) -> DatasetIndex:
         raise ValueError("lengths disagree")
     report = json.loads(str(z["report"]))
     shapes = z["shapes"]
-    areas = split(z["counts"], z["areas"]) if len(z["areas"]) else []  # COCO splits only
-    crowd_areas = split(z["crowd_counts"], z["crowd_areas"]) if len(z["crowd_areas"]) else []
+    coco_gt = split(z["coco_gt_counts"], z["coco_gt"]) if len(z["coco_gt_counts"]) else []  # COCO splits only
+    coco_crowd = split(z["coco_crowd_counts"], z["coco_crowd"]) if len(z["coco_crowd_counts"]) else []
+    if len(coco_gt) not in (0, len(images)) or len(coco_crowd) not in (0, len(images)):
+        raise ValueError("lengths disagree")
     return DatasetIndex(
         images=images, labels=labels, names=z["names"].tolist(), crowd=crowd,
         shapes=shapes if len(shapes) == len(images) else None, image_ids=z["image_ids"].tolist(),
         category_ids=z["category_ids"].tolist(), report=DatasetReport.from_dict(report) if report else None,
-        source=str(z["source"]), areas=areas, crowd_areas=crowd_areas)
+        source=str(z["source"]), coco_gt=coco_gt, coco_crowd=coco_crowd)

@@ -16,14 +16,17 @@ from yolo.errors import InputError
 
 @dataclass
 class CocoSplit:
-    """What ``read_coco`` returns: per image ``labels``/``crowd`` ``[N, 5]`` (class, cx, cy, w, h normalized),
-    ``shapes`` ``[n, 2]`` (h, w) from the json, and ``category_ids[k]`` = the json id of class ``k``."""
+    """What ``read_coco`` returns: per image ``labels``/``crowd`` ``[N, 5]`` (class, cx, cy, w, h normalized,
+    clipped to the image: what training sees), ``gt``/``crowd_gt`` ``[M, 6]`` float64 (class, x, y, w, h in
+    pixels, area: the json's annotations as written, unclipped, also those whose box training drops: what
+    pycocotools scores), ``shapes`` ``[n, 2]`` (h, w) from the json, and ``category_ids[k]`` = the json id of
+    class ``k``."""
 
     images: list[Path] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     crowd: list[np.ndarray] = field(default_factory=list)
-    areas: list[np.ndarray] = field(default_factory=list)  # [N] the json's ``area`` of each labels row (pixels)
-    crowd_areas: list[np.ndarray] = field(default_factory=list)  # [Q] the same for the crowd rows
+    gt: list[np.ndarray] = field(default_factory=list)  # [M, 6] class, x, y, w, h, area as written (pixels)
+    crowd_gt: list[np.ndarray] = field(default_factory=list)  # [Q, 6] the same for the crowd annotations
     shapes: list[tuple[int, int]] = field(default_factory=list)
     image_ids: list[int] = field(default_factory=list)
     category_ids: list[int] = field(default_factory=list)
@@ -65,10 +68,12 @@ def read_coco(images_dir: Path, ann_path: Path, report: DatasetReport) -> CocoSp
     out.category_ids, out.names = coco_names(data, ann_path)
     cls_of = {cid: k for k, cid in enumerate(out.category_ids)}
     entries = _image_entries(data, ann_path)
-    boxes: dict[int, list] = {i: [] for i in entries}  # (class, cx, cy, w, h, area) rows
+    boxes: dict[int, list] = {i: [] for i in entries}  # (class, cx, cy, w, h) rows
     crowds: dict[int, list] = {i: [] for i in entries}
+    gt: dict[int, list] = {i: [] for i in entries}  # (class, x, y, w, h, area) rows as written
+    crowd_gt: dict[int, list] = {i: [] for i in entries}
     for a in data.get("annotations") or []:
-        _add_annotation(a, entries, cls_of, boxes, crowds, ann_path, report)
+        _add_annotation(a, entries, cls_of, (boxes, crowds), (gt, crowd_gt), ann_path, report)
     for image_id in sorted(entries):
         name, h, w = entries[image_id]
         path = images_dir / name
@@ -89,10 +94,10 @@ def read_coco(images_dir: Path, ann_path: Path, report: DatasetReport) -> CocoSp
         out.images.append(path)
         out.image_ids.append(image_id)
         out.shapes.append((h, w))
-        for rows, labels, areas in ((boxes[image_id], out.labels, out.areas),
-                                    (crowds[image_id], out.crowd, out.crowd_areas)):
-            labels.append(np.array([r[:5] for r in rows], np.float32).reshape(-1, 5))
-            areas.append(np.array([r[5] for r in rows], np.float64))
+        out.labels.append(np.array(boxes[image_id], np.float32).reshape(-1, 5))
+        out.crowd.append(np.array(crowds[image_id], np.float32).reshape(-1, 5))
+        out.gt.append(np.array(gt[image_id], np.float64).reshape(-1, 6))
+        out.crowd_gt.append(np.array(crowd_gt[image_id], np.float64).reshape(-1, 6))
     return out
 
 
@@ -106,8 +111,11 @@ def _image_entries(data: dict, path: Path) -> dict[int, tuple[str, int, int]]:
     return entries
 
 
-def _add_annotation(a: dict, entries: dict, cls_of: dict, boxes: dict, crowds: dict, path: Path,
-                    report: DatasetReport) -> None:
+def _add_annotation(a: dict, entries: dict, cls_of: dict, labels: tuple[dict, dict], written: tuple[dict, dict],
+                    path: Path, report: DatasetReport) -> None:
+    """One annotation -> a training row of its image in ``labels`` (boxes, crowd boxes), checked and clipped,
+    and its box as written in ``written`` (for evaluation, as pycocotools reads it; a box that is not finite
+    with w, h >= 0 is left out there too)."""
     where = f"annotation id {a.get('id', '?')}" if isinstance(a, dict) else "annotation"
     try:
         image_id, cat = int(a["image_id"]), int(a["category_id"])
@@ -122,9 +130,13 @@ def _add_annotation(a: dict, entries: dict, cls_of: dict, boxes: dict, crowds: d
         report.bad_row("class", f"unknown category_id {cat}", path, where)
         return
     _, h, w = entries[image_id]
-    box = check_box((x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h, path, where, report)
-    if box is not None:  # area: the json's (COCO's segmentation area, which evaluation buckets by), else w*h
+    crowd = bool(a.get("iscrowd", 0))
+    if np.isfinite([x, y, bw, bh]).all() and bw >= 0 and bh >= 0:
+        # area: the json's (COCO's segmentation area, which evaluation buckets by), else w*h
         area = a.get("area")
         area = float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) else bw * bh
-        (crowds if a.get("iscrowd", 0) else boxes)[image_id].append((cls_of[cat], *box, area))
-        report.crowd += bool(a.get("iscrowd", 0))
+        written[crowd][image_id].append((cls_of[cat], x, y, bw, bh, area))
+    box = check_box((x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h, path, where, report)
+    if box is not None:
+        labels[crowd][image_id].append((cls_of[cat], *box))
+        report.crowd += crowd

@@ -16,10 +16,12 @@ class DatasetIndex:
     ``crowd[i]`` holds COCO crowd boxes in the same layout (kept apart: evaluation ignores matches to
     them, training never sees them); empty ``[0, 5]`` arrays for other formats. ``shapes`` is ``[n, 2]``
     (h, w) in pixels when known. ``category_ids[k]`` is the COCO json category id of contiguous class ``k``
-    (empty for other formats). ``areas[i]`` / ``crowd_areas[i]`` ``[N]`` / ``[Q]`` float64: the COCO json's
-    ``area`` of each row in pixels (the segmentation's area, by which COCO evaluation sorts objects into small,
-    medium and large; empty lists for other formats: box w*h). ``report`` is the reader's account of what it
-    found and dropped.
+    (empty for other formats). ``coco_gt[i]`` / ``coco_crowd[i]`` ``[M, 6]`` / ``[Q, 6]`` float64: a COCO
+    json's annotations of the image as written (class, x, y, w, h in pixels, unclipped, also those whose box
+    the training labels drop; and ``area``, the segmentation's, by which COCO evaluation sorts objects into
+    small, medium and large): what evaluation scores, as pycocotools on that json does (empty lists for other
+    formats: evaluation scores ``labels``, areas box w*h). ``report`` is the reader's account of what it found
+    and dropped.
     """
 
     images: list[Path]
@@ -29,8 +31,8 @@ class DatasetIndex:
     shapes: np.ndarray | None = None
     image_ids: list[int] = field(default_factory=list)  # COCO image ids when read from COCO json
     category_ids: list[int] = field(default_factory=list)  # COCO: json category id of class k (results go back)
-    areas: list[np.ndarray] = field(default_factory=list)  # COCO: [N] the json's area of each labels row
-    crowd_areas: list[np.ndarray] = field(default_factory=list)  # COCO: [Q] the json's area of each crowd row
+    coco_gt: list[np.ndarray] = field(default_factory=list)  # COCO: [M, 6] class, x, y, w, h, area as written
+    coco_crowd: list[np.ndarray] = field(default_factory=list)  # COCO: [Q, 6] the same for crowd annotations
     report: object | None = None
     source: str = ""
 

@@ -134,7 +134,7 @@ def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> tuple[D
     report.labels_empty = len(coco.labels) - report.labels_found
     index = _finish(report, coco.images, coco.labels, coco.shapes, config, crowd=coco.crowd)
     index.image_ids, index.category_ids = coco.image_ids, coco.category_ids
-    index.areas, index.crowd_areas = coco.areas, coco.crowd_areas
+    index.coco_gt, index.coco_crowd = coco.gt, coco.crowd_gt
     return index, [str(p) for p in coco.named]
 
 

@@ -51,6 +51,13 @@ def _pixels(labels: np.ndarray, shape: tuple[int, int]) -> tuple[torch.Tensor, t
     return cxcywh_to_xyxy(t[:, 1:5] * t.new_tensor([w, h, w, h])), t[:, 0].long()
 
 
+def _written(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """``[M, 6]`` class, x, y, w, h, area (a COCO json's annotations) -> (``[M, 4]`` xyxy pixels, ``[M]``
+    classes, ``[M]`` areas)."""
+    t = torch.as_tensor(rows, dtype=torch.float64).reshape(-1, 6)
+    return torch.cat([t[:, 1:3], t[:, 1:3] + t[:, 3:5]], 1), t[:, 0].long(), rows[:, 5]
+
+
 def _image_id(index: DatasetIndex, j: int) -> int:
     return int(index.image_ids[j]) if index.image_ids else j + 1
 
@@ -126,12 +133,15 @@ def evaluate_batches(backend, batches, index: DatasetIndex, conf: float = 0.001,
         t3 = time.perf_counter()
         for det, path, info in zip(dets, paths, infos):
             j = row_of[str(path)]
-            boxes, classes = _pixels(index.labels[j], info.shape)
-            crowd = index.crowd[j] if index.crowd else np.zeros((0, 5), np.float32)
-            crowd_boxes, crowd_classes = _pixels(crowd, info.shape)
+            if index.coco_gt:  # a COCO json: its annotations as written, with their areas (as pycocotools)
+                (boxes, classes, areas), (crowd_boxes, crowd_classes, crowd_areas) = (
+                    _written(index.coco_gt[j]), _written(index.coco_crowd[j]))
+            else:
+                boxes, classes = _pixels(index.labels[j], info.shape)
+                crowd = index.crowd[j] if index.crowd else np.zeros((0, 5), np.float32)
+                (crowd_boxes, crowd_classes), areas, crowd_areas = _pixels(crowd, info.shape), None, None
             evaluator.update(det, boxes, classes, crowd_boxes, crowd_classes, image_id=_image_id(index, j),
-                             gt_areas=index.areas[j] if index.areas else None,  # COCO: the json's areas
-                             crowd_areas=index.crowd_areas[j] if index.crowd_areas else None)
+                             gt_areas=areas, crowd_areas=crowd_areas)
         times["pre"] += t1 - t0
         times["inference"] += t2 - t1
         times["nms"] += t3 - t2
@@ -171,7 +181,7 @@ def format_result(result: ValResult) -> str:
     """The summary table: overall and per-class P, R, mAP@0.5, mAP@0.5:0.95, then the time split."""
     m = result.metrics
     lines = [f"{'class':>14} {'images':>7} {'instances':>9} {'P':>6} {'R':>6} {'mAP50':>6} {'mAP50-95':>8}"]
-    total = sum(len(lab) for lab in result.index.labels)
+    total = sum(row["instances"] for row in m["per_class"])  # what was scored (a COCO json: as written)
     overall = (f"{m['precision']:6.3f} {m['recall']:6.3f} {m['map50']:6.3f} {m['map']:8.3f}" if total else
                f"{'-':>6} {'-':>6} {'-':>6} {'-':>8}")  # no ground truth at all: undefined, as per class
     lines.append(f"{'all':>14} {result.images:>7} {total:>9} {overall}")
