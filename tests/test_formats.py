@@ -290,6 +290,29 @@ def _coco(root: Path) -> Path:
     return _write(root / "annotations/instances_val.json", json.dumps(data))
 
 
+def _pycocotools_boxes(ann: Path, image_id: int, crowd: int) -> np.ndarray:
+    """The oracle for evaluation: the bbox of each annotation pycocotools scores, as written."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(ann))
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id, catIds=coco.getCatIds(), iscrowd=None))
+    return np.array([a["bbox"] for a in anns if a["iscrowd"] == crowd], np.float64).reshape(-1, 4)
+
+
+def test_coco_image_id_given_twice_is_an_error(tmp_path):
+    """Two images with one id: the first was silently gone and its annotations landed on the other."""
+    ann = _coco(tmp_path)
+    data = json.loads(ann.read_text())
+    data["images"][1]["id"] = 5
+    ann.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"image id 5 is given to images\[0\] \('a.jpg'\) and images\[1\] "
+                                         r"\('b.png'\): image ids must be unique"):
+        load_split(coco_config(tmp_path / "val", ann), "val")
+    data["images"][1] = dict(data["images"][0])  # the same entry twice is the same image: fine
+    ann.write_text(json.dumps(data))
+    assert [p.name for p in load_split(coco_config(tmp_path / "val", ann), "val").images] == ["a.jpg"]
+
+
 def _pycocotools_rows(ann: Path, image_id: int, crowd: int) -> np.ndarray:
     """The oracle: pycocotools reads the json; boxes normalized and clipped here, independently."""
     from pycocotools.coco import COCO
@@ -320,6 +343,8 @@ def test_coco_json(tmp_path, capsys):
         for i, image_id in enumerate(index.image_ids):
             np.testing.assert_allclose(index.labels[i], _pycocotools_rows(ann, image_id, 0), atol=1e-6)
             np.testing.assert_allclose(index.crowd[i], _pycocotools_rows(ann, image_id, 1), atol=1e-6)
+            for rows, crowd in ((index.coco_gt[i], 0), (index.coco_crowd[i], 1)):  # as written, for evaluation
+                np.testing.assert_array_equal(rows[:, 1:5], _pycocotools_boxes(ann, image_id, crowd))
         r = index.report
         assert (r.images, r.corrupt, r.crowd, r.clipped) == (2, 1, 1, 1)
         assert (r.labels_found, r.labels_empty, r.instances) == (1, 1, [0, 1, 1])

@@ -102,12 +102,20 @@ def read_coco(images_dir: Path, ann_path: Path, report: DatasetReport) -> CocoSp
 
 
 def _image_entries(data: dict, path: Path) -> dict[int, tuple[str, int, int]]:
-    entries = {}
+    """``{image id: (file_name, height, width)}``; an id given to two different entries is an error (the last
+    one silently won: the first image was gone and its annotations landed on the other)."""
+    entries, first = {}, {}
     for k, im in enumerate(data["images"]):
         try:
-            entries[int(im["id"])] = (str(im["file_name"]), int(im["height"]), int(im["width"]))
+            image_id, entry = int(im["id"]), (str(im["file_name"]), int(im["height"]), int(im["width"]))
         except (KeyError, TypeError, ValueError):
             raise InputError(f"images[{k}] needs 'id', 'file_name', 'width' and 'height'", str(path)) from None
+        if image_id in entries and entries[image_id] != entry:
+            raise InputError(f"image id {image_id} is given to images[{first[image_id]}] "
+                             f"({entries[image_id][0]!r}) and images[{k}] ({entry[0]!r}): image ids must be unique, "
+                             "or annotations cannot say which image they belong to", str(path))
+        entries[image_id] = entry
+        first.setdefault(image_id, k)
     return entries
 
 
