@@ -185,3 +185,26 @@ def test_unreadable_image_is_skipped_in_training_only(shapes, tmp_path):
     assert path != str(bad) and img.shape == (3, 128, 128) and ds.bad_images == [str(bad)]
     with pytest.raises(InputError, match="bad.png"):
         DetectionDataset(index, 128, train=False)[0]
+
+
+def test_an_unreadable_image_among_mosaic_tiles_is_never_drawn_again(shapes, tmp_path):
+    """The retry only redrew the main image, while the bad file kept coming back as a random mosaic tile: with
+    one bad image among three, training stopped with "10 unreadable images in a row" naming a good file."""
+    import warnings
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n damaged in the middle")
+    index = DatasetIndex([shapes.images[0], bad, shapes.images[1]],
+                         [shapes.labels[0], np.zeros((0, 5), np.float32), shapes.labels[1]], shapes.names)
+    ds = DetectionDataset(index, 128, AugmentConfig(mosaic=1.0, mixup=0.5), train=True, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paths = [ds[(i % 3, epoch, True)][2] for epoch in range(20) for i in range(3)]  # 60 mosaics
+    assert str(bad) not in paths and set(ds.bad_images) == {str(bad)}
+    assert len(ds.bad_images) == 1  # found once, then never drawn again (in this process)
+    only_bad = DatasetIndex([bad], [np.zeros((0, 5), np.float32)], shapes.names)
+    with warnings.catch_warnings(), pytest.raises(InputError) as e:
+        warnings.simplefilter("ignore")
+        DetectionDataset(only_bad, 128, AugmentConfig(mosaic=1.0), train=True)[0]
+    assert str(e.value) == f"{bad}: unreadable, the last of 10 unreadable images in a row (other samples drawn " \
+                           "to replace unreadable ones were unreadable too)"

@@ -77,6 +77,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.augment = augment if train else None
         self.epoch, self.mosaic_enabled = 0, True
         self.bad_images: list[str] = []  # unreadable images skipped at train time (in this process)
+        self._bad: set[int] = set()  # their positions in the index: never drawn again (in this process)
         self.order = np.arange(len(index))
         self.batch_size = batch_size
         self.batch_shapes = None  # [n_batches, 2] (h, w) when rect
@@ -140,7 +141,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _mosaic(self, j: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A 4-image mosaic around image ``j`` (3 others drawn at random), cropped to ``[S, S, 3]``."""
-        picks = [j, *rng.integers(0, len(self.index), 3).tolist()]
+        picks = [j, *(self._usable(k, rng) for k in rng.integers(0, len(self.index), 3).tolist())]
         tiles = [self.load_image(k)[:2] for k in picks]
         img, labels, _ = mosaic4(tiles, self.img_size, rng)
         a = self.augment
@@ -154,7 +155,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         if mosaic and not self.rect and a.mosaic > 0 and rng.random() < a.mosaic:
             img, labels = self._mosaic(j, rng)
             if a.mixup > 0 and rng.random() < a.mixup:
-                img, labels, _ = mixup((img, labels), self._mosaic(int(rng.integers(len(self.index))), rng), rng)
+                other = self._usable(int(rng.integers(len(self.index))), rng)
+                img, labels, _ = mixup((img, labels), self._mosaic(other, rng), rng)
             info = LetterboxInfo((size, size), (1.0, 1.0), (0.0, 0.0))
         else:
             img, labels, info = self._letterboxed(j, self.shape_at(i))
@@ -177,7 +179,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         """``key``: position ``i``, or ``(i, epoch, mosaic)`` from the loader's sampler."""
         i, epoch, mosaic = (int(key), self.epoch, self.mosaic_enabled) if np.isscalar(key) else key
         rng = np.random.default_rng((self.seed, epoch, i))
-        j = int(self.order[i])
+        j = self._usable(int(self.order[i]), rng) if self._bad else int(self.order[i])
         for _ in range(MAX_RETRIES):
             try:
                 img, labels, info = self._item(i, j, rng, mosaic)
@@ -185,10 +187,27 @@ class DetectionDataset(torch.utils.data.Dataset):
             except UnreadableImage as e:
                 if not self.train:
                     raise InputError("unreadable image", str(e)) from None
+                self._bad.add(self._position(str(e)))
                 self.bad_images.append(str(e))
                 warnings.warn(f"skipping unreadable image {e} (replaced by another sample)", stacklevel=2)
-                j = int(rng.integers(len(self.index)))
-        raise InputError(f"{MAX_RETRIES} unreadable images in a row; last", str(self.index.images[j]))
+                j = self._usable(int(rng.integers(len(self.index))), rng)
+        raise InputError(f"unreadable, the last of {MAX_RETRIES} unreadable images in a row (other samples "
+                         f"drawn to replace unreadable ones were unreadable too)", self.bad_images[-1])
+
+    def _usable(self, k: int, rng: np.random.Generator) -> int:
+        """Image ``k``, or when it is known to be unreadable another drawn at random that is not (a mosaic tile
+        or a replacement sample; the stream of draws is unchanged while no image is bad)."""
+        for _ in range(8 * MAX_RETRIES):
+            if k not in self._bad:
+                break
+            k = int(rng.integers(len(self.index)))
+        return k
+
+    def _position(self, path: str) -> int:
+        """The index position of an image path (only looked up after a failure)."""
+        if not hasattr(self, "_row_of"):
+            self._row_of = {str(p): k for k, p in enumerate(self.index.images)}
+        return self._row_of.get(path, -1)
 
 
 def _to_output(img: np.ndarray, labels: np.ndarray, path: str, info: LetterboxInfo):
