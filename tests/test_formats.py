@@ -223,12 +223,37 @@ def test_empty_split_names_the_folder(tmp_path):
 
 
 def test_unreadable_label_drops_its_image(tmp_path):
-    config = load_data_config(_small(tmp_path, 2))
-    (tmp_path / "labels/train/1.txt").write_bytes(b"\xff\xfe0 0.5 0.5 0.1 0.1\n")  # not UTF-8
+    config = load_data_config(_small(tmp_path, 3))
+    (tmp_path / "labels/train/1.txt").write_text("0 0.5 0.5 0.1 0.1\n", encoding="utf-16")  # PowerShell's >
+    (tmp_path / "labels/train/2.txt").write_bytes(b"0 0.5 0.5 0.1 0.1 \xe9\n")  # Latin-1
     index = load_split(config, "train", cache=False)
-    assert [p.name for p in index.images] == ["0.jpg"] and index.report.bad_rows == {"unreadable": 1}
-    assert index.report.problems == [f"{tmp_path / 'labels/train/1.txt'}: label file unreadable "
-                                     "(UnicodeDecodeError); its image is dropped"]
+    assert [p.name for p in index.images] == ["0.jpg"] and index.report.bad_rows == {"unreadable": 2}
+    assert index.report.problems == [
+        f"{tmp_path / 'labels/train/1.txt'}: label file unreadable (UTF-16 text, as PowerShell's '>' writes it: "
+        "save it as UTF-8); its image is dropped",
+        f"{tmp_path / 'labels/train/2.txt'}: label file unreadable (not UTF-8 text); its image is dropped"]
+
+
+def test_a_byte_order_mark_is_no_part_of_a_label_names_cfg_or_json_file(tmp_path):
+    """Notepad starts UTF-8 files with a byte order mark: the first label row was dropped as non-numeric (its
+    image then trained as background), the first class name began with it, and a cfg or json failed."""
+    from yolo.model.cfg_parser import parse_cfg
+    from yolo.utils.names import load_names
+
+    bom = "\ufeff"
+    _img(tmp_path / "images/train/0.jpg")
+    _write(tmp_path / "labels/train/0.txt", bom + "0 0.5 0.5 0.2 0.2\n")
+    _write(tmp_path / "names.txt", bom + "cat\ndog\n")
+    data = _write(tmp_path / "d.yaml", bom + "train: images/train\nnames: [cat, dog]\n")
+    index = load_split(load_data_config(data), "train", cache=False)
+    np.testing.assert_allclose(index.labels[0], [[0, 0.5, 0.5, 0.2, 0.2]])
+    assert not index.report.bad_rows
+    assert load_names(tmp_path / "names.txt") == ["cat", "dog"]
+    cfg = _write(tmp_path / "m.cfg", bom + (Path(__file__).parent.parent / "cfg/yolov3-tiny.cfg").read_text())
+    assert parse_cfg(cfg).net.width == 416
+    ann = _coco(tmp_path / "coco")
+    ann.write_text(bom + ann.read_text(), encoding="utf-8")
+    assert load_split(coco_config(tmp_path / "coco/val", ann), "val").image_ids == [5, 9]
 
 
 def test_darknet_data_list_lines_relative_to_its_root_work_from_any_folder(tmp_path, monkeypatch):

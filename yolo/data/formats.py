@@ -85,7 +85,7 @@ def coco_config(images: str | Path, annotations: str | Path, split: str = "val",
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read ({e})", str(path)) from None
     except yaml.YAMLError as e:
@@ -218,7 +218,7 @@ def _load_darknet_data(path: Path) -> DataConfig:
 
 def _read_key_values(path: Path) -> dict[str, tuple[str, int]]:
     out = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue

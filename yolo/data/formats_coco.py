@@ -37,7 +37,7 @@ class CocoSplit:
 def load_coco_json(path: Path) -> dict:
     """The parsed json with ``images``, ``annotations`` (may be absent) and ``categories`` checked present."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             data = json.load(f)
     except FileNotFoundError:
         raise InputError("COCO annotations file not found", str(path)) from None

@@ -102,13 +102,17 @@ def parse_label_file(path: str | Path, nc: int, report: DatasetReport) -> np.nda
     """Checked rows ``[N, 5]`` float32 (class, cx, cy, w, h), or ``None`` when the file is missing or
     unreadable (the caller counts which). Dropped rows are counted in ``report``."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             text = f.read()
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as e:
         report.bad_rows["unreadable"] = report.bad_rows.get("unreadable", 0) + 1
-        report.problem(f"label file unreadable ({type(e).__name__}); its image is dropped", path)
+        why = type(e).__name__
+        if isinstance(e, UnicodeDecodeError):
+            why = ("UTF-16 text, as PowerShell's '>' writes it: save it as UTF-8" if e.object[:2] in
+                   (b"\xff\xfe", b"\xfe\xff") else "not UTF-8 text")
+        report.problem(f"label file unreadable ({why}); its image is dropped", path)
         return None
     rows, seen = [], set()
     for number, line in enumerate(text.splitlines(), start=1):

@@ -262,7 +262,7 @@ def parse_cfg(path: str | Path) -> ModelSpec:
     if not path.is_file():
         raise InputError("cfg file not found", str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise InputError("not a text file (expected a darknet .cfg)", str(path)) from None
     return parse_cfg_text(text, str(path))

@@ -210,7 +210,7 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
         path = resolve(path, "run")
         if not path.is_file():
             raise InputError("run config not found", str(path))
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
         try:
             data = yaml.safe_load(text)
             root = yaml.compose(text)

@@ -196,7 +196,7 @@ def _read_json(path: str | Path, what: str):
     if not path.is_file():
         raise InputError(f"{what} file not found", str(path))
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON ({e.msg})", str(path), e.lineno) from None
