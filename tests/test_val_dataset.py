@@ -160,6 +160,28 @@ def _coco_val(root: Path, folder: Path, scale_areas: bool = True, edit=None) -> 
     return gt, data
 
 
+def test_saved_annotations_name_nested_images_apart_with_their_sizes(shapes, tmp_path):
+    """annotations.json gave each image its base name only (``a/0.png`` and ``b/0.png`` were both ``0.png``)
+    and no width or height, which most COCO readers need."""
+    import shutil
+
+    root, _, pt = shapes
+    source = sorted((root / "shapes" / "images" / "val").glob("*.png"))[:2]
+    for folder, image in zip("ab", source):
+        for kind, src in (("images", image), ("labels", image.parent.parent.parent / "labels" / "val" /
+                                                f"{image.stem}.txt")):
+            (tmp_path / kind / "val" / folder).mkdir(parents=True)
+            shutil.copy(src, tmp_path / kind / "val" / folder / f"0{src.suffix}")
+    data = tmp_path / "nested.yaml"
+    data.write_text(f"path: {tmp_path}\nval: images/val\nnames: {list(SHAPES_NAMES)}\n")
+    assert _val("--weights", pt, "--data", data, "--img-size", 128, "--save-json", "--no-plots", "--out",
+                tmp_path / "run")[0] == 0
+    images = json.loads((tmp_path / "run" / "annotations.json").read_text())["images"]
+    h, w = cv2.imread(str(source[0])).shape[:2]
+    assert sorted((i["file_name"], i["height"], i["width"]) for i in images) == [("a/0.png", h, w),
+                                                                                   ("b/0.png", h, w)]
+
+
 def test_coco_boxes_past_the_image_edge_are_scored_as_written(shapes, tmp_path):
     """Training clips a COCO box that sticks out of its image and drops one wider than the image; validation
     scored those training rows, so ``yolo val`` on a COCO json differed from pycocotools on it (0.3813 against

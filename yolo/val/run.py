@@ -10,6 +10,7 @@ a standard COCO results file for the original ``instances_*.json``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,9 +156,15 @@ def coco_files(result: ValResult) -> tuple[dict, list[dict]]:
     gt, results = result.evaluator.to_coco()
     index = result.index
     cat = list(index.category_ids) if index.category_ids else list(range(len(index.names)))
-    files = {_image_id(index, j): Path(p).name for j, p in enumerate(index.images)}
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in index.images]) if index.images else ""
+    files = {_image_id(index, j): Path(os.path.relpath(os.path.abspath(p), root)).as_posix()
+             for j, p in enumerate(index.images)}  # below the images' common folder: nested names stay apart
+    sizes = {_image_id(index, j): (int(h), int(w)) for j, (h, w) in enumerate(index.shapes)} \
+        if index.shapes is not None else {}
     for image in gt["images"]:
         image["file_name"] = files.get(image["id"], "")
+        if image["id"] in sizes:
+            image["height"], image["width"] = sizes[image["id"]]
     for category in gt["categories"]:
         category["id"] = cat[category["id"]]
     for row in (*gt["annotations"], *results):
