@@ -311,6 +311,7 @@ def _coco(root: Path) -> Path:
             {"id": 4, "image_id": 5, "category_id": 2, "bbox": [1, 1, 2, 2], "iscrowd": 0},  # unknown category
             {"id": 5, "image_id": 5, "category_id": 3, "bbox": [1, 1, 0, 2], "iscrowd": 0},  # zero width
             {"id": 6, "image_id": 99, "category_id": 3, "bbox": [1, 1, 2, 2], "iscrowd": 0},  # unknown image
+            {"id": 7, "image_id": 5, "category_id": 3, "bbox": [1, float("nan"), 2, 2], "iscrowd": 0},  # NaN
         ]}
     return _write(root / "annotations/instances_val.json", json.dumps(data))
 
@@ -321,7 +322,8 @@ def _pycocotools_boxes(ann: Path, image_id: int, crowd: int) -> np.ndarray:
 
     coco = COCO(str(ann))
     anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id, catIds=coco.getCatIds(), iscrowd=None))
-    return np.array([a["bbox"] for a in anns if a["iscrowd"] == crowd], np.float64).reshape(-1, 4)
+    boxes = np.array([a["bbox"] for a in anns if a["iscrowd"] == crowd], np.float64).reshape(-1, 4)
+    return boxes[np.isfinite(boxes).all(1)]  # a NaN box matches nothing: left out, as documented
 
 
 def test_coco_image_id_given_twice_is_an_error(tmp_path):
@@ -348,7 +350,7 @@ def _pycocotools_rows(ann: Path, image_id: int, crowd: int) -> np.ndarray:
     rows = []
     for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)):
         x, y, w, h = a["bbox"]
-        if a["iscrowd"] != crowd or a["category_id"] not in cats or w <= 0:
+        if a["iscrowd"] != crowd or a["category_id"] not in cats or not w > 0 or not np.isfinite(a["bbox"]).all():
             continue
         x1, y1 = max(x, 0) / info["width"], max(y, 0) / info["height"]
         x2, y2 = min(x + w, info["width"]) / info["width"], min(y + h, info["height"]) / info["height"]
@@ -373,7 +375,8 @@ def test_coco_json(tmp_path, capsys):
         r = index.report
         assert (r.images, r.corrupt, r.crowd, r.clipped) == (2, 1, 1, 1)
         assert (r.labels_found, r.labels_empty, r.instances) == (1, 1, [0, 1, 1])
-        assert r.bad_rows == {"class": 1, "size": 1, "image": 1}
+        assert r.bad_rows == {"class": 1, "size": 1, "image": 1, "non-numeric": 1}
+        assert f"{ann}: annotation id 7: non-finite value in bbox [1, nan, 2, 2] (row dropped)" in r.problems
         assert f"{ann}: annotation id 4: unknown category_id 2 (row dropped)" in r.problems
         assert f"{ann}: annotation id 5: box size 0 x 0.0416667 not in (0, 1] (row dropped)" in r.problems
         assert any(p.startswith(str(tmp_path / "val/gone.jpg")) and "not found" in p for p in r.problems)

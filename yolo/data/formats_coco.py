@@ -131,6 +131,9 @@ def _add_annotation(a: dict, entries: dict, cls_of: dict, labels: tuple[dict, di
     except (KeyError, TypeError, ValueError):
         report.bad_row("non-numeric", "needs image_id, category_id and bbox [x, y, w, h]", path, where)
         return
+    if not np.isfinite([x, y, bw, bh]).all():
+        report.bad_row("non-numeric", f"non-finite value in bbox {a['bbox']}", path, where)
+        return
     if image_id not in entries:
         report.bad_row("image", f"unknown image_id {image_id}", path, where)
         return
@@ -139,7 +142,7 @@ def _add_annotation(a: dict, entries: dict, cls_of: dict, labels: tuple[dict, di
         return
     _, h, w = entries[image_id]
     crowd = bool(a.get("iscrowd", 0))
-    if np.isfinite([x, y, bw, bh]).all() and bw >= 0 and bh >= 0:
+    if bw >= 0 and bh >= 0:
         # area: the json's (COCO's segmentation area, which evaluation buckets by), else w*h
         area = a.get("area")
         area = float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) else bw * bh
