@@ -240,6 +240,9 @@ def test_a_split_without_labels_is_said_by_train_and_val(tmp_path, capsys):
     assert report.dropped_warning().startswith("warning: val split (x): no boxes at all: every label file is empty;")
     assert DatasetReport(split="val", source="x", names=["a"], images=10, labels_found=6, labels_missing=4,
                          instances=[9]).dropped_warning() is None  # some background images: as intended
+    assert DatasetReport(split="val", source="x", names=["a"], images=10, labels_found=10, duplicates=2,
+                         instances=[9]).dropped_warning() == ("warning: val split (x): 2 duplicate rows dropped; "
+                                                              "the split's `.report.format()` names them")
 
 
 def test_a_cached_split_is_named_as_it_is_asked_for_now(tmp_path, monkeypatch):

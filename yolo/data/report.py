@@ -108,10 +108,11 @@ class DatasetReport:
         # no label files for most images, or no box at all: the usual sign of labels that are not where the
         # images say (images/ -> labels/, .txt), which would train and score on background only
         unlabelled = self.images and (boxes == 0 or 2 * self.labels_missing > self.images)
-        if not rows and not self.corrupt and not unlabelled:
+        if not rows and not self.corrupt and not unlabelled and not self.duplicates:
             return None
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))
         parts = ([f"{count(rows, 'label row')} dropped ({kinds})"] if rows else []) + \
+            ([f"{count(self.duplicates, 'duplicate row')} dropped"] if self.duplicates else []) + \
             ([f"{count(self.corrupt, 'corrupt or missing image')} dropped"] if self.corrupt else [])
         if unlabelled:
             what = "no boxes at all" if boxes == 0 else f"only {count(boxes, 'box')}"
