@@ -119,3 +119,19 @@ def test_anchors_cli(tmp_path, capsys):
     assert out[0].count(",") == 11 and out[2].startswith(f"cfg {CFG / 'yolov3-tiny.cfg'}: BPR")
     assert main(["anchors", str(data), "--n", "61"]) == 2
     assert "only 60 boxes of at least 2 px: too few for 61 anchors" in capsys.readouterr().err
+
+
+def test_anchors_say_when_some_repeat(tmp_path, capsys):
+    """18 boxes of 2 sizes for 9 anchors printed ``83,83`` three times without a word."""
+    for i in range(6):
+        _img(tmp_path / f"images/train/{i}.jpg", 104, 104, seed=i)
+        _write(tmp_path / f"labels/train/{i}.txt", "0 0.5 0.5 0.2 0.2\n0 0.4 0.4 0.5 0.3\n0 0.3 0.3 0.2 0.2\n")
+    data = _write(tmp_path / "d.yaml", "train: images/train\nnames: [a]\n")
+    assert main(["anchors", str(data), "--n", "9"]) == 0
+    out, err = capsys.readouterr()
+    anchors = out.splitlines()[0].removeprefix("anchors = ").split(", ")
+    repeats = len(anchors) - len(set(anchors))
+    assert repeats > 0 and f"warning: {repeats} of the 9 anchors repeat another: the labels have too few distinct " \
+                           "box sizes for 9 anchors (give a smaller --n)" in err
+    assert main(["anchors", str(data), "--n", "2"]) == 0
+    assert "repeat" not in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from yolo.commands.common import data_config, img_size
 from yolo.errors import InputError
 from yolo.utils.text import count
@@ -55,6 +57,10 @@ def _run_anchors(args) -> int:
         anchors = evolve_anchors(wh, anchors, args.evolve, seed=args.seed)
     print(format_anchors(anchors))
     shown = np.array([[round(w), round(h)] for w, h in np.asarray(anchors)], float)  # the cfg line's integers
+    distinct = len(np.unique(shown, axis=0))
+    if distinct < args.n:
+        print(f"warning: {args.n - distinct} of the {args.n} anchors repeat another: the labels have too few "
+              f"distinct box sizes for {count(args.n, 'anchor')} (give a smaller --n)", file=sys.stderr)
     rows = [("new", anchor_fitness(wh, shown))]  # what pasting that line gives (the unrounded ones differ a bit)
     if heads:
         theirs = len(heads[0].anchors)
