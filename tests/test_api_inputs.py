@@ -114,6 +114,20 @@ def test_torch_backend_refuses_what_it_would_run_into_garbage(model):
     assert backend(torch.ones(1, 3, SIZE, SIZE)).shape[0] == 1  # the edges of [0, 1] are pixels too
 
 
+def test_a_callers_autocast_leaves_the_backend_at_its_own_precision(model):
+    """Under an application's ``torch.autocast`` the Winograd convs' float32 buffers met bfloat16 products:
+    ``RuntimeError: Expected out tensor to have dtype float``. ``half=True`` is how to ask for bf16."""
+    from yolo.runtime.backends import TorchBackend
+
+    backend = TorchBackend(copy.deepcopy(model))
+    assert backend.winograd > 0
+    x = torch.rand(1, 3, SIZE, SIZE)
+    want = backend(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = backend(x)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
 def test_profile_model_takes_paths_and_checks_its_numbers(model, tmp_path):
     pt = tmp_path / "m.pt"
     save_checkpoint(model, pt)

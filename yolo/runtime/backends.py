@@ -102,9 +102,12 @@ class TorchBackend:
         return torch.cat([self._forward(part) for part in x.split(chunk)])
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` in ``dtype`` and ``memory_format`` -> ``[B, N, 5+C]`` float32."""
-        raw = self.model(x)  # [[B, A, H/s, W/s, 5+C] per head]
-        return self.model.decode([r.float() for r in raw])
+        """``[B, 3, H, W]`` in ``dtype`` and ``memory_format`` -> ``[B, N, 5+C]`` float32. The backend's own
+        precision holds inside a caller's ``torch.autocast`` (which broke the Winograd convs' float32 buffers:
+        ``half=True`` is the way to ask for reduced precision)."""
+        with torch.autocast(self.device.type, enabled=False):
+            raw = self.model(x)  # [[B, A, H/s, W/s, 5+C] per head]
+            return self.model.decode([r.float() for r in raw])
 
 
 def _cpu_batch(value: int | str | None) -> int | None:
