@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import cv2
 import numpy as np
@@ -126,6 +127,33 @@ def test_a_callers_autocast_leaves_the_backend_at_its_own_precision(model):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = backend(x)
     assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
+def test_text_files_not_in_utf8_are_one_line_errors_naming_file_and_line(model, image, tmp_path, capsys):
+    """A Latin-1 names file raised a bare UnicodeDecodeError naming no file (``yolo detect`` exit 1,
+    "unexpected"); every text file the toolkit reads says where and what it expected."""
+    from yolo.cli import main
+    from yolo.data.formats import load_data_config
+
+    names = tmp_path / "latin.names"
+    names.write_bytes(b"person\ncaf\xe9\n" + b"x\n" * 78)
+    with pytest.raises(InputError, match=rf"^{names}:2: not UTF-8 text \(byte 0xe9\); expected one class name per "
+                                         r"line$"):
+        Detector(copy.deepcopy(model), names=names)
+    pt = tmp_path / "m.pt"
+    save_checkpoint(model, pt)
+    assert main(["detect", "--weights", str(pt), "--source", str(image), "--names", str(names), "--nosave"]) == 2
+    assert capsys.readouterr().err == (f"yolo detect: error: {names}:2: not UTF-8 text (byte 0xe9); expected one "
+                                       "class name per line\n")
+    for name, text, expected, load in (
+            ("d.yaml", b"train: images\nnames: [caf\xe9]\n", "a data YAML", load_data_config),
+            ("d.data", b"classes = 1\ntrain = caf\xe9.txt\n", "a darknet .data file", load_data_config),
+            ("run.yaml", b"model: yolov3-tiny.cfg\ndata: caf\xe9.yaml\n", "a run config (YAML)", load_run_config)):
+        path = tmp_path / name
+        path.write_bytes(text)
+        with pytest.raises(InputError, match=rf"^{path}:2: not UTF-8 text \(byte 0xe9\); expected "
+                                             rf"{re.escape(expected)}$"):
+            load(path)
 
 
 def test_profile_model_takes_paths_and_checks_its_numbers(model, tmp_path):

@@ -464,8 +464,17 @@ def test_parse_cfg_file_errors_name_the_file(tmp_path):
     assert str(info.value).startswith(f"{path}:3: ")
     binary = tmp_path / "bin.cfg"
     binary.write_bytes(b"\xff\xfe\x00\x80garbage")
-    with pytest.raises(InputError, match="not a text file"):
+    with pytest.raises(InputError, match=r"bin.cfg:1: not UTF-8 text \(byte 0xff\); expected a darknet .cfg$"):
         parse_cfg(binary)
+    latin = tmp_path / "latin.cfg"
+    latin.write_bytes(b"[net]\n# caf\xe9\nwidth=416\n")
+    with pytest.raises(InputError, match=r"latin.cfg:2: not UTF-8 text \(byte 0xe9\); expected a darknet .cfg$"):
+        parse_cfg(latin)
+    wide = tmp_path / "wide.cfg"
+    wide.write_text("[net]\nwidth=416\n", encoding="utf-16")
+    with pytest.raises(InputError, match=r"wide.cfg: UTF-16 text \(as PowerShell's '>' writes it\): save it as "
+                                         r"UTF-8; expected a darknet .cfg$"):
+        parse_cfg(wide)
 
 
 def test_conv_groups_must_divide_channels():

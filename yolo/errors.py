@@ -69,3 +69,29 @@ def positive_int(value, name: str) -> int:
     if value < 1:
         raise InputError(f"{option(name)} must be >= 1, got {value}")
     return int(value)
+
+
+def read_text(path, expected: str) -> str:
+    """A user's text file as ``str`` (UTF-8; a byte order mark, as Notepad writes, is dropped). Text in another
+    encoding (Latin-1, UTF-16) or a binary file is an ``InputError`` naming the file, the line and what was
+    ``expected`` ("a darknet .cfg")."""
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff") and _decodes(data, "utf-16"):
+            raise InputError(f"UTF-16 text (as PowerShell's '>' writes it): save it as UTF-8; expected {expected}",
+                             str(path)) from None
+        raise InputError(f"not UTF-8 text (byte 0x{data[e.start]:02x}); expected {expected}", str(path),
+                         line) from None
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from yolo.errors import InputError
+from yolo.errors import InputError, read_text
 from yolo.resources import is_builtin, resolve
 from yolo.utils.names import default_names, load_names
 
@@ -85,8 +85,8 @@ def coco_config(images: str | Path, annotations: str | Path, split: str = "val",
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as e:
+        data = yaml.safe_load(read_text(path, "a data YAML"))
+    except OSError as e:
         raise InputError(f"cannot read ({e})", str(path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -218,7 +218,7 @@ def _load_darknet_data(path: Path) -> DataConfig:
 
 def _read_key_values(path: Path) -> dict[str, tuple[str, int]]:
     out = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "a darknet .data file").splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue

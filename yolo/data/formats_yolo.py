@@ -16,7 +16,7 @@ import numpy as np
 
 from yolo.data.imageinfo import IMAGE_SUFFIXES
 from yolo.data.report import DatasetReport
-from yolo.errors import InputError
+from yolo.errors import InputError, read_text
 
 TOL = 1e-3  # slack for coordinates written with rounding (1.0004 is fine, 1.01 is not)
 
@@ -48,8 +48,8 @@ def list_images(sources: list[Path], root: Path, listed_at: dict[str, tuple[str,
 
 def _read_list_file(path: Path, root: Path, listed_at: dict[str, tuple[str, int]] | None = None) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte order mark is no part of the first path
-    except (OSError, UnicodeDecodeError) as e:
+        lines = read_text(path, "a list of image paths").splitlines()  # a byte order mark is dropped
+    except OSError as e:
         raise InputError(f"cannot read the image list ({e})", str(path)) from None
     out = []
     bases = [str(path.parent), str(root), os.getcwd()]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolo.errors import InputError
+from yolo.errors import InputError, read_text
 from yolo.model.cfg_reader import (
     DARKNET_ONLY_SECTIONS,
     NET_KEYS,
@@ -261,8 +261,5 @@ def parse_cfg(path: str | Path) -> ModelSpec:
     path = resolve(path, "model")
     if not path.is_file():
         raise InputError("cfg file not found", str(path))
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError("not a text file (expected a darknet .cfg)", str(path)) from None
+    text = read_text(path, "a darknet .cfg")
     return parse_cfg_text(text, str(path))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from yolo.errors import InputError, option
+from yolo.errors import InputError, option, read_text
 from yolo.resources import builtin, is_builtin, resolve
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -210,7 +210,7 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
         path = resolve(path, "run")
         if not path.is_file():
             raise InputError("run config not found", str(path))
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(path, "a run config (YAML)")
         try:
             data = yaml.safe_load(text)
             root = yaml.compose(text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolo.errors import InputError
+from yolo.errors import InputError, read_text
 from yolo.resources import builtin, resolve
 
 
@@ -14,7 +14,7 @@ def load_names(path: str | Path) -> list[str]:
     path = resolve(path, "names")
     if not path.is_file():
         raise InputError("class names file not found", str(path))
-    lines = path.read_text(encoding="utf-8-sig").rstrip("\n").split("\n")
+    lines = read_text(path, "one class name per line").rstrip("\n").split("\n")
     names = [line.strip() for line in lines]
     for i, name in enumerate(names, start=1):
         if not name:
