@@ -21,6 +21,7 @@ from torch import nn
 from tests.helpers import CFG, photo_batch
 from yolo import Darknet, DarknetHeader, load_model
 from yolo.cli import main
+from yolo.errors import InputError
 from yolo.model.cfg_counts import darknet_float_count
 from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.cfg_specs import ConvSpec, MaxPoolSpec, YoloSpec
@@ -688,6 +689,11 @@ def test_weights_output_brings_its_cfg_and_names_and_opencv_reads_them(tmp_path,
     assert rc == 2 and out == ""
     assert_one_line_error(err, str(tmp_path / "out" / "model2.names"), "other content", "--force")
     assert not (tmp_path / "out" / "model2.weights").exists()
+    from yolo import convert_weights
+
+    with pytest.raises(InputError, match=r"model2.names: exists with other content .*; pass force=True to replace "
+                                         r"it, or another out$"):  # from Python: the Python names
+        convert_weights(tmp_path / "best.pt", tmp_path / "out" / "model2.weights")
     assert (tmp_path / "out" / "model2.names").read_text() == "x\n"
     rc, _, err = cli(capsys, tmp_path / "best.pt", "-o", tmp_path / "out" / "model2.weights", "--force")
     assert (rc, err) == (0, "") and (tmp_path / "out" / "model2.names").read_text().startswith("cat\n")

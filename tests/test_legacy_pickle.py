@@ -306,3 +306,9 @@ def test_verbose_names_the_refused_global(tmp_path, capsys, name, refused):
     err = capsys.readouterr().err
     assert f"RefusedGlobal: refused global {refused}" in err and err.rstrip().endswith("names the global)"), err
     assert not marker.exists()
+    from yolo.errors import InputError
+    from yolo.utils.checkpoint import load_checkpoint_data
+
+    with pytest.raises(InputError, match=r"\(the exception it comes from names the global\)$") as e:
+        load_checkpoint_data(src)  # from Python: no --verbose to point at
+    assert str(e.value.__cause__).startswith(f"refused global {refused}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from yolo.errors import InputError, option
+from yolo.errors import InputError, on_command_line, option
 from yolo.model.cfg_specs import ConvSpec
 from yolo.model.checkpoint import (
     CHECKPOINT_SUFFIXES,
@@ -54,8 +54,9 @@ def _check_companions(files: dict[Path, str], force: bool) -> None:
     """An existing companion with other content is replaced only with ``force`` (the same content: kept)."""
     for path, text in files.items():
         if path.exists() and not force and path.read_bytes() != text.encode():
+            other = "-o another name" if on_command_line() else "another out"
             raise InputError(f"exists with other content (the converted weights need this {path.suffix} beside "
-                             "them); pass --force to replace it, or -o another name", str(path))
+                             f"them); pass {option('force', True)} to replace it, or {other}", str(path))
 
 
 def _read(src: Path, darknet: bool, cfg: str | Path | None, cutoff: int | None, bn_eps: float | None

@@ -33,9 +33,14 @@ META_VERSION = 1
 TS_CONFIG = "config.json"  # TorchScript extra file holding the metadata
 SUFFIXES = {".onnx": "onnx", ".torchscript": "torchscript"}
 EXTRA_HINT = "pip install 'yolo-toolkit[export]'"
-UNTRUSTED = ("no yolo-toolkit export metadata, so not a file written by `yolo export`; a TorchScript file is a "
-             "program that runs its own code when loaded, so it is refused (pass --trust to run it anyway)")
 TRUST_PROBE = (1, 3, 416, 416)  # a trusted file without metadata is run once on zeros of this shape
+
+
+def untrusted() -> str:
+    """Why a TorchScript file without our metadata is refused, and the parameter that runs it anyway."""
+    return ("no yolo-toolkit export metadata, so not a file written by `yolo export`; a TorchScript file is a "
+            f"program that runs its own code when loaded, so it is refused (pass {option('trust', True)} to run it "
+            "anyway)")
 
 
 def require_onnx(need_runtime: bool = True):
@@ -207,7 +212,7 @@ class TorchScriptBackend(ExportedBackend):
         meta = torchscript_metadata(source, path)
         if not (isinstance(meta, dict) and meta.get("format") == META_FORMAT):
             if not trust:
-                raise InputError(UNTRUSTED, path)
+                raise InputError(untrusted(), path)
             meta = None
         else:
             check_metadata(meta, path)

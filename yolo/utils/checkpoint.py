@@ -10,7 +10,7 @@ from typing import IO, Iterator
 
 import torch
 
-from yolo.errors import InputError
+from yolo.errors import InputError, on_command_line
 from yolo.utils.temps import new_temp_file
 from yolo.utils.zipcheck import CrcCheck
 
@@ -103,8 +103,12 @@ def is_torch_file(path: str | Path) -> bool:
     return magic == b"PK\x03\x04" or magic[:1] == b"\x80"
 
 
-REFUSED = ("refused: unpickling it would call a function it names, which could run code; only tensors, plain data "
-           "and inert stand-ins of the classes it names are read (--verbose names the global)")
+def refused() -> str:
+    """Why a pickle that would call code is refused; the global it names is in the exception this one is raised
+    from (shown by ``--verbose``), not in the line: the name is the file's own text."""
+    where = "--verbose names the global" if on_command_line() else "the exception it comes from names the global"
+    return ("refused: unpickling it would call a function it names, which could run code; only tensors, plain "
+            f"data and inert stand-ins of the classes it names are read ({where})")
 
 
 def load_safe(path: str | Path):
@@ -150,7 +154,7 @@ def _load_legacy(path: str) -> tuple[object, list[str]]:
     try:
         return load_legacy(path)
     except RefusedGlobal as e:
-        raise InputError(REFUSED, path) from e
+        raise InputError(refused(), path) from e
     except Exception as e:
         raise _unreadable(path, str(e).strip() or type(e).__name__) from None
 
