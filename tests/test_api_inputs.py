@@ -164,12 +164,45 @@ def test_profile_model_takes_paths_and_checks_its_numbers(model, tmp_path):
         r = profile_model(source, img_size=SIZE, runs=0)
         assert (r["params"], r["gflops"]) == (ours["params"], ours["gflops"])
     for kwargs, message in (({"batch_size": 0}, r"^batch_size must be >= 1, got 0$"),
-                            ({"img_size": 100}, r"^image size 100x100 must be a positive multiple of 32$"),
+                            ({"img_size": 0}, r"^img_size must be positive, got 0x0$"),
+                            ({"img_size": 1.5}, r"^img_size must be an int or \(height, width\) of ints, got 1.5$"),
                             ({"runs": -1}, r"^runs must be an integer >= 0, got -1$")):
         with pytest.raises(InputError, match=message):
             profile_model(model, **{"img_size": SIZE, "runs": 0, **kwargs})
     with pytest.raises(InputError, match=r"^model must be a Darknet, or the path of a checkpoint or cfg, got int$"):
         profile_model(3)
+
+
+def test_profile_model_rounds_sizes_and_reads_weights_with_their_cfg(model, tmp_path, capsys):
+    """profile_model refused a size Detector rounds, and its message for a .weights without a cfg beside it
+    said "pass cfg", a parameter it did not have."""
+    assert profile_model(model, img_size=100, runs=0)["input_size"] == [128, 128]
+    assert "warning: image size 100x100 is not a multiple of 32; using 128x128" in capsys.readouterr().err
+    assert profile_model(model, runs=0)["input_size"] == [416, 416]
+    weights = tmp_path / "w.weights"
+    model.save_darknet_weights(weights)
+    with pytest.raises(InputError, match=r"needs its cfg: pass cfg \(or put w.cfg beside it\)$"):
+        profile_model(weights, runs=0)
+    r = profile_model(weights, cfg=CFG / "yolov3-tiny.cfg", img_size=SIZE, runs=0)
+    assert r["params"] == profile_model(model, img_size=SIZE, runs=0)["params"]
+
+
+def test_a_folder_or_a_cfg_given_as_weights_says_so(model, tmp_path, capsys):
+    """``Detector("images")`` and ``load_model("yolov3-tiny.cfg")`` (a built-in's name) said "weights file not
+    found"; a folder is a folder, a cfg is not weights."""
+    from yolo.cli import main
+    from yolo.model.checkpoint import load_model
+
+    with pytest.raises(InputError, match=rf"^{tmp_path}: is a folder, not a weights file \(.pt or .weights\)$"):
+        Detector(tmp_path)
+    with pytest.raises(InputError, match=r"^yolov3-tiny.cfg: a cfg, not weights \(.pt or .weights\): an untrained "
+                                         r"model is Darknet.from_cfg\('yolov3-tiny.cfg'\)$"):
+        load_model("yolov3-tiny.cfg")
+    assert main(["detect", "--weights", "yolov3-tiny.cfg", "--source", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("yolo detect: error: yolov3-tiny.cfg: a cfg, not weights (.pt or .weights): "
+                                       "give the weights with --weights and the cfg with --cfg\n")
+    with pytest.raises(InputError, match=r"^nothing.pt: weights file not found$"):
+        load_model("nothing.pt")
 
 
 def test_anchors_run_config_and_evaluator_inputs():

@@ -95,3 +95,18 @@ def _decodes(data: bytes, encoding: str) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def not_a_weights_file(path) -> str:
+    """Why ``path``, which is not a file, cannot be loaded as weights: a folder, a cfg (a built-in's name
+    too), or nothing there."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        return "is a folder, not a weights file (.pt or .weights)"
+    if path.suffix.lower() == ".cfg":
+        how = ("give the weights with --weights and the cfg with --cfg" if _command_line else
+               f"an untrained model is Darknet.from_cfg({str(path)!r})")
+        return f"a cfg, not weights (.pt or .weights): {how}"
+    return "weights file not found"

@@ -7,10 +7,7 @@ from pathlib import Path
 
 from yolo.errors import InputError
 from yolo.utils.interrupt import terminate_as_interrupt  # noqa: F401  (the CLI's SIGTERM handling)
-from yolo.utils.sizes import round_to_stride
-
-
-DEFAULT_IMG_SIZE = 416
+from yolo.utils.sizes import DEFAULT_IMG_SIZE, round_to_stride
 
 
 def img_size(values: list[int] | None, stride: int) -> tuple[int, int]:

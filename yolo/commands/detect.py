@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from yolo.commands.common import add_resize_flags, img_size
-from yolo.errors import InputError, positive_int
+from yolo.errors import InputError, not_a_weights_file, positive_int
 from yolo.utils.text import count
 
 
@@ -52,7 +52,7 @@ def _run_detect(args) -> int:
     positive_int(args.batch_size, "batch_size")
     size = img_size(args.img_size, 1) if args.img_size is not None else None  # Detector rounds it to the stride
     if not Path(args.weights).is_file():
-        raise InputError("weights file not found", args.weights)
+        raise InputError(not_a_weights_file(args.weights), args.weights)
     source = Source(args.source)  # a missing source or an empty folder fails here
 
     from yolo.utils.malloc import reuse_freed_memory

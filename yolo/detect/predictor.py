@@ -22,6 +22,7 @@ from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.runtime.preprocess import as_image, preprocess
 from yolo.utils.boxes import LetterboxInfo, xyxy_to_xywh
 from yolo.utils.device import synchronize
+from yolo.utils.sizes import check_img_size
 from yolo.utils.text import count
 
 
@@ -140,16 +141,7 @@ class Detector:
     def _size(self, img_size) -> tuple[int, int]:
         if img_size is None:
             return input_size(self.backend, None)
-        try:
-            h, w = (img_size, img_size) if isinstance(img_size, numbers.Integral) else tuple(img_size)
-            if any(not isinstance(v, numbers.Integral) or isinstance(v, bool) for v in (h, w)):
-                raise TypeError
-        except (TypeError, ValueError):
-            raise InputError(f"img_size must be an int or (height, width) of ints, got {img_size!r}") from None
-        h, w = int(h), int(w)
-        if h <= 0 or w <= 0:
-            raise InputError(f"{option('img_size')} must be positive, got {h}x{w}")
-        return input_size(self.backend, (h, w))  # rounded up to the stride, with a warning
+        return input_size(self.backend, check_img_size(img_size))  # rounded up to the stride, with a warning
 
     @property
     def names(self) -> list[str]:

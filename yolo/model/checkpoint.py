@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolo.errors import InputError, option
+from yolo.errors import InputError, not_a_weights_file, option
 from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.cfg_specs import ConvSpec
 from yolo.model.darknet import Darknet
@@ -158,7 +158,7 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError("weights file not found", str(path))
+        raise InputError(not_a_weights_file(path), str(path))
     refuse_exported(path)
     if is_darknet_file(path):
         kind = foreign_kind(path)

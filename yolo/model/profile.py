@@ -38,6 +38,7 @@ from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
 from yolo.utils.device import half_dtype, select_device, synchronize
 from yolo.utils.memory import PeakMemory
+from yolo.utils.sizes import DEFAULT_IMG_SIZE, check_img_size, round_to_stride
 
 FLOPS_CONVENTION = {
     "gflops": "darknet: 2 x multiply-adds of conv layers, per image",
@@ -185,17 +186,19 @@ def measure_latency(model, x: torch.Tensor, runs: int, warmup: int) -> dict:
 
 
 def _size(img_size, stride: int) -> tuple[int, int]:
-    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    if h <= 0 or w <= 0 or h % stride or w % stride:
-        raise InputError(f"image size {h}x{w} must be a positive multiple of {stride}")
-    return h, w
+    """``img_size`` rounded up to the stride with a warning, as ``Detector`` does; None: 416, rounded quietly."""
+    if img_size is None:
+        return round_to_stride((DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE), stride, quiet=True)
+    return round_to_stride(check_img_size(img_size), stride)
 
 
-def profile_model(model, img_size: int | tuple[int, int] = 416, batch_size: int = 1, device: str | None = "cpu",
-                  half: bool = False, runs: int = 30, warmup: int = 3, optimized: bool = False) -> dict:
-    """Profile ``model`` (a ``Darknet``, or what ``load_model`` reads: a ``.pt`` or a checkpoint path; a cfg
-    path or built-in name builds an untrained one): counts always; latency, per-layer time and memory when
-    ``runs > 0``.
+def profile_model(model, img_size: int | tuple[int, int] | None = None, batch_size: int = 1,
+                  device: str | None = "cpu",
+                  half: bool = False, runs: int = 30, warmup: int = 3, optimized: bool = False,
+                  cfg: str | os.PathLike | None = None) -> dict:
+    """Profile ``model`` (a ``Darknet``, or what ``load_model`` reads: a ``.pt`` or a checkpoint path, a
+    ``.weights`` with its ``cfg``; a cfg path or built-in name builds an untrained one): counts always; latency,
+    per-layer time and memory when ``runs > 0``.
 
     ``optimized``: time the model as ``yolo detect`` runs it (a copy with BN folded, channels-last and Winograd
     convs on CPU; see ``yolo.model.inference``) instead of as trained.
@@ -207,7 +210,7 @@ def profile_model(model, img_size: int | tuple[int, int] = 416, batch_size: int 
     ``receptive_field`` (None after a global pool), ``stride``, ``bflops``, ``latency_ms``).
     """
     if isinstance(model, (str, os.PathLike)):
-        model = _load(model)
+        model = _load(model, cfg)
     elif not isinstance(model, Darknet):
         raise InputError(f"model must be a Darknet, or the path of a checkpoint or cfg, got {type(model).__name__}")
     batch_size = positive_int(batch_size, "batch_size")
@@ -277,10 +280,10 @@ def format_table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def _load(path) -> Darknet:
+def _load(path, cfg=None) -> Darknet:
     """A cfg (path or built-in name) -> an untrained ``Darknet``; anything else through ``load_model``."""
     from yolo.model.checkpoint import load_model
 
-    if str(path).lower().endswith(".cfg"):
+    if str(path).lower().endswith(".cfg") and cfg is None:
         return Darknet.from_cfg(path)
-    return load_model(path)
+    return load_model(path, cfg=cfg)

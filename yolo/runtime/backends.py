@@ -17,14 +17,14 @@ from typing import Sequence
 
 import torch
 
-from yolo.errors import InputError, option
+from yolo.errors import InputError, not_a_weights_file, option
 from yolo.model.checkpoint import load_model
 from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
 from yolo.runtime.preprocess import check_input
 from yolo.utils.device import half_dtype, half_warning, select_device
 from yolo.utils.names import default_names, load_names
-from yolo.utils.sizes import round_to_stride
+from yolo.utils.sizes import DEFAULT_IMG_SIZE, round_to_stride
 from yolo.utils.text import count
 
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
@@ -128,7 +128,7 @@ def wants_letterbox(backend) -> bool:
     return bool(getattr(backend, "letterbox", True))
 
 
-DEFAULT_SIZE = (416, 416)  # the input size when none is asked for (a fixed-size export: its own)
+DEFAULT_SIZE = (DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE)  # the input size when none is asked for (a fixed-size export: its own)
 
 
 def input_size(backend, size: tuple[int, int] | None) -> tuple[int, int]:
@@ -184,7 +184,7 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
         backend = TorchBackend(copy.deepcopy(weights), device, half)  # fusing must not change the caller's model
     elif str(weights).lower().endswith(EXPORTED_SUFFIXES):
         if not Path(weights).is_file():
-            raise InputError("weights file not found", str(weights))
+            raise InputError(not_a_weights_file(weights), str(weights))
         from yolo.runtime.exported import load_exported  # onnxruntime only when an .onnx is asked for
 
         backend = load_exported(str(weights), str(device), trust=trust)

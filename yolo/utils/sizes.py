@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import numbers
 import sys
+
+DEFAULT_IMG_SIZE = 416  # the input size when none is asked for, rounded up to the model's stride (448 at 64)
 
 
 def round_to_stride(size: tuple[int, int], stride: int, quiet: bool = False) -> tuple[int, int]:
@@ -15,3 +18,20 @@ def round_to_stride(size: tuple[int, int], stride: int, quiet: bool = False) -> 
         print(f"warning: image size {h}x{w} is not a multiple of {stride}; using {rounded[0]}x{rounded[1]}",
               file=sys.stderr)
     return rounded
+
+
+def check_img_size(img_size) -> tuple[int, int]:
+    """A Python caller's ``img_size`` (an int, or (height, width) of ints) -> ``(H, W)``; anything else, or a
+    size that is not positive, is an ``InputError``."""
+    from yolo.errors import InputError, option
+
+    try:
+        h, w = (img_size, img_size) if isinstance(img_size, numbers.Integral) else tuple(img_size)
+        if any(not isinstance(v, numbers.Integral) or isinstance(v, bool) for v in (h, w)):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise InputError(f"img_size must be an int or (height, width) of ints, got {img_size!r}") from None
+    h, w = int(h), int(w)
+    if h <= 0 or w <= 0:
+        raise InputError(f"{option('img_size')} must be positive, got {h}x{w}")
+    return h, w
