@@ -153,6 +153,12 @@ def test_gray_rgba_and_16_bit_png(detector, tmp_path):
     torch.testing.assert_close(f.tensor(), detector(base)[0].tensor())
     with pytest.raises(InputError, match=r"float image must hold values in \[0, 1\], this one reaches 2"):
         detector(base.astype(np.float32))  # 0-255 floats: a white picture once clipped, so no detections at all
+    with pytest.raises(InputError, match=r"this one goes down to -0.49\d* \(centred or mean/std-normalized pixels"):
+        detector(base.astype(np.float32) / 255 - 0.5)  # clipped at 0, it detected on another picture
+    nan = base.astype(np.float32) / 255
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match=r"this one holds NaN or infinity$"):
+        detector(nan)
 
 
 def test_txt_json_and_drawn_boxes_agree(detector, folder, tmp_path):

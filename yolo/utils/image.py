@@ -20,17 +20,23 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     """Any array OpenCV might return -> BGR ``[H, W, 3]`` uint8: ``[H, W]`` gray, ``[H, W, 1]``, BGRA
     ``[H, W, 4]``; uint16 keeps its high byte (``>> 8``: what ``cv2.IMREAD_COLOR`` does, so an array and its
     file give the same pixels), floats are taken as [0, 1] (a float image reaching past 1, most likely 0-255
-    pixels as floats, is an ``InputError``: clipped, it would be a white picture). An empty image (a side of 0)
+    pixels as floats, or below 0, centred or normalized pixels, or holding NaN, is an ``InputError``: clipped,
+    it would be another picture). An empty image (a side of 0)
     is an ``InputError``."""
     if 0 in img.shape[:2] or img.ndim < 2:
         raise InputError(f"empty image (shape {list(img.shape)}): nothing to detect on")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype.kind == "f":
-        top = float(np.nanmax(img)) if img.size else 0.0
+        if not np.isfinite(img).all():
+            raise InputError("a float image must hold values in [0, 1], this one holds NaN or infinity")
+        low, top = (float(img.min()), float(img.max())) if img.size else (0.0, 0.0)
         if top > 1.0 + 1e-3:
             raise InputError(f"a float image must hold values in [0, 1], this one reaches {top:g} (0-255 pixels: "
                              "pass them as uint8)")
+        if low < -1e-3:
+            raise InputError(f"a float image must hold values in [0, 1], this one goes down to {low:g} (centred or "
+                             "mean/std-normalized pixels: pass the plain image)")
         img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
     elif img.dtype != np.uint8:
         raise InputError(f"unsupported image dtype {img.dtype} (expected uint8, uint16 or float)")
