@@ -44,10 +44,13 @@ def test_any_multiple_of_32(height, width):
 
 
 def test_rejects_bad_input_shapes():
+    """An InputError (the documented error for bad input; a ValueError too), not a plain ValueError."""
+    from yolo.errors import InputError
+
     model = Darknet.from_cfg(CFG / "yolov3-tiny.cfg")
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(InputError, match="multiple of 32"):
         model(torch.rand(1, 3, 100, 96))
-    with pytest.raises(ValueError, match=r"expected input \[B, 3, H, W\]"):
+    with pytest.raises(InputError, match=r"expected input \[B, 3, H, W\]"):
         model(torch.rand(1, 4, 64, 64))
 
 

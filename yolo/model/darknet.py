@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from yolo.errors import InputError
 from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.cfg_specs import (
     AvgPoolSpec,
@@ -105,10 +106,10 @@ class Darknet(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``[B, C, H, W] -> [[B, A, H/s, W/s, 5+C] per head]``."""
         if x.dim() != 4 or x.shape[1] != self.spec.net.channels:
-            raise ValueError(f"expected input [B, {self.spec.net.channels}, H, W], got {list(x.shape)}")
+            raise InputError(f"expected input [B, {self.spec.net.channels}, H, W], got {list(x.shape)}")
         h, w = x.shape[-2:]
         if h % self.max_stride or w % self.max_stride:
-            raise ValueError(f"input size {h}x{w} must be a multiple of {self.max_stride} in both dimensions")
+            raise InputError(f"input size {h}x{w} must be a multiple of {self.max_stride} in both dimensions")
         saved: dict[int, torch.Tensor] = {}
         heads: list[torch.Tensor] = []
         for spec, module in zip(self.spec.layers, self.module_list):
