@@ -115,6 +115,23 @@ def test_torch_backend_refuses_what_it_would_run_into_garbage(model):
     assert backend(torch.ones(1, 3, SIZE, SIZE)).shape[0] == 1  # the edges of [0, 1] are pixels too
 
 
+def test_a_missing_image_or_a_video_passed_as_an_image_is_one_line(model, tmp_path, capfd):
+    """``det("nope.png")`` let OpenCV log its own line first; ``det("clip.avi")`` said "cannot read image"."""
+    det = Detector(copy.deepcopy(model), img_size=SIZE)
+    capfd.readouterr()
+    with pytest.raises(InputError, match=r"nope.png: image not found$"):
+        det(tmp_path / "nope.png")
+    assert capfd.readouterr().err == ""
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for k in range(3):
+        writer.write(np.full((48, 64, 3), 40 * k, np.uint8))
+    writer.release()
+    with pytest.raises(InputError, match=r"clip.avi: a video, not an image: Detector.run detects on its frames$"):
+        det(clip)
+    assert det.run(clip, out=tmp_path / "run", nosave=True, progress=False)["images"] == 3
+
+
 def test_a_callers_autocast_leaves_the_backend_at_its_own_precision(model):
     """Under an application's ``torch.autocast`` the Winograd convs' float32 buffers met bfloat16 products:
     ``RuntimeError: Expected out tensor to have dtype float``. ``half=True`` is how to ask for bf16."""

@@ -9,9 +9,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from yolo.detect.sources import VIDEO_SUFFIXES, Frame, Prefetcher, Source
+from yolo.detect.sources import Frame, Prefetcher, Source
 from yolo.detect.writers import RunWriter, prepare_dir
 from yolo.errors import positive_int
+from yolo.utils.image import VIDEO_SUFFIXES
 from yolo.runtime.preprocess import letterbox_images, to_input
 from yolo.utils.text import count
 

@@ -21,13 +21,15 @@ import numpy as np
 
 from yolo.data.imageinfo import truncated_jpeg
 from yolo.errors import InputError
-from yolo.utils.image import UnreadableImage, opencv_safe, read_image, to_bgr8
-
-IMAGE_SUFFIXES = {".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jfif", ".jp2", ".png", ".webp", ".tif", ".tiff", ".pbm",
-                  ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif"}
-JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts",
-                  ".asf", ".3gp", ".ogv", ".gif"}
+from yolo.utils.image import (
+    IMAGE_SUFFIXES,
+    JPEG_SUFFIXES,
+    VIDEO_SUFFIXES,
+    UnreadableImage,
+    opencv_safe,
+    read_image,
+    to_bgr8,
+)
 
 
 @dataclass

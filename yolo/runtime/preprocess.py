@@ -16,7 +16,7 @@ import torch
 from yolo.data.augment import letterbox, stretch
 from yolo.errors import InputError
 from yolo.utils.boxes import LetterboxInfo
-from yolo.utils.image import UnreadableImage, read_image, to_bgr8
+from yolo.utils.image import VIDEO_SUFFIXES, UnreadableImage, read_image, to_bgr8
 
 
 def preprocess(images: Sequence[np.ndarray], size: tuple[int, int], letterbox: bool = True
@@ -59,10 +59,14 @@ def as_image(item) -> tuple[np.ndarray, str | None]:
     if Path(item).is_dir() or (not Path(item).exists() and any(ch in str(item) for ch in "*?[")):
         raise InputError("a folder or pattern holds many files: pass them to Detector.run, or a list of paths here",
                          str(item))
+    if not Path(item).exists():  # before OpenCV, which would log its own line about it
+        raise InputError("image not found", str(item))
     try:
         return read_image(item, "bgr"), str(item)
     except UnreadableImage:
-        raise InputError("cannot read image" if Path(item).is_file() else "image not found", str(item)) from None
+        if Path(item).suffix.lower() in VIDEO_SUFFIXES:
+            raise InputError("a video, not an image: Detector.run detects on its frames", str(item)) from None
+        raise InputError("cannot read image", str(item)) from None
 
 
 def check_input(x, source: str | Path | None = None) -> None:

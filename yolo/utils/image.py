@@ -12,6 +12,13 @@ import numpy as np
 from yolo.errors import InputError
 
 
+IMAGE_SUFFIXES = {".bmp", ".dib", ".jpg", ".jpeg", ".jpe", ".jfif", ".jp2", ".png", ".webp", ".tif", ".tiff", ".pbm",
+                  ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif"}  # cv2.imread's
+JPEG_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts",
+                  ".asf", ".3gp", ".ogv", ".gif"}  # read with cv2.VideoCapture
+
+
 class UnreadableImage(Exception):
     """An image file that OpenCV cannot decode (or that does not exist)."""
 
