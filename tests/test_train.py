@@ -111,6 +111,13 @@ def test_run_writes_checkpoints_that_load_as_models(tmp_path):
     assert again.name == "exp2"  # never overwritten
 
 
+def test_train_returns_an_absolute_run_folder_new_or_resumed(tmp_path, monkeypatch):
+    """A new run with a relative ``out`` returned ``runs/exp``; a resumed one returned an absolute path."""
+    monkeypatch.chdir(tmp_path)
+    out = train(run_cfg(tmp_path, epochs=1, out="runs/exp"), data_factory=fake_data(), progress=False, plots=False)
+    assert out == tmp_path / "runs" / "exp" and out.is_absolute()
+
+
 def test_img_size_is_rounded_up_to_the_stride_with_a_warning(tmp_path, capsys):
     """As detect, val, profile and export do (docs/errors.md): 70 -> 96 for a stride-32 model, said once, and
     run.yaml holds the size trained at (it was an error without a file name)."""

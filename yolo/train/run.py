@@ -209,7 +209,8 @@ def detection_task(cfg: RunConfig, model: Darknet, data: TrainData, validate, en
 
 def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callable | None = None,
           validate_factory: Callable | None = None, progress: bool = True, plots: bool = True) -> Path:
-    """Run (or, with ``resume``, continue) a training run; returns the run folder.
+    """Run (or, with ``resume``, continue) a training run; returns the run folder (an absolute path, a new run's
+    and a resumed one's alike).
 
     Under DDP a process whose peer died or stopped answering for ``ddp_timeout`` seconds raises
     ``PeerLostError`` (one line) instead of hanging."""
@@ -226,7 +227,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, data_factory: Callab
     try:
         out_dir = _train(cfg, resume, data_factory, validate_factory, progress, plots, env, device, where)
         finished = True
-        return out_dir
+        return Path(out_dir).absolute()
     except RuntimeError as e:
         if not (env.distributed and is_peer_failure(e)):
             raise
