@@ -609,6 +609,40 @@ def test_file_names_that_are_not_utf8(weights, tmp_path):
     assert {i["file_name"] for i in items} == {"plain.png", "caf\ufffd.png"}
 
 
+def test_a_video_without_frames_is_an_unreadable_file(weights, tmp_path, capsys):
+    """A video that opens but holds no frame was a success (exit 0, an empty run folder) and was missing from
+    the unreadable count; a source of nothing else is now an error, as one of corrupt files is."""
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)).release()
+    out = tmp_path / "run"
+    assert main(["detect", "--weights", str(weights), "--source", str(empty), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == f"yolo detect: error: {empty}: no readable image or video frame (1 unreadable file)"
+    assert f"warning: {empty}: no frame could be read, skipped" in err and not out.exists()
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    empty.rename(mixed / "empty.avi")
+    cv2.imwrite(str(mixed / "a.png"), _bgr(64, 80))
+    summary = Detector(weights, img_size=SIZE).run(mixed, out=tmp_path / "r2", nosave=True, progress=False)
+    assert (summary["images"], summary["unreadable"], summary["unreadable_files"]) == (1, 1, [str(mixed / "empty.avi")])
+
+
+def test_frame_labels_never_meet_an_image_named_like_a_frame(weights, tmp_path):
+    """An image ``clip_5.png`` listed before ``clip.avi`` took ``labels/clip_5.txt``, and frame 5's labels went to
+    ``clip_5_2.txt``, where no ``<stem>_<frame>`` reader looks: now the video's stem moves aside instead."""
+    clip = _write_video(tmp_path / "clip.avi", [_bgr(48, 64, shift=k) for k in range(8)])
+    image = tmp_path / "clip_5.png"
+    cv2.imwrite(str(image), _bgr(60, 70))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{image}\n{clip}\n")
+    run = Detector(weights, img_size=SIZE).run(listing, out=tmp_path / "run", save_txt=True, save_json=True,
+                                               progress=False)["run_dir"]
+    labels = sorted(p.name for p in (Path(run) / "labels").iterdir())
+    assert labels == ["clip_2_0.txt", "clip_2_1.txt", "clip_2_2.txt", "clip_2_3.txt", "clip_2_4.txt", "clip_2_5.txt",
+                      "clip_2_6.txt", "clip_2_7.txt", "clip_5.txt"]
+    assert (Path(run) / "clip_2.mp4").is_file() and (Path(run) / "clip_5.png").is_file()
+
+
 def test_a_clip_under_an_image_name_is_read_as_a_video(weights, tmp_path, capsys):
     """An MP4 saved as clip.jpg (or with no suffix) was 'cannot read this image, skipped' though OpenCV opens
     it: a file that does not decode as an image is tried as a video; a corrupt picture stays unreadable."""

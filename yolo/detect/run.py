@@ -33,8 +33,9 @@ class _Stats:
         self.unreadable += 1
         if len(self.bad_files) < MAX_LISTED_UNREADABLE:
             self.bad_files.append(frame.path)
-        what = "open this video" if Path(frame.path).suffix.lower() in VIDEO_SUFFIXES else "read this image"
-        print(f"warning: {frame.path}: cannot {what}, skipped", file=sys.stderr)
+        what = "cannot open this video" if Path(frame.path).suffix.lower() in VIDEO_SUFFIXES else \
+            "cannot read this image"
+        print(f"warning: {frame.path}: {frame.problem or what}, skipped", file=sys.stderr)
 
     def summary(self, run_dir: Path, writer: RunWriter, names: list[str]) -> dict:
         n = max(self.images, 1)

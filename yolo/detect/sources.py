@@ -41,6 +41,7 @@ class Frame:
     image: np.ndarray | None
     index: int = 0
     fps: float | None = None
+    problem: str = ""  # why ``image`` is None, when more is known than "cannot read"
 
     @property
     def is_video(self) -> bool:
@@ -234,8 +235,8 @@ def _video_frames(name: str | int, label: str, cap: cv2.VideoCapture | None = No
                 break
             yield Frame(label, to_bgr8(frame), index, fps)
             index += 1
-        if index == 0:
-            print(f"warning: {label}: no frames could be read", file=sys.stderr)
+        if index == 0:  # opened, but nothing in it: an unreadable file (a source of nothing else is an error)
+            yield Frame(label, None, problem="no frame could be read")
     finally:
         cap.release()
 

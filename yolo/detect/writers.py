@@ -91,6 +91,7 @@ class RunWriter:
         self.save_img, self.save_txt, self.save_crop = save_img, save_txt, save_crop
         self.json = JsonArrayWriter(run_dir / "predictions.json") if save_json else None
         self.used: set[str] = set()  # output stems already taken (two sources may share a file name)
+        self.numbered: set[str] = set()  # X for every taken X_<digits>: stems a video cannot take
         self.video: VideoOut | None = None
         self.video_source: str | None = None
         self.video_failed: str | None = None  # the video whose annotated copy OpenCV could not write
@@ -105,18 +106,37 @@ class RunWriter:
             return "stream"
         return os.fsencode(Path(frame.path).stem).decode("utf-8", "replace")
 
+    def _video_stem(self, stem: str) -> str:
+        """``stem``, or ``stem_2``, ``stem_3``, ... : the first free name none of whose frame names
+        (``<stem>_<frame>``) is taken yet, so a video's frames are all named ``<its stem>_<frame>`` (an image
+        ``clip_5.png`` written before ``clip.avi`` moves the video to ``clip_2``, not its frame 5 alone)."""
+        name, n = stem, 1
+        while name in self.used or name in self.numbered:
+            n += 1
+            name = f"{stem}_{n}"
+        return self._take(name)
+
+    def _take(self, name: str) -> str:
+        """``name``, or the first free ``name_2``, ... (see ``unique_name``), now taken; a taken ``X_<digits>``
+        also marks ``X`` as a stem no video may take."""
+        name = unique_name(self.used, name)
+        head, _, tail = name.rpartition("_")
+        if head and tail.isdigit():
+            self.numbered.add(head)
+        return name
+
     def write(self, frame: Frame, det) -> None:
         """Outputs for one ``frame`` and its :class:`yolo.detect.Detections`."""
         if frame.is_video and frame.path != self.video_source:
             self._close_video()
             self.video_source = frame.path
-            self.video_stem = unique_name(self.used, self._stem(frame))
+            self.video_stem = self._video_stem(self._stem(frame))
         if not frame.is_video:
-            stem = unique_name(self.used, self._stem(frame))
+            stem = self._take(self._stem(frame))
         elif frame.is_live:  # the only source of the run: no other name to meet (and no set growing forever)
             stem = f"{self.video_stem}_{frame.index}"
-        else:  # a video file's frame may meet an image's name (clip.avi frame 2 and clip_2.png)
-            stem = unique_name(self.used, f"{self.video_stem}_{frame.index}")
+        else:  # a later image named like a frame (clip_2.png after clip.avi) takes clip_2_2.png
+            stem = self._take(f"{self.video_stem}_{frame.index}")
         rows = det.tensor().numpy()  # [K, 6]
         if self.save_img:
             drawn = draw_detections(frame.image, rows, self.names)
