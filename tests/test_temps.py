@@ -69,6 +69,55 @@ def test_atomic_write_removes_what_killed_writes_of_the_same_file_left(tmp_path)
     assert (tmp_path / "last.pt").read_bytes() == b"whole" and other.exists()  # another file's: not ours to judge
 
 
+def test_a_name_near_the_length_limit_is_written_and_one_past_it_is_one_line(tmp_path, capsys):
+    """The temporary sibling added 18-20 characters: a legal 240-character name failed (ENAMETOOLONG), and
+    ``yolo detect`` on a video with a long name ended with "unexpected OSError" (exit 1) part-way."""
+    import errno
+
+    import cv2
+    import numpy as np
+
+    from yolo.utils.temps import new_temp_folder
+
+    long = tmp_path / ("x" * 250 + ".txt")  # 254 bytes: legal
+    aged = tmp_path / f".{'x' * 241}.abcdefgh.tmp"  # what a killed write of it left: found by the sweep
+    aged.write_bytes(b"cut short")
+    _aged(aged)
+    with atomic_write(long, sweep=True) as f:
+        f.write(b"whole")
+    assert long.read_bytes() == b"whole" and not aged.exists() and len(list(tmp_path.iterdir())) == 1
+    folder, fd = new_temp_folder(tmp_path / ("y" * 254))
+    os.close(fd)
+    assert folder.is_dir()
+    with pytest.raises(OSError) as e:
+        with atomic_write(tmp_path / ("z" * 256)) as f:  # past the limit: the rename says so, nothing is left
+            f.write(b"whole")
+    assert e.value.errno == errno.ENAMETOOLONG and len(list(tmp_path.iterdir())) == 2
+
+    from yolo.cli import main
+
+    video = tmp_path / ("v" * 248 + ".avi")  # frame 10's labels: 248 + len("_10.txt") = 255 bytes, legal
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for k in range(12):
+        writer.write(np.full((48, 64, 3), 20 * k, np.uint8))
+    writer.release()
+    weights = tmp_path / "m.pt"
+    from tests.helpers import CFG
+    from yolo.model.checkpoint import save_checkpoint
+    from yolo.model.darknet import Darknet
+
+    save_checkpoint(Darknet.from_cfg(CFG / "yolov3-tiny.cfg"), weights)
+    assert main(["detect", "--weights", str(weights), "--source", str(video), "--img-size", "64", "--save-txt",
+                 "--nosave", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert len(list((tmp_path / "run" / "labels").iterdir())) == 12
+    video.rename(tmp_path / ("w" * 249 + ".avi"))  # frame 10's labels would be 256 bytes: one line, exit 1
+    capsys.readouterr()
+    assert main(["detect", "--weights", str(weights), "--source", str(tmp_path / ("w" * 249 + ".avi")), "--img-size",
+                 "64", "--save-txt", "--nosave", "--out", str(tmp_path / "run2"), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith("File name too long; nothing was half-written")
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
 def test_a_killed_generation_takes_its_workers_along_and_its_folder_is_removed_later(tmp_path):
     root = tmp_path / "ds"

@@ -105,7 +105,8 @@ def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
         _drop_stdout()
         return EXIT_BROKEN_PIPE
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES):
+        if e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES,
+                           errno.ENAMETOOLONG):
             return _unexpected(args, e, verbose)
         if verbose:
             traceback.print_exc()

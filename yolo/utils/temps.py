@@ -44,9 +44,26 @@ def hold_folder(folder: str | Path) -> int:
     return fd
 
 
+NAME_MAX = 255  # bytes in one file name (ext4, XFS, APFS, NTFS); os.pathconf says where it can
+TEMP_EXTRA = len(".") + len(".") + 8 + len(".tmp")  # what a temporary name adds: dots, mkstemp's 8, suffix
+
+
+def _temp_stem(path: Path) -> str:
+    """``path``'s name, cut (at a character) so that its temporary sibling's name stays a legal one: a name
+    near the limit (a video's 240-character stem plus ``_0.txt``) made the write fail with ENAMETOOLONG."""
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = NAME_MAX
+    name = path.name
+    while name and len(os.fsencode(name)) > limit - TEMP_EXTRA:
+        name = name[:-1]
+    return name
+
+
 def _left_by_earlier_writes(path: Path) -> str:
     """The glob of the temporary siblings :func:`new_temp_file` / :func:`new_temp_folder` make for ``path``."""
-    return f".{glob.escape(path.name)}.*.tmp"
+    return f".{glob.escape(_temp_stem(path))}.*.tmp"
 
 
 def new_temp_file(path: str | Path, sweep: bool = True) -> tuple[int, str]:
@@ -56,7 +73,7 @@ def new_temp_file(path: str | Path, sweep: bool = True) -> tuple[int, str]:
     path = Path(path)
     if sweep:
         remove_abandoned(path.parent, _left_by_earlier_writes(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{_temp_stem(path)}.", suffix=".tmp", dir=path.parent)
     hold(fd)  # released when the fd is closed, or by the kernel if this process is killed
     return fd, tmp
 
@@ -66,7 +83,7 @@ def new_temp_folder(path: str | Path) -> tuple[Path, int]:
     killed writes of ``path`` left: ``(folder, the lock's fd)``; close the fd when done."""
     path = Path(path)
     remove_abandoned(path.parent, _left_by_earlier_writes(path))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_temp_stem(path)}.", suffix=".tmp", dir=path.parent))
     return tmp, hold_folder(tmp)
 
 
