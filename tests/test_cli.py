@@ -83,7 +83,12 @@ def test_usage_errors_are_one_line_with_a_way_out(capsys):
             (["convert-weights", "m.pt", "-o", "-out.weights"], "argument -o/--out: expected one argument"),
             (["data", "check", "d.yaml", "--split", "nope"], "yolo data check: error: argument --split: invalid "
                                                              "choice: 'nope'"),
-            (["nosuch"], "yolo: error: argument <command>: invalid choice: 'nosuch'")):
+            (["nosuch"], "yolo: error: argument <command>: invalid choice: 'nosuch'"),
+            # an unknown option is the command's error, not "yolo: error: ..." (yolo detect --help lists its own)
+            (["detect", "--weights", "m.pt", "--source", "x.jpg", "--show"],
+             "yolo detect: error: unrecognized arguments: --show (yolo detect --help: the options)"),
+            (["data", "check", "d.yaml", "--bogus"], "yolo data check: error: unrecognized arguments: --bogus"),
+            (["--bogus"], "yolo: error: unrecognized arguments: --bogus (yolo --help: the options)")):
         with pytest.raises(SystemExit) as e:
             main(argv)
         err = capsys.readouterr().err

@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
     """Run one command; returns its exit code. ``fast_exit``: after a successful ``FAST_EXIT`` command, flush
     and end the process at once (:func:`_exit_now`) instead of returning."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser: "yolo detect: error: unrecognized arguments: --show (...)"
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2
@@ -87,6 +89,17 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
     # SIGTERM ends a command as Ctrl-C does (saves, closes, cleans up); errors name --flags, not parameters
     with terminate_as_interrupt() as stop, command_line():
         return _run(args, verbose, fast_exit, stop)
+
+
+def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the command (and action) ``args`` holds; ``parser`` itself without one."""
+    for dest in ("command", "action"):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, dest, None)
+        if not subs or not isinstance(name, str) or name not in subs[0].choices:
+            break
+        parser = subs[0].choices[name]
+    return parser
 
 
 def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
