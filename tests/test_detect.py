@@ -643,6 +643,33 @@ def test_frame_labels_never_meet_an_image_named_like_a_frame(weights, tmp_path):
     assert (Path(run) / "clip_2.mp4").is_file() and (Path(run) / "clip_5.png").is_file()
 
 
+def test_ctrl_c_while_a_frame_is_written_waits_for_its_labels_and_json(detector, tmp_path, monkeypatch):
+    """A Ctrl-C right after the video encoder returned left the annotated video one frame ahead of the labels
+    and the JSON (3 runs in 20 in a user's test): the frame's outputs are now written whole, then it stops."""
+    import json
+    import signal
+
+    from yolo.detect.sources import Frame
+    from yolo.detect.writers import RunWriter, VideoOut
+
+    image = _bgr(96, 128)
+    (det,) = detector(image)
+    encode = VideoOut.write
+
+    def encode_then_ctrl_c(self, frame):
+        encode(self, frame)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(VideoOut, "write", encode_then_ctrl_c)
+    writer = RunWriter(tmp_path, detector.names, save_img=True, save_txt=True, save_json=True, save_crop=False)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write(Frame("clip.avi", image, 0, 10.0), det)
+    writer.close()
+    assert (tmp_path / "labels" / "clip_0.txt").read_text() == det.to_txt()
+    assert len(json.loads((tmp_path / "predictions.json").read_text())) == len(det) > 0
+    assert (tmp_path / "clip.mp4").is_file()
+
+
 def test_a_clip_under_an_image_name_is_read_as_a_video(weights, tmp_path, capsys):
     """An MP4 saved as clip.jpg (or with no suffix) was 'cannot read this image, skipped' though OpenCV opens
     it: a file that does not decode as an image is tried as a video; a corrupt picture stays unreadable."""

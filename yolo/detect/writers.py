@@ -20,6 +20,7 @@ from yolo.errors import InputError
 from yolo.utils.checkpoint import atomic_write
 from yolo.utils.draw import draw_detections
 from yolo.utils.files import make_run_dir, unique_name
+from yolo.utils.interrupt import deferred_interrupt
 
 SAVE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -126,7 +127,12 @@ class RunWriter:
         return name
 
     def write(self, frame: Frame, det) -> None:
-        """Outputs for one ``frame`` and its :class:`yolo.detect.Detections`."""
+        """Outputs for one ``frame`` and its :class:`yolo.detect.Detections`, all or none: a Ctrl-C (or SIGTERM)
+        waits for them, so the annotated video never holds a frame the labels and JSON lack."""
+        with deferred_interrupt():
+            self._write(frame, det)
+
+    def _write(self, frame: Frame, det) -> None:
         if frame.is_video and frame.path != self.video_source:
             self._close_video()
             self.video_source = frame.path
