@@ -627,6 +627,20 @@ def test_a_video_without_frames_is_an_unreadable_file(weights, tmp_path, capsys)
     assert (summary["images"], summary["unreadable"], summary["unreadable_files"]) == (1, 1, [str(mixed / "empty.avi")])
 
 
+def test_a_truncated_video_says_how_many_frames_it_lost(tmp_path, capsys):
+    """Half an AVI ran its 10 readable frames of 20 without a word (and the progress bar stayed at 10/20)."""
+    from yolo.detect.sources import Source
+
+    clip = _write_video(tmp_path / "clip.avi", [_bgr(48, 64, shift=k) for k in range(20)])
+    whole = clip.read_bytes()
+    assert [f.index for f in Source(str(clip))] == list(range(20)) and "warning" not in capsys.readouterr().err
+    clip.write_bytes(whole[:len(whole) // 2])
+    frames = [f.index for f in Source(str(clip))]
+    assert 0 < len(frames) < 20
+    assert capsys.readouterr().err == (f"warning: {clip}: read {len(frames)} of the 20 frames its header declares "
+                                       "(a truncated file?)\n")
+
+
 def test_frame_labels_never_meet_an_image_named_like_a_frame(weights, tmp_path):
     """An image ``clip_5.png`` listed before ``clip.avi`` took ``labels/clip_5.txt``, and frame 5's labels went to
     ``clip_5_2.txt``, where no ``<stem>_<frame>`` reader looks: now the video's stem moves aside instead."""

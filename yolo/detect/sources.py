@@ -237,6 +237,10 @@ def _video_frames(name: str | int, label: str, cap: cv2.VideoCapture | None = No
             index += 1
         if index == 0:  # opened, but nothing in it: an unreadable file (a source of nothing else is an error)
             yield Frame(label, None, problem="no frame could be read")
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if isinstance(name, str) and "://" not in name else 0
+        if 0 < index < declared - max(1, declared // 100):  # a container's count can be an estimate: some slack
+            print(f"warning: {label}: read {index} of the {declared} frames its header declares (a truncated "
+                  "file?)", file=sys.stderr)
     finally:
         cap.release()
 
