@@ -232,6 +232,11 @@ def test_unreadable_label_drops_its_image(tmp_path):
         f"{tmp_path / 'labels/train/1.txt'}: label file unreadable (UTF-16 text, as PowerShell's '>' writes it: "
         "save it as UTF-8); its image is dropped",
         f"{tmp_path / 'labels/train/2.txt'}: label file unreadable (not UTF-8 text); its image is dropped"]
+    text = index.report.format()  # counted as images dropped, not as rows
+    assert "labels 1 found, 0 missing, 0 empty, 2 unreadable (their images dropped);" in text
+    assert "rows dropped" not in text
+    assert index.report.dropped_warning().endswith(": 2 images dropped for an unreadable label file; the split's "
+                                                   "`.report.format()` names them")
 
 
 def test_a_byte_order_mark_is_no_part_of_a_label_names_cfg_or_json_file(tmp_path):

@@ -78,11 +78,12 @@ class DatasetReport:
         total, used = sum(self.instances), sum(c > 0 for c in self.instances)
         lines = [f"{self.split or 'split'} ({self.source}): {count(self.images, 'image')}, {count(total, 'box')} "
                  f"in {used} of {count(len(self.names), 'class')}; labels {self.labels_found} found, "
-                 f"{self.labels_missing} missing, {self.labels_empty} empty; {self.corrupt} corrupt or missing "
+                 f"{self.labels_missing} missing, {self.labels_empty} empty"
+                 f"{unreadable_part(self.bad_rows.get('unreadable', 0))}; {self.corrupt} corrupt or missing "
                  "images dropped"]
-        dropped = sum(self.bad_rows.values())
+        dropped = sum(self.bad_rows.values()) - self.bad_rows.get("unreadable", 0)
         if dropped or self.duplicates or self.clipped or self.crowd:
-            kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()) if k != "unreadable")
             lines.append(f"  rows dropped: {dropped}{f' ({kinds})' if kinds else ''}; duplicates dropped: "
                          f"{self.duplicates}; boxes clipped: {self.clipped}; crowd boxes: {self.crowd}")
         if self.repeated:
@@ -103,17 +104,19 @@ class DatasetReport:
     def dropped_warning(self) -> str | None:
         """One line for the commands that use a split without listing its problems (train, val): what was
         dropped, or None when nothing was (rows and images dropped change what is trained and scored)."""
-        rows = sum(self.bad_rows.values())
+        unreadable = self.bad_rows.get("unreadable", 0)  # label files, each dropping its image: not rows
+        rows = sum(self.bad_rows.values()) - unreadable
         boxes = sum(self.instances)
         # no label files for most images, or no box at all: the usual sign of labels that are not where the
         # images say (images/ -> labels/, .txt), which would train and score on background only
         unlabelled = self.images and (boxes == 0 or 2 * self.labels_missing > self.images)
-        if not rows and not self.corrupt and not unlabelled and not self.duplicates:
+        if not rows and not self.corrupt and not unlabelled and not self.duplicates and not unreadable:
             return None
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()))
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()) if k != "unreadable")
         parts = ([f"{count(rows, 'label row')} dropped ({kinds})"] if rows else []) + \
             ([f"{count(self.duplicates, 'duplicate row')} dropped"] if self.duplicates else []) + \
-            ([f"{count(self.corrupt, 'corrupt or missing image')} dropped"] if self.corrupt else [])
+            ([f"{count(self.corrupt, 'corrupt or missing image')} dropped"] if self.corrupt else []) + \
+            ([f"{count(unreadable, 'image')} dropped for an unreadable label file"] if unreadable else [])
         if unlabelled:
             what = "no boxes at all" if boxes == 0 else f"only {count(boxes, 'box')}"
             if self.labels_missing:
@@ -139,6 +142,11 @@ class DatasetReport:
     def from_dict(cls, data: dict) -> DatasetReport:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def unreadable_part(n: int) -> str:
+    """The headline's words for ``n`` unreadable label files (each dropped its image), or nothing."""
+    return f", {n} unreadable (their images dropped)" if n else ""
 
 
 def _short_list(items: list[str], n: int) -> str:
