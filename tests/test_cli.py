@@ -114,3 +114,24 @@ def test_under_torchrun_an_error_before_the_processes_join_is_said_once(monkeypa
     finally:
         dist.destroy_process_group()
     assert capsys.readouterr().err.startswith("[rank 1] yolo val: error: ")
+
+
+def test_the_toolkits_warnings_are_one_line_under_a_command(capsys):
+    """``warnings.warn`` printed ``.../fetch.py:52: UserWarning: skipping unreadable image ...`` and the source
+    line under a command, beside the other ``warning: ...`` lines; Python callers can filter ``YoloWarning``."""
+    import warnings
+
+    from yolo.cli import _one_line_warnings
+    from yolo.errors import YoloRuntimeWarning, YoloWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with _one_line_warnings(verbose=False):
+            warnings.warn("skipping unreadable image x.png (replaced by another sample)", YoloWarning)
+            warnings.warn("native kernels 'gemm' not built", YoloRuntimeWarning)
+            warnings.warn("something of torch's", UserWarning)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:2] == ["warning: skipping unreadable image x.png (replaced by another sample)",
+                         "warning: native kernels 'gemm' not built"]
+    assert "warning: something of torch's" not in lines  # others' warnings keep Python's own way
+    assert issubclass(YoloRuntimeWarning, RuntimeWarning)  # what filters on RuntimeWarning caught before

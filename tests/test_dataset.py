@@ -180,7 +180,9 @@ def test_unreadable_image_is_skipped_in_training_only(shapes, tmp_path):
     bad.write_bytes(b"not a png")
     index = DatasetIndex([bad, *shapes.images[:3]], [np.zeros((0, 5), np.float32), *shapes.labels[:3]], shapes.names)
     ds = DetectionDataset(index, 128, AugmentConfig(mosaic=0), train=True, seed=0)
-    with pytest.warns(UserWarning, match="bad.png"):
+    from yolo.errors import YoloWarning
+
+    with pytest.warns(YoloWarning, match="bad.png"):
         img, _, path, _ = ds[0]
     assert path != str(bad) and img.shape == (3, 128, 128) and ds.bad_images == [str(bad)]
     with pytest.raises(InputError, match="bad.png"):

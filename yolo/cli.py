@@ -14,6 +14,7 @@ the tests and the Python API call it, always returns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import re
@@ -22,7 +23,7 @@ import traceback
 
 from yolo import __version__
 from yolo.commands import anchors, cfgs, convert, data, detect, export, profile, train, val
-from yolo.errors import InputError, command_line
+from yolo.errors import InputError, YoloWarning, command_line
 
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -87,8 +88,30 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
     from yolo.commands.common import terminate_as_interrupt
 
     # SIGTERM ends a command as Ctrl-C does (saves, closes, cleans up); errors name --flags, not parameters
-    with terminate_as_interrupt() as stop, command_line():
+    with terminate_as_interrupt() as stop, command_line(), _one_line_warnings(verbose):
         return _run(args, verbose, fast_exit, stop)
+
+
+@contextlib.contextmanager
+def _one_line_warnings(verbose: bool):
+    """Within a command, the toolkit's own ``warnings.warn`` (``YoloWarning``: an unreadable training image, a
+    native kernel not built) print as the other warnings do, ``warning: <message>`` on one line, instead of Python's
+    ``file:line: UserWarning: ...`` plus the source line; others' (torch's) keep Python's form, and
+    ``--verbose`` keeps it for all."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if verbose or not issubclass(category, YoloWarning):
+            return shown(message, category, filename, lineno, file, line)
+        print(f"warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:

@@ -11,6 +11,15 @@ from contextlib import contextmanager
 _command_line = False  # True while a ``yolo`` command runs (:func:`command_line`)
 
 
+class YoloWarning(UserWarning):
+    """A warning of the toolkit's own (``warnings.warn``: filter or catch it by this class); a ``yolo`` command
+    prints it as one line, ``warning: <message>``."""
+
+
+class YoloRuntimeWarning(YoloWarning, RuntimeWarning):
+    """A ``YoloWarning`` about the running machine (a native kernel not built, or disagreeing with PyTorch)."""
+
+
 class InputError(ValueError):
     """A user-supplied file or value is wrong; the message is one line naming the file (and line)."""
 
