@@ -108,8 +108,11 @@ def test_a_name_near_the_length_limit_is_written_and_one_past_it_is_one_line(tmp
 
     save_checkpoint(Darknet.from_cfg(CFG / "yolov3-tiny.cfg"), weights)
     assert main(["detect", "--weights", str(weights), "--source", str(video), "--img-size", "64", "--save-txt",
-                 "--nosave", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     assert len(list((tmp_path / "run" / "labels").iterdir())) == 12
+    annotated = cv2.VideoCapture(str(tmp_path / "run" / ("v" * 248 + ".mp4")))  # its temporary name was 261 bytes
+    assert annotated.get(cv2.CAP_PROP_FRAME_COUNT) == 12
+    annotated.release()
     video.rename(tmp_path / ("w" * 249 + ".avi"))  # frame 10's labels would be 256 bytes: one line, exit 1
     capsys.readouterr()
     assert main(["detect", "--weights", str(weights), "--source", str(tmp_path / ("w" * 249 + ".avi")), "--img-size",

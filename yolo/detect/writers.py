@@ -21,6 +21,7 @@ from yolo.utils.checkpoint import atomic_write
 from yolo.utils.draw import draw_detections
 from yolo.utils.files import make_run_dir, unique_name
 from yolo.utils.interrupt import deferred_interrupt
+from yolo.utils.temps import prefixed_sibling
 
 SAVE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -65,7 +66,7 @@ class VideoOut:
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         self.path = path
-        self.tmp = path.with_name(f".partial.{path.name}")
+        self.tmp = prefixed_sibling(path, ".partial.")  # a name near the length limit: its copy cut to fit
         w, h = size
         self.pad = (h % 2, w % 2)  # rows, columns added
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w + w % 2, h + h % 2))

@@ -61,6 +61,20 @@ def _temp_stem(path: Path) -> str:
     return name
 
 
+def prefixed_sibling(path: str | Path, prefix: str) -> Path:
+    """``path``'s sibling named ``prefix`` + its name, the stem cut (at a character) where that would pass the
+    file system's limit on a name; the suffix is kept (OpenCV picks a video's container by it)."""
+    path = Path(path)
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = NAME_MAX
+    stem, suffix = path.stem, path.suffix
+    while stem and len(os.fsencode(prefix + stem + suffix)) > limit:
+        stem = stem[:-1]
+    return path.with_name(prefix + stem + suffix)
+
+
 def _left_by_earlier_writes(path: Path) -> str:
     """The glob of the temporary siblings :func:`new_temp_file` / :func:`new_temp_folder` make for ``path``."""
     return f".{glob.escape(_temp_stem(path))}.*.tmp"
