@@ -7,14 +7,14 @@ from pathlib import Path
 
 from yolo.errors import InputError
 from yolo.utils.interrupt import terminate_as_interrupt  # noqa: F401  (the CLI's SIGTERM handling)
-from yolo.utils.sizes import DEFAULT_IMG_SIZE, round_to_stride
+from yolo.utils.sizes import default_img_size, round_to_stride
 
 
 def img_size(values: list[int] | None, stride: int) -> tuple[int, int]:
     """One or two sizes; each rounded up to a multiple of ``stride`` with a warning. ``None`` (the option not
     given) is 416 rounded up to the stride without a word, as ``yolo detect`` and ``yolo val`` do."""
     if values is None:
-        return round_to_stride((DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE), stride, quiet=True)
+        return default_img_size(stride)
     if len(values) not in (1, 2) or min(values) <= 0:
         raise InputError(f"--img-size takes one or two positive integers, got {values}")
     h, w = (values * 2)[:2]

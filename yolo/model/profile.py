@@ -38,7 +38,7 @@ from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
 from yolo.utils.device import half_dtype, select_device, synchronize
 from yolo.utils.memory import PeakMemory
-from yolo.utils.sizes import DEFAULT_IMG_SIZE, check_img_size, round_to_stride
+from yolo.utils.sizes import check_img_size, default_img_size, round_to_stride
 
 FLOPS_CONVENTION = {
     "gflops": "darknet: 2 x multiply-adds of conv layers, per image",
@@ -188,7 +188,7 @@ def measure_latency(model, x: torch.Tensor, runs: int, warmup: int) -> dict:
 def _size(img_size, stride: int) -> tuple[int, int]:
     """``img_size`` rounded up to the stride with a warning, as ``Detector`` does; None: 416, rounded quietly."""
     if img_size is None:
-        return round_to_stride((DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE), stride, quiet=True)
+        return default_img_size(stride)
     return round_to_stride(check_img_size(img_size), stride)
 
 

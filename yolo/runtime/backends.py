@@ -24,7 +24,7 @@ from yolo.model.inference import prepare_for_inference
 from yolo.runtime.preprocess import check_input
 from yolo.utils.device import half_dtype, half_warning, select_device
 from yolo.utils.names import default_names, load_names
-from yolo.utils.sizes import DEFAULT_IMG_SIZE, round_to_stride
+from yolo.utils.sizes import default_img_size, round_to_stride
 from yolo.utils.text import count
 
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
@@ -128,18 +128,15 @@ def wants_letterbox(backend) -> bool:
     return bool(getattr(backend, "letterbox", True))
 
 
-DEFAULT_SIZE = (DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE)  # the input size when none is asked for (a fixed-size export: its own)
-
-
 def input_size(backend, size: tuple[int, int] | None) -> tuple[int, int]:
     """The (H, W) to run ``backend`` at: ``size`` rounded up to multiples of the model's stride (with a warning),
     or the fixed (H, W) of an export that takes only that (with a warning when they differ); ``size`` None (not
-    asked for): the export's own size, else ``DEFAULT_SIZE`` rounded up to the stride (448 for a stride-64
-    model), without a word."""
+    asked for): the export's own size, else ``default_img_size``: 416 rounded up to the stride (448 for a
+    stride-64 model), without a word."""
     fixed = getattr(backend, "fixed_shape", None)
     stride = int(getattr(backend, "stride", 1) or 1)
     if size is None:
-        return tuple(fixed) if fixed is not None else round_to_stride(DEFAULT_SIZE, stride, quiet=True)
+        return tuple(fixed) if fixed is not None else default_img_size(stride)
     if fixed is None:
         return round_to_stride(tuple(size), stride)
     if tuple(fixed) == tuple(size):

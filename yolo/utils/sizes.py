@@ -6,6 +6,8 @@ from __future__ import annotations
 import numbers
 import sys
 
+from yolo.errors import InputError, option
+
 DEFAULT_IMG_SIZE = 416  # the input size when none is asked for, rounded up to the model's stride (448 at 64)
 
 
@@ -20,11 +22,14 @@ def round_to_stride(size: tuple[int, int], stride: int, quiet: bool = False) -> 
     return rounded
 
 
+def default_img_size(stride: int) -> tuple[int, int]:
+    """The size when none is asked for: ``DEFAULT_IMG_SIZE`` square, rounded up to ``stride`` without a word."""
+    return round_to_stride((DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE), stride, quiet=True)
+
+
 def check_img_size(img_size) -> tuple[int, int]:
     """A Python caller's ``img_size`` (an int, or (height, width) of ints) -> ``(H, W)``; anything else, or a
     size that is not positive, is an ``InputError``."""
-    from yolo.errors import InputError, option
-
     try:
         h, w = (img_size, img_size) if isinstance(img_size, numbers.Integral) else tuple(img_size)
         if any(not isinstance(v, numbers.Integral) or isinstance(v, bool) for v in (h, w)):
