@@ -7,6 +7,7 @@ can raise these without breaking the import direction in DESIGN.md.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 
 _command_line = False  # True while a ``yolo`` command runs (:func:`command_line`)
 
@@ -80,18 +81,19 @@ def positive_int(value, name: str) -> int:
     return int(value)
 
 
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # how a UTF-16 text file starts (PowerShell's '>' writes one)
+
+
 def read_text(path, expected: str) -> str:
     """A user's text file as ``str`` (UTF-8; a byte order mark, as Notepad writes, is dropped). Text in another
     encoding (Latin-1, UTF-16) or a binary file is an ``InputError`` naming the file, the line and what was
     ``expected`` ("a darknet .cfg")."""
-    from pathlib import Path
-
     data = Path(path).read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
-        if data[:2] in (b"\xff\xfe", b"\xfe\xff") and _decodes(data, "utf-16"):
+        if data[:2] in UTF16_BOMS and _decodes(data, "utf-16"):
             raise InputError(f"UTF-16 text (as PowerShell's '>' writes it): save it as UTF-8; expected {expected}",
                              str(path)) from None
         raise InputError(f"not UTF-8 text (byte 0x{data[e.start]:02x}); expected {expected}", str(path),
@@ -109,8 +111,6 @@ def _decodes(data: bytes, encoding: str) -> bool:
 def not_a_weights_file(path) -> str:
     """Why ``path``, which is not a file, cannot be loaded as weights: a folder, a cfg (a built-in's name
     too), or nothing there."""
-    from pathlib import Path
-
     path = Path(path)
     if path.is_dir():
         return "is a folder, not a weights file (.pt or .weights)"

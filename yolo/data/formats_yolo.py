@@ -16,7 +16,7 @@ import numpy as np
 
 from yolo.data.imageinfo import IMAGE_SUFFIXES
 from yolo.data.report import DatasetReport
-from yolo.errors import InputError, read_text
+from yolo.errors import UTF16_BOMS, InputError, read_text
 
 TOL = 1e-3  # slack for coordinates written with rounding (1.0004 is fine, 1.01 is not)
 
@@ -110,8 +110,8 @@ def parse_label_file(path: str | Path, nc: int, report: DatasetReport) -> np.nda
         report.bad_rows["unreadable"] = report.bad_rows.get("unreadable", 0) + 1
         why = type(e).__name__
         if isinstance(e, UnicodeDecodeError):
-            why = ("UTF-16 text, as PowerShell's '>' writes it: save it as UTF-8" if e.object[:2] in
-                   (b"\xff\xfe", b"\xfe\xff") else "not UTF-8 text")
+            why = ("UTF-16 text, as PowerShell's '>' writes it: save it as UTF-8" if e.object[:2] in UTF16_BOMS
+                   else "not UTF-8 text")
         report.problem(f"label file unreadable ({why}); its image is dropped", path)
         return None
     rows, seen = [], set()
