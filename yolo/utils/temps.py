@@ -48,31 +48,33 @@ NAME_MAX = 255  # bytes in one file name (ext4, XFS, APFS, NTFS); os.pathconf sa
 TEMP_EXTRA = len(".") + len(".") + 8 + len(".tmp")  # what a temporary name adds: dots, mkstemp's 8, suffix
 
 
-def _temp_stem(path: Path) -> str:
-    """``path``'s name, cut (at a character) so that its temporary sibling's name stays a legal one: a name
-    near the limit (a video's 240-character stem plus ``_0.txt``) made the write fail with ENAMETOOLONG."""
+def _cut(text: str, room: int) -> str:
+    """``text`` cut at a character so that its file-system bytes fit in ``room``."""
+    while text and len(os.fsencode(text)) > room:
+        text = text[:-1]
+    return text
+
+
+def _room_in_name(path: Path, added: str = "") -> int:
+    """Bytes left for a name in ``path``'s folder once ``added`` is counted (the file system's limit)."""
     try:
         limit = os.pathconf(path.parent, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         limit = NAME_MAX
-    name = path.name
-    while name and len(os.fsencode(name)) > limit - TEMP_EXTRA:
-        name = name[:-1]
-    return name
+    return limit - len(os.fsencode(added))
+
+
+def _temp_stem(path: Path) -> str:
+    """``path``'s name, cut (at a character) so that its temporary sibling's name stays a legal one: a name
+    near the limit (a video's 240-character stem plus ``_0.txt``) made the write fail with ENAMETOOLONG."""
+    return _cut(path.name, _room_in_name(path) - TEMP_EXTRA)
 
 
 def prefixed_sibling(path: str | Path, prefix: str) -> Path:
     """``path``'s sibling named ``prefix`` + its name, the stem cut (at a character) where that would pass the
     file system's limit on a name; the suffix is kept (OpenCV picks a video's container by it)."""
     path = Path(path)
-    try:
-        limit = os.pathconf(path.parent, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        limit = NAME_MAX
-    stem, suffix = path.stem, path.suffix
-    while stem and len(os.fsencode(prefix + stem + suffix)) > limit:
-        stem = stem[:-1]
-    return path.with_name(prefix + stem + suffix)
+    return path.with_name(prefix + _cut(path.stem, _room_in_name(path, prefix + path.suffix)) + path.suffix)
 
 
 def _left_by_earlier_writes(path: Path) -> str:
