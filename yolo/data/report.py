@@ -54,6 +54,17 @@ class DatasetReport:
             where = f"{path}:{line}" if isinstance(line, int) else f"{path}: {line}" if line else f"{path}"
             self.problems.append(f"{where}: {message}")
 
+    @property
+    def unreadable_label_files(self) -> int:
+        """Label files that could not be read (``bad_rows["unreadable"]``): each dropped its image, no row."""
+        return self.bad_rows.get("unreadable", 0)
+
+    @property
+    def rows_dropped(self) -> tuple[int, str]:
+        """(label rows dropped, their kinds as ``class 2, size 1``): ``bad_rows`` without unreadable files."""
+        kinds = {k: v for k, v in sorted(self.bad_rows.items()) if k != "unreadable"}
+        return sum(kinds.values()), ", ".join(f"{k} {v}" for k, v in kinds.items())
+
     def no_label_file(self, image: str | Path) -> None:
         """Count and name an image whose label file does not exist: it is used as a background image."""
         self.labels_missing += 1
@@ -79,11 +90,11 @@ class DatasetReport:
         lines = [f"{self.split or 'split'} ({self.source}): {count(self.images, 'image')}, {count(total, 'box')} "
                  f"in {used} of {count(len(self.names), 'class')}; labels {self.labels_found} found, "
                  f"{self.labels_missing} missing, {self.labels_empty} empty"
-                 f"{unreadable_part(self.bad_rows.get('unreadable', 0))}; {self.corrupt} corrupt or missing "
-                 "images dropped"]
-        dropped = sum(self.bad_rows.values()) - self.bad_rows.get("unreadable", 0)
+                 + (f", {self.unreadable_label_files} unreadable (their images dropped)"
+                    if self.unreadable_label_files else "")
+                 + f"; {self.corrupt} corrupt or missing images dropped"]
+        dropped, kinds = self.rows_dropped
         if dropped or self.duplicates or self.clipped or self.crowd:
-            kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()) if k != "unreadable")
             lines.append(f"  rows dropped: {dropped}{f' ({kinds})' if kinds else ''}; duplicates dropped: "
                          f"{self.duplicates}; boxes clipped: {self.clipped}; crowd boxes: {self.crowd}")
         if self.repeated:
@@ -104,15 +115,14 @@ class DatasetReport:
     def dropped_warning(self) -> str | None:
         """One line for the commands that use a split without listing its problems (train, val): what was
         dropped, or None when nothing was (rows and images dropped change what is trained and scored)."""
-        unreadable = self.bad_rows.get("unreadable", 0)  # label files, each dropping its image: not rows
-        rows = sum(self.bad_rows.values()) - unreadable
+        unreadable = self.unreadable_label_files
+        rows, kinds = self.rows_dropped
         boxes = sum(self.instances)
         # no label files for most images, or no box at all: the usual sign of labels that are not where the
         # images say (images/ -> labels/, .txt), which would train and score on background only
         unlabelled = self.images and (boxes == 0 or 2 * self.labels_missing > self.images)
         if not rows and not self.corrupt and not unlabelled and not self.duplicates and not unreadable:
             return None
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.bad_rows.items()) if k != "unreadable")
         parts = ([f"{count(rows, 'label row')} dropped ({kinds})"] if rows else []) + \
             ([f"{count(self.duplicates, 'duplicate row')} dropped"] if self.duplicates else []) + \
             ([f"{count(self.corrupt, 'corrupt or missing image')} dropped"] if self.corrupt else []) + \
@@ -142,11 +152,6 @@ class DatasetReport:
     def from_dict(cls, data: dict) -> DatasetReport:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def unreadable_part(n: int) -> str:
-    """The headline's words for ``n`` unreadable label files (each dropped its image), or nothing."""
-    return f", {n} unreadable (their images dropped)" if n else ""
 
 
 def _short_list(items: list[str], n: int) -> str:
