@@ -156,7 +156,7 @@ def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
         how = "terminated (SIGTERM)" if stop["terminated"] else "interrupted"
         if saved:
             how += f"; saved {saved}; continue with: yolo {args.command} --resume {saved}"
-        elif stop["terminated"] and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.command == "train":
+        elif stop["terminated"] and _world_size() > 1 and args.command == "train":
             how += ("; under torchrun this is how the other processes end when one fails (its error is above); "
                     "the run folder keeps its last finished epoch: yolo train --resume RUN_FOLDER continues it")
         print(f"yolo {_name(args)}: {how}", file=sys.stderr)
@@ -169,14 +169,18 @@ def _say(line: str) -> None:
     """An error line on stderr. Under torchrun every process runs the same command: an error met before the
     processes joined (an argument, a config, a file) is the same in each and only rank 0 says it; one met after
     they joined is said by each process that meets it, with its rank."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world > 1:
+    if _world_size() > 1:
         dist = sys.modules.get("torch.distributed")
         if dist is not None and dist.is_available() and dist.is_initialized():
             line = f"[rank {os.environ.get('RANK', '?')}] {line}"
         elif os.environ.get("RANK", "0") != "0":
             return
     print(line, file=sys.stderr)
+
+
+def _world_size() -> int:
+    """Processes in the run, as torchrun's WORLD_SIZE says (1 outside torchrun; the CLI imports no torch)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def _name(args) -> str:
