@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def _add_annotation(a: dict, entries: dict, cls_of: dict, labels: tuple[dict, di
     except (KeyError, TypeError, ValueError):
         report.bad_row("non-numeric", "needs image_id, category_id and bbox [x, y, w, h]", path, where)
         return
-    if not np.isfinite([x, y, bw, bh]).all():
+    if not all(map(math.isfinite, (x, y, bw, bh))):  # per annotation: no numpy array for four numbers
         report.bad_row("non-numeric", f"non-finite value in bbox {a['bbox']}", path, where)
         return
     if image_id not in entries:
