@@ -1,18 +1,37 @@
-"""Shared test helpers: real pixels, and random weights whose BN statistics are calibrated on them."""
+"""Shared test helpers: real pixels, random weights whose BN statistics are calibrated on them, and the toolkit's
+warnings collected."""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from yolo.errors import YoloWarning
 from yolo.model.darknet import Darknet
 from yolo.model.layers import ConvBlock
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "cfg"
+
+
+@contextlib.contextmanager
+def yolo_warnings():
+    """The messages of the toolkit's warnings (``YoloWarning``) given inside the block, each one every time it is
+    given, in order: a list filled when the block ends. Other warnings are left as they were."""
+    said: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", YoloWarning)
+        yield said
+    for w in caught:
+        if issubclass(w.category, YoloWarning):
+            said.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def photo_rgb() -> np.ndarray:

@@ -138,3 +138,16 @@ def test_the_toolkits_warnings_are_one_line_under_a_command(capsys):
                          "warning: native kernels 'gemm' not built"]
     assert "warning: something of torch's" not in lines  # others' warnings keep Python's own way
     assert issubclass(YoloRuntimeWarning, RuntimeWarning)  # what filters on RuntimeWarning caught before
+
+
+def test_the_toolkit_warns_one_way():
+    """Warnings came two ways: ``print("warning: ...")`` in 15 places, which a Python caller could neither filter
+    nor catch, and ``warnings.warn`` in a few. Every one now goes through ``yolo.errors.warn`` (a ``YoloWarning``);
+    only the command line's printer spells ``warning:``."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "yolo"
+    found = [f"{p.relative_to(root)}: {line.strip()}" for p in sorted(root.rglob("*.py")) if p.name != "cli.py"
+             for line in p.read_text().splitlines() if re.search(r"""["']warning: |warnings\.warn\(""", line)]
+    assert found == ["errors.py: warnings.warn(message, category, stacklevel=stacklevel + 1)"], found

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, yolo_warnings
 from tests.test_formats import _broken_yolo, _img, _write
 from yolo.cli import main
 from yolo.data.formats import load_data_config
@@ -156,10 +156,10 @@ def test_repeated_images_and_splits_sharing_images_are_named(tmp_path, capsys):
                                      "sample of it)"]
     assert val.report.repeated == 0
     assert main(["data", "check", str(data), "--no-cache"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "images listed more than once: 1 extra listing" in out
     assert "warning: val: 2 of its 3 images are also in the train split (1.jpg, 3.jpg): its metrics will read high" \
-        in out
+        in err.splitlines()
     assert main(["data", "check", str(data), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["train"]["repeated"] == 1 and "shared" not in report["train"]
@@ -169,13 +169,16 @@ def test_repeated_images_and_splits_sharing_images_are_named(tmp_path, capsys):
     from yolo.train.defaults import default_data
     from yolo.utils.dist import DistEnv
 
-    default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
-    assert "warning: val: 2 of its 3 images are also in the train split" in capsys.readouterr().err
+    with yolo_warnings() as said:
+        default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
+    assert [s for s in said if "also in the train split" in s] == [
+        "val: 2 of its 3 images are also in the train split (1.jpg, 3.jpg): its metrics will read high"]
     _write(tmp_path / "val.txt", "images/2.jpg\n")
-    default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
-    assert "warning" not in capsys.readouterr().err
+    with yolo_warnings() as said:
+        default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
+    assert said == []
     assert main(["data", "check", str(data)]) == 0
-    assert "warning" not in capsys.readouterr().out
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_train_and_val_say_what_the_split_dropped(tmp_path, capsys):
@@ -194,11 +197,10 @@ def test_train_and_val_say_what_the_split_dropped(tmp_path, capsys):
             _img(tmp_path / f"images/{split}/{i}.jpg", seed=i)
             _write(tmp_path / f"labels/{split}/{i}.txt", "0 0.5 0.5 0.2 0.2\n4 0.3 0.3 0.1 0.1\n")  # class 4 of 2
     data = _write(tmp_path / "d.yaml", "train: images/train\nval: images/val\nnames: [a, b]\n")
-    default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
-    err = capsys.readouterr().err.splitlines()
-    for split in ("train", "val"):
-        assert f"warning: {split} split ({tmp_path / 'images' / split}): 2 label rows dropped (class 2); " \
-               "the split's `.report.format()` names them" in err  # called from Python
+    with yolo_warnings() as said:
+        default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
+    assert said == [f"{split} split ({tmp_path / 'images' / split}): 2 label rows dropped (class 2); the split's "
+                    "`.report.format()` names them" for split in ("train", "val")]  # called from Python
     model = Darknet(parse_cfg_text(set_num_classes((ROOT / "cfg/yolov3-tiny.cfg").read_text(), 2), "two.cfg"))
     model.names = ["a", "b"]
     save_checkpoint(model, tmp_path / "two.pt")
@@ -233,16 +235,15 @@ def test_a_split_without_labels_is_said_by_train_and_val(tmp_path, capsys):
     assert [line.split()[3:] for line in out.splitlines() if line.split()[:1] == ["all"]] == [["-"] * 4]
     report = DatasetReport(split="train", source="x", names=["a"], images=10, labels_found=3, labels_missing=7,
                            instances=[5])
-    assert report.dropped_warning().startswith("warning: train split (x): only 5 boxes: 7 of 10 images have no "
-                                               "label file")
+    assert report.dropped_warning().startswith("train split (x): only 5 boxes: 7 of 10 images have no label file")
     report = DatasetReport(split="val", source="x", names=["a"], images=3, labels_found=3, labels_empty=3,
                            instances=[0])
-    assert report.dropped_warning().startswith("warning: val split (x): no boxes at all: every label file is empty;")
+    assert report.dropped_warning().startswith("val split (x): no boxes at all: every label file is empty;")
     assert DatasetReport(split="val", source="x", names=["a"], images=10, labels_found=6, labels_missing=4,
                          instances=[9]).dropped_warning() is None  # some background images: as intended
     assert DatasetReport(split="val", source="x", names=["a"], images=10, labels_found=10, duplicates=2,
-                         instances=[9]).dropped_warning() == ("warning: val split (x): 2 duplicate rows dropped; "
-                                                              "the split's `.report.format()` names them")
+                         instances=[9]).dropped_warning() == ("val split (x): 2 duplicate rows dropped; the split's "
+                                                              "`.report.format()` names them")
 
 
 def test_a_cached_split_is_named_as_it_is_asked_for_now(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import CFG
+from tests.helpers import CFG, yolo_warnings
 from yolo.errors import InputError
 from yolo.model.cfg_edit import set_num_classes
 from yolo.model.cfg_parser import parse_cfg_text
@@ -121,8 +121,9 @@ def test_train_returns_an_absolute_run_folder_new_or_resumed(tmp_path, monkeypat
 def test_img_size_is_rounded_up_to_the_stride_with_a_warning(tmp_path, capsys):
     """As detect, val, profile and export do (docs/errors.md): 70 -> 96 for a stride-32 model, said once, and
     run.yaml holds the size trained at (it was an error without a file name)."""
-    out = train(run_cfg(tmp_path, img_size=70, epochs=1), data_factory=fake_data(), progress=False, plots=False)
-    assert "warning: img_size 70 is not a multiple of the model's stride 32; using 96" in capsys.readouterr().err
+    with yolo_warnings() as said:
+        out = train(run_cfg(tmp_path, img_size=70, epochs=1), data_factory=fake_data(), progress=False, plots=False)
+    assert said == ["img_size 70 is not a multiple of the model's stride 32; using 96"]
     assert yaml.safe_load((out / "run.yaml").read_text())["img_size"] == 96
 
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.helpers import CFG, calibrated_model
+from tests.helpers import CFG, calibrated_model, yolo_warnings
 from yolo.cli import main
 from yolo.data.synthetic import SHAPES_NAMES, write_dataset
 from yolo.errors import InputError
@@ -123,8 +123,9 @@ def test_fixed_size_export_is_validated_at_its_size(shapes, tmp_path, capsys):
     root, data, pt = shapes
     onnx = tmp_path / "tiny5.onnx"
     export_model(str(pt), "onnx", onnx, img_size=96)
-    got = validate_dataset(onnx, data, img_size=160, batch_size=4, progress=False)
-    assert "warning: this exported model takes 96x96 inputs; using that size" in capsys.readouterr().err
+    with yolo_warnings() as said:
+        got = validate_dataset(onnx, data, img_size=160, batch_size=4, progress=False)
+    assert said == ["this exported model takes 96x96 inputs; using that size"]
     want = validate_dataset(pt, data, img_size=96, batch_size=4, progress=False)
     assert got.metrics["map50"] == pytest.approx(want.metrics["map50"], abs=1e-3)
     assert got.metrics["map"] == pytest.approx(want.metrics["map"], abs=1e-3)
@@ -270,9 +271,10 @@ def test_a_stride_64_model_runs_at_the_default_and_at_any_size(shapes, tmp_path,
     assert main(["detect", "--weights", str(pt), "--source", str(image), "--nosave", "--save-txt", "--out",
                  str(tmp_path / "d"), "--no-progress"]) == 0
     assert "warning" not in capsys.readouterr().err  # 416 was not asked for: 448, without a word
-    assert Detector(pt).img_size == (448, 448)
-    assert Detector(pt, img_size=(100, 160)).img_size == (128, 192)
-    assert "warning: image size 100x160 is not a multiple of 64; using 128x192" in capsys.readouterr().err
+    with yolo_warnings() as said:
+        assert Detector(pt).img_size == (448, 448)
+        assert Detector(pt, img_size=(100, 160)).img_size == (128, 192)
+    assert said == ["image size 100x160 is not a multiple of 64; using 128x192"]
     with pytest.raises(InputError, match=r"^img_size must be positive, got 0x0$"):
         Detector(pt, img_size=0)
     code, out = _val("--weights", pt, "--data", data, "--img-size", 160, "--no-plots", "--out", tmp_path / "v")

@@ -94,10 +94,9 @@ def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
 
 @contextlib.contextmanager
 def _one_line_warnings(verbose: bool):
-    """Within a command, the toolkit's own ``warnings.warn`` (``YoloWarning``: an unreadable training image, a
-    native kernel not built) print as the other warnings do, ``warning: <message>`` on one line, instead of Python's
-    ``file:line: UserWarning: ...`` plus the source line; others' (torch's) keep Python's form, and
-    ``--verbose`` keeps it for all."""
+    """Within a command, the toolkit's own warnings (``yolo.errors.warn``: a ``YoloWarning``) print as
+    ``warning: <message>`` on one line, instead of Python's ``file:line: UserWarning: ...`` plus the source line;
+    others' (torch's) keep Python's form, and ``--verbose`` keeps it for all."""
     import warnings
 
     shown = warnings.showwarning

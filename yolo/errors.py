@@ -6,6 +6,7 @@ can raise these without breaking the import direction in DESIGN.md.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +20,13 @@ class YoloWarning(UserWarning):
 
 class YoloRuntimeWarning(YoloWarning, RuntimeWarning):
     """A ``YoloWarning`` about the running machine (a native kernel not built, or disagreeing with PyTorch)."""
+
+
+def warn(message: str, category: type[Warning] = YoloWarning, stacklevel: int = 1) -> None:
+    """A warning of the toolkit's own, given the one way: ``warnings.warn`` with a ``YoloWarning`` class (a Python
+    caller filters or catches it by that class; a ``yolo`` command prints ``warning: <message>`` on one line).
+    ``stacklevel`` counts from the caller, as ``warnings.warn``'s does."""
+    warnings.warn(message, category, stacklevel=stacklevel + 1)
 
 
 class InputError(ValueError):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 
 from yolo.commands.common import data_config, img_size
-from yolo.errors import InputError
+from yolo.errors import InputError, warn
 from yolo.utils.text import count
 
 
@@ -59,8 +58,8 @@ def _run_anchors(args) -> int:
     shown = np.array([[round(w), round(h)] for w, h in np.asarray(anchors)], float)  # the cfg line's integers
     distinct = len(np.unique(shown, axis=0))
     if distinct < args.n:
-        print(f"warning: {args.n - distinct} of the {args.n} anchors repeat another: the labels have too few "
-              f"distinct box sizes for {count(args.n, 'anchor')} (give a smaller --n)", file=sys.stderr)
+        warn(f"{args.n - distinct} of the {args.n} anchors repeat another: the labels have too few distinct box "
+             f"sizes for {count(args.n, 'anchor')} (give a smaller --n)")
     rows = [("new", anchor_fitness(wh, shown))]  # what pasting that line gives (the unrounded ones differ a bit)
     if heads:
         theirs = len(heads[0].anchors)

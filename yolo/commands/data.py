@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from yolo.commands.common import data_config
-from yolo.errors import InputError
+from yolo.errors import InputError, warn
 
 
 def add_parser(sub) -> None:
@@ -59,7 +59,7 @@ def _run_data_check(args) -> int:
         shared = shared_images(indexes[s], indexes[other])
         reports[s].setdefault("shared", {})[other] = [str(p) for p in shared]
         if shared and not args.json:
-            print(f"warning: {describe_shared(s, indexes[s], other, shared)}")
+            warn(describe_shared(s, indexes[s], other, shared))
     if args.json:
         print(json.dumps(reports, indent=1))
     return 0

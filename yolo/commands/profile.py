@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 from yolo.commands.common import img_size
 from yolo.errors import InputError
@@ -44,11 +43,9 @@ def _run_profile(args) -> int:
     model = load_model(args.weights, cfg=args.cfg) if args.weights else Darknet.from_cfg(args.cfg)
     size = img_size(args.img_size, model.max_stride)
     if args.half:
-        from yolo.utils.device import half_warning, select_device
+        from yolo.utils.device import select_device, warn_slow_half
 
-        warning = half_warning(select_device(args.device))
-        if warning:
-            print(warning, file=sys.stderr)
+        warn_slow_half(select_device(args.device))
     result = profile_model(model, size, args.batch_size, args.device, args.half, args.runs, args.warmup,
                            args.optimized)
     print(json.dumps(result, indent=1) if args.json else format_table(result))

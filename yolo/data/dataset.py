@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import cv2
 import numpy as np
@@ -22,7 +21,7 @@ from yolo.data.augment import (
     vflip,
 )
 from yolo.data.index import DatasetIndex
-from yolo.errors import InputError, YoloWarning
+from yolo.errors import InputError, warn
 from yolo.utils.boxes import LetterboxInfo
 from yolo.utils.image import UnreadableImage, read_image
 
@@ -189,7 +188,7 @@ class DetectionDataset(torch.utils.data.Dataset):
                     raise InputError("unreadable image", str(e)) from None
                 self._bad.add(self._position(str(e)))
                 self.bad_images.append(str(e))
-                warnings.warn(f"skipping unreadable image {e} (replaced by another sample)", YoloWarning, stacklevel=2)
+                warn(f"skipping unreadable image {e} (replaced by another sample)", stacklevel=2)
                 j = self._usable(int(rng.integers(len(self.index))), rng)
         raise InputError(f"unreadable, the last of {MAX_RETRIES} unreadable images in a row (other samples "
                          f"drawn to replace unreadable ones were unreadable too)", self.bad_images[-1])

@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from yolo.errors import InputError, read_text
+from yolo.errors import InputError, read_text, warn
 from yolo.resources import is_builtin, resolve
 from yolo.utils.names import default_names, load_names
 
@@ -101,8 +100,7 @@ def _load_yaml(path: Path) -> DataConfig:
     data = _read_yaml(path)
     unknown = sorted(str(k) for k in data if k not in YAML_KEYS)
     if unknown:
-        print(f"warning: {path}: unknown key(s) {', '.join(unknown)} ignored; valid keys: {', '.join(YAML_KEYS)}",
-              file=sys.stderr)
+        warn(f"{path}: unknown key(s) {', '.join(unknown)} ignored; valid keys: {', '.join(YAML_KEYS)}")
     fmt = str(data.get("format", "yolo")).lower()
     if fmt not in ("yolo", "coco"):
         raise InputError(f"format must be yolo or coco, got {fmt!r}", str(path))
@@ -192,8 +190,7 @@ def _load_darknet_data(path: Path) -> DataConfig:
     values = _read_key_values(path)
     unknown = sorted(k for k in values if k not in DARKNET_KEYS)
     if unknown:
-        print(f"warning: {path}: unknown key(s) {', '.join(unknown)} ignored; valid keys: "
-              f"{', '.join(DARKNET_KEYS)}", file=sys.stderr)
+        warn(f"{path}: unknown key(s) {', '.join(unknown)} ignored; valid keys: {', '.join(DARKNET_KEYS)}")
     nc = None
     if "classes" in values:
         try:

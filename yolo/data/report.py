@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from yolo.errors import on_command_line
+from yolo.errors import on_command_line, warn
 from yolo.utils.text import count
 
 MAX_PROBLEMS = 1000  # problems kept as text; the total is always counted
@@ -136,13 +135,13 @@ class DatasetReport:
                 what += ": every label file is empty"
             parts.insert(0, what)
         names = "`yolo data check`" if on_command_line() else "the split's `.report.format()`"
-        return f"warning: {self.split or 'split'} split ({self.source}): {'; '.join(parts)}; {names} names them"
+        return f"{self.split or 'split'} split ({self.source}): {'; '.join(parts)}; {names} names them"
 
     def warn_dropped(self) -> None:
-        """Print :meth:`dropped_warning` to stderr when there is one."""
+        """:meth:`dropped_warning` as a ``YoloWarning`` when there is one."""
         line = self.dropped_warning()
         if line:
-            print(line, file=sys.stderr)
+            warn(line)
 
     def to_dict(self) -> dict:
         """Plain types only (JSON and the label cache)."""

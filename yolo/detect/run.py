@@ -11,7 +11,7 @@ from typing import Iterator
 
 from yolo.detect.sources import Frame, Prefetcher, Source
 from yolo.detect.writers import RunWriter, prepare_dir
-from yolo.errors import positive_int
+from yolo.errors import positive_int, warn
 from yolo.utils.image import VIDEO_SUFFIXES
 from yolo.runtime.preprocess import letterbox_images, to_input
 from yolo.utils.text import count
@@ -35,7 +35,7 @@ class _Stats:
             self.bad_files.append(frame.path)
         what = "cannot open this video" if Path(frame.path).suffix.lower() in VIDEO_SUFFIXES else \
             "cannot read this image"
-        print(f"warning: {frame.path}: {frame.problem or what}, skipped", file=sys.stderr)
+        warn(f"{frame.path}: {frame.problem or what}, skipped")
 
     def summary(self, run_dir: Path, writer: RunWriter, names: list[str]) -> dict:
         n = max(self.images, 1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import queue
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 
 from yolo.data.imageinfo import truncated_jpeg
-from yolo.errors import InputError
+from yolo.errors import InputError, warn
 from yolo.utils.image import (
     IMAGE_SUFFIXES,
     JPEG_SUFFIXES,
@@ -61,8 +60,7 @@ def _read_bgr_or_none(path: Path) -> np.ndarray | None:
     except UnreadableImage:
         return None
     if path.suffix.lower() in JPEG_SUFFIXES and truncated_jpeg(path):
-        print(f"warning: {path}: truncated JPEG (no end-of-image marker); detecting on the part that decodes",
-              file=sys.stderr)
+        warn(f"{path}: truncated JPEG (no end-of-image marker); detecting on the part that decodes")
     return img
 
 
@@ -239,8 +237,7 @@ def _video_frames(name: str | int, label: str, cap: cv2.VideoCapture | None = No
             yield Frame(label, None, problem="no frame could be read")
         declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if isinstance(name, str) and "://" not in name else 0
         if 0 < index < declared - max(1, declared // 100):  # a container's count can be an estimate: some slack
-            print(f"warning: {label}: read {index} of the {declared} frames its header declares (a truncated "
-                  "file?)", file=sys.stderr)
+            warn(f"{label}: read {index} of the {declared} frames its header declares (a truncated file?)")
     finally:
         cap.release()
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from yolo.detect.sources import Frame
-from yolo.errors import InputError
+from yolo.errors import InputError, warn
 from yolo.utils.checkpoint import atomic_write
 from yolo.utils.draw import draw_detections
 from yolo.utils.files import make_run_dir, unique_name
@@ -172,7 +171,7 @@ class RunWriter:
             try:
                 self.video = VideoOut(self.dir / f"{self.video_stem}.mp4", frame.fps, (w, h))
             except OSError as e:  # one video's picture lost, said once; its labels and JSON, and the run, go on
-                print(f"warning: {frame.path}: no annotated video ({e})", file=sys.stderr)
+                warn(f"{frame.path}: no annotated video ({e})")
                 self.video_failed = frame.path
                 return
             self.videos.append(self.video.path.name)

@@ -10,19 +10,18 @@ wants: True letterbox, False stretch; :func:`wants_letterbox` reads it, True whe
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from yolo.errors import InputError, not_a_weights_file, option
+from yolo.errors import InputError, not_a_weights_file, option, warn
 from yolo.model.checkpoint import load_model
 from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
 from yolo.runtime.preprocess import check_input
-from yolo.utils.device import half_dtype, half_warning, select_device
+from yolo.utils.device import half_dtype, select_device, warn_slow_half
 from yolo.utils.names import default_names, load_names
 from yolo.utils.sizes import default_img_size, round_to_stride
 from yolo.utils.text import count
@@ -141,7 +140,7 @@ def input_size(backend, size: tuple[int, int] | None) -> tuple[int, int]:
         return round_to_stride(tuple(size), stride)
     if tuple(fixed) == tuple(size):
         return tuple(size)
-    print(f"warning: this exported model takes {fixed[0]}x{fixed[1]} inputs; using that size", file=sys.stderr)
+    warn(f"this exported model takes {fixed[0]}x{fixed[1]} inputs; using that size")
     return tuple(fixed)
 
 
@@ -187,9 +186,8 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
         backend = load_exported(str(weights), str(device), trust=trust)
         if half:  # an export runs in the precision it was exported in; --half asked for nothing it could do
             if backend.dtype == torch.float32:
-                print(f"warning: {weights}: {option('half')} does not apply to an exported model, which runs in the "
-                      f"precision it was exported in (float32); export it with {option('half')} for float16",
-                      file=sys.stderr)
+                warn(f"{weights}: {option('half')} does not apply to an exported model, which runs in the "
+                     f"precision it was exported in (float32); export it with {option('half')} for float16")
             half = False
         if getattr(backend, "has_nms", False):
             nms = option("nms", True)
@@ -200,9 +198,7 @@ def load_backend(weights, cfg: str | Path | None = None, device: str = "cpu", ha
         names_file = names if isinstance(names, (str, Path)) else None
         backend = TorchBackend(load_model(weights, cfg=cfg, names=names_file), device, half)
     if half and torch.device(backend.device).type == "cpu":
-        warning = half_warning(torch.device(backend.device))
-        if warning:
-            print(warning, file=sys.stderr)
+        warn_slow_half(torch.device(backend.device))
     if names is not None:
         names = load_names(names) if isinstance(names, (str, Path)) else list(names)
         if backend.names and len(names) != len(backend.names):

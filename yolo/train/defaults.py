@@ -7,13 +7,12 @@ They import the data layer (``yolo.data.formats``, ``.dataset``, ``.loader``, ``
 from __future__ import annotations
 
 import copy
-import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 
-from yolo.errors import InputError
+from yolo.errors import InputError, warn
 from yolo.train.config import RunConfig
 from yolo.utils.dist import DistEnv
 
@@ -54,7 +53,7 @@ def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
             val_index.report.warn_dropped()
         shared = shared_images(val_index, train_index)
         if shared:
-            print(f"warning: {describe_shared('val', val_index, 'train', shared)}", file=sys.stderr)
+            warn(describe_shared('val', val_index, 'train', shared))
         val_set = DetectionDataset(val_index, cfg.img_size, augment=None, train=False, seed=cfg.seed)
         val_loader = build_loader(val_set, per_process, train=False, workers=cfg.workers, seed=cfg.seed, rank=0,
                                   world_size=1)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from yolo.errors import InputError, on_command_line, override
+from yolo.errors import InputError, on_command_line, override, warn
 from yolo.model.cfg_edit import set_letter_box, set_num_classes
 from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.cfg_specs import RouteSpec, ShortcutSpec
@@ -288,8 +288,8 @@ def _round_img_size(cfg: RunConfig, env: DistEnv) -> None:
     stride = max(s.out_stride for s in parse_cfg(cfg.model).layers)
     rounded = -(-cfg.img_size // stride) * stride
     if rounded != cfg.img_size:
-        log(f"warning: img_size {cfg.img_size} is not a multiple of the model's stride {stride}; using {rounded}",
-            env)
+        if env.is_main:
+            warn(f"img_size {cfg.img_size} is not a multiple of the model's stride {stride}; using {rounded}")
         cfg.img_size = rounded
 
 

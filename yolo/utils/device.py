@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from yolo.errors import InputError, option
+from yolo.errors import InputError, option, warn
 from yolo.utils.text import count
 
 
@@ -57,12 +57,11 @@ def resolve_amp(amp: bool | str | None, device: torch.device) -> tuple[bool, str
     return False, "auto: this CPU has no AVX512_BF16/AMX, bfloat16 would be slower than float32"
 
 
-def half_warning(device: torch.device) -> str | None:
-    """A one-line warning when ``--half`` will be slow on this machine, else None."""
+def warn_slow_half(device: torch.device) -> None:
+    """A ``YoloWarning`` when ``--half`` will be slow on ``device``: bfloat16 on a CPU without bf16 hardware."""
     if device.type == "cpu" and not cpu_has_fast_bf16():
-        return (f"warning: {option('half', True)} means bfloat16 on CPU, and this CPU has no bf16 hardware (no "
-                "AVX512_BF16/AMX): expect it to be much slower than float32")
-    return None
+        warn(f"{option('half', True)} means bfloat16 on CPU, and this CPU has no bf16 hardware (no AVX512_BF16/AMX): "
+             "expect it to be much slower than float32", stacklevel=2)
 
 
 def synchronize(device: torch.device) -> None:

@@ -28,11 +28,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from yolo.errors import YoloRuntimeWarning
+from yolo.errors import YoloRuntimeWarning, warn
 from yolo.utils.files import cache_dir
 
 # What every kernel source starts with: 8-float vectors (GCC/clang vector extensions: one AVX register, two
@@ -254,8 +253,8 @@ def _usable(path: Path) -> bool:
         return False
     if elf_complete(path):
         return True
-    warnings.warn(f"native kernels: {path} is damaged (shorter than its headers say); building it again",
-                  YoloRuntimeWarning, stacklevel=3)
+    warn(f"native kernels: {path} is damaged (shorter than its headers say); building it again",
+         YoloRuntimeWarning, stacklevel=3)
     path.unlink(missing_ok=True)
     return False
 
@@ -298,8 +297,8 @@ def load_library(name: str, source: str) -> ctypes.CDLL | None:
                     path.unlink(missing_ok=True)
                     lib = ctypes.CDLL(str(build(name, source, compiler)))
             except (OSError, RuntimeError) as e:
-                warnings.warn(f"native kernels '{name}' not built ({e}); using the PyTorch path "
-                              "(set YOLO_NATIVE=0 to silence this)", YoloRuntimeWarning, stacklevel=2)
+                warn(f"native kernels '{name}' not built ({e}); using the PyTorch path (set YOLO_NATIVE=0 to "
+                     "silence this)", YoloRuntimeWarning, stacklevel=2)
         _LOADED[name] = lib
         return lib
 
@@ -313,7 +312,7 @@ def checked_library(name: str, load: Callable[[], ctypes.CDLL | None], agrees: C
         if name not in _CHECKED:
             lib = load()
             if lib is not None and not agrees(lib):
-                warnings.warn(disagreement, YoloRuntimeWarning, stacklevel=3)
+                warn(disagreement, YoloRuntimeWarning, stacklevel=3)
                 lib = None
             _CHECKED[name] = lib
         return _CHECKED[name]

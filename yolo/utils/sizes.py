@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import numbers
-import sys
 
-from yolo.errors import InputError, option
+from yolo.errors import InputError, option, warn
 
 DEFAULT_IMG_SIZE = 416  # the input size when none is asked for, rounded up to the model's stride (448 at 64)
 
@@ -17,8 +16,7 @@ def round_to_stride(size: tuple[int, int], stride: int, quiet: bool = False) -> 
     h, w = size
     rounded = (-(-h // stride) * stride, -(-w // stride) * stride)
     if rounded != (h, w) and not quiet:
-        print(f"warning: image size {h}x{w} is not a multiple of {stride}; using {rounded[0]}x{rounded[1]}",
-              file=sys.stderr)
+        warn(f"image size {h}x{w} is not a multiple of {stride}; using {rounded[0]}x{rounded[1]}")
     return rounded
 
 
