@@ -107,6 +107,10 @@ def test_torchscript_fixed_and_dynamic(tiny, tmp_path):
     x = photo_batch(96, 96)
     with torch.no_grad():
         _assert_close(module(x), _reference(tiny[0], x), 96, 96)
+    # an inference graph: its parameters kept requires_grad, so a caller outside no_grad built an autograd graph
+    # and module(x).numpy() raised "Can't call numpy() on Tensor that requires grad"
+    assert not any(p.requires_grad for p in module.parameters())
+    assert module(x).numpy().shape[0] == 1
 
     dynamic = tmp_path / "d.torchscript"
     assert main(["export", "--weights", str(tiny[1]), "--format", "torchscript", "--img-size", "64", "--dynamic",

@@ -312,7 +312,9 @@ def export_model(weights_or_model, format: str, out=None, img_size=416, batch_si
     device = torch.device(device)
     meta = _metadata(model, format, size, batch_size, dynamic, half, nms, conf_thres, iou_thres)
     reference = NmsModel(model, conf_thres, iou_thres) if nms else DecodedModel(model)
-    fused = copy.deepcopy(model).fuse().to(device, torch.float16 if half else torch.float32)
+    # an inference graph: parameters without requires_grad, so the file runs outside no_grad (torch.jit.load,
+    # .numpy()) without building an autograd graph
+    fused = copy.deepcopy(model).fuse().to(device, torch.float16 if half else torch.float32).requires_grad_(False)
     wrapper = (NmsModel(fused, conf_thres, iou_thres) if nms else DecodedModel(fused)).eval()
     x = verification_batch(size, batch_size)[0].to(device, torch.float16 if half else torch.float32)
     data = _onnx_bytes(wrapper, x, meta, opset) if format == "onnx" else _torchscript_bytes(wrapper, x, meta)
