@@ -260,3 +260,34 @@ def test_a_weights_file_reads_the_cfg_and_names_beside_it(tmp_path, capsys):
     (tmp_path / "a.cfg").unlink()
     with pytest.raises(InputError, match=r"needs its cfg: pass cfg \(or put a.cfg beside it\)$"):
         load_model(src)
+
+
+def test_a_weights_file_read_with_a_cfg_still_takes_the_names_beside_it(tmp_path):
+    """``--weights best.weights --cfg best.cfg`` (darknet users pass the cfg by habit) named the classes class0,
+    class1... although ``best.names`` lay beside both, as ``convert-weights`` writes them; now the names beside
+    the weights (else beside the cfg) are taken when their count fits, and one that does not fit is said."""
+    from tests.helpers import yolo_warnings
+    from yolo.model.cfg_edit import set_num_classes
+    from yolo.model.cfg_parser import parse_cfg_text
+
+    three = set_num_classes(TINY.read_text(), 3)
+    model = Darknet(parse_cfg_text(three, "three.cfg"))
+    (tmp_path / "best.cfg").write_text(three)
+    model.save_darknet_weights(tmp_path / "best.weights")
+    (tmp_path / "best.names").write_text("circle\nrectangle\ntriangle\n")
+    assert load_model(tmp_path / "best.weights", cfg=tmp_path / "best.cfg").names == ["circle", "rectangle",
+                                                                                      "triangle"]
+    other = tmp_path / "cfgs"
+    other.mkdir()
+    (other / "net.cfg").write_text(three)
+    (other / "net.names").write_text("a\nb\nc\n")
+    assert load_model(tmp_path / "best.weights", cfg=other / "net.cfg").names == ["circle", "rectangle",
+                                                                                 "triangle"]  # the weights' first
+    (tmp_path / "best.names").write_text("circle\nrectangle\n")  # another count: passed over, with a warning
+    with yolo_warnings() as said:
+        assert load_model(tmp_path / "best.weights", cfg=other / "net.cfg").names == ["a", "b", "c"]
+    assert said == [f"{tmp_path / 'best.names'}: 2 class names for a model with 3 classes; not used"]
+    (other / "net.names").unlink()
+    with yolo_warnings() as said:
+        assert load_model(tmp_path / "best.weights", cfg=other / "net.cfg").names == ["class0", "class1", "class2"]
+    assert len(said) == 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolo.errors import InputError, not_a_weights_file, option
+from yolo.errors import InputError, not_a_weights_file, option, warn
 from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.cfg_specs import ConvSpec
 from yolo.model.darknet import Darknet
@@ -151,8 +151,10 @@ def _existing_companion(path: Path, suffix: str) -> Path | None:
 def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Path | None = None,
                cutoff: int | None = None, bn_eps: float | None = None) -> Darknet:
     """Load our ``.pt``, another toolkit's checkpoint (with ``cfg``) or a darknet ``.weights`` (with ``cfg``;
-    without one, ``X.weights`` reads ``X.cfg`` beside it, and ``X.names`` when ``names`` is not given: the layout
-    of darknet's downloads and of ``convert-weights``' output).
+    without one, ``X.weights`` reads ``X.cfg`` beside it: the layout of darknet's downloads and of
+    ``convert-weights``' output). A ``.weights`` without ``names`` takes ``X.names`` beside it (or, with a ``cfg``,
+    the names file beside that cfg) when it names one class per class of the model; a names file beside them
+    with another count is not used, with a warning.
 
     The model is returned in eval mode on the CPU.
     """
@@ -167,7 +169,6 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
         beside = None
         if cfg is None:  # X.weights with X.cfg (and X.names) beside it: as darknet's zoo and convert-weights lay them
             cfg = beside = _existing_companion(path, ".cfg")
-            names = names if names is not None else _existing_companion(path, ".names")
         if cfg is None:
             raise InputError(f"a darknet .weights file needs its cfg: pass {option('cfg')} (or put "
                              f"{companion(path, '.cfg').name} beside it)", str(path))
@@ -182,6 +183,8 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
                 raise
             raise InputError(f"{e} (read with {beside.name}, found beside the weights; pass {option('cfg')} to "
                              "choose another)") from None
+        if names is None:
+            names = _names_beside(model, path, cfg)
     else:
         model, _ = load_checkpoint(path, cfg, bn_eps)
     if names is not None:
@@ -189,6 +192,20 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
     elif model.names is None:
         model.names = default_names(model.num_classes)
     return model.eval()
+
+
+def _names_beside(model: Darknet, weights: Path, cfg) -> Path | None:
+    """``X.names`` beside ``X.weights``, else the names file beside a cfg file, when it names one class per class
+    of ``model``; one with another count is passed over with a warning (a cfg of other classes was given)."""
+    found = [_existing_companion(weights, ".names")]
+    if isinstance(cfg, (str, Path)) and Path(cfg).with_suffix(".names").is_file():
+        found.append(Path(cfg).with_suffix(".names"))
+    for f in dict.fromkeys(f for f in found if f):
+        n = len(load_names(f))
+        if n == model.num_classes:
+            return f
+        warn(f"{f}: {count(n, 'class name')} for a model with {count(model.num_classes, 'class')}; not used")
+    return None
 
 
 def load_checkpoint(path: str | Path, cfg: str | Path | None = None, bn_eps: float | None = None
