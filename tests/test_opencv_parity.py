@@ -109,3 +109,43 @@ def test_shortcut_from_the_previous_layer_matches_opencv(tmp_path):
     assert theirs.shape == ours.shape
     assert np.abs(ours[:, 4] - theirs[:, 4]).max() < 1e-4  # objectness
     assert np.abs(ours[:, :2] - theirs[:, :2] * [96, 64]).max() / 96 < 1e-4  # box centres
+
+
+PADDED = ("[net]\nwidth=64\nheight=64\nchannels=3\n\n"
+          "[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=1\npad=1\nactivation=leaky\n\n"
+          "[maxpool]\nsize=3\nstride=2\npadding=0\n\n"  # 64 -> 31: off by one cell here...
+          "[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=2\n{pad}\nactivation=leaky\n\n"
+          "[maxpool]\nsize=2\nstride=2\n\n"  # ...and back on the grid after this one, with pad=1 above
+          "[convolutional]\nsize=1\nstride=1\npad=1\nfilters=21\nactivation=linear\n\n"
+          "[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses=2\nnum=3\n")
+
+
+def test_a_padding_that_moves_the_heads_grid_is_refused_and_one_that_does_not_matches_opencv(tmp_path):
+    """``pad=0`` + ``padding=2`` gave a 9x9 grid for a 64x64 input at stride 8: darknet (and OpenCV) decode on
+    that grid, ``(col + p) / 9 * 64``, ours on 8-pixel cells, so every box was off by up to 8 pixels, silently.
+    Such a cfg is now refused naming the layer; one whose odd maps come back to input / stride is still read,
+    and its boxes are OpenCV's."""
+    from yolo.errors import InputError
+    from yolo.model.cfg_parser import parse_cfg
+
+    bad = tmp_path / "bad.cfg"
+    bad.write_text(PADDED.format(pad="pad=0\npadding=2"))
+    with pytest.raises(InputError) as e:
+        parse_cfg(bad)
+    assert str(e.value).startswith(f"{bad}:14: [maxpool] (layer 1) makes its map 31x31 for a 64x64 input, not "
+                                   "input / stride 2 = 32x32, so [yolo] layer 5 would decode on another grid;")
+    good = tmp_path / "good.cfg"
+    good.write_text(PADDED.format(pad="pad=1"))
+    model = calibrated_model(good, seed=3, bn_eps=1e-6, size=(64, 64))
+    model.save_darknet_weights(tmp_path / "good.weights")
+    x = torch.flip(photo_batch(96, 64, n=1), dims=[3]).contiguous()
+    with torch.no_grad():
+        raw = model(x)
+        ours = _ours_in_opencv_order(model, raw)
+    assert raw[0].shape[2:4] == (12, 8)  # input / 8
+    net = cv2.dnn.readNetFromDarknet(str(good), str(tmp_path / "good.weights"))
+    net.setInput(x.numpy())
+    theirs = np.concatenate(net.forward(net.getUnconnectedOutLayersNames()))
+    assert theirs.shape == ours.shape
+    assert np.abs(ours[:, :2] - theirs[:, :2] * [64, 96]).max() / 96 < 1e-4  # box centres
+    assert np.abs(ours[:, 4] - theirs[:, 4]).max() < 1e-4  # objectness

@@ -14,6 +14,7 @@ from yolo.model.cfg_specs import (
     ScaleChannelsSpec,
     ShortcutSpec,
     UpsampleSpec,
+    YoloSpec,
 )
 
 
@@ -51,6 +52,36 @@ def layer_shapes(spec: ModelSpec, height: int, width: int) -> list[tuple[int, in
             raise InputError(f"layer {s.index} output is empty for a {height}x{width} input", spec.source, s.line)
         shapes.append((c, h, w))
     return shapes
+
+
+def check_head_grids(spec: ModelSpec) -> None:
+    """Refuse a cfg whose heads get grids other than input / stride cells: a padding beyond darknet's usual
+    (``pad=0`` with ``size=3``, ``padding=2``) changes a map's size, and darknet then decodes on that odd grid
+    (``x = (col + p) / grid_w * net_w``) where this toolkit's heads decode on ``stride``-pixel cells, so every box
+    would be off. Map sizes differ from input / stride by the same cells at every input size that is a multiple
+    of the largest stride, so one size decides."""
+    heads = [s for s in spec.layers if isinstance(s, YoloSpec)]
+    if not heads:
+        return
+    n = 8 * max(s.out_stride for s in spec.layers)
+    shapes = layer_shapes(spec, n, n)
+
+    def off(i: int) -> bool:
+        s = spec.layers[i]
+        return s.out_stride > 0 and shapes[i][1:] != (n // s.out_stride, n // s.out_stride)
+
+    for head in heads:
+        if not off(head.index - 1):
+            continue
+        first = head.index - 1  # back along the head's input to where its map first went off
+        while spec.layers[first].inputs and off(spec.layers[first].inputs[0]):
+            first = spec.layers[first].inputs[0]
+        layer, got = spec.layers[first], shapes[first][1]
+        raise InputError(f"[{layer.kind}] (layer {first}) makes its map {got}x{got} for a {n}x{n} input, not input / "
+                         f"stride {layer.out_stride} = {n // layer.out_stride}x{n // layer.out_stride}, so [yolo] "
+                         f"layer {head.index} would decode on another grid; this toolkit's heads need every map to "
+                         "be the input size / its stride (the usual pad=1, or a maxpool's padding = size - 1)",
+                         spec.source, layer.line)
 
 
 def conv_param_count(s: ConvSpec, fused: bool = False) -> int:

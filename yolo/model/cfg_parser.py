@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from yolo.errors import InputError, read_text
+from yolo.model.cfg_counts import check_head_grids
 from yolo.model.cfg_reader import (
     DARKNET_ONLY_SECTIONS,
     NET_KEYS,
@@ -223,7 +224,9 @@ def parse_cfg_text(text: str, source: str = "<cfg>") -> ModelSpec:
         layers.append(_parse_layer(sect, source, index, net, layers))
     if not layers:
         raise InputError("the cfg has no layers after [net]", source, sections[0].line)
-    return ModelSpec(net=net, layers=tuple(layers), text=text, source=source)
+    spec = ModelSpec(net=net, layers=tuple(layers), text=text, source=source)
+    check_head_grids(spec)
+    return spec
 
 
 def _parse_layer(sect: Section, source: str, index: int, net: NetSpec, layers: list[LayerSpec]) -> LayerSpec:
