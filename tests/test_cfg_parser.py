@@ -295,6 +295,16 @@ def test_bad_float_list():
     expect_error(text, 6, "anchors=", "expected comma-separated finite numbers")
 
 
+def test_nms_kind_is_read_and_a_kind_darknet_does_not_know_is_refused():
+    """``nms_kind`` and ``beta_nms`` were kept as inert data; they now choose the NMS (darknet's parse_yolo)."""
+    head = "[net]\n[convolutional]\nfilters=18\n[yolo]\nclasses=1\nanchors=10,13, 16,30, 33,23\n"
+    assert parse_cfg_text(head + "nms_kind=greedynms\nbeta_nms=0.9\n", SRC).diou_beta == 0.6  # box_diou's 0.6
+    assert parse_cfg_text(head + "nms_kind=DIOUNMS\nbeta_nms=0.9\n", SRC).diou_beta == 0.9
+    assert parse_cfg_text(head + "nms_kind=cornersnms\n", SRC).diou_beta is None  # [yolo]: IoU, as darknet
+    assert parse_cfg_text(head, SRC).diou_beta is None
+    expect_error(head + "nms_kind=fastnms\n", 7, "nms_kind='fastnms' in [yolo]: expected one of default, greedynms")
+
+
 ROUTE_BASE = "[net]\nchannels=3\n[convolutional]\nfilters=4\n[convolutional]\nfilters=4\n[route]\n"
 # layer 0 at line 3, layer 1 at line 5, the route (layer 2) at line 7, its key at line 8
 

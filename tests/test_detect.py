@@ -704,3 +704,36 @@ def test_a_clip_under_an_image_name_is_read_as_a_video(weights, tmp_path, capsys
     assert labels == ["clip_0.txt", "clip_1.txt", "clip_2.txt", "z.txt"] and (tmp_path / "r" / "clip.mp4").is_file()
     assert main(["detect", *w, "--source", str(tmp_path / "noext"), "--out", str(tmp_path / "r2")]) == 0
     assert "3 images" in capsys.readouterr().out
+
+
+def test_a_cfg_asking_for_diou_nms_gets_it_in_detect_and_its_exports(tmp_path):
+    """``nms_kind=greedynms`` / ``diounms`` (25 of the zoo's 33 heads: yolov4, scaled-YOLOv4, YOLOv7) was read
+    and ignored: every model ran IoU NMS, where darknet runs DIoU-NMS (tests/test_nms.py holds that to
+    darknet's loops). Detector now runs what the cfg asks for, and an export carries it."""
+    from yolo import load_exported
+    from yolo.export import export_model
+    from yolo.model.cfg_parser import parse_cfg_text
+    from yolo.model.darknet import Darknet
+    from yolo.runtime.postprocess import postprocess
+
+    text = (CFG / "yolov3-tiny.cfg").read_text()
+    assert Darknet(parse_cfg_text(text, "t.cfg")).diou_beta is None
+    assert Darknet(parse_cfg_text(text.replace("[yolo]\n", "[yolo]\nnms_kind=diounms\nbeta_nms=0.8\n"),
+                                  "t.cfg")).diou_beta == 0.8
+    cfg = tmp_path / "greedy.cfg"
+    cfg.write_text(text.replace("[yolo]\n", "[yolo]\nnms_kind=greedynms\nbeta_nms=0.8\n"))  # greedynms: 0.6
+    model = calibrated_model(cfg, seed=4, size=(160, 160))
+    assert model.diou_beta == 0.6
+    image = cv2.cvtColor(photo_rgb(), cv2.COLOR_RGB2BGR)
+    detector = Detector(model, img_size=160, conf=0.4, iou=0.3)
+    got = detector(image)[0].tensor()
+    x, infos = preprocess([image], (160, 160))
+    with torch.no_grad():
+        pred = model.decode(model(x.float()))
+    want = postprocess(pred, infos, 0.4, 0.3, diou_beta=0.6)[0]
+    iou_only = postprocess(pred, infos, 0.4, 0.3)[0]
+    assert 0 < len(iou_only) < len(want) < 300  # DIoU-NMS keeps more on this image...
+    assert len(got) == len(want) and torch.allclose(got, want, atol=1e-2)  # ...and detect runs the cfg's
+    ts = tmp_path / "g.torchscript"
+    export_model(model, "torchscript", ts, img_size=160)
+    assert load_exported(ts).diou_beta == 0.6 and Detector(ts).diou_beta == 0.6

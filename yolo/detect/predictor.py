@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from yolo.errors import InputError, option, positive_int
-from yolo.runtime.backends import input_size, load_backend, run_backend, wants_letterbox
+from yolo.runtime.backends import input_size, load_backend, run_backend, wanted_diou_beta, wants_letterbox
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.runtime.preprocess import as_image, preprocess
 from yolo.utils.boxes import LetterboxInfo, xyxy_to_xywh
@@ -100,6 +100,7 @@ class Detector:
         check_thresholds(conf, iou, max_det)
         self.backend = load_backend(weights, cfg, device, half, names, trust)
         self.letterbox = wants_letterbox(self.backend) if letterbox is None else bool(letterbox)
+        self.diou_beta = wanted_diou_beta(self.backend)  # DIoU-NMS where the cfg says nms_kind=diounms/greedynms
         self.img_size = self._size(img_size)
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.classes = self._class_indices(classes)
@@ -164,7 +165,8 @@ class Detector:
         pred = run_backend(self.backend, x)  # [B, N, 5+C]
         synchronize(pred.device)
         t2 = time.perf_counter()
-        dets = postprocess(pred, infos, self.conf, self.iou, self.classes, self.agnostic, self.max_det)
+        dets = postprocess(pred, infos, self.conf, self.iou, self.classes, self.agnostic, self.max_det,
+                           diou_beta=self.diou_beta)
         out = [Detections.from_tensor(d, self.names, (list(paths) + [None] * len(x))[i], info.shape,
                                       (list(frames) + [0] * len(x))[i])
                for i, (d, info) in enumerate(zip(dets, infos))]

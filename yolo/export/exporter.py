@@ -25,7 +25,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from yolo import __version__
-from yolo.errors import InputError, option, positive_int
+from yolo.errors import InputError, option, positive_int, warn
 from yolo.export.verify import (
     DRIFT_FACTOR,
     MAX_DRIFT_TOLERANCE,
@@ -120,7 +120,7 @@ def _metadata(model: Darknet, fmt: str, size: tuple[int, int], batch_size: int, 
         "strides": [int(h.stride) for h in model.heads], "input_size": list(size), "batch_size": batch_size,
         "dynamic": dynamic, "half": half, "dtype": "float16" if half else "float32", "nms": nms,
         "input": "images [B, 3, H, W] RGB float in [0, 1], " + ("letterboxed" if model.letterbox else "stretched"),
-        "letterbox": model.letterbox,
+        "letterbox": model.letterbox, "diou_beta": model.diou_beta,
         "output": ("detections [K, 7]: batch index, x1, y1, x2, y2, score, class" if nms else
                    "[B, N, 5+C]: cx, cy, w, h (input pixels), objectness, class probabilities"),
     }
@@ -311,6 +311,10 @@ def export_model(weights_or_model, format: str, out=None, img_size=416, batch_si
         require_onnx()
     device = torch.device(device)
     meta = _metadata(model, format, size, batch_size, dynamic, half, nms, conf_thres, iou_thres)
+    if nms and model.diou_beta is not None:
+        warn(f"the cfg asks for darknet's DIoU-NMS (nms_kind, beta {model.diou_beta:g}); the graph's NMS is ONNX's "
+             "NonMaxSuppression, IoU NMS, so its detections can differ from yolo detect's (export without "
+             f"{option('nms', True)} to keep DIoU-NMS)")
     reference = NmsModel(model, conf_thres, iou_thres) if nms else DecodedModel(model)
     # an inference graph: parameters without requires_grad, so the file runs outside no_grad (torch.jit.load,
     # .numpy()) without building an autograd graph

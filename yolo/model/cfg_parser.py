@@ -173,11 +173,16 @@ def _parse_yolo(r: SectionReader, index: int, prev: LayerSpec) -> YoloSpec:
     if prev.out_channels != need:
         raise r.error(None, f"[yolo] with {len(mask)} anchors and {classes} classes needs {need} channels from "
                             f"layer {index - 1}, which gives {prev.out_channels}")
+    # darknet's NMS for this head: greedynms thresholds DIoU at beta 0.6 (box_diou), diounms at beta_nms;
+    # default (and cornersnms, which [yolo] does not know either) is IoU
+    nms_kind = r.choice("nms_kind", "default", ("default", "greedynms", "diounms", "cornersnms"))
+    beta_nms = r.float("beta_nms", 0.6, 0.0, 100.0)
+    diou_beta = {"greedynms": 0.6, "diounms": beta_nms}.get(nms_kind)
     extras = {k: convert_value(r.raw(k)) for k in list(r.sect.keys) if k in YOLO_TRAINING_KEYS}
     r.reject_unknown()
     return YoloSpec(index=index, line=r.sect.line, mask=mask, anchors=anchors, classes=classes,
-                    scale_x_y=scale_x_y, new_coords=new_coords, extras=extras, out_channels=prev.out_channels,
-                    out_stride=prev.out_stride)
+                    scale_x_y=scale_x_y, new_coords=new_coords, diou_beta=diou_beta, extras=extras,
+                    out_channels=prev.out_channels, out_stride=prev.out_stride)
 
 
 def _parse_avgpool(r: SectionReader, index: int, prev: LayerSpec) -> AvgPoolSpec:

@@ -119,6 +119,7 @@ class YoloSpec(LayerSpec):
     classes: int
     scale_x_y: float = 1.0  # x = (s * p - (s - 1) / 2 + col) * stride, same for y
     new_coords: bool = False  # the conv before is logistic: p = its outputs, w = (2 * p_w)^2 * anchor_w
+    diou_beta: float | None = None  # nms_kind=greedynms (0.6) / diounms (beta_nms): darknet's DIoU-NMS; None: IoU
     extras: dict = field(default_factory=dict)  # training keys (jitter, ignore_thresh, ...) as data
 
     @property
@@ -164,6 +165,13 @@ class ModelSpec:
     def num_classes(self) -> int:
         heads = self.heads
         return heads[0].classes if heads else 0
+
+    @property
+    def diou_beta(self) -> float | None:
+        """The NMS darknet runs for this network, as it reads it from the last layer: DIoU-NMS at this beta
+        (``nms_kind=greedynms``: 0.6, ``diounms``: ``beta_nms``), or None for IoU NMS."""
+        heads = self.heads
+        return heads[-1].diou_beta if heads else None
 
 
 SECTION_OF = {

@@ -100,6 +100,12 @@ class Darknet(nn.Module):
         return self.spec.net.letterbox
 
     @property
+    def diou_beta(self) -> float | None:
+        """Darknet's DIoU-NMS beta when the cfg asks for it (``nms_kind=greedynms`` / ``diounms`` on its last
+        ``[yolo]``), else None (IoU NMS): what detect and val pass to ``non_max_suppression``."""
+        return self.spec.diou_beta
+
+    @property
     def heads(self) -> list[YoloHead]:
         return [self.module_list[i] for i in self.head_indices]
 

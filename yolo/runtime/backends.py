@@ -3,7 +3,8 @@
 A *backend* runs the network: ``backend(x [B, 3, H, W] float in [0, 1]) -> [B, N, 5+C]`` decoded
 (cx, cy, w, h in input pixels, objectness, class probabilities), with attributes ``names``, ``stride``,
 ``fixed_shape`` ((H, W) or None), ``device``, ``dtype`` and optionally ``letterbox`` (the resize the model
-wants: True letterbox, False stretch; :func:`wants_letterbox` reads it, True when absent). :class:`TorchBackend` runs our models;
+wants: True letterbox, False stretch; :func:`wants_letterbox` reads it, True when absent) and ``diou_beta`` (the
+NMS it wants: darknet's DIoU-NMS at that beta, None or absent for IoU NMS). :class:`TorchBackend` runs our models;
 ``.onnx`` / ``.torchscript`` files go to :func:`yolo.runtime.exported.load_exported`.
 """
 
@@ -63,6 +64,7 @@ class TorchBackend:
         self.stride = model.max_stride
         self.num_classes = model.num_classes
         self.letterbox = model.letterbox  # the resize the model wants (its cfg's [net] letter_box)
+        self.diou_beta = model.diou_beta  # the NMS it wants (its cfg's nms_kind): DIoU at this beta, None IoU
         self.cpu_batch = _cpu_batch(cpu_batch)  # images per forward on CPU; None: measured per shape
         self.batch_plan: dict[tuple[int, int, int], int] = {}  # (B, H, W) -> images per forward, once measured
         self._trials: dict[tuple[int, int, int], list[tuple[int, float]]] = {}  # (B, H, W) -> [(chunk, seconds)]
@@ -125,6 +127,13 @@ def wants_letterbox(backend) -> bool:
     """The resize ``backend``'s model was trained with: True letterbox (also when the backend does not say),
     False stretch."""
     return bool(getattr(backend, "letterbox", True))
+
+
+def wanted_diou_beta(backend) -> float | None:
+    """The NMS ``backend``'s model asks for: darknet's DIoU-NMS at this beta (its cfg's ``nms_kind=greedynms`` /
+    ``diounms``), or None for IoU NMS (also when the backend does not say)."""
+    beta = getattr(backend, "diou_beta", None)
+    return None if beta is None else float(beta)
 
 
 def input_size(backend, size: tuple[int, int] | None) -> tuple[int, int]:

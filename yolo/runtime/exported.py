@@ -105,6 +105,7 @@ class ExportedBackend:
         self.fixed_batch = None if meta["dynamic"] else int(meta["batch_size"])
         self.has_nms = bool(meta.get("nms", False))
         self.letterbox = bool(meta.get("letterbox", True))  # files of earlier versions: letterbox
+        self.diou_beta = meta.get("diou_beta")  # the NMS the model's cfg asks for (None: IoU; earlier files too)
         self.device = device
         self.dtype = torch.float16 if meta.get("half") else torch.float32
 

@@ -20,7 +20,7 @@ import torch
 
 from yolo.errors import InputError, option, positive_int
 from yolo.utils.boxes import LetterboxInfo, cxcywh_to_xyxy, unletterbox_boxes
-from yolo.utils.nms import batched_nms, nms
+from yolo.utils.nms import batched_nms, diou_nms, nms
 
 MAX_CANDIDATES = 30_000  # highest-scoring candidates per image that go into NMS
 MIN_BOX_SIZE = 1.0  # pixels of the reported image: narrower or lower boxes (after clipping) are dropped
@@ -80,7 +80,8 @@ def _candidates(p: torch.Tensor, conf: float, classes: torch.Tensor | None, mult
 def non_max_suppression(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.45,
                         classes: Sequence[int] | None = None, agnostic: bool = False, max_det: int = 300,
                         multi_label: bool = False, image_size: tuple[int, int] | None = None,
-                        bounds: Sequence[Bounds] | None = None) -> list[torch.Tensor]:
+                        bounds: Sequence[Bounds] | None = None, diou_beta: float | None = None
+                        ) -> list[torch.Tensor]:
     """``pred [B, N, 5+C]`` -> per image ``[K, 6]`` (x1, y1, x2, y2 in input pixels, score, class).
 
     Candidates have score > ``conf`` (one per box: its best class; with ``multi_label`` one per class above
@@ -88,7 +89,8 @@ def non_max_suppression(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.4
     and high once clipped to the input ``image_size`` (H, W), or to each image's ``bounds`` (see
     :func:`image_bounds`); without either, by their unclipped size. NMS at ``iou`` is per class
     (``yolo.utils.nms.batched_nms``: torchvision's operator and semantics without importing torchvision)
-    unless ``agnostic``; the ``max_det`` best survivors are kept.
+    unless ``agnostic``; with ``diou_beta`` it is darknet's DIoU-NMS at that beta instead (the cfg's
+    ``nms_kind=diounms`` / ``greedynms``: ``Darknet.diou_beta``). The ``max_det`` best survivors are kept.
     """
     check_thresholds(conf, iou, max_det)
     wanted = None if classes is None else torch.as_tensor(list(classes), dtype=torch.long, device=pred.device)
@@ -97,7 +99,9 @@ def non_max_suppression(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.4
     out = []
     for b, p in enumerate(pred.float()):  # [N, 5+C]
         c = _candidates(p, conf, wanted, multi_label, bounds[b] if bounds is not None else None)  # [M, 6]
-        if agnostic:
+        if diou_beta is not None:
+            keep = diou_nms(c[:, :4], c[:, 4], iou, diou_beta, None if agnostic else c[:, 5].long())
+        elif agnostic:
             keep = nms(c[:, :4], c[:, 4], iou)
         else:
             keep = batched_nms(c[:, :4], c[:, 4], c[:, 5].long(), iou)
@@ -107,8 +111,8 @@ def non_max_suppression(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.4
 
 def postprocess(pred: torch.Tensor, infos: Sequence[LetterboxInfo] | None = None, conf: float = 0.25,
                 iou: float = 0.45, classes: Sequence[int] | None = None, agnostic: bool = False,
-                max_det: int = 300, multi_label: bool = False, image_size: tuple[int, int] | None = None
-                ) -> list[torch.Tensor]:
+                max_det: int = 300, multi_label: bool = False, image_size: tuple[int, int] | None = None,
+                diou_beta: float | None = None) -> list[torch.Tensor]:
     """:func:`non_max_suppression`, then each image's boxes mapped back through its letterbox ``infos[b]``
     (the exact inverse, clipped to the image). ``infos=None`` leaves boxes in input pixels. Boxes under a
     pixel wide or high inside the original image (``infos``) or the input (``image_size``) are dropped before
@@ -118,7 +122,7 @@ def postprocess(pred: torch.Tensor, infos: Sequence[LetterboxInfo] | None = None
         raise ValueError(f"{len(infos)} letterbox infos for a batch of {len(pred)}")
     bounds = None if infos is None else [image_bounds(info) for info in infos]
     dets = non_max_suppression(pred, conf, iou, classes, agnostic, max_det, multi_label,
-                               image_size=image_size, bounds=bounds)
+                               image_size=image_size, bounds=bounds, diou_beta=diou_beta)
     if infos is None:
         return dets
     for d, info in zip(dets, infos):

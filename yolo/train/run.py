@@ -335,8 +335,8 @@ def _with_val_pictures(validate: Callable, data: TrainData, out_dir: Path, iou: 
         model.eval()
         x = images.to(next(model.parameters()).device).float() / 255
         h, w = x.shape[-2:]
-        dets = non_max_suppression(model.decode(model(x)).float().cpu(), 0.25, iou,
-                                   image_size=(h, w))  # per image [K, 6] xyxy
+        dets = non_max_suppression(model.decode(model(x)).float().cpu(), 0.25, iou, image_size=(h, w),
+                                   diou_beta=model.diou_beta)  # per image [K, 6] xyxy
         rows = [torch.cat((torch.full((len(d), 1), float(i)), d[:, 5:6],  # [K, 7]: image, class, box, score
                            xyxy_to_cxcywh(d[:, :4]) / d.new_tensor([w, h, w, h]), d[:, 4:5]), 1)
                 for i, d in enumerate(dets)]

@@ -101,3 +101,55 @@ def _batched_nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, idxs: torc
         keep_mask[members[nms(boxes[members], scores[members], iou_threshold)]] = True
     keep = torch.where(keep_mask)[0]
     return keep[scores[keep].sort(descending=True)[1]]
+
+
+def diou(a: torch.Tensor, b: torch.Tensor, beta: float) -> torch.Tensor:
+    """Darknet's DIoU-NMS measure between ``a [N, 4]`` and ``b [M, 4]`` (x1, y1, x2, y2) -> ``[N, M]``:
+    ``IoU - (d / c) ** beta``, d the squared distance between the centres, c the squared diagonal of the
+    smallest box enclosing both (``IoU`` alone where c is 0): ``box_diounms`` in darknet's src/box.c."""
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(2)  # [N, M]
+    area_a = (a[:, 2:] - a[:, :2]).prod(1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    iou = torch.where((inter > 0) & (union > 0), inter / union.clamp(min=1e-30), torch.zeros_like(inter))
+    d = ((a[:, None, :2] + a[:, None, 2:] - b[None, :, :2] - b[None, :, 2:]) / 2).pow(2).sum(2)
+    c = (torch.max(a[:, None, 2:], b[None, :, 2:]) - torch.min(a[:, None, :2], b[None, :, :2])).pow(2).sum(2)
+    return torch.where(c > 0, iou - (d / c.clamp(min=1e-30)).pow(beta), iou)
+
+
+def diou_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, beta: float,
+             idxs: torch.Tensor | None = None, block: int = 1024) -> torch.Tensor:
+    """Darknet's DIoU-NMS (``nms_kind=diounms``, or ``greedynms`` with beta 0.6): ``boxes [N, 4]`` xyxy,
+    ``scores [N]`` -> kept indices ``[K]`` int64 by decreasing score (ties in index order); a box is dropped when
+    :func:`diou` with a kept higher-scoring box of its category (``idxs [N]``; all one without) is >
+    ``threshold``. The greedy result exactly, computed ``block`` boxes at a time: each block is first
+    suppressed by the boxes kept before it, then within itself by iterating ``keep = ~any(kept i suppresses
+    j)`` until it holds still (Cluster-NMS: the k-th pass settles the k-th box, most settle in a few passes)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    boxes = boxes[order].float()
+    idxs = None if idxs is None else idxs[order]
+    keep = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+    kept = torch.zeros(0, dtype=torch.long, device=boxes.device)
+    for s in range(0, len(order), block):
+        e = min(s + block, len(order))
+        blk = boxes[s:e]
+        alive = torch.ones(e - s, dtype=torch.bool, device=boxes.device)
+        if len(kept):
+            hit = diou(boxes[kept], blk, beta) > threshold  # [K, B]
+            if idxs is not None:
+                hit &= idxs[kept][:, None] == idxs[None, s:e]
+            alive &= ~hit.any(0)
+        hit = (diou(blk, blk, beta) > threshold).triu(1)  # [B, B]: i before j
+        if idxs is not None:
+            hit &= idxs[s:e, None] == idxs[None, s:e]
+        now = alive
+        while True:
+            after = alive & ~(hit & now[:, None]).any(0)
+            if torch.equal(after, now):
+                break
+            now = after
+        keep[s:e] = now
+        kept = torch.cat((kept, torch.nonzero(now).flatten() + s))
+    return order[keep]

@@ -24,7 +24,7 @@ from yolo.data.index import DatasetIndex
 from yolo.data.loader import build_loader
 from yolo.data.split import load_split
 from yolo.errors import InputError, option, positive_int
-from yolo.runtime.backends import input_size, load_backend, run_backend, wants_letterbox
+from yolo.runtime.backends import input_size, load_backend, run_backend, wanted_diou_beta, wants_letterbox
 from yolo.runtime.postprocess import check_thresholds, postprocess
 from yolo.utils.boxes import cxcywh_to_xyxy
 from yolo.utils.checkpoint import atomic_write
@@ -123,6 +123,7 @@ def evaluate_batches(backend, batches, index: DatasetIndex, conf: float = 0.001,
     index's labels: what ``yolo val`` and the trainer's validation both run.
     -> (the Evaluator, seconds spent in ``pre`` (reading + letterbox), ``inference`` and ``nms``)."""
     evaluator = Evaluator(len(index.names), list(index.names))
+    diou_beta = wanted_diou_beta(backend)  # DIoU-NMS where the cfg says so, as darknet's map does
     row_of = {str(p): j for j, p in enumerate(index.images)}
     times = {"pre": 0.0, "inference": 0.0, "nms": 0.0}
     t0 = time.perf_counter()
@@ -130,7 +131,8 @@ def evaluate_batches(backend, batches, index: DatasetIndex, conf: float = 0.001,
         t1 = time.perf_counter()
         pred = run_backend(backend, images.float().div_(255))  # [B, N, 5+C]
         t2 = time.perf_counter()
-        dets = postprocess(pred.float().cpu(), infos, conf, iou, max_det=max_det, multi_label=True)  # [K, 6] each
+        dets = postprocess(pred.float().cpu(), infos, conf, iou, max_det=max_det, multi_label=True,
+                           diou_beta=diou_beta)  # [K, 6] each
         t3 = time.perf_counter()
         for det, path, info in zip(dets, paths, infos):
             j = row_of[str(path)]
