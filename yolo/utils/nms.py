@@ -16,6 +16,7 @@ import importlib.machinery
 import importlib.util
 import os
 
+import numpy as np
 import torch
 
 _LIBRARIES = ("_C_stable", "_C")  # torchvision's compiled extension, newest name first
@@ -107,49 +108,74 @@ def diou(a: torch.Tensor, b: torch.Tensor, beta: float) -> torch.Tensor:
     """Darknet's DIoU-NMS measure between ``a [N, 4]`` and ``b [M, 4]`` (x1, y1, x2, y2) -> ``[N, M]``:
     ``IoU - (d / c) ** beta``, d the squared distance between the centres, c the squared diagonal of the
     smallest box enclosing both (``IoU`` alone where c is 0): ``box_diounms`` in darknet's src/box.c."""
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(2)  # [N, M]
-    area_a = (a[:, 2:] - a[:, :2]).prod(1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    iou = torch.where((inter > 0) & (union > 0), inter / union.clamp(min=1e-30), torch.zeros_like(inter))
-    d = ((a[:, None, :2] + a[:, None, 2:] - b[None, :, :2] - b[None, :, 2:]) / 2).pow(2).sum(2)
-    c = (torch.max(a[:, None, 2:], b[None, :, 2:]) - torch.min(a[:, None, :2], b[None, :, :2])).pow(2).sum(2)
-    return torch.where(c > 0, iou - (d / c.clamp(min=1e-30)).pow(beta), iou)
+    as_np = (t.detach().float().cpu().numpy() for t in (a, b))
+    return torch.from_numpy(_diou(*as_np, beta, None))
+
+
+def _diou(a: np.ndarray, b: np.ndarray, beta: float, threshold: float | None) -> np.ndarray:
+    """:func:`diou` of float32 arrays ``[N, 4]``, ``[M, 4]`` -> ``[N, M]``; with ``threshold`` only
+    ``diou > threshold`` as bool, the distance term computed only where the IoU alone passes (it only lowers
+    it). NumPy: NMS calls it on many small groups, where torch's per-op cost would dominate."""
+    ax1, ay1, ax2, ay2 = (v[:, None] for v in a.T)  # [N, 1] each
+    bx1, by1, bx2, by2 = b.T  # [M] each
+    inter = np.clip(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0, None) * \
+        np.clip(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0, None)  # [N, M]
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=(inter > 0) & (union > 0))
+    if threshold is None:
+        i, j = (v.ravel() for v in np.indices(iou.shape))
+    else:
+        i, j = np.nonzero(iou > threshold)
+    a, b = a[i], b[j]
+    d = ((a[:, 0] + a[:, 2] - b[:, 0] - b[:, 2]) / 2) ** 2 + ((a[:, 1] + a[:, 3] - b[:, 1] - b[:, 3]) / 2) ** 2
+    c = (np.maximum(a[:, 2], b[:, 2]) - np.minimum(a[:, 0], b[:, 0])) ** 2 + \
+        (np.maximum(a[:, 3], b[:, 3]) - np.minimum(a[:, 1], b[:, 1])) ** 2
+    term = np.power(np.divide(d, c, out=np.zeros_like(d), where=c > 0), np.float32(beta))
+    value = iou[i, j] - np.where(c > 0, term, np.float32(0))
+    if threshold is None:
+        return value.reshape(iou.shape)
+    out = np.zeros(iou.shape, dtype=bool)
+    out[i, j] = value > threshold
+    return out
 
 
 def diou_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, beta: float,
-             idxs: torch.Tensor | None = None, block: int = 1024) -> torch.Tensor:
+             idxs: torch.Tensor | None = None, block: int = 2048) -> torch.Tensor:
     """Darknet's DIoU-NMS (``nms_kind=diounms``, or ``greedynms`` with beta 0.6): ``boxes [N, 4]`` xyxy,
     ``scores [N]`` -> kept indices ``[K]`` int64 by decreasing score (ties in index order); a box is dropped when
     :func:`diou` with a kept higher-scoring box of its category (``idxs [N]``; all one without) is >
-    ``threshold``. The greedy result exactly, computed ``block`` boxes at a time: each block is first
-    suppressed by the boxes kept before it, then within itself by iterating ``keep = ~any(kept i suppresses
-    j)`` until it holds still (Cluster-NMS: the k-th pass settles the k-th box, most settle in a few passes)."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    boxes = boxes[order].float()
-    idxs = None if idxs is None else idxs[order]
-    keep = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
-    kept = torch.zeros(0, dtype=torch.long, device=boxes.device)
-    for s in range(0, len(order), block):
-        e = min(s + block, len(order))
-        blk = boxes[s:e]
-        alive = torch.ones(e - s, dtype=torch.bool, device=boxes.device)
-        if len(kept):
-            hit = diou(boxes[kept], blk, beta) > threshold  # [K, B]
-            if idxs is not None:
-                hit &= idxs[kept][:, None] == idxs[None, s:e]
-            alive &= ~hit.any(0)
-        hit = (diou(blk, blk, beta) > threshold).triu(1)  # [B, B]: i before j
-        if idxs is not None:
-            hit &= idxs[s:e, None] == idxs[None, s:e]
-        now = alive
-        while True:
-            after = alive & ~(hit & now[:, None]).any(0)
-            if torch.equal(after, now):
-                break
-            now = after
-        keep[s:e] = now
-        kept = torch.cat((kept, torch.nonzero(now).flatten() + s))
-    return order[keep]
+    ``threshold``. Darknet's greedy result exactly, per category, ``block`` boxes at a time: a block is first
+    suppressed by the boxes kept before it, then box by box within itself (only boxes that overlap a later one
+    enough take a step)."""
+    order = torch.argsort(scores.detach().cpu(), descending=True, stable=True)
+    keep = np.zeros(len(order), dtype=bool)
+    boxes_np = boxes.detach().float().cpu().numpy()
+    if idxs is None:
+        groups = [order]
+    else:  # by category, each in decreasing score: one stable sort, then split where the category changes
+        ranked = idxs.detach().cpu()[order]
+        by_class = torch.argsort(ranked, stable=True)
+        sizes = torch.unique_consecutive(ranked[by_class], return_counts=True)[1]
+        groups = order[by_class].split(sizes.tolist())
+    for group in groups:
+        rows = group.numpy()
+        keep[rows[_greedy(boxes_np[rows], threshold, beta, block)] if len(rows) > 1 else rows] = True
+    kept = torch.from_numpy(np.nonzero(keep)[0]).to(scores.device)
+    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
+
+
+def _greedy(boxes: np.ndarray, threshold: float, beta: float, block: int) -> np.ndarray:
+    """``boxes [N, 4]`` in decreasing score -> ``[N]`` bool, kept: each box not suppressed by a kept earlier one."""
+    n = len(boxes)
+    keep = np.ones(n, dtype=bool)
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        here = keep[s:e]  # a view: suppression below writes into keep
+        before = np.nonzero(keep[:s])[0]
+        for c in range(0, len(before), block):  # the kept boxes of earlier blocks, a block of them at a time
+            here &= ~_diou(boxes[before[c:c + block]], boxes[s:e], beta, threshold).any(0)
+        hit = np.triu(_diou(boxes[s:e], boxes[s:e], beta, threshold), 1)  # [B, B]: i before j
+        for i in np.nonzero(hit.any(1))[0]:
+            if here[i]:
+                here &= ~hit[i]
+    return keep
