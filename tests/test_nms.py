@@ -96,7 +96,7 @@ def _darknet_diounms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.T
 @pytest.mark.parametrize("n,block", [(0, 1024), (1, 1024), (40, 1024), (300, 1024), (300, 7), (700, 64)])
 @pytest.mark.parametrize("threshold,beta", [(0.45, 0.6), (0.3, 1.0), (0.6, 0.3)])
 def test_diou_nms_is_darknets(n, block, threshold, beta):
-    """``diou_nms`` (blocks of boxes, each settled by repeated passes) keeps exactly the boxes darknet's
+    """``diou_nms`` (per category, a block of boxes at a time) keeps exactly the boxes darknet's
     one-by-one ``diounms_sort`` keeps, in decreasing score; checked once more, in the session that wrote it,
     against darknet's own box.c compiled (140 random cases, 2 to 2,500 boxes, up to 4 classes: all equal)."""
     boxes, scores, classes = _boxes(n, seed=n + block, classes=3)
