@@ -331,3 +331,23 @@ def test_cli_non_finite_loss_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1
     assert errors[0].startswith("yolo train: error: non-finite loss at step 0 (epoch 0, batch 0): cls = nan")
+
+
+def test_an_epoch_interrupted_part_way_resumes_only_at_its_batch_size(tmp_path):
+    """Resuming an epoch interrupted after 2 batches of 8 with batch_size=24 skipped 2 batches of 24: 48
+    images of a 24-image epoch, one batch never trained, without a word. It is now refused, naming the size to
+    keep; between epochs another batch size goes on as before."""
+    with pytest.raises(KeyboardInterrupt):  # stopped when epoch 1 starts: last.pt holds epoch 0
+        train(run_cfg(tmp_path, epochs=3), data_factory=fake_data(interrupt_at=1), progress=False, plots=False)
+    last = tmp_path / "runs" / "exp" / "weights" / "last.pt"
+    ckpt = load_safe(last)
+    size = ckpt["run_config"]["batch_size"]
+    between = config_for_resume(last, [f"batch_size={size * 2}"])  # between epochs: fine
+    assert between.batch_size == size * 2
+    ckpt["interrupted_epoch"] = {"epoch": 1, "batch": 2, "rng_epoch": None, "rng": None, "meters": {}}
+    torch.save(ckpt, last)  # as a Ctrl-C after epoch 1's second batch leaves it
+    with pytest.raises(InputError, match=rf"^overrides batch_size={size * 2}: its epoch 2 was interrupted after 2 "
+                                         rf"batches of {size} images, and goes on only in batches of that size: "
+                                         "resume it without changing batch_size"):
+        config_for_resume(last, [f"batch_size={size * 2}"])
+    assert config_for_resume(last).batch_size == size

@@ -415,7 +415,8 @@ def check_resume(cfg: RunConfig, ckpt: dict, path: str | Path, origins: dict | N
     """``InputError`` (before anything is read or written) when resuming ``ckpt`` with ``cfg`` would not
     continue its run: another model, data, optimizer, freeze or run folder (``FIXED_ON_RESUME``; paths compared
     once made absolute, built-in names as the built-in), or no epoch left to train. ``origins`` names the
-    ``--set`` item that changed a key."""
+    ``--set`` item that changed a key. An epoch interrupted part-way goes on only in batches of the size it
+    started with (its position is a count of them, and the rest of its shuffled order is what is left)."""
     from yolo.train.config import absolute_paths
 
     absolute_paths(cfg)
@@ -430,6 +431,12 @@ def check_resume(cfg: RunConfig, ckpt: dict, path: str | Path, origins: dict | N
                              f"weights with another {key}, start a run: {start}"
                              f"{override(f'weights={path}', f'{key}=...')}", where)
     done = int(ckpt.get("epoch", -1)) + 1  # epochs finished
+    part = ckpt.get("interrupted_epoch")
+    if part is not None and int(part["epoch"]) == done and int(part["batch"]) and cfg.batch_size != stored.batch_size:
+        raise InputError(f"its epoch {done + 1} was interrupted after {count(int(part['batch']), 'batch')} of "
+                         f"{stored.batch_size} images, and goes on only in batches of that size: resume it without "
+                         "changing batch_size (another one can go on from a checkpoint between epochs)",
+                         (origins or {}).get("batch_size", (str(path),))[0])
     if done >= cfg.epochs:
         asked = int(ckpt["run_config"].get("epochs", cfg.epochs))
         what = (f"all its {count(done, 'epoch')}" if cfg.epochs == asked else
