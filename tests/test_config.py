@@ -126,3 +126,36 @@ def test_relative_paths_become_absolute_for_run_yaml(tmp_path, monkeypatch):
     assert cfg.data == str(tmp_path / "d.yaml")  # was kept as 'd.yaml': --resume from elsewhere failed
     # a built-in's name: the built-in's path (a file of that name where the run is resumed stood in for it)
     assert cfg.model == str(builtin("yolov3-tiny.cfg", "model")) and cfg.weights == "missing.pt"  # a missing file
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys without a word: ``epochs: 1`` ... ``epochs: 2`` trained 2 epochs,
+    and a bad second ``lr0`` was reported at the first one's line. Run configs and data YAMLs now refuse it."""
+    from yolo.data.formats import load_data_config
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("epochs: 1\nlr0: 0.01\naugment:\n  mosaic: 0.5\n  mixup: 0.1\n  mosaic: 1.0\nepochs: 2\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:6: 'mosaic' is given twice in one mapping "
+                                         r"\(lines 4 and 6\), and only the last would count; keep one$"):
+        load_run_config(path)
+    path.write_text("epochs: 1\nlr0: 0.01\nepochs: 2\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}:3: 'epochs' is given twice .*\(lines 1 and 3\)"):
+        load_run_config(path)
+    (tmp_path / "images").mkdir()
+    data = tmp_path / "data.yaml"
+    data.write_text("train: images\nnames: [a, b]\ntrain: images\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(data))}:3: 'train' is given twice .*\(lines 1 and 3\)"):
+        load_data_config(data)
+
+
+def test_a_float_written_with_an_exponent_is_a_float(tmp_path):
+    """``lr0: 1e-3`` is a string to YAML 1.1 (PyYAML wants ``1.0e-3``) and was refused as "expected float, got
+    '1e-3'"; the way everyone writes a learning rate is now read as the number it is, in files and ``--set``."""
+    path = tmp_path / "run.yaml"
+    path.write_text("lr0: 1e-3\nweight_decay: 5E-4\n")
+    cfg = load_run_config(path, ["ema.decay=+9.99e-1"])
+    assert (cfg.lr0, cfg.weight_decay, cfg.ema.decay) == (0.001, 0.0005, 0.999)
+    with pytest.raises(InputError, match=r"lr0: expected float, got '1e-3x'"):
+        load_run_config(path, ["lr0=1e-3x"])
+    with pytest.raises(InputError, match=r"epochs: expected int, got '1e3'"):  # an int stays an int
+        load_run_config(path, ["epochs=1e3"])

@@ -13,6 +13,7 @@ import yaml
 from yolo.errors import InputError, read_text, warn
 from yolo.resources import is_builtin, resolve
 from yolo.utils.names import default_names, load_names
+from yolo.utils.yamlkeys import refuse_repeated_keys
 
 SPLITS = ("train", "val", "test")
 YAML_KEYS = ("path", "train", "val", "test", "names", "nc", "format", "synthetic")
@@ -84,7 +85,9 @@ def coco_config(images: str | Path, annotations: str | Path, split: str = "val",
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(read_text(path, "a data YAML"))
+        text = read_text(path, "a data YAML")
+        data = yaml.safe_load(text)
+        refuse_repeated_keys(yaml.compose(text), str(path))
     except OSError as e:
         raise InputError(f"cannot read ({e})", str(path)) from None
     except yaml.YAMLError as e:

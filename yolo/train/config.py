@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import yaml
 
 from yolo.errors import InputError, option, read_text
 from yolo.resources import builtin, is_builtin, resolve
+from yolo.utils.yamlkeys import refuse_repeated_keys
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "step")
@@ -135,6 +137,9 @@ def _line_of(node, path: list[str]) -> int | None:
     return found.start_mark.line + 1 if path else None
 
 
+EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3, 5E4: a number to a user, not YAML 1.1
+
+
 def _coerce(value, tp, where: str, source: str, line: int | None):
     """``value`` checked (and int -> float widened) against the annotation ``tp``."""
     origin = typing.get_origin(tp)
@@ -150,6 +155,8 @@ def _coerce(value, tp, where: str, source: str, line: int | None):
             return None
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value):  # YAML 1.1 reads 1e-3 as a string
             return float(value)
     elif tp is int or tp is str or tp is bool:
         if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
@@ -218,6 +225,7 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
             mark = getattr(e, "problem_mark", None)
             raise InputError(f"invalid YAML ({getattr(e, 'problem', e)})", str(path),
                              mark.line + 1 if mark else None) from None
+        refuse_repeated_keys(root, str(path))
         _merge(cfg, data or {}, str(path), root, "", origins)
         _resolve_paths(cfg, path)
     if overrides is not None and (isinstance(overrides, (str, bytes, dict))
