@@ -149,3 +149,34 @@ def test_a_padding_that_moves_the_heads_grid_is_refused_and_one_that_does_not_ma
     assert theirs.shape == ours.shape
     assert np.abs(ours[:, :2] - theirs[:, :2] * [64, 96]).max() / 96 < 1e-4  # box centres
     assert np.abs(ours[:, 4] - theirs[:, 4]).max() < 1e-4  # objectness
+
+
+def test_a_grey_model_takes_rgb_images_made_grey_as_darknet_loads_them(tmp_path):
+    """A ``[net] channels=1`` cfg parsed and ran on ``[B, 1, H, W]``, but detect, val and export feed RGB:
+    "expected input [B, 1, H, W], got [1, 3, 128, 128]" (export: with tensor reprs). RGB is now made grey with
+    stb_image's luma, as darknet's loader does for such a cfg ((77 R + 150 G + 29 B) / 256), and the network
+    is OpenCV's on that grey image."""
+    from yolo import Detector
+
+    cfg = tmp_path / "grey.cfg"
+    cfg.write_text("[net]\nwidth=64\nheight=64\nchannels=1\n\n"
+                   "[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=2\npad=1\nactivation=leaky\n\n"
+                   "[convolutional]\nsize=1\nstride=1\npad=1\nfilters=21\nactivation=linear\n\n"
+                   "[yolo]\nmask=0,1,2\nanchors=10,14, 23,27, 37,58\nclasses=2\nnum=3\n")
+    rgb = photo_batch(64, 96, n=1)  # [1, 3, H, W]
+    luma = (rgb * torch.tensor([77.0, 150.0, 29.0]).view(1, 3, 1, 1) / 256).sum(1, keepdim=True)
+    model = calibrated_model(cfg, seed=5, bn_eps=1e-6, size=(64, 64), calib=luma)
+    model.save_darknet_weights(tmp_path / "grey.weights")
+    with torch.no_grad():
+        ours = _ours_in_opencv_order(model, model(rgb))
+        torch.testing.assert_close(model.decode(model(rgb)), model.decode(model(luma)))
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(tmp_path / "grey.weights"))
+    net.setInput(luma.numpy())
+    theirs = np.concatenate(net.forward(net.getUnconnectedOutLayersNames()))
+    assert np.abs(ours[:, 4] - theirs[:, 4]).max() < 1e-4  # objectness
+    assert np.abs(ours[:, :2] - theirs[:, :2] * [96, 64]).max() / 96 < 1e-4  # box centres
+    image = (rgb[0].permute(1, 2, 0).numpy()[..., ::-1] * 255).round().astype(np.uint8)  # BGR, as read
+    assert len(Detector(model, img_size=(64, 96), conf=0.01)(image)[0]) > 0
+    with pytest.raises(ValueError, match=r"expected input \[B, 1, H, W\] \(or RGB \[B, 3, H, W\], made grey\), "
+                                         r"got \[1, 2, 64, 96\]$"):
+        model(rgb[:, :2])

@@ -27,6 +27,9 @@ from yolo.model.layers import ConvBlock, GlobalAvgPool, MaxPoolDarknet, Route, S
 from yolo.model.weights import DarknetHeader, load_darknet_weights, save_darknet_weights
 
 
+GREY_WEIGHTS = (77 / 256, 150 / 256, 29 / 256)  # R, G, B: darknet loads a channels=1 image with stb_image's luma
+
+
 class Darknet(nn.Module):
     """A darknet network.
 
@@ -36,6 +39,8 @@ class Darknet(nn.Module):
     Raw maps are logits for every head: the logistic that darknet puts on the conv before a ``new_coords=1``
     head is applied by that head's decoding instead (see ``yolo.model.head``), so the loss can work on logits.
     ``model.letterbox``: the resize the model wants at inference (``[net] letter_box``; see ``NetSpec``).
+    A grey model (``[net] channels=1``) takes ``[B, 1, H, W]``, or the ``[B, 3, H, W]`` RGB every image path
+    makes, turned grey first with darknet's weights (stb_image's luma: (77 R + 150 G + 29 B) / 256).
     """
 
     def __init__(self, spec: ModelSpec, bn_eps: float = 1e-5, init: bool = True):
@@ -111,8 +116,12 @@ class Darknet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``[B, C, H, W] -> [[B, A, H/s, W/s, 5+C] per head]``."""
-        if x.dim() != 4 or x.shape[1] != self.spec.net.channels:
-            raise InputError(f"expected input [B, {self.spec.net.channels}, H, W], got {list(x.shape)}")
+        channels = self.spec.net.channels
+        if x.dim() == 4 and channels == 1 and x.shape[1] == 3:  # RGB from the image paths: grey, as darknet loads
+            x = (x * x.new_tensor(GREY_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        if x.dim() != 4 or x.shape[1] != channels:
+            also = " (or RGB [B, 3, H, W], made grey)" if channels == 1 else ""
+            raise InputError(f"expected input [B, {channels}, H, W]{also}, got {[int(v) for v in x.shape]}")
         h, w = x.shape[-2:]
         if h % self.max_stride or w % self.max_stride:
             raise InputError(f"input size {h}x{w} must be a multiple of {self.max_stride} in both dimensions")
