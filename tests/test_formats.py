@@ -382,7 +382,9 @@ def test_coco_json(tmp_path, capsys):
                 np.testing.assert_array_equal(rows[:, 1:5], _pycocotools_boxes(ann, image_id, crowd))
         r = index.report
         assert (r.images, r.corrupt, r.crowd, r.clipped) == (2, 1, 1, 1)
-        assert (r.labels_found, r.labels_empty, r.instances) == (1, 1, [0, 1, 1])
+        # found counts the empty entries, as for label files (it counted only those with boxes: 1 and 1 here,
+        # where the same data as YOLO txt gave 2 and 1)
+        assert (r.labels_found, r.labels_empty, r.instances) == (2, 1, [0, 1, 1])
         assert r.bad_rows == {"class": 1, "size": 1, "image": 1, "non-numeric": 1}
         assert f"{ann}: annotation id 7: non-finite value in bbox [1, nan, 2, 2] (row dropped)" in r.problems
         assert f"{ann}: annotation id 4: unknown category_id 2 (row dropped)" in r.problems

@@ -130,8 +130,8 @@ def _read_coco_split(config: DataConfig, spec: SplitSpec, split: str) -> tuple[D
     if len(coco.names) != config.nc:
         raise InputError(f"the json has {len(coco.names)} categories but the data config names {config.nc}",
                          str(spec.annotations))
-    report.labels_found = sum(len(lab) > 0 for lab in coco.labels)
-    report.labels_empty = len(coco.labels) - report.labels_found
+    report.labels_found = len(coco.labels)  # every image the json lists has its entry, as a label file found...
+    report.labels_empty = sum(len(lab) == 0 for lab in coco.labels)  # ...of which these hold no box
     index = _finish(report, coco.images, coco.labels, coco.shapes, config, crowd=coco.crowd)
     index.image_ids, index.category_ids = coco.image_ids, coco.category_ids
     index.coco_gt, index.coco_crowd = coco.gt, coco.crowd_gt
