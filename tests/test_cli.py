@@ -151,3 +151,21 @@ def test_the_toolkit_warns_one_way():
     found = [f"{p.relative_to(root)}: {line.strip()}" for p in sorted(root.rglob("*.py")) if p.name != "cli.py"
              for line in p.read_text().splitlines() if re.search(r"""["']warning: |warnings\.warn\(""", line)]
     assert found == ["errors.py: warnings.warn(message, category, stacklevel=stacklevel + 1)"], found
+
+
+def test_a_command_prints_each_warning_every_time(capsys):
+    """Python's default filter says a repeated warning once per process and place: under a command the same
+    skipped file listed twice, or a second run in one process (``main`` called again), would go unsaid."""
+    import warnings
+
+    from yolo.cli import _one_line_warnings
+    from yolo.errors import warn
+
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.simplefilter("default")  # Python's own default for UserWarning: once per place and text
+        for _ in range(2):
+            with _one_line_warnings(verbose=False):
+                for _ in range(2):
+                    warn("x.png: cannot read this image, skipped")
+    assert capsys.readouterr().err.splitlines() == ["warning: x.png: cannot read this image, skipped"] * 4

@@ -20,6 +20,7 @@ from yolo.cli import main
 from yolo.model.cfg_edit import set_letter_box, set_num_classes
 from yolo.model.checkpoint import load_model, save_checkpoint
 from yolo.utils.boxes import cxcywh_to_xyxy
+from yolo.utils.nms import diou_nms
 
 NAMES = ["circle", "rectangle", "triangle", "star", "cross"]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -115,7 +116,7 @@ def _stretch_reference(model, img: np.ndarray, size: tuple[int, int], conf: floa
     score = pred[:, 4] * prob
     keep = score > conf
     boxes, score, cls = cxcywh_to_xyxy(pred[keep, :4]), score[keep], cls[keep]
-    kept = batched_nms(boxes, score, cls, 0.45)
+    kept = diou_nms(boxes, score, 0.45, 0.6, cls)  # yolov4-tiny.cfg: nms_kind=greedynms, darknet's DIoU at 0.6
     boxes = boxes[kept] / torch.tensor([W / w0, H / h0, W / w0, H / h0])
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w0)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h0)

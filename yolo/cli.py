@@ -108,7 +108,10 @@ def _one_line_warnings(verbose: bool):
 
     warnings.showwarning = show
     try:
-        yield
+        with warnings.catch_warnings():
+            if not sys.warnoptions:  # every one, each time (Python's default says a repeat once per process)
+                warnings.simplefilter("always", YoloWarning)
+            yield
     finally:
         warnings.showwarning = shown
 

@@ -13,7 +13,7 @@ import yaml
 from yolo.errors import InputError, read_text, warn
 from yolo.resources import is_builtin, resolve
 from yolo.utils.names import default_names, load_names
-from yolo.utils.yamlkeys import refuse_repeated_keys
+from yolo.data.yamlkeys import refuse_repeated_keys
 
 SPLITS = ("train", "val", "test")
 YAML_KEYS = ("path", "train", "val", "test", "names", "nc", "format", "synthetic")

@@ -19,7 +19,7 @@ import yaml
 
 from yolo.errors import InputError, option, read_text
 from yolo.resources import builtin, is_builtin, resolve
-from yolo.utils.yamlkeys import refuse_repeated_keys
+from yolo.data.yamlkeys import refuse_repeated_keys
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "step")
