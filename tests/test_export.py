@@ -350,3 +350,42 @@ def test_python_api(tiny, tmp_path):
     assert isinstance(result, ExportResult) and result.path.is_file() and result.max_diff <= TOL
     assert result.metadata["input_size"] == [64, 96] and result.metadata["names"] == tiny[0].names
     assert tiny[0].module_list[0].bn is not None  # the caller's model was not fused
+
+
+def test_export_edges_a_deployer_meets(tiny, tmp_path, capsys):
+    """Found by a user's audit: ``--nms --half`` crashed in the NMS kernel (no float16) with a TorchScript
+    traceback; an output path that is a folder, or a folder that cannot be written, failed as "unexpected"
+    after the whole export; a failed export left the folders it made for ``-o``; and exporting a foreign
+    .torchscript suggested ``--trust``, which export does not have."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    _, pt = tiny
+    base = ["export", "--weights", str(pt), "--format", "onnx", "--img-size", "64"]
+    out = tmp_path / "nms_half.onnx"
+    assert main([*base, "--nms", "--half", "--out", str(out)]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    rows = session.run(None, {"images": photo_batch(64, 64).half().numpy()})[0]
+    assert rows.dtype == np.float32 and rows.shape[1] == 7  # the NMS runs in float32, as ONNX's takes
+    capsys.readouterr()
+
+    folder = tmp_path / "taken.onnx"
+    folder.mkdir()
+    for extra in ([], ["--force"]):
+        assert main([*base, "--out", str(folder), *extra]) == 2
+        assert capsys.readouterr().err.strip() == f"yolo export: error: {folder}: is a folder; give the path of the " \
+                                                  "file to write"
+    assert main([*base, "--out", "/proc/m.onnx"]) == 2  # a folder nobody (root included) can create files in
+    assert capsys.readouterr().err.startswith("yolo export: error: /proc/m.onnx: cannot write here (")
+
+    deep = tmp_path / "new" / "a" / "b" / "m.onnx"
+    assert main([*base, "--out", str(deep), "--tolerance", "1e-30"]) == 1  # verification fails: nothing written
+    assert "verification failed, nothing written" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+    foreign = tmp_path / "foreign.torchscript"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(foreign))
+    assert main(["export", "--weights", str(foreign), "--format", "onnx", "--out", str(tmp_path / "f.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith(f"{foreign}: already an exported model; export from the .pt or .weights it came "
+                                "from") and "--trust" not in err

@@ -46,7 +46,8 @@ def _run_export(args) -> int:
     from yolo.model.checkpoint import load_model
     from yolo.utils.device import select_device
 
-    check_output_file(args.out)
+    out = args.out or str(Path(args.weights).with_suffix("." + args.format))  # the default is checked too
+    check_output_file(out)
     device = select_device(args.device)
     if args.format == "onnx":
         from yolo.runtime.exported import require_onnx
@@ -55,12 +56,15 @@ def _run_export(args) -> int:
     if Path(args.weights).suffix.lower() in (".onnx", ".torchscript"):
         from yolo.runtime.exported import load_exported
 
-        backend = load_exported(args.weights)  # a corrupt or foreign file fails here with its own message
-        raise InputError(f"already an exported model ({backend.metadata.get('export_format')}, cfg "
-                         f"{backend.metadata.get('cfg_name')}); export from the .pt or .weights", args.weights)
+        try:
+            meta = load_exported(args.weights).metadata
+            what = f" ({meta.get('export_format')}, cfg {meta.get('cfg_name')})"
+        except InputError:  # corrupt, or not ours: its own message would suggest options export does not have
+            what = ""
+        raise InputError(f"already an exported model{what}; export from the .pt or .weights it came from",
+                         args.weights)
     model = load_model(args.weights, cfg=args.cfg)
     size = img_size(args.img_size, model.max_stride)
-    out = args.out or str(Path(args.weights).with_suffix("." + args.format))
     try:
         result = export_model(model, args.format, out, img_size=size, batch_size=args.batch_size,
                               dynamic=args.dynamic, half=args.half, opset=args.opset, nms=args.nms,

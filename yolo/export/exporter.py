@@ -84,7 +84,9 @@ class NmsModel(nn.Module):
     ``conf_thres`` and at least ``MIN_BOX_SIZE`` pixels wide and high once clipped to the input (the rule of
     :func:`yolo.runtime.postprocess.non_max_suppression` with ``image_size``) go through
     ``torchvision.ops.batched_nms`` per image and class (IoU > ``iou_thres`` suppressed), exported as ONNX
-    NonMaxSuppression. Rows are in descending score over the whole batch.
+    NonMaxSuppression. Rows are in descending score over the whole batch. A float16 model's predictions go
+    into the NMS, and come out, as float32: ONNX's NonMaxSuppression takes float32 only (and torch's CPU
+    kernel no float16).
     """
 
     def __init__(self, model: Darknet, conf_thres: float, iou_thres: float):
@@ -93,7 +95,7 @@ class NmsModel(nn.Module):
         self.conf_thres, self.iou_thres = conf_thres, iou_thres
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        pred = self.decoded(images)  # [B, N, 5+C]
+        pred = self.decoded(images).float()  # [B, N, 5+C]
         b, n, k = pred.shape
         boxes = cxcywh_to_xyxy(pred[..., :4]).reshape(-1, 4)  # [B*N, 4]
         cls_prob, cls = pred[..., 5:].max(-1)  # [B, N] each
@@ -195,6 +197,8 @@ def _resolve(weights_or_model, fmt: str, out, cfg, force: bool) -> tuple[Darknet
     out = Path(out)
     if out.suffix.lower() != FORMATS[fmt]:
         raise InputError(f"the output of {option('format', fmt)} must end in {FORMATS[fmt]}", str(out))
+    if out.is_dir():
+        raise InputError("is a folder; give the path of the file to write", str(out))
     if out.exists() and not force:
         raise InputError(f"output exists; pass {option('force', True)} to replace it", str(out))
     return model, out
@@ -262,14 +266,30 @@ def verify(backend: ExportedBackend, reference: nn.Module, sizes: list[tuple[int
 def _temp_next_to(out: Path):
     """A temporary path in ``out``'s folder, removed unless it was renamed away; locked while it is used, and
     the ones of earlier exports to ``out`` that a kill cut short are removed first (:mod:`yolo.utils.temps`)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = new_temp_file(out)
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # the folders made for it
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = new_temp_file(out)
+    except OSError as e:
+        _remove_empty(made)
+        raise InputError(f"cannot write here ({e.strerror or e})", str(out)) from None
+    done = False
     try:
         yield Path(tmp)
+        done = True
     finally:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if not done:  # nothing written: no folders either
+            _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _write_verified(data: bytes, out: Path, fmt: str, device: torch.device, check, force: bool):
@@ -285,7 +305,10 @@ def _write_verified(data: bytes, out: Path, fmt: str, device: torch.device, chec
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the mode open() would
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError as e:
+            raise InputError(f"cannot write here ({e.strerror or e})", str(out)) from None
     return result
 
 
