@@ -389,3 +389,25 @@ def test_export_edges_a_deployer_meets(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip().endswith(f"{foreign}: already an exported model; export from the .pt or .weights it came "
                                 "from") and "--trust" not in err
+
+
+def test_export_arguments_that_did_nothing_or_said_the_wrong_thing(tiny, tmp_path, capsys):
+    """``--conf-thres`` / ``--iou-thres`` without ``--nms`` were ignored without a word (``--opset`` for
+    TorchScript is refused); ``img_size=[256]`` said "(256,) must be positive multiples of 32"; an NMS export
+    whose image gave no detection printed "max difference 0" as if something had been compared."""
+    pytest.importorskip("onnxruntime")
+    from yolo.export import export_model
+
+    model, pt = tiny
+    base = ["export", "--weights", str(pt), "--format", "onnx", "--img-size", "64"]
+    assert main([*base, "--conf-thres", "0.5", "--out", str(tmp_path / "a.onnx")]) == 2
+    assert capsys.readouterr().err.strip() == ("yolo export: error: --conf-thres and --iou-thres set the NMS inside "
+                                               "the graph: they go with --nms")
+    with pytest.raises(InputError, match=r"^conf_thres and iou_thres set the NMS inside the graph: they go with "
+                                         r"nms=True$"):
+        export_model(model, "torchscript", tmp_path / "a.torchscript", img_size=64, iou_thres=0.5)
+    with pytest.raises(InputError, match=r"^img_size must be an int or \(height, width\) of ints, got \[256\]$"):
+        export_model(model, "onnx", tmp_path / "a.onnx", img_size=[256])
+    result = export_model(model, "onnx", tmp_path / "n.onnx", img_size=64, nms=True, conf_thres=0.999)
+    assert "0 detections on either side: the NMS was not exercised on this image (a lower conf_thres would)" \
+        in str(result)

@@ -29,8 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset, 11..20 (default 17)")
     p.add_argument("--nms", action="store_true", help="ONNX only: NMS inside the graph, output detections [K, 7] "
                                                       "= batch index, x1, y1, x2, y2, score, class")
-    p.add_argument("--conf-thres", type=float, default=0.25, help="with --nms: score threshold (default 0.25)")
-    p.add_argument("--iou-thres", type=float, default=0.45, help="with --nms: IoU threshold (default 0.45)")
+    p.add_argument("--conf-thres", type=float, help="with --nms: score threshold (default 0.25)")
+    p.add_argument("--iou-thres", type=float, help="with --nms: IoU threshold (default 0.45)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N to trace on (default cpu); TorchScript "
                                                    "files run on that device type only")
     p.add_argument("-o", "--out", help="output path (default: the weights with .onnx / .torchscript)")

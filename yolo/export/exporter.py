@@ -40,11 +40,13 @@ from yolo.model.darknet import Darknet
 from yolo.runtime.exported import META_FORMAT, META_VERSION, TS_CONFIG, ExportedBackend, load_exported, require_onnx
 from yolo.runtime.postprocess import MIN_BOX_SIZE
 from yolo.utils.boxes import cxcywh_to_xyxy
+from yolo.utils.sizes import check_img_size
 from yolo.utils.temps import new_temp_file
 from yolo.utils.text import count
 
 DEFAULT_OPSET = 17  # the TorchScript-based exporter of torch 2.x supports 7..20; NMS needs >= 11
 MIN_OPSET = 11
+DEFAULT_CONF, DEFAULT_IOU = 0.25, 0.45  # the NMS inside an --nms graph
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
 
 
@@ -162,12 +164,19 @@ def _torchscript_bytes(wrapper: nn.Module, x: torch.Tensor, meta: dict) -> bytes
     return buf.getvalue()
 
 
-def _check_args(fmt: str, batch_size: int, opset: int | None, nms: bool, conf: float, iou: float) -> int:
+def _check_args(fmt: str, batch_size: int, opset: int | None, nms: bool, conf: float | None, iou: float | None
+                ) -> tuple[int, float, float]:
+    """The checked opset, score and IoU thresholds (defaults filled in), or an ``InputError`` in one line."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}: expected onnx or torchscript")
     positive_int(batch_size, "batch_size")
     if fmt == "torchscript" and (nms or opset is not None):
         raise InputError(f"{option('nms', True)} and {option('opset')} apply to {option('format', 'onnx')} only")
+    if not nms and (conf is not None or iou is not None):  # they were ignored without a word
+        raise InputError(f"{option('conf_thres')} and {option('iou_thres')} set the NMS inside the graph: they go with "
+                         f"{option('nms', True)}")
+    conf = DEFAULT_CONF if conf is None else conf
+    iou = DEFAULT_IOU if iou is None else iou
     if not (0 <= conf < 1 and 0 < iou <= 1):
         raise InputError(f"{option('conf_thres')} must be in [0, 1) and {option('iou_thres')} in (0, 1], got {conf}, "
                          f"{iou}")
@@ -178,7 +187,7 @@ def _check_args(fmt: str, batch_size: int, opset: int | None, nms: bool, conf: f
         max_opset = 20
     if not MIN_OPSET <= opset <= max_opset:
         raise InputError(f"{option('opset')} must be between {MIN_OPSET} and {max_opset} (this torch), got {opset}")
-    return opset
+    return opset, conf, iou
 
 
 def _resolve(weights_or_model, fmt: str, out, cfg, force: bool) -> tuple[Darknet, Path]:
@@ -240,6 +249,9 @@ def verify(backend: ExportedBackend, reference: nn.Module, sizes: list[tuple[int
             diff, note = detections_max_diff(ref, out, (h, w), backend.metadata["conf_thres"],
                                              backend.metadata["iou_thres"], tol)
             note = count(len(ref), "detection") + (f", {note}" if note else "")
+            if not len(ref) and not len(out):  # nothing compared: say so rather than "max difference 0"
+                note += (f" on either side: the NMS was not exercised on this image (a lower "
+                         f"{option('conf_thres')} would)")
         else:
             diff, note = decoded_max_diff(ref, out, (h, w))
         if diff > tol and drift is not None and raised is None and math.isfinite(diff):
@@ -314,21 +326,22 @@ def _write_verified(data: bytes, out: Path, fmt: str, device: torch.device, chec
 
 def export_model(weights_or_model, format: str, out=None, img_size=416, batch_size: int = 1,
                  dynamic: bool = False, half: bool = False, opset: int | None = None, nms: bool = False,
-                 cfg=None, force: bool = False, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                 cfg=None, force: bool = False, conf_thres: float | None = None, iou_thres: float | None = None,
                  device: str | torch.device = "cpu", tolerance: float | None = None) -> ExportResult:
     """Export ``weights_or_model`` (a path ``load_model`` reads, or a ``Darknet``) to ``out`` and verify it.
 
-    ``img_size``: int or (H, W), multiples of the model's stride. ``device``: where the graph is traced
+    ``img_size``: int or (H, W), multiples of the model's stride. ``conf_thres`` / ``iou_thres``: the NMS inside
+    the graph (with ``nms`` only; default 0.25 / 0.45). ``device``: where the graph is traced
     (TorchScript files run on that device type only). ``tolerance``: the verification's bound (None: 1e-4 for
     float32, raised to 3x the float32 model's own error against float64 where that is larger; 0.1 for ``half``).
     Returns an ExportResult; raises InputError for bad arguments and ExportVerificationError (nothing written)
     when the file disagrees with PyTorch.
     """
     start = time.perf_counter()
-    opset = _check_args(format, batch_size, opset, nms, conf_thres, iou_thres)
+    opset, conf_thres, iou_thres = _check_args(format, batch_size, opset, nms, conf_thres, iou_thres)
     model, out = _resolve(weights_or_model, format, out, cfg, force)
-    size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
-    if len(size) != 2 or min(size) <= 0 or size[0] % model.max_stride or size[1] % model.max_stride:
+    size = check_img_size(img_size)  # an int or (H, W), else one line saying so
+    if size[0] % model.max_stride or size[1] % model.max_stride:
         raise InputError(f"{option('img_size')} {size} must be positive multiples of {model.max_stride}")
     if format == "onnx":
         require_onnx()
