@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -128,6 +129,10 @@ def test_a_stream_that_cannot_be_opened_is_exit_2_with_one_line(server, weights,
 def test_a_stream_that_drops_midway_ends_cleanly_keeping_what_was_written(server, weights, tmp_path):
     r, _ = _detect(weights, f"{server}/drop.mjpg", tmp_path / "out")
     assert r.returncode == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]  # it ended with exit 0, unsaid
+    assert len(said) == 1 and re.fullmatch(rf"warning: {re.escape(server)}/drop.mjpg: the stream ended after \d "
+                                           r"frames \(closed, or no frame within OpenCV's read timeout, 30 s for "
+                                           r"FFmpeg\)", said[0]), r.stderr
     labels = sorted(p.name for p in (tmp_path / "out" / "labels").iterdir())
     assert len(labels) >= 5 and set(labels) <= {f"stream_{i}.txt" for i in range(6)}, labels  # a URL is "stream"
     json.loads((tmp_path / "out" / "predictions.json").read_text())  # closed properly: valid JSON

@@ -29,6 +29,7 @@ from yolo.utils.image import (
     read_image,
     to_bgr8,
 )
+from yolo.utils.text import count
 
 
 @dataclass
@@ -235,7 +236,11 @@ def _video_frames(name: str | int, label: str, cap: cv2.VideoCapture | None = No
             index += 1
         if index == 0:  # opened, but nothing in it: an unreadable file (a source of nothing else is an error)
             yield Frame(label, None, problem="no frame could be read")
-        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if isinstance(name, str) and "://" not in name else 0
+        live = isinstance(name, int) or "://" in name
+        if live and index:  # a camera or stream ends by itself only when closed or stalled: say which it was
+            warn(f"{label}: the stream ended after {count(index, 'frame')} (closed, or no frame within OpenCV's "
+                 "read timeout, 30 s for FFmpeg)")
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if not live else 0
         if 0 < index < declared - max(1, declared // 100):  # a container's count can be an estimate: some slack
             warn(f"{label}: read {index} of the {declared} frames its header declares (a truncated file?)")
     finally:
