@@ -737,3 +737,36 @@ def test_a_cfg_asking_for_diou_nms_gets_it_in_detect_and_its_exports(tmp_path):
     ts = tmp_path / "g.torchscript"
     export_model(model, "torchscript", ts, img_size=160)
     assert load_exported(ts).diou_beta == 0.6 and Detector(ts).diou_beta == 0.6
+
+
+def test_stream_gives_each_frames_detections_as_it_goes(detector, folder, tmp_path):
+    """Python had no per-frame results for a video (``Detector()`` takes a GIF's first frame; ``run`` writes
+    files): ``Detector.stream`` yields one Detections per frame, in order, equal to detecting each frame alone,
+    skips an unreadable file with a warning, and can be left part-way (a camera never ends)."""
+    import itertools
+
+    src = tmp_path / "mixed"
+    src.mkdir()
+    images = sorted(folder.glob("*.png"))[:3]
+    for p in images:
+        (src / p.name).write_bytes(p.read_bytes())
+    frames = [_bgr(96, 128, shift=k * 7) for k in range(5)]
+    _write_video(src / "zclip.avi", frames)
+    (src / "broken.jpg").write_bytes(b"not a jpeg")
+    with yolo_warnings() as said:
+        got = list(detector.stream(src, batch_size=3))
+    assert said == [f"{src / 'broken.jpg'}: cannot read this image, skipped"]
+    assert [(Path(d.path).name, d.frame) for d in got] == \
+        [(p.name, 0) for p in images] + [("zclip.avi", k) for k in range(5)]
+    decoded = []
+    cap = cv2.VideoCapture(str(src / "zclip.avi"))
+    while (read := cap.read())[0]:
+        decoded.append(read[1])
+    alone = detector([*(str(p) for p in images), *decoded], batch_size=1)
+    assert len(alone) == len(got)
+    for a, b in zip(alone, got):
+        assert torch.allclose(a.tensor(), b.tensor(), atol=1e-3) and a.shape == b.shape
+    first = list(itertools.islice(detector.stream(src / "zclip.avi"), 2))  # left part-way: closed, no error
+    assert [d.frame for d in first] == [0, 1]
+    with pytest.raises(InputError, match="source not found"):  # said when asked, not at the first frame
+        detector.stream(tmp_path / "missing")

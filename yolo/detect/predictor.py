@@ -200,3 +200,13 @@ class Detector:
 
         return run_detection(self, source, out, save_txt=save_txt, save_json=save_json, save_crop=save_crop,
                              nosave=nosave, batch_size=batch_size, progress=progress, increment=increment)
+
+    def stream(self, source, batch_size: int = 1):
+        """Detections of every frame of ``source`` (what :meth:`run` reads: a path, folder, glob, list file,
+        video, camera index, URL or a ``Source``), one :class:`Detections` at a time, in order, as they are made
+        (a generator: a video or camera never has to fit in memory), nothing written. ``.path`` names the file,
+        ``.frame`` the frame of a video; an unreadable file is skipped with a ``YoloWarning``. Reading runs a
+        batch ahead in a thread; ``batch_size`` frames go through the network together (live sources: 1)."""
+        from yolo.detect.run import stream_detections
+
+        return stream_detections(self, source, batch_size)

@@ -66,30 +66,18 @@ def run_detection(detector, source, out, save_txt=False, save_json=False, save_c
     total = src.count()
     bar = tqdm(total=total, unit="img", file=sys.stderr, disable=not progress or total == 1, dynamic_ncols=True)
     stats = _Stats()
-    batches = _letterboxed_batches(iter(src), 1 if src.is_live else batch_size, detector.img_size,
-                                   getattr(detector, "letterbox", True))
-    reader = Prefetcher(batches, depth=PREFETCH_BATCHES) if prefetch else None
-    batches = iter(reader) if reader is not None else batches
+    detected = _detected_batches(detector, src, batch_size, prefetch, stats)
     try:
-        while True:
+        for batch, frames, dets in detected:
             t0 = time.perf_counter()
-            item = next(batches, None)
-            stats.seconds["pre"] += time.perf_counter() - t0  # reading and letterboxing count as pre-processing
-            if item is None:
-                break
-            batch, boxed, infos = item
-            for f in batch:
-                if f.image is None:
-                    stats.skip(f)
-            if boxed is not None:
-                t0 = time.perf_counter()
-                x = to_input(boxed)  # [G, 3, H, W] float
-                stats.seconds["pre"] += time.perf_counter() - t0
-                _detect_and_write(detector, [f for f in batch if f.image is not None], x, infos, writer, stats)
+            for f, d in zip(frames, dets):
+                writer.write(f, d)
+                stats.per_class.update(d.classes.tolist())
+            stats.images += len(frames)
+            stats.seconds["write"] += time.perf_counter() - t0
             bar.update(len(batch))
     finally:
-        if reader is not None:
-            reader.close()
+        detected.close()  # the reader thread stops here, also on Ctrl-C
         bar.close()
         writer.close()
     summary = stats.summary(run_dir, writer, detector.names)
@@ -121,16 +109,53 @@ def _letterboxed_batches(frames: Iterator[Frame], step: int, size: tuple[int, in
         yield batch, boxed, infos
 
 
-def _detect_and_write(detector, frames: list[Frame], x, infos, writer: RunWriter, stats: _Stats) -> None:
-    """Detect on ``x [G, 3, H, W]`` (the letterboxed ``frames``) and write each frame's outputs."""
-    dets, seconds = detector.detect_letterboxed(x, infos, [f.path for f in frames], [f.index for f in frames])
-    stats.seconds.update(seconds)
-    t0 = time.perf_counter()
-    for f, d in zip(frames, dets):
-        writer.write(f, d)
-        stats.per_class.update(d.classes.tolist())
-    stats.images += len(frames)
-    stats.seconds["write"] += time.perf_counter() - t0
+def _detected_batches(detector, src: Source, batch_size: int, prefetch: bool, stats: _Stats) -> Iterator[tuple]:
+    """``(frames read, the readable ones, their Detections)`` per batch of ``src``, in order; unreadable files
+    are counted and warned about in ``stats``, and the time spent reading and letterboxing (with ``prefetch``,
+    waiting for the reader thread), detecting and post-processing is added to it."""
+    batches = _letterboxed_batches(iter(src), 1 if src.is_live else batch_size, detector.img_size,
+                                   getattr(detector, "letterbox", True))
+    reader = Prefetcher(batches, depth=PREFETCH_BATCHES) if prefetch else None
+    batches = iter(reader) if reader is not None else batches
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = next(batches, None)
+            stats.seconds["pre"] += time.perf_counter() - t0  # reading and letterboxing count as pre-processing
+            if item is None:
+                return
+            batch, boxed, infos = item
+            for f in batch:
+                if f.image is None:
+                    stats.skip(f)
+            frames, dets = [f for f in batch if f.image is not None], []
+            if boxed is not None:
+                t0 = time.perf_counter()
+                x = to_input(boxed)  # [G, 3, H, W] float
+                stats.seconds["pre"] += time.perf_counter() - t0
+                dets, seconds = detector.detect_letterboxed(x, infos, [f.path for f in frames],
+                                                            [f.index for f in frames])
+                stats.seconds.update(seconds)
+            yield batch, frames, dets
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def stream_detections(detector, source, batch_size: int = 1, prefetch: bool = True) -> Iterator:
+    """The loop behind ``Detector.stream``: one ``Detections`` per readable frame of ``source``, in order,
+    nothing written (an unreadable file is skipped with a warning)."""
+    src = source if isinstance(source, Source) else Source(source)  # a bad source is an error here, not later
+    return _each_detection(_detected_batches(detector, src, positive_int(batch_size, "batch_size"), prefetch,
+                                             _Stats()))
+
+
+def _each_detection(detected) -> Iterator:
+    try:
+        for _, _, dets in detected:
+            yield from dets
+    finally:
+        detected.close()
 
 
 def format_summary(s: dict) -> str:
