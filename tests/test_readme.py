@@ -75,7 +75,11 @@ _TINY_DATA = ("open('tiny.yaml', 'w').write('synthetic: {kind: shapes, train: 8,
 _IMAGES = ("import os, cv2\nfrom yolo.data.synthetic import make_sample\n"
            "os.makedirs('images', exist_ok=True)\n"
            "for i, name in enumerate(['a.jpg', 'b.png', 'images/c.jpg', 'images/d.png']):\n"
-           "    cv2.imwrite(name, make_sample(seed=i, size=(96, 128))[0][:, :, ::-1])\n")
+           "    cv2.imwrite(name, make_sample(seed=i, size=(96, 128))[0][:, :, ::-1])\n"
+           "clip = cv2.VideoWriter('clip.mp4', cv2.VideoWriter_fourcc(*'mp4v'), 10, (128, 96))\n"
+           "for i in range(3):\n"
+           "    clip.write(make_sample(seed=i, size=(96, 128))[0][:, :, ::-1].copy())\n"
+           "clip.release()\n")
 _COCO = """import json, torch
 gt_dict = {"images": [{"id": 1, "width": 100, "height": 80}, {"id": 2, "width": 100, "height": 80}],
            "categories": [{"id": c} for c in range(80)],
