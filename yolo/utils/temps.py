@@ -77,9 +77,10 @@ def prefixed_sibling(path: str | Path, prefix: str) -> Path:
     return path.with_name(prefix + _cut(path.stem, _room_in_name(path, prefix + path.suffix)) + path.suffix)
 
 
-def _left_by_earlier_writes(path: Path) -> str:
-    """The glob of the temporary siblings :func:`new_temp_file` / :func:`new_temp_folder` make for ``path``."""
-    return f".{glob.escape(_temp_stem(path))}.*.tmp"
+def _left_by_earlier_writes(stem: str) -> str:
+    """The glob of the temporary siblings :func:`new_temp_file` / :func:`new_temp_folder` make for a path whose
+    :func:`_temp_stem` is ``stem``."""
+    return f".{glob.escape(stem)}.*.tmp"
 
 
 def new_temp_file(path: str | Path, sweep: bool = True) -> tuple[int, str]:
@@ -87,9 +88,10 @@ def new_temp_file(path: str | Path, sweep: bool = True) -> tuple[int, str]:
     the fd when done. ``sweep``: first remove what killed writes of ``path`` left (:func:`remove_abandoned`: one
     scan of the folder)."""
     path = Path(path)
+    stem = _temp_stem(path)  # one look at the file system's name limit per write
     if sweep:
-        remove_abandoned(path.parent, _left_by_earlier_writes(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{_temp_stem(path)}.", suffix=".tmp", dir=path.parent)
+        remove_abandoned(path.parent, _left_by_earlier_writes(stem))
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=path.parent)
     hold(fd)  # released when the fd is closed, or by the kernel if this process is killed
     return fd, tmp
 
@@ -98,8 +100,9 @@ def new_temp_folder(path: str | Path) -> tuple[Path, int]:
     """A temporary folder beside ``path`` (``.NAME.XXXX.tmp/``), locked for its writer, after removing what
     killed writes of ``path`` left: ``(folder, the lock's fd)``; close the fd when done."""
     path = Path(path)
-    remove_abandoned(path.parent, _left_by_earlier_writes(path))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{_temp_stem(path)}.", suffix=".tmp", dir=path.parent))
+    stem = _temp_stem(path)
+    remove_abandoned(path.parent, _left_by_earlier_writes(stem))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=path.parent))
     return tmp, hold_folder(tmp)
 
 
