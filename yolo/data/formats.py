@@ -13,7 +13,7 @@ import yaml
 from yolo.errors import InputError, read_text, warn
 from yolo.resources import is_builtin, resolve
 from yolo.utils.names import default_names, load_names
-from yolo.data.yamlkeys import refuse_repeated_keys
+from yolo.data.yamlkeys import load_yaml
 
 SPLITS = ("train", "val", "test")
 YAML_KEYS = ("path", "train", "val", "test", "names", "nc", "format", "synthetic")
@@ -85,9 +85,7 @@ def coco_config(images: str | Path, annotations: str | Path, split: str = "val",
 
 def _read_yaml(path: Path) -> dict:
     try:
-        text = read_text(path, "a data YAML")
-        data = yaml.safe_load(text)
-        refuse_repeated_keys(yaml.compose(text), str(path))
+        data, _ = load_yaml(read_text(path, "a data YAML"), str(path))  # a key given twice: an error
     except OSError as e:
         raise InputError(f"cannot read ({e})", str(path)) from None
     except yaml.YAMLError as e:

@@ -1,12 +1,26 @@
-"""A key given twice in one mapping of a user's YAML (a run config, a data YAML) refused: PyYAML keeps the last
-one without a word, so a run trained 2 epochs where the first line said 1, and an error about a value named
-the line of the other one."""
+"""A user's YAML (a run config, a data YAML) read once, with a key given twice in one mapping refused: PyYAML
+keeps the last one without a word, so a run trained 2 epochs where the first line said 1, and an error about a
+value named the line of the other one."""
 
 from __future__ import annotations
 
 import yaml
 
 from yolo.errors import InputError
+
+
+def load_yaml(text: str, source: str) -> tuple[object, yaml.Node | None]:
+    """``text`` parsed once -> (its data, as ``yaml.safe_load`` gives it; its node tree, as ``yaml.compose``
+    gives it, for the lines of keys), a repeated key refused (:func:`refuse_repeated_keys`); invalid YAML raises
+    ``yaml.YAMLError`` for the caller to word."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    refuse_repeated_keys(root, source)
+    return data, root
 
 
 def refuse_repeated_keys(root: yaml.Node | None, source: str) -> None:

@@ -19,7 +19,7 @@ import yaml
 
 from yolo.errors import InputError, option, read_text
 from yolo.resources import builtin, is_builtin, resolve
-from yolo.data.yamlkeys import refuse_repeated_keys
+from yolo.data.yamlkeys import load_yaml
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "step")
@@ -219,13 +219,11 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
             raise InputError("run config not found", str(path))
         text = read_text(path, "a run config (YAML)")
         try:
-            data = yaml.safe_load(text)
-            root = yaml.compose(text)
+            data, root = load_yaml(text, str(path))  # a key given twice is an error naming both lines
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             raise InputError(f"invalid YAML ({getattr(e, 'problem', e)})", str(path),
                              mark.line + 1 if mark else None) from None
-        refuse_repeated_keys(root, str(path))
         _merge(cfg, data or {}, str(path), root, "", origins)
         _resolve_paths(cfg, path)
     if overrides is not None and (isinstance(overrides, (str, bytes, dict))
