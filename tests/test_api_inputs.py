@@ -223,6 +223,19 @@ def test_a_folder_or_a_cfg_given_as_weights_says_so(model, tmp_path, capsys):
         load_model("nothing.pt")
 
 
+def test_darknet_takes_a_cfg_path_as_eriklindernoren_s_does():
+    """``Darknet("yolov3-tiny.cfg")`` (PyTorch-YOLOv3's ``Darknet(config_path)``) raised AttributeError: 'str'
+    object has no attribute 'layers'."""
+    for cfg in ("yolov3-tiny.cfg", CFG / "yolov3-tiny.cfg", str(CFG / "yolov3-tiny.cfg")):
+        model = Darknet(cfg)
+        assert model.spec == parse_cfg(CFG / "yolov3-tiny.cfg")
+        assert model.module_list[0].conv.weight.shape == (16, 3, 3, 3)
+    with pytest.raises(InputError, match=r"^Darknet takes a .cfg path or a ModelSpec \(yolo.parse_cfg\), not dict$"):
+        Darknet({})
+    with pytest.raises(InputError, match=r"nothing.cfg"):
+        Darknet("nothing.cfg")
+
+
 def test_anchors_run_config_and_evaluator_inputs():
     wh = np.random.default_rng(0).uniform(4, 64, (50, 2))
     with pytest.raises(InputError, match=r"^n must be >= 1, got 0$"):

@@ -43,9 +43,14 @@ class Darknet(nn.Module):
     makes, turned grey first with darknet's weights (stb_image's luma: (77 R + 150 G + 29 B) / 256).
     """
 
-    def __init__(self, spec: ModelSpec, bn_eps: float = 1e-5, init: bool = True):
-        """``init=False`` leaves the convs' weights uninitialized: for a caller that loads all of them next."""
+    def __init__(self, spec: ModelSpec | str | Path, bn_eps: float = 1e-5, init: bool = True):
+        """``spec``: a parsed cfg, or a ``.cfg`` file's path (as :meth:`from_cfg`). ``init=False`` leaves the
+        convs' weights uninitialized: for a caller that loads all of them next."""
         super().__init__()
+        if isinstance(spec, (str, Path)):
+            spec = parse_cfg(spec)
+        elif not isinstance(spec, ModelSpec):
+            raise InputError(f"Darknet takes a .cfg path or a ModelSpec (yolo.parse_cfg), not {type(spec).__name__}")
         self.spec = spec
         self.bn_eps = bn_eps
         into_logistic_head = {s.index - 1 for s in spec.layers if isinstance(s, YoloSpec) and s.new_coords}
