@@ -137,6 +137,29 @@ def test_data_check_names_every_image_without_a_label_file(tmp_path, capsys):
     assert str(tmp_path / "images/5.jpg") not in out
 
 
+def test_train_says_how_many_backgrounds_each_split_holds(tmp_path, capsys):
+    """Images without boxes (no label file, an empty one) trained as background with no count at ``yolo train``
+    (ultralytics says "N backgrounds" at every scan): the run's first lines now say it for each split."""
+    from yolo.train.config import RunConfig
+    from yolo.train.run import train
+
+    for split, n in (("train", 6), ("val", 3)):
+        for i in range(n):
+            _img(tmp_path / f"images/{split}/{i}.jpg", 40, 48, seed=i)
+        for i in range(n - 3):
+            _write(tmp_path / f"labels/{split}/{i}.txt", "0 0.5 0.5 0.2 0.2\n0 0.3 0.3 0.1 0.1\n")
+    _write(tmp_path / "labels/train/3.txt", "")  # a deliberate background image; 4.jpg and 5.jpg have no file
+    _write(tmp_path / "labels/train/4.txt", "7 0.5 0.5 0.2 0.2\n")  # its only row dropped (class 7 of 1)
+    data = _write(tmp_path / "d.yaml", "path: .\ntrain: images/train\nval: images/val\nnames: [a]\n")
+    cfg = RunConfig(data=str(data), epochs=1, batch_size=2, nbs=2, img_size=64, workers=0, device="cpu",
+                    out=str(tmp_path / "runs/exp"))
+    with yolo_warnings():
+        train(cfg, progress=False, plots=False)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data: ")]
+    assert said == ["data: train 6 images, 6 boxes, 3 backgrounds (1 without a label file); "
+                    "val 3 images, 0 boxes, 3 backgrounds (3 without a label file)"]
+
+
 def test_repeated_images_and_splits_sharing_images_are_named(tmp_path, capsys):
     """A list file naming an image twice (kept: darknet oversamples that way, but counted and named), and a val
     split holding train images (through another spelling and a symlink): `yolo data check` and the trainer's

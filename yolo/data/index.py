@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo.utils.text import count
+
 
 @dataclass
 class DatasetIndex:
@@ -38,3 +40,11 @@ class DatasetIndex:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def describe(self) -> str:
+        """``12 images, 8 boxes, 4 backgrounds (2 without a label file)``: what the split trains or scores on (a
+        background is an image without boxes: an empty label file, no label file, or every row dropped)."""
+        backgrounds = sum(len(lab) == 0 for lab in self.labels)
+        missing = getattr(self.report, "labels_missing", 0)
+        return (f"{count(len(self.images), 'image')}, {count(sum(len(lab) for lab in self.labels), 'box')}, "
+                f"{count(backgrounds, 'background')}" + (f" ({missing} without a label file)" if missing else ""))

@@ -20,11 +20,13 @@ from yolo.utils.dist import DistEnv
 @dataclass
 class TrainData:
     """Class names, the training loader (batches: images ``[B, 3, S, S]`` uint8, targets ``[M, 6]``, paths,
-    infos) and the validation loader (same batches, or None)."""
+    infos) and the validation loader (same batches, or None). ``summary``: one line on what the splits hold,
+    which the run prints first (``train 12 images, 8 boxes, 4 backgrounds; val ...``; None: nothing said)."""
 
     names: list[str]
     train_loader: Iterable
     val_loader: Iterable | None = None
+    summary: str | None = None
 
 
 def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
@@ -46,7 +48,7 @@ def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
                                  train=True, seed=cfg.seed, batch_size=per_process)
     train_loader = build_loader(train_set, per_process, train=True, workers=cfg.workers, seed=cfg.seed,
                                 rank=env.rank, world_size=env.world_size)
-    val_loader = None
+    val_loader, summary = None, f"train {train_index.describe()}"
     if env.is_main:
         val_index = load_split(config, "val")
         if val_index.report is not None:
@@ -57,7 +59,8 @@ def default_data(cfg: RunConfig, env: DistEnv) -> TrainData:
         val_set = DetectionDataset(val_index, cfg.img_size, augment=None, train=False, seed=cfg.seed)
         val_loader = build_loader(val_set, per_process, train=False, workers=cfg.workers, seed=cfg.seed, rank=0,
                                   world_size=1)
-    return TrainData(list(train_index.names), train_loader, val_loader)
+        summary += f"; val {val_index.describe()}"
+    return TrainData(list(train_index.names), train_loader, val_loader, summary)
 
 
 def default_validate(cfg: RunConfig, data: TrainData, env: DistEnv) -> Callable | None:

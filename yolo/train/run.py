@@ -297,6 +297,8 @@ def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
            device: torch.device, out_dir: Path) -> Trainer:
     """Data, model, validation and the trainer (resumed when asked), for the run folder ``out_dir``."""
     data = (data_factory or defaults.default_data)(cfg, env)
+    if data.summary:
+        log(f"data: {data.summary}", env)
     if env.is_main and plots and not resume:
         _plot_labels(data, out_dir / "labels.png")
     model = build_model(cfg, data.names, env, start_weights=not resume)
