@@ -349,6 +349,10 @@ def test_python_api(tiny, tmp_path):
     result = export_model(tiny[0], "torchscript", tmp_path / "api.torchscript", img_size=(64, 96))
     assert isinstance(result, ExportResult) and result.path.is_file() and result.max_diff <= TOL
     assert result.metadata["input_size"] == [64, 96] and result.metadata["names"] == tiny[0].names
+    extra = {"config.json": ""}
+    torch.jit.load(str(result.path), map_location="cpu", _extra_files=extra)
+    assert result.metadata == json.loads(extra["config.json"])  # the file's config.json (its "device" was missing)
+    assert result.metadata["device"] == "cpu"
     assert tiny[0].module_list[0].bn is not None  # the caller's model was not fused
 
 

@@ -155,12 +155,13 @@ def _onnx_bytes(wrapper: nn.Module, x: torch.Tensor, meta: dict, opset: int) -> 
 
 
 def _torchscript_bytes(wrapper: nn.Module, x: torch.Tensor, meta: dict) -> bytes:
-    """``torch.jit.trace`` (shapes stay symbolic, so other sizes and batches run) with ``meta`` as config.json."""
+    """``torch.jit.trace`` (shapes stay symbolic, so other sizes and batches run) with ``meta`` as config.json
+    (its ``device``: where the file runs)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(wrapper, x, check_trace=False)
         buf = io.BytesIO()
-        torch.jit.save(traced, buf, _extra_files={TS_CONFIG: json.dumps({**meta, "device": str(x.device)})})
+        torch.jit.save(traced, buf, _extra_files={TS_CONFIG: json.dumps(meta)})
     return buf.getvalue()
 
 
@@ -357,6 +358,8 @@ def export_model(weights_or_model, format: str, out=None, img_size=416, batch_si
     fused = copy.deepcopy(model).fuse().to(device, torch.float16 if half else torch.float32).requires_grad_(False)
     wrapper = (NmsModel(fused, conf_thres, iou_thres) if nms else DecodedModel(fused)).eval()
     x = verification_batch(size, batch_size)[0].to(device, torch.float16 if half else torch.float32)
+    if format == "torchscript":
+        meta["device"] = str(x.device)  # a traced file runs on this device type only (ONNX graphs run anywhere)
     data = _onnx_bytes(wrapper, x, meta, opset) if format == "onnx" else _torchscript_bytes(wrapper, x, meta)
     del fused, wrapper
     if tolerance is not None and not tolerance > 0:
