@@ -21,6 +21,8 @@ import os
 import numpy as np
 import torch
 
+from yolo.utils import nms_native
+
 _LIBRARIES = ("_C_stable", "_C")  # torchvision's compiled extension, newest name first
 _state: dict = {}  # "op": the loaded torch.ops.torchvision.nms, "via": "library" or "torchvision"
 
@@ -148,7 +150,9 @@ def diou_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, beta: 
     :func:`diou` with a kept higher-scoring box of its category (``idxs [N]``; all one without) is >
     ``threshold``. Darknet's greedy result exactly, per category, ``block`` boxes at a time: a block is first
     suppressed by the boxes kept before it, then box by box within itself (only boxes that overlap a later one
-    enough take a step)."""
+    enough take a step). Where the C kernel is built (:mod:`yolo.utils.nms_native`), it runs darknet's loop
+    instead, with the same result."""
+    lib = nms_native.checked_library(_native_agrees)
     order = torch.argsort(scores.detach().cpu(), descending=True, stable=True)
     keep = np.zeros(len(order), dtype=bool)
     boxes_np = boxes.detach().float().cpu().numpy()
@@ -161,7 +165,12 @@ def diou_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, beta: 
         groups = order[by_class].split(sizes.tolist())
     for group in groups:
         rows = group.numpy()
-        keep[rows[_greedy(boxes_np[rows], threshold, beta, block)] if len(rows) > 1 else rows] = True
+        if len(rows) < 2:
+            keep[rows] = True
+        elif lib is not None:
+            keep[rows[nms_native.greedy(lib, boxes_np[rows], threshold, beta)]] = True
+        else:
+            keep[rows[_greedy(boxes_np[rows], threshold, beta, block)]] = True
     kept = torch.from_numpy(np.nonzero(keep)[0]).to(scores.device)
     return kept[torch.argsort(scores[kept], descending=True, stable=True)]
 
@@ -181,3 +190,16 @@ def _greedy(boxes: np.ndarray, threshold: float, beta: float, block: int) -> np.
             if here[i]:
                 here &= ~hit[i]
     return keep
+
+
+def _native_agrees(lib) -> bool:
+    """The C kernel keeps what :func:`_greedy` keeps on crowded random boxes (many suppressions, ties of
+    coincident boxes, blocks of 64), at three betas and thresholds."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, (700, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 40, (700, 2)).astype(np.float32)], 1)
+    boxes[600:] = boxes[:100]  # coincident boxes: c = 0 never, IoU 1
+    for beta, threshold in ((0.6, 0.45), (0.3, 0.3), (1.0, 0.6)):
+        if not np.array_equal(nms_native.greedy(lib, boxes, threshold, beta), _greedy(boxes, threshold, beta, 64)):
+            return False
+    return True
