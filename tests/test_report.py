@@ -204,6 +204,28 @@ def test_repeated_images_and_splits_sharing_images_are_named(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+def test_an_image_listed_twice_is_read_once(tmp_path, capsys):
+    """Found by a user's audit: a list file naming an image twice counted its label file's dropped rows, its
+    problems and its label file twice ("rows dropped: 2" for a file with one bad row). Each listing is still one
+    sample; a dropped image stays dropped at every listing."""
+    _img(tmp_path / "images/a.png", seed=0)
+    _write(tmp_path / "labels/a.txt", "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2 9\n")
+    (tmp_path / "images/bad.png").write_bytes(b"not a png")
+    _write(tmp_path / "list.txt", "images/a.png\nimages/a.png\nimages/bad.png\nimages/bad.png\n")
+    data = _write(tmp_path / "d.yaml", "train: list.txt\nnames: [a]\n")
+    index = load_split(load_data_config(data), "train")
+    report = index.report
+    assert [p.name for p in index.images] == ["a.png", "a.png"] and [len(lab) for lab in index.labels] == [1, 1]
+    assert report.bad_rows == {"columns": 1} and report.labels_found == 1 and report.corrupt == 1
+    assert report.repeated == 2 and report.problem_count == 4, report.problems
+    assert report.problems[1:] == [f"{tmp_path / 'images/a.png'}: listed again in this split (kept: one more "
+                                   "sample of it)", report.problems[2],
+                                   f"{tmp_path / 'images/bad.png'}: listed again in this split (dropped, as its "
+                                   "first listing)"]
+    assert main(["data", "check", str(data), "--no-cache"]) == 0
+    assert "rows dropped: 1 (columns 1)" in capsys.readouterr().out
+
+
 def test_train_and_val_say_what_the_split_dropped(tmp_path, capsys):
     """Label rows outside the data's classes (a names list shorter than the labels) were dropped without a word
     by yolo train and yolo val (only yolo data check said so): both now print one warning line per split."""

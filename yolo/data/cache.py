@@ -22,10 +22,11 @@ from yolo.data.index import DatasetIndex
 from yolo.data.report import DatasetReport
 from yolo.utils.checkpoint import atomic_write
 
-CACHE_VERSION = 8  # 2: the report names images without a label file; 3: absolute paths (COCO splits too);
+CACHE_VERSION = 9  # 2: the report names images without a label file; 3: absolute paths (COCO splits too);
 # 4: the report counts images listed again (repeated); 5: COCO areas; 6: COCO images' stats (checked);
 # 7: sizes turned by the EXIF orientation of PNG, WebP and big-header JPEG files; COCO annotations as written;
-# 8: a COCO split's labels found count its images without boxes (as label files found empty)
+# 8: a COCO split's labels found count its images without boxes (as label files found empty);
+# 9: an image listed again is read once (its rows dropped, label files and problems counted once)
 
 
 def cache_key(files: list[str | Path], extra: str = "", stats: list | None = None) -> str:

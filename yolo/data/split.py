@@ -85,12 +85,19 @@ def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: li
                      label_files: list[str], listed_at: dict[str, tuple[str, int]]) -> DatasetIndex:
     report = DatasetReport(split=split, source=_describe(spec), names=list(config.names))
     kept, labels, shapes = [], [], []
-    seen: set[str] = set()
+    first: dict[str, tuple[np.ndarray, tuple] | None] = {}  # image -> its first listing's (rows, shape); None: dropped
     for image, lab_path in zip(images, label_files):
-        if image in seen:
+        if image in first:  # read once: its rows, problems and label counts are the first listing's
             report.repeated += 1
-            report.problem("listed again in this split (kept: one more sample of it)", image)
-        seen.add(image)
+            sample = first[image]
+            report.problem("listed again in this split (" + ("kept: one more sample of it)" if sample is not None
+                                                             else "dropped, as its first listing)"), image)
+            if sample is not None:
+                kept.append(Path(image))
+                labels.append(sample[0])
+                shapes.append(sample[1])
+            continue
+        first[image] = None
         try:
             shape = image_size(image)
         except CorruptImage as e:
@@ -111,6 +118,7 @@ def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: li
         else:
             report.labels_found += 1
             report.labels_empty += _blank(lab_path)
+        first[image] = (rows, shape)
         kept.append(Path(image))
         labels.append(rows)
         shapes.append(shape)
