@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -142,7 +143,7 @@ TOP_KEYS = {"params": int, "params_fused": int, "params_trainable": int, "gflops
             "bflops": float,
             "input_size": list, "batch_size": int, "latency_ms": float, "latency": dict,
             "images_per_second": float, "peak_memory_mb": float, "memory_kind": str, "device": str, "dtype": str,
-            "layers": list, "optimized": bool}
+            "layers": list, "optimized": bool, "machine": str}
 
 
 def test_json_output_has_documented_keys(capsys):
@@ -159,6 +160,25 @@ def test_json_output_has_documented_keys(capsys):
         assert set(layer) == LAYER_KEYS and layer["latency_ms"] >= 0
     assert out["layers"][23]["output_shape"] == [255, 4, 6]
     assert out["optimized"] is False
+
+
+def test_timings_say_the_machine_they_ran_on(capsys):
+    """Found by a user's audit: the latency changed 2.6x with the thread count and nothing said the CPU, its
+    threads or the versions (ultralytics prints its device and torch version)."""
+    import platform
+
+    torch_threads = torch.get_num_threads()
+    assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--img-size", "64", "--runs", "1", "--warmup",
+                 "0"]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("machine ")]
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    isa = torch.backends.cpu.get_cpu_capability()
+    assert line.startswith(f"machine {cpu} ({os.cpu_count()} cores, torch threads {torch_threads}, {isa}")
+    assert line.endswith(f"torch {torch.__version__}")
 
 
 def test_optimized_times_the_detection_model(capsys, monkeypatch):

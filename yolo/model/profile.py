@@ -36,7 +36,7 @@ from yolo.model.cfg_specs import (
 )
 from yolo.model.darknet import Darknet
 from yolo.model.inference import prepare_for_inference
-from yolo.utils.device import half_dtype, select_device, synchronize
+from yolo.utils.device import describe_device, half_dtype, select_device, synchronize
 from yolo.utils.memory import PeakMemory
 from yolo.utils.sizes import check_img_size, default_img_size, round_to_stride
 
@@ -205,8 +205,8 @@ def profile_model(model, img_size: int | tuple[int, int] | None = None, batch_si
 
     Returns a dict with ``params``, ``params_trainable``, ``params_fused``, ``gflops``, ``bflops``, ``gflops_total``,
     ``input_size`` [H, W], ``batch_size``, ``device``, ``dtype``, ``latency_ms`` (median, or None),
-    ``latency`` (spread), ``images_per_second``, ``peak_memory_mb``, ``memory_kind``, ``conventions``
-    and ``layers`` (each: ``index``, ``type``, ``output_shape``, ``params``, ``gflops``, ``gflops_total``,
+    ``latency`` (spread), ``images_per_second``, ``peak_memory_mb``, ``memory_kind``, ``conventions``,
+    ``machine`` (what the times ran on: CPU or GPU model, cores and torch threads, ISA, versions) and ``layers`` (each: ``index``, ``type``, ``output_shape``, ``params``, ``gflops``, ``gflops_total``,
     ``receptive_field`` (None after a global pool), ``stride``, ``bflops``, ``latency_ms``).
     """
     if isinstance(model, (str, os.PathLike)):
@@ -230,7 +230,7 @@ def profile_model(model, img_size: int | tuple[int, int] | None = None, batch_si
         "input_size": [h, w], "batch_size": batch_size, "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
         "latency_ms": None, "latency": None, "images_per_second": None, "peak_memory_mb": None,
         "memory_kind": "cuda_max_allocated" if dev.type == "cuda" else "cpu_rss_growth",
-        "conventions": FLOPS_CONVENTION, "optimized": optimized,
+        "conventions": FLOPS_CONVENTION, "optimized": optimized, "machine": describe_device(dev),
     }
     if runs > 0:
         memory_format = torch.contiguous_format
@@ -275,6 +275,7 @@ def format_table(result: dict) -> str:
                     f"std {lat['std']:.2f}) -> {result['images_per_second']:.1f} images/s; "
                     f"peak memory {result['peak_memory_mb']:.1f} MiB ({result['memory_kind']}); "
                     + ("optimized as yolo detect runs it" if result.get("optimized") else "the model as trained"))
+        rows.append(f"machine {result['machine']}")
         rows.append("per-layer times: medians of separate runs timed with forward hooks; "
                     "their sum is near the latency, not equal to it")
     return "\n".join(rows)

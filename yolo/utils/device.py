@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+
 import torch
 
 from yolo.errors import InputError, option, warn
@@ -35,14 +38,32 @@ def half_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has bfloat16 hardware (AVX512_BF16 or AMX); without it bf16 is far slower than fp32."""
+def _cpuinfo(key: str) -> str:
+    """The first ``key : value`` of ``/proc/cpuinfo`` (``flags``, ``model name``), or "" (no such file or key)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
+            line = next((line for line in f if line.split(":", 1)[0].strip() == key), "")
     except OSError:
-        return False
+        return ""
+    return line.split(":", 1)[1].strip() if ":" in line else ""
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has bfloat16 hardware (AVX512_BF16 or AMX); without it bf16 is far slower than fp32."""
+    flags = _cpuinfo("flags").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def describe_device(device: torch.device) -> str:
+    """What a timing ran on, in one line: ``AMD EPYC (2 cores, torch threads 2, AVX2), torch 2.5.1`` or
+    ``NVIDIA H100 80GB HBM3 (79.1 GiB), CUDA 12.4, torch 2.5.1``."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"{props.name} ({props.total_memory / 2**30:.1f} GiB), CUDA {torch.version.cuda}, torch {torch.__version__}"
+    name = _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    isa = torch.backends.cpu.get_cpu_capability()
+    isa += ", AVX512_BF16/AMX" if cpu_has_fast_bf16() else ""
+    return f"{name} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {isa}), torch {torch.__version__}"
 
 
 def resolve_amp(amp: bool | str | None, device: torch.device) -> tuple[bool, str]:
