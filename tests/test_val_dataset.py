@@ -72,6 +72,14 @@ def test_val_figures_equal_pycocotools_on_its_json(shapes, tmp_path):
     ours = np.array(list(printed["stats"].values()))
     np.testing.assert_allclose(ours, oracle, atol=1e-6)
     assert oracle[8] > 0  # AR@100: some random boxes do hit objects, so the comparison is not all zeros
+    # per class, the images holding it (the table's column was blank): counted from the saved annotations
+    holding = {c["id"]: len({a["image_id"] for a in gt["annotations"] if a["category_id"] == c["id"]
+                             and not a.get("iscrowd")}) for c in gt["categories"]}
+    assert [row["images"] for row in printed["per_class"]] == [holding[c["id"]] for c in gt["categories"]]
+    assert sum(holding.values()) > len(gt["images"])  # several classes per image: not the image count
+    code, text = _val("--weights", pt, "--data", data, "--img-size", 128, "--no-plots", "--out", tmp_path / "r2")
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:1] == ["circle"]}
+    assert code == 0 and rows["circle"][1] == str(printed["per_class"][SHAPES_NAMES.index("circle")]["images"])
 
     # the metrics-from-files mode gives the same figures
     code, text = _val("--predictions", tmp_path / "run" / "predictions.json",

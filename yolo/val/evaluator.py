@@ -171,7 +171,10 @@ class Evaluator:
         precision, recall = (float(v[with_gt].mean()) if with_gt.any() else 0.0 for v in (p_cls, r_cls))
         stats = dict(zip(STAT_NAMES, coco.stats))
         map50, map5095 = max(stats["AP50"], 0.0), max(stats["AP"], 0.0)
-        per_class = [{"class": c, "name": self.names[c], "instances": int(m["npig"][c]),
+        holding = np.zeros(self.num_classes, np.int64)  # [C] images with a (non-crowd) truth of each class
+        for gt in self._gt:
+            holding[np.unique(gt[gt[:, 5] == 0, 4].astype(np.int64))] += 1
+        per_class = [{"class": c, "name": self.names[c], "images": int(holding[c]), "instances": int(m["npig"][c]),
                       "AP": coco.per_class[c][0], "AP50": coco.per_class[c][1],
                       "P": float(p_cls[c]) if with_gt[c] else -1.0, "R": float(r_cls[c]) if with_gt[c] else -1.0}
                      for c in range(self.num_classes)]  # -1: undefined without ground truth, as COCO's AP

@@ -197,7 +197,7 @@ def format_result(result: ValResult) -> str:
     for row in m["per_class"]:
         cells = [f"{v:{w}.3f}" if row["instances"] else f"{'-':>{w}}"  # no ground truth: undefined
                  for v, w in ((row["P"], 6), (row["R"], 6), (max(row["AP50"], 0), 6), (max(row["AP"], 0), 8))]
-        lines.append(f"{row['name'][:14]:>14} {'':>7} {row['instances']:>9} {' '.join(cells)}")
+        lines.append(f"{row['name'][:14]:>14} {row['images']:>7} {row['instances']:>9} {' '.join(cells)}")
     t = result.times_ms
     lines.append(f"speed per image: {t['pre']:.1f} ms pre-processing, {t['inference']:.1f} ms inference, "
                  f"{t['nms']:.1f} ms NMS")
