@@ -135,3 +135,19 @@ def test_anchors_say_when_some_repeat(tmp_path, capsys):
                            "box sizes for 9 anchors (give a smaller --n)" in err
     assert main(["anchors", str(data), "--n", "2"]) == 0
     assert "repeat" not in capsys.readouterr().err
+
+
+def test_anchors_say_what_the_split_dropped(tmp_path, capsys):
+    """Found by a user's audit: a row of a class the data does not have and a corrupt image were left out of the
+    boxes fitted without a word (train, val and data check say so)."""
+    for i in range(3):
+        _img(tmp_path / f"images/train/{i}.jpg", 104, 104, seed=i)
+        _write(tmp_path / f"labels/train/{i}.txt", "0 0.5 0.5 0.3 0.3\n0 0.4 0.4 0.2 0.1\n")
+    _write(tmp_path / "labels/train/2.txt", "7 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.3 0.3\n")
+    (tmp_path / "images/train/z.jpg").write_bytes(b"")
+    data = _write(tmp_path / "d.yaml", "train: images/train\nnames: [a]\n")
+    assert main(["anchors", str(data), "--n", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: train split ({tmp_path / 'images/train'}): 1 label row dropped (class 1); 1 corrupt or " \
+           "missing image dropped; `yolo data check` names them" in err.splitlines(), err
+    assert "5 boxes at 416x416" in out

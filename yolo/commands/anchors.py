@@ -47,6 +47,8 @@ def _run_anchors(args) -> int:
         raise InputError(f"--n must be >= 1 and --evolve >= 0, got {args.n} and {args.evolve}")
     size = img_size(args.img_size, 32)
     index = load_split(data_config(args.data, args.images), args.split)
+    if index.report is not None:
+        index.report.warn_dropped()  # rows and images dropped change the boxes fitted, as for train and val
     wh, small = label_wh(index, size)
     if len(wh) < args.n:
         raise InputError(f"only {count(len(wh), 'box')} of at least 2 px: too few for {count(args.n, 'anchor')}",
