@@ -226,6 +226,28 @@ def test_an_image_listed_twice_is_read_once(tmp_path, capsys):
     assert "rows dropped: 1 (columns 1)" in capsys.readouterr().out
 
 
+def test_images_reading_one_label_file_are_named(tmp_path, capsys):
+    """Found by a user's audit: a.png and a.jpg both read labels/a.txt (as darknet and ultralytics read them), so
+    one of them trained and scored on the other's boxes without a word. The file is read once; the second image
+    is counted and named, and train, val and anchors say it in their warning line."""
+    _img(tmp_path / "images/a.png", seed=0)
+    _img(tmp_path / "images/a.jpg", seed=1)
+    _img(tmp_path / "images/b.png", seed=2)
+    _img(tmp_path / "images/b.jpg", seed=3)  # b: no label file at all: two backgrounds, nothing shared
+    _write(tmp_path / "labels/a.txt", "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2 9\n")
+    data = _write(tmp_path / "d.yaml", "path: .\ntrain: images\nnames: [a]\n")
+    report = load_split(load_data_config(data), "train").report
+    assert report.shared_labels == 1 and report.labels_found == 1 and report.bad_rows == {"columns": 1}
+    assert report.labels_missing == 2 and sum(report.instances) == 2  # each a image has the row: one box each
+    (line,) = [p for p in report.problems if "label file" in p and "labels/a.txt" in p]
+    first, second = sorted([str(tmp_path / "images/a.jpg"), str(tmp_path / "images/a.png")])
+    assert line == (f"{second}: reads the label file {tmp_path / 'labels/a.txt'} of {first} too (same name, other "
+                    "extension): both get its boxes")
+    assert main(["data", "check", str(data), "--no-cache"]) == 0
+    assert "images reading another image's label file: 1 (same name, other extension" in capsys.readouterr().out
+    assert "1 image reading another image's label file (same name, other extension)" in report.dropped_warning()
+
+
 def test_train_and_val_say_what_the_split_dropped(tmp_path, capsys):
     """Label rows outside the data's classes (a names list shorter than the labels) were dropped without a word
     by yolo train and yolo val (only yolo data check said so): both now print one warning line per split."""

@@ -38,6 +38,7 @@ class DatasetReport:
     bad_rows: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     repeated: int = 0  # listings of an image already listed in this split (kept: each is one more sample)
+    shared_labels: int = 0  # images whose label file another image of the split reads too (a.jpg and a.png)
     clipped: int = 0
     crowd: int = 0
     instances: list[int] = field(default_factory=list)
@@ -70,6 +71,13 @@ class DatasetReport:
         self.no_label_files.append(str(image))
         self.problem("no label file (counted as background)", image)
 
+    def shared_label_file(self, image: str | Path, other: str | Path, label_file: str | Path) -> None:
+        """Count and name an image whose label file ``other`` (another image, same name up to the extension) reads
+        too: both get its boxes, as darknet and ultralytics read them, which is right for at most one."""
+        self.shared_labels += 1
+        self.problem(f"reads the label file {label_file} of {other} too (same name, other extension): both get its "
+                     "boxes", image)
+
     def bad_row(self, kind: str, message: str, path: str | Path, line: int | str | None = None) -> None:
         """Count a dropped row of ``kind`` and record where and why."""
         self.bad_rows[kind] = self.bad_rows.get(kind, 0) + 1
@@ -99,6 +107,9 @@ class DatasetReport:
         if self.repeated:
             lines.append(f"  images listed more than once: {count(self.repeated, 'extra listing')} (kept: each is one "
                          "more sample; each is named among the problems)")
+        if self.shared_labels:
+            lines.append(f"  images reading another image's label file: {self.shared_labels} (same name, other "
+                         "extension: both get its boxes; each is named among the problems)")
         if self.labels_missing:
             lines.append(f"  images without a label file: {self.labels_missing} (counted as background; each is "
                          "named among the problems, and all of them in --json's no_label_files)")
@@ -112,20 +123,24 @@ class DatasetReport:
         return "\n".join(lines)
 
     def dropped_warning(self) -> str | None:
-        """One line for the commands that use a split without listing its problems (train, val): what was
-        dropped, or None when nothing was (rows and images dropped change what is trained and scored)."""
+        """One line for the commands that use a split without listing its problems (train, val, anchors): what
+        was dropped or read for two images, or None when nothing was (rows and images dropped, and boxes given to
+        an image they may not belong to, change what is trained and scored)."""
         unreadable = self.unreadable_label_files
         rows, kinds = self.rows_dropped
         boxes = sum(self.instances)
         # no label files for most images, or no box at all: the usual sign of labels that are not where the
         # images say (images/ -> labels/, .txt), which would train and score on background only
         unlabelled = self.images and (boxes == 0 or 2 * self.labels_missing > self.images)
-        if not rows and not self.corrupt and not unlabelled and not self.duplicates and not unreadable:
+        if not rows and not self.corrupt and not unlabelled and not self.duplicates and not unreadable and \
+                not self.shared_labels:
             return None
         parts = ([f"{count(rows, 'label row')} dropped ({kinds})"] if rows else []) + \
             ([f"{count(self.duplicates, 'duplicate row')} dropped"] if self.duplicates else []) + \
             ([f"{count(self.corrupt, 'corrupt or missing image')} dropped"] if self.corrupt else []) + \
-            ([f"{count(unreadable, 'image')} dropped for an unreadable label file"] if unreadable else [])
+            ([f"{count(unreadable, 'image')} dropped for an unreadable label file"] if unreadable else []) + \
+            ([f"{count(self.shared_labels, 'image')} reading another image's label file (same name, other "
+              "extension)"] if self.shared_labels else [])
         if unlabelled:
             what = "no boxes at all" if boxes == 0 else f"only {count(boxes, 'box')}"
             if self.labels_missing:

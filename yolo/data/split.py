@@ -86,6 +86,8 @@ def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: li
     report = DatasetReport(split=split, source=_describe(spec), names=list(config.names))
     kept, labels, shapes = [], [], []
     first: dict[str, tuple[np.ndarray, tuple] | None] = {}  # image -> its first listing's (rows, shape); None: dropped
+    reader: dict[str, str] = {}  # label file -> the first image that read it
+    parsed: dict[str, np.ndarray | None] = {}  # label file -> its rows (None: no file, or unreadable)
     for image, lab_path in zip(images, label_files):
         if image in first:  # read once: its rows, problems and label counts are the first listing's
             report.repeated += 1
@@ -109,20 +111,34 @@ def _read_yolo_split(config: DataConfig, spec: SplitSpec, split: str, images: li
             else:
                 report.problem(f"corrupt image dropped: {e}", image)
             continue
-        rows = parse_label_file(lab_path, config.nc, report)
+        if lab_path in parsed:  # another image's label file (a.jpg and a.png): read once, its counts once
+            rows = parsed[lab_path]
+            if rows is not None and not _same_file(reader[lab_path], image):
+                report.shared_label_file(image, reader[lab_path], lab_path)
+        else:
+            rows = parsed[lab_path] = parse_label_file(lab_path, config.nc, report)
+            reader[lab_path] = image
+            if rows is not None:
+                report.labels_found += 1
+                report.labels_empty += _blank(lab_path)
         if rows is None:
             if os.path.exists(lab_path):  # unreadable (reported): unknown labels make no negative, drop the image
                 continue
             report.no_label_file(image)
             rows = np.zeros((0, 5), np.float32)
-        else:
-            report.labels_found += 1
-            report.labels_empty += _blank(lab_path)
         first[image] = (rows, shape)
         kept.append(Path(image))
         labels.append(rows)
         shapes.append(shape)
     return _finish(report, kept, labels, shapes, config, crowd=[np.zeros((0, 5), np.float32) for _ in kept])
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Two spellings of one image (``./images/../images/a.jpg``, a link)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _blank(path: str) -> bool:
