@@ -263,17 +263,22 @@ def test_run_folders_increment_nosave_and_unreadable(detector, folder, tmp_path)
         (src / p.name).write_bytes(p.read_bytes())
     (src / "broken.jpg").write_bytes(b"not a jpeg")
     (src / "broken.mp4").write_bytes(b"not a video either")  # skipped and counted too, not the end of the run
-    first = detector.run(src, out=tmp_path / "runs" / "exp", progress=False)
-    second = detector.run(src, out=tmp_path / "runs" / "exp", nosave=True, save_crop=True, progress=False)
+    (src / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a link to nothing: was left out without a word
+    with yolo_warnings() as said:
+        first = detector.run(src, out=tmp_path / "runs" / "exp", progress=False)
+    assert f"{src / 'gone.png'}: a link to a file that is gone, skipped" in said
+    with yolo_warnings():
+        second = detector.run(src, out=tmp_path / "runs" / "exp", nosave=True, save_crop=True, progress=False)
     assert first["run_dir"].endswith("exp") and second["run_dir"].endswith("exp2")
-    assert first["images"] == 2 and first["unreadable"] == 2
-    assert [Path(p).name for p in first["unreadable_files"]] == ["broken.jpg", "broken.mp4"]
+    assert first["images"] == 2 and first["unreadable"] == 3
+    assert [Path(p).name for p in first["unreadable_files"]] == ["broken.jpg", "broken.mp4", "gone.png"]
     assert sorted(p.name for p in (tmp_path / "runs" / "exp").iterdir()) == ["im0.png", "im1.png"]
     exp2 = tmp_path / "runs" / "exp2"
     assert not list(exp2.glob("*.png")) and not list(exp2.glob("*.jpg"))  # --nosave: no annotated images
     crops = list((exp2 / "crops").rglob("*.jpg"))
     assert len(crops) == second["detections"] > 0
-    third = detector.run(src, out=tmp_path / "runs" / "exp", nosave=True, progress=False)  # nothing to write
+    with yolo_warnings():
+        third = detector.run(src, out=tmp_path / "runs" / "exp", nosave=True, progress=False)  # nothing to write
     assert third["run_dir"] is None and third["detections"] == second["detections"]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exp", "exp2"]  # no empty exp3 left
 

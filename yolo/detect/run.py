@@ -33,8 +33,9 @@ class _Stats:
         self.unreadable += 1
         if len(self.bad_files) < MAX_LISTED_UNREADABLE:
             self.bad_files.append(frame.path)
-        what = "cannot open this video" if Path(frame.path).suffix.lower() in VIDEO_SUFFIXES else \
-            "cannot read this image"
+        path = Path(frame.path)
+        what = "a link to a file that is gone" if path.is_symlink() and not path.exists() else \
+            "cannot open this video" if path.suffix.lower() in VIDEO_SUFFIXES else "cannot read this image"
         warn(f"{frame.path}: {frame.problem or what}, skipped")
 
     def summary(self, run_dir: Path, writer: RunWriter, names: list[str]) -> dict:

@@ -92,7 +92,7 @@ def _list_file(path: Path) -> list[Path]:
             continue
         p = Path(line) if Path(line).is_absolute() else path.parent / line
         if p.is_dir():
-            files += sorted(q for q in p.iterdir() if q.is_file() and _is_media(q))
+            files += sorted(q for q in p.iterdir() if _is_media_file(q))
         elif p.is_file():
             files.append(p)
         else:
@@ -123,6 +123,12 @@ def _check_source(source) -> list[str] | None:
 
 def _is_media(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _is_media_file(p: Path) -> bool:
+    """An image or video file of a folder or pattern, or a link to one that is gone (kept: it is then read,
+    fails and is counted among the unreadable files, never skipped without a word)."""
+    return (p.is_file() or (p.is_symlink() and not p.exists())) and _is_media(p)
 
 
 class Source:
@@ -166,7 +172,7 @@ class Source:
     def _expand(text: str) -> list[Path]:
         path = Path(text)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and _is_media(p))
+            files = sorted(p for p in path.iterdir() if _is_media_file(p))
             if not files:
                 raise InputError("no images or videos in folder", text)
             return files
@@ -175,7 +181,7 @@ class Source:
                 raise InputError(f"not an image, video or .txt list (suffix {path.suffix!r})", text)
             return _list_file(path) if path.suffix.lower() == ".txt" else [path]
         if any(ch in text for ch in "*?["):
-            files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file() and _is_media(Path(p)))
+            files = sorted(Path(p) for p in glob.glob(text, recursive=True) if _is_media_file(Path(p)))
             if not files:
                 raise InputError("no images or videos match this pattern", text)
             return files
