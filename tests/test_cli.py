@@ -169,3 +169,21 @@ def test_a_command_prints_each_warning_every_time(capsys):
                 for _ in range(2):
                     warn("x.png: cannot read this image, skipped")
     assert capsys.readouterr().err.splitlines() == ["warning: x.png: cannot read this image, skipped"] * 4
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
+    """Found by a user's audit: a detect or val refused after its run folder was made (weights not found, a split
+    that is not there) removed ``exp`` but left the ``runs/detect`` / ``runs/val`` it had made; a folder that was
+    there before stays."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.png").write_bytes((ROOT / "docs/images/detect.png").read_bytes())
+    (tmp_path / "d.yaml").write_text("val: images\nnames: [a]\n")
+    assert main(["detect", "--weights", "nothing.pt", "--source", "a.png"]) == 2
+    assert main(["val", "--weights", "nothing.pt", "--data", "d.yaml"]) == 2
+    assert main(["detect", "--weights", "nothing.pt", "--source", "a.png", "--out", "deep/er/exp"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "d.yaml"]
+    (tmp_path / "runs/detect").mkdir(parents=True)
+    assert main(["detect", "--weights", "nothing.pt", "--source", "a.png"]) == 2
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == \
+        ["a.png", "d.yaml", "runs", "runs/detect"]
+    assert capsys.readouterr().err.count("error:") == 4

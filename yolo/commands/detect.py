@@ -62,7 +62,7 @@ def _run_detect(args) -> int:
     from yolo.detect.predictor import Detector
     from yolo.detect.run import discard_if_empty, format_summary
     from yolo.runtime.backends import load_backend
-    from yolo.utils.files import make_run_dir
+    from yolo.utils.files import discard_run_dir, make_run_dir
 
     run_dir = make_run_dir(args.out)  # writable, before the model is loaded
     try:
@@ -70,15 +70,13 @@ def _run_detect(args) -> int:
         detector = Detector(backend, img_size=size, conf=args.conf, iou=args.iou, classes=args.classes,
                             agnostic=args.agnostic_nms, max_det=args.max_det, letterbox=args.letterbox)
     except BaseException:
-        run_dir.rmdir()  # still empty: leave no trace of a run that never started
+        discard_run_dir(run_dir)  # still empty: leave no trace of a run that never started
         raise
     summary = detector.run(source, run_dir, save_txt=args.save_txt, save_json=args.save_json,
                            save_crop=args.save_crop, nosave=args.nosave, batch_size=args.batch_size,
                            progress=not args.no_progress, increment=False)
     if summary["unreadable"] and not summary["images"]:  # nothing but corrupt files: no run to keep
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
+        discard_run_dir(run_dir)
         raise InputError(f"no readable image or video frame ({count(summary['unreadable'], 'unreadable file')})",
                          args.source)
     if args.nosave and not (args.save_txt or args.save_json or args.save_crop):

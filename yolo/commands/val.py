@@ -66,7 +66,7 @@ def _run_val_dataset(args) -> int:
     import json
     import sys
 
-    from yolo.utils.files import make_run_dir
+    from yolo.utils.files import discard_run_dir, make_run_dir
     from yolo.val.run import format_result, save_json, validate_dataset
 
     if not args.weights or not args.data:
@@ -84,7 +84,7 @@ def _run_val_dataset(args) -> int:
                                   trust=args.trust, letterbox=args.letterbox)
     except BaseException:
         if out is not None and not any(out.iterdir()):
-            out.rmdir()  # leave no empty run folder behind
+            discard_run_dir(out)  # leave no empty run folder behind
         raise
     if out is not None and not args.no_plots:
         result.evaluator.save_plots(out)

@@ -12,6 +12,7 @@ from typing import Iterator
 from yolo.detect.sources import Frame, Prefetcher, Source
 from yolo.detect.writers import RunWriter, prepare_dir
 from yolo.errors import positive_int, warn
+from yolo.utils.files import discard_run_dir
 from yolo.utils.image import VIDEO_SUFFIXES
 from yolo.runtime.preprocess import letterbox_images, to_input
 from yolo.utils.text import count
@@ -92,7 +93,7 @@ def discard_if_empty(summary: dict) -> None:
     empty folder is no result); ``summary["run_dir"]`` becomes None."""
     run_dir = Path(summary["run_dir"])
     if run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()
+        discard_run_dir(run_dir)
         summary["run_dir"] = None
 
 

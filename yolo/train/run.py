@@ -9,7 +9,6 @@ Both are imported lazily inside the default factories.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -39,7 +38,7 @@ from yolo.utils.dist import (
     init_distributed,
     is_peer_failure,
 )
-from yolo.utils.files import make_run_dir, run_lock
+from yolo.utils.files import discard_run_dir, make_run_dir, run_lock
 from yolo.utils.rng import seed_everything
 from yolo.utils.text import count
 
@@ -263,7 +262,7 @@ def _train(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
             trainer = _setup(cfg, resume, data_factory, validate_factory, progress, plots, env, device, out_dir)
         except BaseException:
             if fresh is not None:  # bad model cfg, empty data, ...: a run that never started leaves no folder
-                shutil.rmtree(fresh, ignore_errors=True)
+                discard_run_dir(fresh)
             raise
         row = trainer.fit()
     log(f"train: done{_final_metrics(row, trainer)}; weights in {out_dir / 'weights'}", env)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -52,13 +53,35 @@ def make_run_dir(base: str | Path) -> Path:
     for parent in Path(base).parents:
         if parent.exists() and not parent.is_dir():
             raise InputError(f"cannot make the run folder: {parent} is a file, not a folder", str(base))
+    made = next((p for p in reversed(Path(base).parents) if not p.exists()), None)  # the first folder made
     try:
         path = increment_path(base)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:
         raise InputError(f"output folder is not writable ({e.strerror or e})", str(base)) from None
+    if made is not None:
+        _MADE_PARENTS[path] = made
     return path
+
+
+_MADE_PARENTS: dict[Path, Path] = {}  # run folder -> the highest of its parent folders make_run_dir made
+
+
+def discard_run_dir(path: str | Path) -> None:
+    """Remove a run folder that holds no result (a run that never started, or wrote nothing), with the parent
+    folders :func:`make_run_dir` made for it (``runs/``, ``runs/detect/``) while they are empty: a refused run
+    leaves nothing behind."""
+    path = Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+    top = _MADE_PARENTS.pop(path, None)
+    folder = path.parent
+    while top is not None and (folder == top or top in folder.parents):
+        try:
+            folder.rmdir()  # only when empty: another run may have started there since
+        except OSError:
+            break
+        folder = folder.parent
 
 
 @contextlib.contextmanager
