@@ -187,3 +187,5 @@ def test_a_refused_run_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
     assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == \
         ["a.png", "d.yaml", "runs", "runs/detect"]
     assert capsys.readouterr().err.count("error:") == 4
+    assert main(["val", "--weights", "nothing.pt", "--data", "d.yaml", "--workers", "-1"]) == 2  # was exit 1
+    assert capsys.readouterr().err == "yolo val: error: --workers must be >= 0, got -1\n"

@@ -212,6 +212,10 @@ def test_size_rounding_and_bad_arguments(capsys):
     assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--img-size", "1", "2", "3"]) == 2
     assert main(["profile"]) == 2
     assert main(["profile", "--cfg", str(CFG / "yolov3-tiny.cfg"), "--device", "tpu", "--runs", "1"]) == 2
+    capsys.readouterr()
+    for flag, value, least in (("--runs", "-3", 0), ("--warmup", "-1", 0), ("--batch-size", "0", 1)):
+        assert main(["profile", "--cfg", "yolov3-tiny.cfg", flag, value]) == 2
+        assert capsys.readouterr().err == f"yolo profile: error: {flag} must be >= {least}, got {value}\n"
 
 
 def test_half_on_cpu_runs_bf16_and_warns_without_bf16_hardware(monkeypatch, capsys):

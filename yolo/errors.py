@@ -77,15 +77,15 @@ def command_line():
         _command_line = before
 
 
-def positive_int(value, name: str) -> int:
-    """``value`` as an int when it is an integer >= 1 (not a bool), else an ``InputError`` naming ``name`` as
-    the user wrote it (:func:`option`)."""
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int when it is an integer >= ``minimum`` (not a bool), else an ``InputError`` naming
+    ``name`` as the user wrote it (:func:`option`)."""
     import numbers
 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{option(name)} must be an integer >= 1, got {value!r}")
-    if value < 1:
-        raise InputError(f"{option(name)} must be >= 1, got {value}")
+        raise InputError(f"{option(name)} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise InputError(f"{option(name)} must be >= {minimum}, got {value}")
     return int(value)
 
 

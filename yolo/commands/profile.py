@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from yolo.commands.common import img_size
-from yolo.errors import InputError
+from yolo.errors import InputError, positive_int
 
 
 def add_parser(sub) -> None:
@@ -36,8 +36,9 @@ def _run_profile(args) -> int:
     from yolo.model.darknet import Darknet
     from yolo.model.profile import format_table, profile_model
 
-    if args.batch_size < 1 or args.runs < 0 or args.warmup < 0:
-        raise InputError("--batch-size must be >= 1, --runs and --warmup >= 0")
+    positive_int(args.batch_size, "batch_size")
+    positive_int(args.runs, "runs", minimum=0)
+    positive_int(args.warmup, "warmup", minimum=0)
     if not args.cfg and not args.weights:
         raise InputError("give --cfg, --weights, or both")
     model = load_model(args.weights, cfg=args.cfg) if args.weights else Darknet.from_cfg(args.cfg)

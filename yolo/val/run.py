@@ -77,6 +77,7 @@ def validate_dataset(weights, data: str | Path, split: str = "val", img_size: in
     """
     check_thresholds(conf, iou, max_det)
     batch_size = positive_int(batch_size, "batch_size")
+    workers = positive_int(workers, "workers", minimum=0)
     index = load_split(load_data_config(data), split)
     backend = load_backend(weights, cfg=cfg, device=device, half=half, trust=trust)
     nc = getattr(backend, "num_classes", None) or len(backend.names)
