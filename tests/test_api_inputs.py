@@ -182,6 +182,7 @@ def test_profile_model_takes_paths_and_checks_its_numbers(model, tmp_path):
         assert (r["params"], r["gflops"]) == (ours["params"], ours["gflops"])
     for kwargs, message in (({"batch_size": 0}, r"^batch_size must be >= 1, got 0$"),
                             ({"img_size": 0}, r"^img_size must be positive, got 0x0$"),
+                            ({"img_size": (64, 20000)}, r"^img_size must be at most 16384, got 64x20000$"),
                             ({"img_size": 1.5}, r"^img_size must be an int or \(height, width\) of ints, got 1.5$"),
                             ({"runs": -1}, r"^runs must be an integer >= 0, got -1$")):
         with pytest.raises(InputError, match=message):

@@ -189,3 +189,12 @@ def test_a_refused_run_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.count("error:") == 4
     assert main(["val", "--weights", "nothing.pt", "--data", "d.yaml", "--workers", "-1"]) == 2  # was exit 1
     assert capsys.readouterr().err == "yolo val: error: --workers must be >= 0, got -1\n"
+    # a side over 16384 (a cfg's bound too) ended in "unexpected MemoryError: Unable to allocate 27.9 GiB"
+    assert main(["detect", "--weights", "nothing.pt", "--source", "a.png", "--img-size", "100000"]) == 2
+    assert capsys.readouterr().err == "yolo detect: error: --img-size must be at most 16384, got 100000x100000\n"
+    assert main(["train", "--set", "img_size=20000"]) == 2
+    assert capsys.readouterr().err.endswith("img_size must be at most 16384, got 20000\n")
+    from yolo.model.cfg_specs import MAX_NET_SIZE
+    from yolo.utils.sizes import MAX_IMG_SIZE
+
+    assert MAX_IMG_SIZE == MAX_NET_SIZE  # a size the commands take is one a cfg may say

@@ -20,6 +20,7 @@ import yaml
 from yolo.errors import InputError, option, read_text
 from yolo.resources import builtin, is_builtin, resolve
 from yolo.data.yamlkeys import load_yaml
+from yolo.utils.sizes import MAX_IMG_SIZE
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "step")
@@ -336,6 +337,7 @@ def validate(cfg: RunConfig, source: str, origins: Origins | None = None) -> Non
     check(cfg.loss.cls_loss in CLS_LOSSES, f"loss.cls_loss must be one of {CLS_LOSSES}", "loss.cls_loss")
     for name in ("epochs", "batch_size", "img_size", "nbs"):
         check(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}", name)
+    check(cfg.img_size <= MAX_IMG_SIZE, f"img_size must be at most {MAX_IMG_SIZE}, got {cfg.img_size}", "img_size")
     for name in ("workers", "save_period", "patience", "close_mosaic", "grad_clip", "weight_decay",
                  "warmup_epochs", "warmup_bias_lr"):
         check(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}", name)

@@ -8,12 +8,16 @@ import numbers
 from yolo.errors import InputError, option, warn
 
 DEFAULT_IMG_SIZE = 416  # the input size when none is asked for, rounded up to the model's stride (448 at 64)
+MAX_IMG_SIZE = 16384  # the largest input side: yolo.model.cfg_specs.MAX_NET_SIZE, a cfg's bound (tested equal)
 
 
 def round_to_stride(size: tuple[int, int], stride: int, quiet: bool = False) -> tuple[int, int]:
     """``(H, W)`` rounded up to multiples of ``stride``; a one-line warning on stderr when that changes it,
-    unless ``quiet`` (a default size nobody asked for)."""
+    unless ``quiet`` (a default size nobody asked for). A side over ``MAX_IMG_SIZE`` is an ``InputError`` (it
+    would end in a failed allocation of many GiB)."""
     h, w = size
+    if max(h, w) > MAX_IMG_SIZE:
+        raise InputError(f"{option('img_size')} must be at most {MAX_IMG_SIZE}, got {h}x{w}")
     rounded = (-(-h // stride) * stride, -(-w // stride) * stride)
     if rounded != (h, w) and not quiet:
         warn(f"image size {h}x{w} is not a multiple of {stride}; using {rounded[0]}x{rounded[1]}")
