@@ -198,3 +198,24 @@ def test_a_refused_run_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
     from yolo.utils.sizes import MAX_IMG_SIZE
 
     assert MAX_IMG_SIZE == MAX_NET_SIZE  # a size the commands take is one a cfg may say
+
+
+def test_a_ctrl_c_after_the_outputs_are_written_does_not_fail_the_command(monkeypatch, capsys):
+    """Found by a user's audit: a Ctrl-C during the last moments of convert-weights (its files all written, its
+    success line printed) gave exit 130, and the retry then said "output exists". Once the outputs are written
+    the command settles: the signal is ignored until it returns, and the handlers are put back."""
+    import os
+    import signal
+
+    import yolo.model.convert
+
+    class Written:
+        def __str__(self):  # the success line: Ctrl-C arrives as it is printed
+            os.kill(os.getpid(), signal.SIGINT)
+            return "a.pt -> b.weights"
+
+    monkeypatch.setattr(yolo.model.convert, "convert_weights", lambda *a, **k: Written())
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["convert-weights", "a.pt", "-o", "b.weights"]) == 0
+    assert capsys.readouterr().out == "a.pt -> b.weights\n"
+    assert signal.getsignal(signal.SIGINT) is before and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN

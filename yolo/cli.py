@@ -69,6 +69,9 @@ def entry() -> None:
     except BrokenPipeError:  # while argparse printed (--help, --version); main handles the commands' own
         _drop_stdout()
         code = EXIT_BROKEN_PIPE
+    from yolo.commands.common import settle
+
+    settle()  # the outcome is decided: a Ctrl-C during the interpreter's teardown must not change it
     sys.exit(code)
 
 
@@ -129,8 +132,11 @@ def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentP
 
 def _run(args, verbose: bool, fast_exit: bool, stop: dict) -> int:
     """``args.run(args)`` and its exit code, with every failure as one line (see :func:`main`)."""
+    from yolo.commands.common import handlers_kept
+
     try:
-        code = args.run(args)
+        with handlers_kept():  # a command that settled (its outputs written) ignores Ctrl-C until it returns
+            code = args.run(args)
         if fast_exit and not code and args.command in FAST_EXIT:
             _exit_now(0)
         return code

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from yolo.errors import InputError
-from yolo.utils.interrupt import terminate_as_interrupt  # noqa: F401  (the CLI's SIGTERM handling)
+from yolo.utils.interrupt import handlers_kept, settle, terminate_as_interrupt  # noqa: F401  (the CLI's signals)
 from yolo.utils.sizes import default_img_size, round_to_stride
 
 

@@ -33,8 +33,11 @@ def add_parser(sub) -> None:
 
 def _run_convert(args) -> int:
     from yolo.model.convert import convert_weights
+    from yolo.utils.interrupt import settle
 
     check_output_file(args.out)
-    print(convert_weights(args.src, args.out, cfg=args.cfg, cutoff=args.cutoff, names=args.names, force=args.force,
-                           bn_eps=args.bn_eps))
+    result = convert_weights(args.src, args.out, cfg=args.cfg, cutoff=args.cutoff, names=args.names, force=args.force,
+                             bn_eps=args.bn_eps)
+    settle()  # written: a Ctrl-C from here on would report a failure after the files are all there
+    print(result)
     return 0

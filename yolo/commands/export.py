@@ -45,6 +45,7 @@ def _run_export(args) -> int:
     from yolo.export.exporter import ExportVerificationError, export_model
     from yolo.model.checkpoint import load_model
     from yolo.utils.device import select_device
+    from yolo.utils.interrupt import settle
 
     out = args.out or str(Path(args.weights).with_suffix("." + args.format))  # the default is checked too
     check_output_file(out)
@@ -73,5 +74,6 @@ def _run_export(args) -> int:
     except ExportVerificationError as e:
         print(f"yolo export: verification failed, nothing written: {e}", file=sys.stderr)
         return 1
+    settle()  # written and verified: a Ctrl-C from here on would report a failure after the file is there
     print(result)
     return 0

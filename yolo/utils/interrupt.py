@@ -17,6 +17,29 @@ from collections.abc import Iterator
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; kill, timeout, docker stop, a batch scheduler
 
 
+def settle() -> None:
+    """A command's outputs are all written and it is about to say so: a Ctrl-C or SIGTERM from here on no longer
+    changes its outcome (a success line, then exit 130, then "output exists" on the retry). Ignored until the
+    command returns, when the CLI puts the handlers back (:func:`handlers_kept`). Main thread only."""
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def handlers_kept() -> Iterator[None]:
+    """The SIGINT and SIGTERM handlers of the block's start put back at its end (whatever :func:`settle` did)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
     """Hold SIGINT and SIGTERM until the block ends, then deliver the first to the handler that was in place
