@@ -795,3 +795,26 @@ def test_our_checkpoint_without_its_cfg_text_is_one_line(tmp_path, capsys, narro
     torch.save(ckpt, tmp_path / "new.pt")
     rc, _, err = cli(capsys, tmp_path / "new.pt", "-o", tmp_path / "c.weights")
     assert rc == 2 and "checkpoint format version 99 is newer than this toolkit understands" in err
+
+
+def test_a_ctrl_c_while_writing_never_leaves_weights_without_their_cfg(tmp_path, monkeypatch):
+    """Found by a user's audit (from the code): the .weights was written before its .cfg and .names, so a Ctrl-C
+    between them left a .weights whose cfg was missing. The interrupt now comes once all three are written."""
+    import os
+    import signal
+
+    model = Darknet.from_cfg(CFG / "yolov3-tiny.cfg")
+    save_checkpoint(model, tmp_path / "m.pt")
+    real = Darknet.save_darknet_weights
+
+    def interrupted(self, *args, **kwargs):  # Ctrl-C as the .weights is being written
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Darknet, "save_darknet_weights", interrupted)
+    from yolo.model.convert import convert_weights
+
+    with pytest.raises(KeyboardInterrupt):
+        convert_weights(tmp_path / "m.pt", tmp_path / "m.weights")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cfg", "m.names", "m.pt", "m.weights"]
+    assert load_model(tmp_path / "m.weights").spec.text == model.spec.text

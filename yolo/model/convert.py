@@ -24,6 +24,7 @@ from yolo.model.checkpoint import (
 from yolo.model.darknet import Darknet
 from yolo.model.weights import DARKNET_BN_EPS, bn_eps_to_fold
 from yolo.utils.checkpoint import atomic_write
+from yolo.utils.interrupt import deferred_interrupt
 from yolo.utils.names import default_names, load_names
 
 
@@ -105,11 +106,12 @@ def convert_weights(src: str | Path, out: str | Path | None = None, cfg: str | P
     cutoff = cutoff if cutoff is not None else model.cutoff
     files = companions(out, model, cutoff)
     _check_companions(files, force)
-    model.save_darknet_weights(out, cutoff)
-    for path, text in files.items():
-        if not path.exists() or path.read_bytes() != text.encode():
-            with atomic_write(path) as f:
-                f.write(text.encode())
+    with deferred_interrupt():  # a Ctrl-C never leaves the .weights without its .cfg and .names: it comes after
+        model.save_darknet_weights(out, cutoff)
+        for path, text in files.items():
+            if not path.exists() or path.read_bytes() != text.encode():
+                with atomic_write(path) as f:
+                    f.write(text.encode())
     also = f"; with {', '.join(p.name for p in files)}" if files else ""
     if files and not model.names:
         also += f" (the checkpoint names no classes: {'COCO' if model.num_classes == 80 else 'class0, ...'}; " \
