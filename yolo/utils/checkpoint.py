@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import warnings
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -130,7 +131,9 @@ def load_checkpoint_data(path: str | Path) -> tuple[object, list[str]]:
         raise InputError("checkpoint not found", path)
     check = CrcCheck(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True), []
+        with warnings.catch_warnings():  # torch's own about the file ("Detected pickle protocol 4 ..."): ours say it
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(path, map_location="cpu", weights_only=True), []
     except Exception as e:  # torch raises UnpicklingError / RuntimeError with long multi-line texts
         _raise_if_damaged(path, check)
         text = str(e)
