@@ -237,6 +237,24 @@ def test_darknet_takes_a_cfg_path_as_eriklindernoren_s_does():
         Darknet("nothing.cfg")
 
 
+def test_each_format_is_written_under_its_own_name(model, tmp_path):
+    """Found by a user's audit: ``model.save_darknet_weights("victim.pt")`` replaced a checkpoint with darknet
+    bytes (then read as "a darknet .weights file needs its cfg ... victim.pt.cfg"), and ``save_checkpoint(m,
+    "my.weights")`` put a zip where darknet's files go. Both are refused, and nothing is written."""
+    for name in ("victim.pt", "v.pth", "v.CKPT"):
+        with pytest.raises(InputError, match=rf"^{tmp_path / name}: a .{name.split('.')[1]} name is for a checkpoint: "
+                                             r"write it with yolo.save_checkpoint\(model, path\), or name the "
+                                             r"darknet file .weights$"):
+            model.save_darknet_weights(tmp_path / name)
+    with pytest.raises(InputError, match=r"^.*my.weights: a .weights name is for darknet's format: write it with "
+                                         r"model.save_darknet_weights\(path\), or name the checkpoint .pt$"):
+        save_checkpoint(model, tmp_path / "my.weights")
+    assert list(tmp_path.iterdir()) == []
+    model.save_darknet_weights(tmp_path / "darknet53.conv.74", cutoff=5)  # a backbone's darknet name is fine
+    save_checkpoint(model, tmp_path / "m.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["darknet53.conv.74", "m.pt"]
+
+
 def test_anchors_run_config_and_evaluator_inputs():
     wh = np.random.default_rng(0).uniform(4, 64, (50, 2))
     with pytest.raises(InputError, match=r"^n must be >= 1, got 0$"):

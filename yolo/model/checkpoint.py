@@ -20,7 +20,7 @@ from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.cfg_specs import ConvSpec
 from yolo.model.darknet import Darknet
 from yolo.model.state import MatchReport, extract_state_dict, match_state
-from yolo.model.weights import DarknetHeader
+from yolo.model.weights import CHECKPOINT_SUFFIXES, WEIGHTS_SUFFIXES, DarknetHeader
 from yolo.utils.checkpoint import foreign_kind, is_torch_file, load_checkpoint_data, save_atomic
 from yolo.utils.names import default_names, load_names
 from yolo.utils.text import count
@@ -31,8 +31,6 @@ DEFAULT_BN_EPS = 1e-5
 # BN epsilon each toolkit built its models with (not stored in their state dicts); cfg-era
 # ultralytics/yolov3 used nn.BatchNorm2d(filters, momentum=0.03, eps=1E-4).
 TOOLKIT_BN_EPS = {"ultralytics": 1e-4, "eriklindernoren": 1e-5}
-WEIGHTS_SUFFIXES = (".weights",)
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def is_darknet_file(path: str | Path) -> bool:
@@ -69,7 +67,11 @@ def checkpoint_dict(model: Darknet) -> dict:
 
 
 def save_checkpoint(model: Darknet, path: str | Path, **extra) -> None:
-    """Write ``model`` (plus any ``extra`` keys) as our ``.pt``, atomically."""
+    """Write ``model`` (plus any ``extra`` keys) as our ``.pt``, atomically (replacing ``path``, as ``torch.save``
+    does). A ``.weights`` name is refused: that is darknet's format (:meth:`Darknet.save_darknet_weights`)."""
+    if Path(path).suffix.lower() in WEIGHTS_SUFFIXES:
+        raise InputError("a .weights name is for darknet's format: write it with model.save_darknet_weights(path), "
+                         "or name the checkpoint .pt", str(path))
     save_atomic({**checkpoint_dict(model), **extra}, path)
 
 

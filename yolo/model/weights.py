@@ -23,6 +23,9 @@ from yolo.model.cfg_specs import ConvSpec, ModelSpec
 from yolo.utils.checkpoint import atomic_write, foreign_kind
 from yolo.utils.text import count
 
+WEIGHTS_SUFFIXES = (".weights",)  # darknet's files (a backbone may also be named like darknet53.conv.74)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")  # PyTorch checkpoints (ours, or another toolkit's)
+
 
 @dataclass
 class DarknetHeader:
@@ -173,7 +176,10 @@ def save_darknet_weights(model, path: str | Path, cutoff: int | None = None,
     """Write ``model`` (the first ``cutoff`` layers when given) as a ``.weights`` file, atomically. A BN whose
     epsilon lies outside what the readers use (ultralytics' 1e-4 or 1e-3) has the difference folded into its
     variance (:func:`bn_eps_to_fold`), so that darknet computes the same function; otherwise the bytes are the
-    model's."""
+    model's. A checkpoint's name (``.pt``, ``.pth``, ``.ckpt``) is refused: that format is ``save_checkpoint``'s."""
+    if Path(path).suffix.lower() in CHECKPOINT_SUFFIXES:
+        raise InputError(f"a {Path(path).suffix} name is for a checkpoint: write it with yolo.save_checkpoint(model, "
+                         "path), or name the darknet file .weights", str(path))
     header = header or DarknetHeader()
     convs = _conv_specs(model.spec, cutoff, str(path))
     with atomic_write(path, sweep=True) as f:
