@@ -224,7 +224,7 @@ def test_a_folder_or_a_cfg_given_as_weights_says_so(model, tmp_path, capsys):
         load_model("nothing.pt")
 
 
-def test_darknet_takes_a_cfg_path_as_eriklindernoren_s_does():
+def test_darknet_takes_a_cfg_path_as_eriklindernoren_s_does(tmp_path):
     """``Darknet("yolov3-tiny.cfg")`` (PyTorch-YOLOv3's ``Darknet(config_path)``) raised AttributeError: 'str'
     object has no attribute 'layers'."""
     for cfg in ("yolov3-tiny.cfg", CFG / "yolov3-tiny.cfg", str(CFG / "yolov3-tiny.cfg")):
@@ -235,6 +235,11 @@ def test_darknet_takes_a_cfg_path_as_eriklindernoren_s_does():
         Darknet({})
     with pytest.raises(InputError, match=r"nothing.cfg"):
         Darknet("nothing.cfg")
+    with pytest.raises(InputError, match=rf"^{tmp_path}: is a folder, not a cfg file$"):  # was "not found"
+        Darknet(tmp_path)
+    with pytest.raises(InputError, match=r"^expected a floating-point input \(RGB in \[0, 1\]\), got uint8: divide "
+                                         r"a uint8 batch by 255 \(x.float\(\) / 255\)$"):  # was conv2d's RuntimeError
+        Darknet("yolov3-tiny.cfg")(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
 
 
 def test_each_format_is_written_under_its_own_name(model, tmp_path):

@@ -268,6 +268,6 @@ def parse_cfg(path: str | Path) -> ModelSpec:
     ``yolo.resources``)."""
     path = resolve(path, "model")
     if not path.is_file():
-        raise InputError("cfg file not found", str(path))
+        raise InputError("is a folder, not a cfg file" if path.is_dir() else "cfg file not found", str(path))
     text = read_text(path, "a darknet .cfg")
     return parse_cfg_text(text, str(path))

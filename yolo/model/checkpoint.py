@@ -125,7 +125,11 @@ def model_from_state(obj, source: str, cfg: str | Path | None = None, bn_eps: fl
                                        (("major", 0), ("minor", 2), ("revision", 0), ("seen", 0))))
         model.cutoff = dk.get("cutoff")
         model.cfg_name = obj.get("cfg_name") if cfg is None else None
-        model.names = check_names(list(obj.get("names") or default_names(model.num_classes)), model, source)
+        names = obj.get("names") or default_names(model.num_classes)
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise InputError(f"the checkpoint's names must be a list of class names, got {type(names).__name__} "
+                             "(an edited or damaged file?)", source)
+        model.names = check_names(list(names), model, source)
     return model, report
 
 
