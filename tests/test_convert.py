@@ -798,7 +798,8 @@ def test_our_checkpoint_without_its_cfg_text_is_one_line(tmp_path, capsys, narro
     ckpt["format_version"], ckpt["names"] = 1, 80  # an edited file: was "unexpected TypeError", exit 1
     torch.save(ckpt, tmp_path / "int.pt")
     rc, _, err = cli(capsys, tmp_path / "int.pt", "-o", tmp_path / "d.weights")
-    assert_one_line_error(err, str(tmp_path / "int.pt"), "the checkpoint's names must be a list of class names, got int")
+    assert_one_line_error(err, str(tmp_path / "int.pt"),
+                          "the checkpoint's names must be a list of class names, got int")
     assert rc == 2
 
 

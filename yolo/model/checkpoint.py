@@ -20,7 +20,7 @@ from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.cfg_specs import ConvSpec
 from yolo.model.darknet import Darknet
 from yolo.model.state import MatchReport, extract_state_dict, match_state
-from yolo.model.weights import CHECKPOINT_SUFFIXES, WEIGHTS_SUFFIXES, DarknetHeader
+from yolo.model.weights import WEIGHTS_SUFFIXES, DarknetHeader
 from yolo.utils.checkpoint import foreign_kind, is_torch_file, load_checkpoint_data, save_atomic
 from yolo.utils.names import default_names, load_names
 from yolo.utils.text import count

@@ -11,8 +11,6 @@ from pathlib import Path
 from yolo.errors import InputError, on_command_line, option
 from yolo.model.cfg_specs import ConvSpec
 from yolo.model.checkpoint import (
-    CHECKPOINT_SUFFIXES,
-    WEIGHTS_SUFFIXES,
     check_names,
     companion,
     is_darknet_file,
@@ -22,7 +20,7 @@ from yolo.model.checkpoint import (
     save_checkpoint,
 )
 from yolo.model.darknet import Darknet
-from yolo.model.weights import DARKNET_BN_EPS, bn_eps_to_fold
+from yolo.model.weights import CHECKPOINT_SUFFIXES, DARKNET_BN_EPS, WEIGHTS_SUFFIXES, bn_eps_to_fold
 from yolo.utils.checkpoint import atomic_write
 from yolo.utils.interrupt import deferred_interrupt
 from yolo.utils.names import default_names, load_names

@@ -128,8 +128,9 @@ class Darknet(nn.Module):
             also = " (or RGB [B, 3, H, W], made grey)" if channels == 1 else ""
             raise InputError(f"expected input [B, {channels}, H, W]{also}, got {[int(v) for v in x.shape]}")
         if not x.is_floating_point():  # a uint8 image batch: conv2d said "expected scalar type Byte but found Float"
-            raise InputError(f"expected a floating-point input (RGB in [0, 1]), got {str(x.dtype).replace('torch.', '')}"
-                             ": divide a uint8 batch by 255 (x.float() / 255)")
+            dtype = str(x.dtype).replace("torch.", "")
+            raise InputError(f"expected a floating-point input (RGB in [0, 1]), got {dtype}: divide a uint8 batch by "
+                             "255 (x.float() / 255)")
         h, w = x.shape[-2:]
         if h % self.max_stride or w % self.max_stride:
             raise InputError(f"input size {h}x{w} must be a multiple of {self.max_stride} in both dimensions")
