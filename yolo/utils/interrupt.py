@@ -37,7 +37,8 @@ def handlers_kept() -> Iterator[None]:
         yield
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            if handler is not None:  # None: set outside Python, which cannot be put back from here
+                signal.signal(s, handler)
 
 
 @contextlib.contextmanager
