@@ -121,8 +121,8 @@ def test_diou_nms_is_darknets(n, block, threshold, beta, diou_path):
 
 
 def test_the_c_kernel_keeps_what_the_numpy_path_keeps_on_one_large_class(monkeypatch):
-    """One category of 4,000 crowded boxes (a one-class model at conf 0.001: the NumPy blocks took 9.5 s on
-    30,000 such boxes, the kernel 0.8 s; ``scripts/bench_nms.py``), coincident boxes and score ties included."""
+    """One category of 4,000 crowded boxes (a one-class model at conf 0.001: the NumPy blocks took 7.2 s on
+    30,000 such boxes, the kernel 0.4 s; ``scripts/bench_nms.py``), coincident boxes and score ties included."""
     from yolo.utils import nms_native
 
     if nms_native.checked_library(ynms._native_agrees) is None:
