@@ -222,6 +222,14 @@ def test_a_folder_or_a_cfg_given_as_weights_says_so(model, tmp_path, capsys):
                                        "give the weights with --weights and the cfg with --cfg\n")
     with pytest.raises(InputError, match=r"^nothing.pt: weights file not found$"):
         load_model("nothing.pt")
+    mine = tmp_path / "my.cfg"  # a cfg file on disk too (it said "not a checkpoint ...: it is a text file")
+    mine.write_bytes((CFG / "yolov3-tiny.cfg").read_bytes())
+    with pytest.raises(InputError, match=rf"^{mine}: a cfg, not weights \(.pt or .weights\): an untrained model is "
+                                         rf"Darknet.from_cfg\('{mine}'\)$"):
+        load_model(mine)
+    assert main(["detect", "--weights", str(mine), "--source", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"yolo detect: error: {mine}: a cfg, not weights (.pt or .weights): give the "
+                                       "weights with --weights and the cfg with --cfg\n")
 
 
 def test_darknet_takes_a_cfg_path_as_eriklindernoren_s_does(tmp_path):

@@ -116,9 +116,16 @@ def _decodes(data: bytes, encoding: str) -> bool:
     return True
 
 
+def weights_file_problem(path) -> str | None:
+    """Why ``path`` cannot be weights before it is read (:func:`not_a_weights_file`: not a file, or a ``.cfg``,
+    a file or a built-in's name), or None."""
+    path = Path(path)
+    return not_a_weights_file(path) if not path.is_file() or path.suffix.lower() == ".cfg" else None
+
+
 def not_a_weights_file(path) -> str:
-    """Why ``path``, which is not a file, cannot be loaded as weights: a folder, a cfg (a built-in's name
-    too), or nothing there."""
+    """Why ``path``, which is not a file or is a ``.cfg``, cannot be loaded as weights: a folder, a cfg (a
+    built-in's name too), or nothing there."""
     path = Path(path)
     if path.is_dir():
         return "is a folder, not a weights file (.pt or .weights)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from yolo.commands.common import add_resize_flags, img_size
-from yolo.errors import InputError, not_a_weights_file, positive_int
+from yolo.errors import InputError, positive_int, weights_file_problem
 from yolo.utils.text import count
 
 
@@ -43,16 +43,15 @@ def add_parser(sub) -> None:
 
 
 def _run_detect(args) -> int:
-    from pathlib import Path
-
     from yolo.detect.sources import Source
     from yolo.runtime.postprocess import check_thresholds
 
     check_thresholds(args.conf, args.iou, args.max_det)
     positive_int(args.batch_size, "batch_size")
     size = img_size(args.img_size, 1) if args.img_size is not None else None  # Detector rounds it to the stride
-    if not Path(args.weights).is_file():
-        raise InputError(not_a_weights_file(args.weights), args.weights)
+    problem = weights_file_problem(args.weights)
+    if problem:
+        raise InputError(problem, args.weights)
     source = Source(args.source)  # a missing source or an empty folder fails here
 
     from yolo.utils.malloc import reuse_freed_memory

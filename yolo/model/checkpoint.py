@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolo.errors import InputError, not_a_weights_file, option, warn
+from yolo.errors import InputError, option, warn, weights_file_problem
 from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.cfg_specs import ConvSpec
 from yolo.model.darknet import Darknet
@@ -165,8 +165,9 @@ def load_model(path: str | Path, cfg: str | Path | None = None, names: str | Pat
     The model is returned in eval mode on the CPU.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(not_a_weights_file(path), str(path))
+    problem = weights_file_problem(path)
+    if problem:
+        raise InputError(problem, str(path))
     refuse_exported(path)
     if is_darknet_file(path):
         kind = foreign_kind(path)
