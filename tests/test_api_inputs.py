@@ -250,6 +250,31 @@ def test_darknet_takes_a_cfg_path_as_eriklindernoren_s_does(tmp_path):
         Darknet("yolov3-tiny.cfg")(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
 
 
+def test_a_model_with_nan_weights_is_said_at_load(model, tmp_path):
+    """Found by a user's audit: a checkpoint whose weights are NaN (a training that diverged) detected nothing,
+    exit 0, without a word. Loading it warns, naming the first such tensor; a sound model says nothing."""
+    from yolo.model.checkpoint import load_model
+
+    save_checkpoint(model, tmp_path / "ok.pt")
+    with yolo_warnings() as said:
+        load_model(tmp_path / "ok.pt")
+    assert said == []
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.module_list[2].conv.weight[0, 0, 0, 0] = float("nan")
+        broken.module_list[4].bn.running_var.fill_(float("inf"))
+    save_checkpoint(broken, tmp_path / "nan.pt")
+    with yolo_warnings() as said:
+        load_model(tmp_path / "nan.pt")
+    assert said == [f"{tmp_path / 'nan.pt'}: module_list.2.conv.weight holds NaN or infinite weights (a training that "
+                    "diverged?): its detections will be empty or wrong"]
+    broken.module_list[2].conv.weight.data.nan_to_num_(0.0)
+    broken.save_darknet_weights(tmp_path / "inf.weights")  # the BN statistics, through a .weights file too
+    with yolo_warnings() as said:
+        load_model(tmp_path / "inf.weights", cfg=CFG / "yolov3-tiny.cfg")
+    assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'inf.weights'}: module_list.4.")
+
+
 def test_each_format_is_written_under_its_own_name(model, tmp_path):
     """Found by a user's audit: ``model.save_darknet_weights("victim.pt")`` replaced a checkpoint with darknet
     bytes (then read as "a darknet .weights file needs its cfg ... victim.pt.cfg"), and ``save_checkpoint(m,
