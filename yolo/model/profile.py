@@ -206,8 +206,9 @@ def profile_model(model, img_size: int | tuple[int, int] | None = None, batch_si
     Returns a dict with ``params``, ``params_trainable``, ``params_fused``, ``gflops``, ``bflops``, ``gflops_total``,
     ``input_size`` [H, W], ``batch_size``, ``device``, ``dtype``, ``latency_ms`` (median, or None),
     ``latency`` (spread), ``images_per_second``, ``peak_memory_mb``, ``memory_kind``, ``conventions``,
-    ``machine`` (what the times ran on: CPU or GPU model, cores and torch threads, ISA, versions) and ``layers`` (each: ``index``, ``type``, ``output_shape``, ``params``, ``gflops``, ``gflops_total``,
-    ``receptive_field`` (None after a global pool), ``stride``, ``bflops``, ``latency_ms``).
+    ``machine`` (what the times ran on: CPU or GPU model, cores and torch threads, ISA, versions) and ``layers``
+    (each: ``index``, ``type``, ``output_shape``, ``params``, ``gflops``, ``gflops_total``, ``receptive_field``
+    (None after a global pool), ``stride``, ``bflops``, ``latency_ms``).
     """
     if isinstance(model, (str, os.PathLike)):
         model = _load(model, cfg)

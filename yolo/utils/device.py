@@ -59,7 +59,8 @@ def describe_device(device: torch.device) -> str:
     ``NVIDIA H100 80GB HBM3 (79.1 GiB), CUDA 12.4, torch 2.5.1``."""
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        return f"{props.name} ({props.total_memory / 2**30:.1f} GiB), CUDA {torch.version.cuda}, torch {torch.__version__}"
+        memory = props.total_memory / 2**30
+        return f"{props.name} ({memory:.1f} GiB), CUDA {torch.version.cuda}, torch {torch.__version__}"
     name = _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown CPU"
     isa = torch.backends.cpu.get_cpu_capability()
     isa += ", AVX512_BF16/AMX" if cpu_has_fast_bf16() else ""
