@@ -40,6 +40,7 @@ from yolo.model.darknet import Darknet
 from yolo.runtime.exported import META_FORMAT, META_VERSION, TS_CONFIG, ExportedBackend, load_exported, require_onnx
 from yolo.runtime.postprocess import MIN_BOX_SIZE
 from yolo.utils.boxes import cxcywh_to_xyxy
+from yolo.utils.files import missing_folders, remove_empty
 from yolo.utils.sizes import check_img_size
 from yolo.utils.temps import new_temp_file
 from yolo.utils.text import count
@@ -279,12 +280,12 @@ def verify(backend: ExportedBackend, reference: nn.Module, sizes: list[tuple[int
 def _temp_next_to(out: Path):
     """A temporary path in ``out``'s folder, removed unless it was renamed away; locked while it is used, and
     the ones of earlier exports to ``out`` that a kill cut short are removed first (:mod:`yolo.utils.temps`)."""
-    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # the folders made for it
+    made = missing_folders(out)  # the folders made for it
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = new_temp_file(out)
     except OSError as e:
-        _remove_empty(made)
+        remove_empty(made)
         raise InputError(f"cannot write here ({e.strerror or e})", str(out)) from None
     done = False
     try:
@@ -295,14 +296,7 @@ def _temp_next_to(out: Path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if not done:  # nothing written: no folders either
-            _remove_empty(made)
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) where they are empty."""
-    for folder in folders:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+            remove_empty(made)
 
 
 def _write_verified(data: bytes, out: Path, fmt: str, device: torch.device, check, force: bool):

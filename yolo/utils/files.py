@@ -53,19 +53,32 @@ def make_run_dir(base: str | Path) -> Path:
     for parent in Path(base).parents:
         if parent.exists() and not parent.is_dir():
             raise InputError(f"cannot make the run folder: {parent} is a file, not a folder", str(base))
-    made = next((p for p in reversed(Path(base).parents) if not p.exists()), None)  # the first folder made
+    made = missing_folders(base)  # the parents increment_path makes for it
     try:
         path = increment_path(base)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:
         raise InputError(f"output folder is not writable ({e.strerror or e})", str(base)) from None
-    if made is not None:
+    if made:
         _MADE_PARENTS[path] = made
     return path
 
 
-_MADE_PARENTS: dict[Path, Path] = {}  # run folder -> the highest of its parent folders make_run_dir made
+_MADE_PARENTS: dict[Path, list[Path]] = {}  # run folder -> the parent folders make_run_dir made for it
+
+
+def missing_folders(path: str | Path) -> list[Path]:
+    """``path``'s parent folders that do not exist yet, deepest first: what ``mkdir(parents=True)`` of its
+    parent would make (and :func:`remove_empty` takes away again)."""
+    return [p for p in Path(path).parents if not p.exists()]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; one that is not stays, with its parents."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def discard_run_dir(path: str | Path) -> None:
@@ -74,14 +87,7 @@ def discard_run_dir(path: str | Path) -> None:
     leaves nothing behind."""
     path = Path(path)
     shutil.rmtree(path, ignore_errors=True)
-    top = _MADE_PARENTS.pop(path, None)
-    folder = path.parent
-    while top is not None and (folder == top or top in folder.parents):
-        try:
-            folder.rmdir()  # only when empty: another run may have started there since
-        except OSError:
-            break
-        folder = folder.parent
+    remove_empty(_MADE_PARENTS.pop(path, []))  # only when empty: another run may have started there since
 
 
 @contextlib.contextmanager
