@@ -225,6 +225,21 @@ def test_empty_split_names_the_folder(tmp_path):
         load_split(load_data_config(cfg), "train")
 
 
+def test_folder_split_takes_every_image_kind_opencv_reads(tmp_path):
+    """A dataset folder holds what detect reads from a folder: .jfif (a JPEG as browsers save it) and .ppm
+    images with their labels, not only .jpg/.png (they were silently left out)."""
+    _img(tmp_path / "images/train/a.jpg").rename(tmp_path / "images/train/a.jfif")
+    _img(tmp_path / "images/train/b.ppm", h=40, w=30, seed=1)
+    _img(tmp_path / "images/train/c.png", seed=2)
+    for name in "abc":
+        _write(tmp_path / f"labels/train/{name}.txt", "0 0.5 0.5 0.2 0.2\n")
+    _write(tmp_path / "images/train/notes.txt", "not an image")
+    split = load_split(load_data_config(_write(tmp_path / "d.yaml", "train: images/train\nnames: [a]\n")), "train")
+    assert [Path(p).name for p in split.images] == ["a.jfif", "b.ppm", "c.png"]
+    assert split.shapes.tolist() == [[48, 64], [40, 30], [48, 64]] and split.report.corrupt == 0
+    assert all(len(labels) == 1 for labels in split.labels)
+
+
 def test_unreadable_label_drops_its_image(tmp_path):
     config = load_data_config(_small(tmp_path, 3))
     (tmp_path / "labels/train/1.txt").write_text("0 0.5 0.5 0.1 0.1\n", encoding="utf-16")  # PowerShell's >

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo.data.imageinfo import IMAGE_SUFFIXES
 from yolo.data.report import DatasetReport
 from yolo.errors import UTF16_BOMS, InputError, read_text
+from yolo.utils.image import IMAGE_SUFFIXES
 
 TOL = 1e-3  # slack for coordinates written with rounding (1.0004 is fine, 1.01 is not)
 
@@ -35,13 +35,13 @@ def list_images(sources: list[Path], root: Path, listed_at: dict[str, tuple[str,
     for src in sources:
         if src.is_dir():
             found = sorted(os.path.join(d, f) for d, _, files in os.walk(os.path.abspath(src)) for f in files
-                           if f.lower().endswith(IMAGE_SUFFIXES))
+                           if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES)
         elif src.is_file():
             found = _read_list_file(src, root, listed_at)
         else:
             raise InputError("image folder or list file not found", str(src))
         if not found:
-            raise InputError("no images found (extensions: " + " ".join(IMAGE_SUFFIXES) + ")", str(src))
+            raise InputError("no images found (no file named as an image OpenCV reads: .jpg, .png, ...)", str(src))
         images += found
     return images
 
