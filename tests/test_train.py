@@ -202,7 +202,7 @@ def test_set_num_classes_rewrites_heads_only():
     assert [type(s) for s in spec.layers] == [type(s) for s in orig.layers]
 
 
-def test_finetune_from_other_class_count_keeps_the_rest(tmp_path):
+def test_finetune_from_other_class_count_keeps_the_rest(tmp_path, capsys):
     torch.manual_seed(1)
     coco = Darknet.from_cfg(CFG / "yolov3-tiny.cfg")  # 80 classes
     save_checkpoint(coco, tmp_path / "coco.pt")
@@ -222,6 +222,24 @@ def test_finetune_from_other_class_count_keeps_the_rest(tmp_path):
                     assert v.shape != src.shape or not torch.equal(v, src), k
             else:
                 assert torch.equal(v, src), k
+        # the line counts weights (not BN's step counters) and names this model's re-initialized layers in order
+        values = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+        kept = [k for k in values if int(k.split(".")[1]) not in heads and (cutoff is None or
+                                                                           int(k.split(".")[1]) < cutoff)]
+        line = f"weights: {len(kept)}/{len(values)} tensors from {weights}"
+        if cutoff is None:  # a backbone file holds no head
+            line += "; re-initialized (other shape): " + ", ".join(f"module_list.{i}" for i in sorted(heads))
+        assert line + "\n" in capsys.readouterr().err
+
+
+def test_start_weights_of_another_network_are_refused(tmp_path):
+    """A yolov4-tiny checkpoint as yolov3-tiny's starting weights fits nowhere: no tensor (once BN's step
+    counters are not counted as weights) has a place of its shape, so training would start from scratch while
+    the log said "8/70 tensors"; it is refused instead, naming both networks."""
+    save_checkpoint(Darknet.from_cfg(CFG / "yolov4-tiny.cfg"), tmp_path / "v4.pt")
+    with pytest.raises(InputError, match=r"v4.pt: none of its \d+ tensors fits yolov3-tiny.cfg \(they are "
+                                         r"yolov4-tiny.cfg's\): give weights of this network, or the cfg"):
+        build_model(run_cfg(tmp_path, str(CFG / "yolov3-tiny.cfg"), weights=str(tmp_path / "v4.pt")), NAMES)
 
 
 def test_freeze_backbone_is_the_shared_trunk_and_stays_put(tmp_path):

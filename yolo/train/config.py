@@ -74,7 +74,7 @@ class RunConfig:
     out: str = "runs/train/exp"  # never overwritten: exp, exp2, exp3 ...
     optimizer: str = "sgd"
     lr0: float = 0.01
-    lrf: float = 0.01  # final learning rate = lr0 * lrf
+    lrf: float = 0.01  # the schedule ends at lr0 * lrf (reached after the last epoch)
     momentum: float = 0.937  # SGD momentum / AdamW beta1
     nesterov: bool = True
     weight_decay: float = 0.0005  # on conv/linear weights only (none on BN and biases)

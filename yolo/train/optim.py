@@ -52,7 +52,8 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
 
 
 def lr_factor(cfg: RunConfig, epoch: int) -> float:
-    """Schedule multiplier of ``lr0`` at ``epoch`` (0-based): 1 at the start, ``lrf`` at the end."""
+    """Schedule multiplier of ``lr0`` at ``epoch`` (0-based): 1 at epoch 0, ``lrf`` at epoch ``epochs`` (one
+    past the last: the last epoch runs a step above it, as ultralytics' schedules do)."""
     e, n = epoch, max(cfg.epochs, 1)
     if cfg.schedule == "cosine":
         return ((1 - math.cos(e * math.pi / n)) / 2) * (cfg.lrf - 1) + 1

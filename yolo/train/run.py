@@ -76,6 +76,9 @@ def build_model(cfg: RunConfig, names: list[str], env: DistEnv | None = None, st
     return model
 
 
+_COUNTER = "num_batches_tracked"  # BN's step counter (momentum is set, so nothing reads it): not a weight
+
+
 def load_start_weights(model: Darknet, path: str, cutoff: int | None, original_cfg: str,
                        env: DistEnv | None = None) -> None:
     """Darknet ``.weights`` / backbone files (read into the cfg as written, then moved over) or our ``.pt``;
@@ -86,16 +89,25 @@ def load_start_weights(model: Darknet, path: str, cutoff: int | None, original_c
         source = Darknet.from_cfg_text(original_cfg, str(path))
         source.load_darknet_weights(path, cutoff)
         layers = cutoff if cutoff is not None else len(source.module_list)
-        state = {k: v for k, v in source.state_dict().items() if int(k.split(".")[1]) < layers}
+        state = {k: v for k, v in source.state_dict().items() if _layer(k) < layers and not k.endswith(_COUNTER)}
     else:
         source, _ = load_checkpoint(path)
-        state = source.state_dict()
-    own = model.state_dict()
+        state = {k: v for k, v in source.state_dict().items() if not k.endswith(_COUNTER)}
+    own = {k: v for k, v in model.state_dict().items() if not k.endswith(_COUNTER)}  # tensors that hold values
     same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not same:
+        what = f"{source.cfg_name}'s" if getattr(source, "cfg_name", None) else "another network's"
+        raise InputError(f"none of its {count(len(state), 'tensor')} fits {model.cfg_name} (they are {what}): "
+                         "give weights of this network, or the cfg these weights belong to", path)
     model.load_state_dict(same, strict=False)
-    skipped = sorted({k.rsplit(".", 2)[0] for k in state if k not in same})
+    other = sorted({_layer(k) for k in own if k in state and k not in same})  # this model's layers, in order
     log(f"weights: {len(same)}/{len(own)} tensors from {path}" +
-        (f"; re-initialized (other shape): {', '.join(skipped)}" if skipped else ""), env)
+        (f"; re-initialized (other shape): {', '.join(f'module_list.{i}' for i in other)}" if other else ""), env)
+
+
+def _layer(key: str) -> int:
+    """``module_list.15.conv.weight`` -> 15."""
+    return int(key.split(".")[1])
 
 
 def backbone_layers(model: Darknet) -> int:
