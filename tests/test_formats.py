@@ -87,7 +87,8 @@ def test_broken_yolo_split_exactly(tmp_path):
     assert (r.duplicates, r.clipped, r.instances) == (2, 1, [1, 0, 1])
     lines = {int(p.split(":")[1]) for p in r.problems if p.startswith(f"{lab}:")}
     assert lines == {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15}
-    assert f"{lab}:7: class 3 is not an integer in [0, 3) (row dropped)" in r.problems
+    assert f"{lab}:7: class 3 is out of range: 3 classes, ids 0 to 2 (row dropped)" in r.problems
+    assert f"{lab}:6: class 1.5 is not an integer (row dropped)" in r.problems
     assert f"{lab}:12: duplicate row (dropped)" in r.problems
     corrupt = "\n".join(p for p in r.problems if "corrupt image" in p)
     assert f"{tr / 'd.jpg'}: corrupt image dropped: OpenCV cannot decode it" in corrupt

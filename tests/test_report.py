@@ -27,7 +27,7 @@ def test_format_caps_problems_and_counts():
     assert r.instances == [2, 0, 0] and r.bad_rows == {"class": 15} and r.problem_count == 15
     lines = r.format(max_problems=4).splitlines()
     assert lines[0].startswith("val (x): 5 images, 2 boxes in 1 of 3 classes")  # not "in 3 classes": 2 are empty
-    assert "rows dropped: 15 (class 15)" in lines[1] and "classes without boxes: b, c" in lines[2]
+    assert "rows dropped: 15 (15 with a bad class)" in lines[1] and "classes without boxes: b, c" in lines[2]
     assert lines[3:7] == [f"  l.txt:{i}: class {i - 1} bad (row dropped)" for i in range(1, 5)]
     assert lines[7] == "  ... and 11 more" and len(lines) == 8
     assert DatasetReport.from_dict(json.loads(json.dumps(r.to_dict()))) == r
@@ -223,7 +223,7 @@ def test_an_image_listed_twice_is_read_once(tmp_path, capsys):
                                    f"{tmp_path / 'images/bad.png'}: listed again in this split (dropped, as its "
                                    "first listing)"]
     assert main(["data", "check", str(data), "--no-cache"]) == 0
-    assert "rows dropped: 1 (columns 1)" in capsys.readouterr().out
+    assert "rows dropped: 1 (1 without 5 columns)" in capsys.readouterr().out
 
 
 def test_images_reading_one_label_file_are_named(tmp_path, capsys):
@@ -266,14 +266,14 @@ def test_train_and_val_say_what_the_split_dropped(tmp_path, capsys):
     data = _write(tmp_path / "d.yaml", "train: images/train\nval: images/val\nnames: [a, b]\n")
     with yolo_warnings() as said:
         default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
-    assert said == [f"{split} split ({tmp_path / 'images' / split}): 2 label rows dropped (class 2); the split's "
+    assert said == [f"{split} split ({tmp_path / 'images' / split}): 2 label rows dropped (2 with a bad class); the split's "
                     "`.report.format()` names them" for split in ("train", "val")]  # called from Python
     model = Darknet(parse_cfg_text(set_num_classes((ROOT / "cfg/yolov3-tiny.cfg").read_text(), 2), "two.cfg"))
     model.names = ["a", "b"]
     save_checkpoint(model, tmp_path / "two.pt")
     assert main(["val", "--weights", str(tmp_path / "two.pt"), "--data", str(data), "--img-size", "64",
                  "--out", str(tmp_path / "v"), "--no-plots"]) == 0
-    assert f"warning: val split ({tmp_path / 'images' / 'val'}): 2 label rows dropped (class 2); `yolo data " \
+    assert f"warning: val split ({tmp_path / 'images' / 'val'}): 2 label rows dropped (2 with a bad class); `yolo data " \
            "check` names them" in capsys.readouterr().err
 
 

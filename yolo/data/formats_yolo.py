@@ -17,6 +17,7 @@ import numpy as np
 from yolo.data.report import DatasetReport
 from yolo.errors import UTF16_BOMS, InputError, read_text
 from yolo.utils.image import IMAGE_SUFFIXES
+from yolo.utils.text import count
 
 TOL = 1e-3  # slack for coordinates written with rounding (1.0004 is fine, 1.01 is not)
 
@@ -149,7 +150,8 @@ def _parse_row(line: str, nc: int, path: Path, number: int, report: DatasetRepor
         return None
     cls, cx, cy, w, h = values
     if cls != int(cls) or not 0 <= cls < nc:
-        report.bad_row("class", f"class {cols[0]} is not an integer in [0, {nc})", path, number)
+        why = "not an integer" if cls != int(cls) else f"out of range: {count(nc, 'class')}, ids 0 to {nc - 1}"
+        report.bad_row("class", f"class {cols[0]} is {why}", path, number)
         return None
     box = check_box(cx, cy, w, h, path, number, report)
     return None if box is None else (tuple(values), (int(cls), *box))

@@ -14,6 +14,11 @@ from yolo.utils.text import count
 MAX_PROBLEMS = 1000  # problems kept as text; the total is always counted
 
 
+# what a dropped row's kind (``bad_row``'s first argument) says after its count: "2 with a bad class"
+ROW_PROBLEMS = {"class": "with a bad class", "columns": "without 5 columns", "non-numeric": "with a non-number",
+                "outside": "centred outside the image", "size": "of a bad size", "image": "of an unknown image"}
+
+
 @dataclass
 class DatasetReport:
     """Counts of one split's reading, plus the first ``MAX_PROBLEMS`` problems as ``"file:line: message"``.
@@ -63,7 +68,7 @@ class DatasetReport:
     def rows_dropped(self) -> tuple[int, str]:
         """(label rows dropped, their kinds as ``class 2, size 1``): ``bad_rows`` without unreadable files."""
         kinds = {k: v for k, v in sorted(self.bad_rows.items()) if k != "unreadable"}
-        return sum(kinds.values()), ", ".join(f"{k} {v}" for k, v in kinds.items())
+        return sum(kinds.values()), ", ".join(f"{v} {ROW_PROBLEMS.get(k, k)}" for k, v in kinds.items())
 
     def no_label_file(self, image: str | Path) -> None:
         """Count and name an image whose label file does not exist: it is used as a background image."""
