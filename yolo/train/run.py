@@ -328,8 +328,19 @@ def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
         resumed = (f"; resumed from {Path(resume).name} at epoch {trainer.start_epoch + 1}"
                    + (f", batch {int(part['batch']) + 1}" if part and "batch" in part else ""))
     log(f"train: {out_dir} ({count(cfg.epochs, 'epoch')}, batch {cfg.batch_size} x accumulate {trainer.accumulate}, "
-        f"{device}, amp {'on' if trainer.amp else 'off'} ({trainer.amp_reason}){resumed})", env)
+        f"{device}, amp {'on' if trainer.amp else 'off'} ({trainer.amp_reason}){_ddp_note(cfg, env, device)}"
+        f"{resumed})", env)
     return trainer
+
+
+def _ddp_note(cfg: RunConfig, env: DistEnv, device: torch.device) -> str:
+    """``; DDP: 2 processes x 4 images, BN statistics per process`` under torchrun, else empty: how the batch is
+    shared, and whether BN layers see the whole batch (SyncBatchNorm, CUDA only) or each process's part."""
+    if not env.distributed:
+        return ""
+    synced = cfg.sync_bn and torch.device(device).type == "cuda"
+    bn = "SyncBatchNorm" if synced else "BN statistics per process" + (" (sync_bn is CUDA only)" if cfg.sync_bn else "")
+    return f"; DDP: {env.world_size} processes x {count(cfg.batch_size // env.world_size, 'image')}, {bn}"
 
 
 def _with_val_pictures(validate: Callable, data: TrainData, out_dir: Path, iou: float) -> Callable:
