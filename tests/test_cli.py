@@ -68,6 +68,13 @@ def test_unexpected_failure_is_exit_1(monkeypatch, tmp_path, capsys):
     assert "RuntimeError: kaput" in err and "--verbose" in err and "Traceback" not in err
     assert main(["--verbose", "convert-weights", "x"]) == 1
     assert "Traceback" in capsys.readouterr().err
+    assert main(["convert-weights", "x", "--verbose"]) == 1  # where the hint sends people: after the command
+    assert "Traceback" in capsys.readouterr().err
+    import yolo.commands.data as data_command
+
+    monkeypatch.setattr(data_command, "data_config", boom)
+    assert main(["data", "check", "d.yaml", "--verbose"]) == 1  # an action's parser takes it too
+    assert "Traceback" in capsys.readouterr().err
 
 
 def test_usage_errors_are_one_line_with_a_way_out(capsys):

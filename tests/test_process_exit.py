@@ -71,17 +71,8 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(command):
 def test_detect_through_the_console_entry_writes_every_file(tmp_path):
     """``python -m yolo detect`` (the fast exit) leaves the txt, JSON and picture of every image complete."""
     import cv2
-    import numpy as np
 
-    from tests.helpers import CFG, calibrated_model
-    from yolo.model.checkpoint import save_checkpoint
-
-    weights = tmp_path / "m.pt"
-    save_checkpoint(calibrated_model(CFG / "yolov3-tiny.cfg", size=(64, 64)), weights)
-    (tmp_path / "imgs").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        cv2.imwrite(str(tmp_path / "imgs" / f"{i}.png"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    weights, _ = _tiny_weights_and_images(tmp_path)
     r = _python("-m", "yolo", "detect", "--weights", str(weights), "--source", str(tmp_path / "imgs"),
                 "--img-size", "64", "--conf", "0.01", "--save-txt", "--save-json", "--no-progress",
                 "--out", str(tmp_path / "out"), cwd=tmp_path)
@@ -93,6 +84,44 @@ def test_detect_through_the_console_entry_writes_every_file(tmp_path):
     assert len(predictions) == txt_lines > 0
     for i in range(5):
         assert cv2.imread(str(out / f"{i}.png")).shape == (48, 64, 3)
+
+
+def _closed(fd: int):
+    """``preexec_fn`` closing ``fd`` in the child: it starts with that stream closed (``>&-``, ``2>&-``)."""
+    return lambda: os.close(fd)
+
+
+def test_commands_started_with_stdout_or_stderr_closed_finish(tmp_path):
+    """``yolo cfgs >&-`` and ``yolo detect ... 2>&-`` (Python's ``sys.stdout`` / ``sys.stderr`` are then None:
+    the progress bar and the fast exit's flush tripped over it, exit 1 with every file written, or nothing)."""
+    r = subprocess.run([PY, "-m", "yolo", "cfgs"], cwd=tmp_path, stderr=subprocess.PIPE, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_closed(1))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    weights, images = _tiny_weights_and_images(tmp_path)
+    for fd in (1, 2):  # the progress bar is on (no --no-progress)
+        out = tmp_path / f"out{fd}"
+        r = subprocess.run([PY, "-m", "yolo", "detect", "--weights", str(weights), "--source", str(images),
+                            "--img-size", "64", "--conf", "0.01", "--save-txt", "--nosave", "--out", str(out)],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_closed(fd))
+        assert r.returncode == 0, (fd, r.stdout, r.stderr)
+        assert len(list((out / "labels").glob("*.txt"))) == 5
+
+
+def _tiny_weights_and_images(tmp_path):
+    import cv2
+    import numpy as np
+
+    from tests.helpers import CFG, calibrated_model
+    from yolo.model.checkpoint import save_checkpoint
+
+    weights = tmp_path / "m.pt"
+    save_checkpoint(calibrated_model(CFG / "yolov3-tiny.cfg", size=(64, 64)), weights)
+    (tmp_path / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / "imgs" / f"{i}.png"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    return weights, tmp_path / "imgs"
 
 
 FAULTS = ("import resource, sys, torch\n"

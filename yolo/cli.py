@@ -54,7 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_parser(sub)
     train.add_parser(sub)
     cfgs.add_parser(sub)
+    _verbose_anywhere(sub)
     return parser
+
+
+def _verbose_anywhere(sub: argparse._SubParsersAction) -> None:
+    """``--verbose`` after the command too (``yolo detect ... --verbose``, where the unexpected-failure line's
+    hint sends people): each command's parser (and action's) takes it, left unset unless given."""
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="print full tracebacks on errors (as yolo --verbose)")
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _verbose_anywhere(action)
 
 
 FAST_EXIT = {"detect", "val", "profile", "cfgs"}  # commands whose every output is closed when they return
@@ -78,6 +90,7 @@ def entry() -> None:
 def main(argv: list[str] | None = None, fast_exit: bool = False) -> int:
     """Run one command; returns its exit code. ``fast_exit``: after a successful ``FAST_EXIT`` command, flush
     and end the process at once (:func:`_exit_now`) instead of returning."""
+    _closed_streams_to_devnull()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # said by the command's own parser: "yolo detect: error: unrecognized arguments: --show (...)"
@@ -204,6 +217,15 @@ def _unexpected(args, e: Exception, verbose: bool) -> int:
         print(f"yolo {_name(args)}: unexpected {type(e).__name__}: {e} (rerun with --verbose for the "
               "traceback)", file=sys.stderr)
     return 1
+
+
+def _closed_streams_to_devnull() -> None:
+    """A process started with stdout or stderr closed (``yolo cfgs >&-``, Windows' pythonw) has ``None`` there,
+    which progress bars and flushes trip over; such a stream writes to the null device instead."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
 
 
 def _quiet_opencv() -> None:
