@@ -6,8 +6,10 @@ the activation fused into the swapped conv; and the build: cache, a damaged cach
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import subprocess
 from unittest import mock
 
 import pytest
@@ -178,6 +180,19 @@ def test_cache_is_reused_and_a_damaged_file_rebuilt(fresh_native, monkeypatch, t
     winograd.forget_native()
     assert winograd.native_kernels() is not None  # rebuilt, loaded and checked against the PyTorch path
     assert damaged.stat().st_size > 10_000
+
+
+@needs_cc
+def test_a_cached_library_without_the_kernels_is_built_again(fresh_native, tmp_path):
+    """A shared library under the kernels' cache name that is another build (no ``winograd_input``) loads, and
+    binding its functions was an unexpected AttributeError ending the command; it is rebuilt, as a damaged one."""
+    path = native.library_path(winograd_native.NAME, winograd_native.SOURCE, native.find_compiler())
+    path.parent.mkdir(parents=True)
+    (tmp_path / "other.c").write_text("int other(void) { return 1; }\n")
+    subprocess.run([native.find_compiler(), "-shared", "-fPIC", "-o", str(path), str(tmp_path / "other.c")],
+                   check=True)
+    assert winograd.native_kernels() is not None  # rebuilt, loaded and checked against the PyTorch path
+    assert hasattr(ctypes.CDLL(str(path)), "winograd_input")
 
 
 def test_kernel_folder_follows_the_cache_unless_set(monkeypatch, tmp_path):

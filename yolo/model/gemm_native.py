@@ -221,7 +221,7 @@ class _Gemm(ctypes.Structure):
 
 def library() -> ctypes.CDLL | None:
     """The built product with its signature set, or None (no compiler, build failed, ``YOLO_NATIVE=0``)."""
-    lib = load_library(NAME, SOURCE)
+    lib = load_library(NAME, SOURCE, ("sgemm", "activate", "maxpool"))
     if lib is not None and lib.sgemm.argtypes is None:
         lib.sgemm.argtypes = [ctypes.POINTER(_Gemm), _I]
         lib.activate.argtypes = [_P, _L, _I, ctypes.c_float, _I]

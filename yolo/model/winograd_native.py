@@ -114,7 +114,7 @@ _P, _L, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
 
 def library() -> ctypes.CDLL | None:
     """The built kernels with their signatures set, or None (no compiler, build failed, ``YOLO_NATIVE=0``)."""
-    lib = load_library(NAME, SOURCE)
+    lib = load_library(NAME, SOURCE, ("winograd_input", "winograd_output"))
     if lib is not None and lib.winograd_input.argtypes is None:
         lib.winograd_input.argtypes = [_P, _P, _P, _L, _L, _L, _L, _I, _I]
         lib.winograd_output.argtypes = [_P, _P, _P, _L, _L, _L, _L, _I, _I, ctypes.c_float, _I]

@@ -280,9 +280,11 @@ def _compile(name: str, source: str, compiler: str, path: Path, why: str = "") -
     return path
 
 
-def load_library(name: str, source: str) -> ctypes.CDLL | None:
+def load_library(name: str, source: str, symbols: tuple[str, ...] = ()) -> ctypes.CDLL | None:
     """The compiled ``source`` as a ``ctypes.CDLL`` (built at the first call on this machine, then read from
-    the cache; once per process), or None when native code is off, no compiler is found or the build fails."""
+    the cache; once per process), or None when native code is off, no compiler is found or the build fails.
+    A cached file that does not load, or lacks one of ``symbols`` (the functions the caller binds), is built
+    again, once."""
     with _LOCK:
         if name in _LOADED:
             return _LOADED[name]
@@ -292,15 +294,28 @@ def load_library(name: str, source: str) -> ctypes.CDLL | None:
             try:
                 path = build(name, source, compiler)
                 try:
-                    lib = ctypes.CDLL(str(path))
+                    lib = _open(path, symbols)
                 except OSError:  # a damaged cached file: build it again, once
                     path.unlink(missing_ok=True)
-                    lib = ctypes.CDLL(str(build(name, source, compiler)))
+                    lib = _open(build(name, source, compiler), symbols)
             except (OSError, RuntimeError) as e:
                 warn(f"native kernels '{name}' not built ({e}); using the PyTorch path (set YOLO_NATIVE=0 to "
                      "silence this)", YoloRuntimeWarning, stacklevel=2)
         _LOADED[name] = lib
         return lib
+
+
+def _open(path: Path, symbols: tuple[str, ...]) -> ctypes.CDLL:
+    """``ctypes.CDLL(path)``; OSError also when one of ``symbols`` is missing (a file that is not this build)."""
+    lib = ctypes.CDLL(str(path))
+    missing = [s for s in symbols if not hasattr(lib, s)]
+    if missing:
+        import _ctypes
+
+        if hasattr(_ctypes, "dlclose"):  # else the loader would hand this one back for the rebuilt file's path
+            _ctypes.dlclose(lib._handle)
+        raise OSError(f"{path}: no symbol {', '.join(missing)}")
+    return lib
 
 
 def checked_library(name: str, load: Callable[[], ctypes.CDLL | None], agrees: Callable[[ctypes.CDLL], bool],

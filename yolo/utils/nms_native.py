@@ -77,7 +77,7 @@ int diou_greedy(const float *boxes, long n, float thr, float beta, unsigned char
 
 def library() -> ctypes.CDLL | None:
     """The built kernel with its signature set, or None (no compiler, build failed, ``YOLO_NATIVE=0``)."""
-    lib = native.load_library(NAME, SOURCE)
+    lib = native.load_library(NAME, SOURCE, ("diou_greedy",))
     if lib is not None and lib.diou_greedy.argtypes is None:
         lib.diou_greedy.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_float, ctypes.c_void_p]
         lib.diou_greedy.restype = ctypes.c_int
