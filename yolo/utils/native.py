@@ -21,6 +21,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import stat
 import struct
@@ -128,6 +129,7 @@ _LOCK = threading.Lock()
 _LOADED: dict[str, ctypes.CDLL | None] = {}
 _CHECK_LOCK = threading.Lock()  # apart from _LOCK: a check loads the library first
 _CHECKED: dict[str, ctypes.CDLL | None] = {}  # name -> the library once found equal to PyTorch, or None
+_STATE: dict[str, bool] = {}  # "said_no_cc": the missing $CC was said
 
 
 def act_code(act: Activation) -> tuple[int, float]:
@@ -150,10 +152,23 @@ def native_dir() -> Path:
 
 
 def find_compiler() -> str | None:
-    """``$CC`` (as given, even when it is missing: then no build), else the first of cc, gcc, clang on PATH."""
-    if os.environ.get("CC"):
-        return shutil.which(os.environ["CC"])
-    return next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+    """``$CC``, else the first of cc, gcc, clang on PATH; a command line (``ccache gcc``, ``gcc -m64``: its words
+    as make splits them) with its program found on PATH. A ``$CC`` whose program is not found means no build,
+    said once."""
+    if not os.environ.get("CC", "").strip():
+        return next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+    try:
+        words = shlex.split(os.environ["CC"])
+    except ValueError:  # an unclosed quote
+        words = [os.environ["CC"]]
+    program = shutil.which(words[0])
+    if program is None:
+        if not _STATE.get("said_no_cc"):
+            _STATE["said_no_cc"] = True
+            warn(f"CC={os.environ['CC']}: {words[0]} not found; the native kernels are not built (the PyTorch path "
+                 "runs; unset CC to use cc, gcc or clang from PATH)", YoloRuntimeWarning, stacklevel=3)
+        return None
+    return shlex.join([program, *words[1:]])
 
 
 def _cpu_signature() -> str:
@@ -169,7 +184,9 @@ def _cpu_signature() -> str:
 def library_path(name: str, source: str, compiler: str) -> Path:
     """Where the build of ``source`` for this compiler and CPU lives in the cache."""
     flags = " | ".join(" ".join(FLAGS + extra) for extra in EXTRA_FLAGS)
-    key = "\0".join((source, flags, os.path.realpath(compiler), _cpu_signature(), platform.machine()))
+    program, *options = shlex.split(compiler)
+    key = "\0".join((source, flags, shlex.join([os.path.realpath(program), *options]), _cpu_signature(),
+                     platform.machine()))
     return native_dir() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 
@@ -267,7 +284,7 @@ def _compile(name: str, source: str, compiler: str, path: Path, why: str = "") -
         src.write_text(source, encoding="utf-8")
         for extra in EXTRA_FLAGS:
             try:
-                done = subprocess.run([compiler, *FLAGS, *extra, str(src), "-o", str(out)], check=False,
+                done = subprocess.run([*shlex.split(compiler), *FLAGS, *extra, str(src), "-o", str(out)], check=False,
                                       capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
             except (OSError, subprocess.TimeoutExpired) as e:
                 raise RuntimeError(f"{compiler}: {e}") from e
@@ -338,3 +355,4 @@ def forget_loaded() -> None:
     with _CHECK_LOCK, _LOCK:
         _CHECKED.clear()
         _LOADED.clear()
+        _STATE.clear()
