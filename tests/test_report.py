@@ -43,6 +43,17 @@ def test_plot_labels_writes_png(tmp_path):
     assert img is not None and img.shape[1] > img.shape[0] > 100 and img.std() > 5  # drawn, not blank
 
 
+def test_labels_picture_without_matplotlib_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """--plot asks for the picture: without matplotlib (a trimmed environment) it is exit 2 naming the file,
+    not an unexpected ModuleNotFoundError."""
+    _img(tmp_path / "images/a.jpg")
+    data = _write(tmp_path / "d.yaml", "train: images\nnames: [a]\n")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["data", "check", str(data), "--plot", str(tmp_path / "l.png")]) == 2
+    assert capsys.readouterr().err.endswith(f"{tmp_path / 'l.png'}: matplotlib is not installed: no labels "
+                                            "picture (pip install matplotlib)\n")
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "yolo", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)

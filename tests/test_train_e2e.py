@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 
 import pytest
 import torch
@@ -33,8 +34,20 @@ def test_train_val_detect_on_synthetic_data(tmp_path, monkeypatch, capsys):
     model = load_model(run / "weights" / "best.pt")
     assert model.names == ["circle", "rectangle", "triangle", "star", "cross"] and model.num_classes == 5
 
-    assert main(args) == 0  # a second run never overwrites the first
-    assert (tmp_path / "runs" / "train" / "exp2" / "weights" / "last.pt").is_file()
+    with monkeypatch.context() as m:  # a second run never overwrites the first; this one without matplotlib
+        m.setitem(sys.modules, "matplotlib", None)  # (a trimmed environment): its charts are skipped, said once
+        assert main(args) == 0
+        said = capsys.readouterr().err
+        assert said.count("warning: matplotlib is not installed: no labels.png or results.png (pip install "
+                          "matplotlib); the run goes on\n") == 1, said
+        second = tmp_path / "runs" / "train" / "exp2"
+        assert (second / "weights" / "last.pt").is_file() and (second / "val_batch0_pred.jpg").is_file()
+        assert not (second / "labels.png").exists() and not (second / "results.png").exists()
+        assert main(["val", "--weights", str(second / "weights" / "last.pt"), "--data", str(data), "--img-size",
+                     "96", "--batch-size", "8"]) == 0  # the metrics, then no curves: it ended in exit 1
+        out, err = capsys.readouterr()
+        assert "mAP50" in out and "matplotlib is not installed: no curves or confusion matrix" in err, (out, err)
+        assert "results in" not in out and not (tmp_path / "runs" / "val").exists()  # no empty folder left
 
     capsys.readouterr()
     assert main(["val", "--weights", str(run / "weights" / "best.pt"), "--data", str(data), "--img-size", "96",

@@ -89,6 +89,8 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+# {what}: the picture; a declared dependency that trimmed environments drop
+MATPLOTLIB_MISSING = "matplotlib is not installed: no {what} (pip install matplotlib)"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # how a UTF-16 text file starts (PowerShell's '>' writes one)
 
 

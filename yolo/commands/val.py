@@ -87,7 +87,10 @@ def _run_val_dataset(args) -> int:
             discard_run_dir(out)  # leave no empty run folder behind
         raise
     if out is not None and not args.no_plots:
-        result.evaluator.save_plots(out)
+        result.evaluator.save_plots(out)  # none without matplotlib (said)
+        if not args.save_json and not any(out.iterdir()):
+            discard_run_dir(out)
+            out = None
     if args.save_json:
         for path in save_json(result, out):  # with --json, stdout holds the JSON object alone
             print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)

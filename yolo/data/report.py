@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo.errors import on_command_line, warn
+from yolo.errors import MATPLOTLIB_MISSING, InputError, on_command_line, warn
 from yolo.utils.text import count
 
 MAX_PROBLEMS = 1000  # problems kept as text; the total is always counted
@@ -180,8 +180,13 @@ def _short_list(items: list[str], n: int) -> str:
 def plot_labels(index, path: str | Path) -> Path:
     """Write a PNG of ``index``'s (a ``DatasetIndex``) labels: instances per class, box centres, box sizes.
 
-    Centres and sizes are 2-D histograms of the normalized ``[N, 5]`` rows (class, cx, cy, w, h).
+    Centres and sizes are 2-D histograms of the normalized ``[N, 5]`` rows (class, cx, cy, w, h). Without
+    matplotlib, an ``InputError`` naming ``path``.
     """
+    from yolo.utils.plots import have_matplotlib
+
+    if not have_matplotlib():
+        raise InputError(MATPLOTLIB_MISSING.format(what="labels picture"), str(path))
     import matplotlib
 
     matplotlib.use("Agg")

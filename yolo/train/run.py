@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from yolo.errors import InputError, on_command_line, override, warn
+from yolo.errors import MATPLOTLIB_MISSING, InputError, on_command_line, override, warn
 from yolo.model.cfg_edit import set_letter_box, set_num_classes
 from yolo.model.cfg_parser import parse_cfg, parse_cfg_text
 from yolo.model.cfg_specs import RouteSpec, ShortcutSpec
@@ -39,6 +39,7 @@ from yolo.utils.dist import (
     is_peer_failure,
 )
 from yolo.utils.files import discard_run_dir, make_run_dir, run_lock
+from yolo.utils.plots import have_matplotlib
 from yolo.utils.rng import seed_everything
 from yolo.utils.text import count
 
@@ -310,14 +311,17 @@ def _setup(cfg: RunConfig, resume, data_factory, validate_factory, progress: boo
     data = (data_factory or defaults.default_data)(cfg, env)
     if data.summary:
         log(f"data: {data.summary}", env)
-    if env.is_main and plots and not resume:
+    charts = plots and env.is_main and have_matplotlib()  # labels.png and results.png; train/val batches are cv2's
+    if plots and env.is_main and not charts:
+        warn(MATPLOTLIB_MISSING.format(what="labels.png or results.png") + "; the run goes on")
+    if charts and not resume:
         _plot_labels(data, out_dir / "labels.png")
     model = build_model(cfg, data.names, env, start_weights=not resume)
     validate = (validate_factory or defaults.default_validate)(cfg, data, env) if data.val_loader is not None or \
         validate_factory else None
     if validate and env.is_main and plots and data.val_loader is not None:
         validate = _with_val_pictures(validate, data, out_dir, cfg.val.iou)
-    trainer = Trainer(cfg, detection_task(cfg, model, data, validate, env), out_dir, device, env, progress, plots)
+    trainer = Trainer(cfg, detection_task(cfg, model, data, validate, env), out_dir, device, env, progress, charts)
     if resume:
         trainer.resume(resume)
         if env.is_main:

@@ -59,6 +59,16 @@ def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def have_matplotlib() -> bool:
+    """matplotlib imports (a declared dependency, but trimmed environments drop it): the pictures drawn with it
+    are then skipped with a warning, or refused where the picture was the thing asked for."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _pyplot():
     try:
         import matplotlib

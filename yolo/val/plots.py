@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo.errors import MATPLOTLIB_MISSING, warn
 from yolo.utils.checkpoint import atomic_write
+from yolo.utils.plots import have_matplotlib
 
 _MAX_LEGEND = 20  # classes named in a legend; more are drawn thin and unnamed
 
@@ -67,7 +69,11 @@ def _confusion_plot(matrix: np.ndarray, names: list[str], path: Path) -> Path:
 
 def save_plots(result: dict, names: list[str], out_dir: str | Path) -> list[Path]:
     """Write ``pr_curve.png``, ``f1_curve.png``, ``p_curve.png``, ``r_curve.png`` and ``confusion_matrix.png``
-    from an ``Evaluator.compute()`` result into ``out_dir``; returns their paths."""
+    from an ``Evaluator.compute()`` result into ``out_dir``; returns their paths (none, with a warning, without
+    matplotlib)."""
+    if not have_matplotlib():
+        warn(MATPLOTLIB_MISSING.format(what="curves or confusion matrix"))
+        return []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     valid = np.array([c["instances"] > 0 for c in result["per_class"]], bool)
