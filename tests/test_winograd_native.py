@@ -282,6 +282,35 @@ def test_unwritable_cache_builds_into_a_private_temp_folder(fresh_native, monkey
         assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is not None
 
 
+@needs_cc
+def test_a_cache_on_a_noexec_mount_builds_into_the_temp_folder_once(fresh_native, monkeypatch, tmp_path, capsys):
+    """A cache on a noexec mount (hardened /home): the library built there never loads ("failed to map
+    segment"), so each run built it again (6 s) and warned "not built"; it now goes to the private temp folder,
+    once, saying why."""
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    real = native.os.statvfs
+    flags = {str(fresh_native): native.os.ST_NOEXEC}  # as statvfs reports a noexec mount
+
+    def statvfs(path):
+        got = real(path)
+        return mock.Mock(f_flag=got.f_flag | flags.get(str(path), 0))
+
+    monkeypatch.setattr(native.os, "statvfs", statvfs)
+    assert native.noexec(fresh_native.parent) is False and native.noexec(tmp_path / "tmp") is False
+    fresh_native.mkdir()
+    assert native.noexec(fresh_native) is True
+    assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is not None
+    (path,) = (tmp_path / "tmp" / f"yolo-native-{os.getuid()}").glob("winograd-*.so")
+    assert capsys.readouterr().err == (f"building the winograd kernels for this CPU (once): {path} ({fresh_native} "
+                                       "is on a noexec mount: no library there can be loaded)\n")
+    assert not list(fresh_native.iterdir())
+    native.forget_loaded()
+    with mock.patch.object(native.subprocess, "run", side_effect=AssertionError("compiled again")):
+        assert native.load_library(winograd_native.NAME, winograd_native.SOURCE) is not None
+    assert capsys.readouterr().err == ""
+
+
 def test_a_temp_folder_others_can_write_is_not_used(fresh_native, monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

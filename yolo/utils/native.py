@@ -208,27 +208,40 @@ def build(name: str, source: str, compiler: str) -> Path:
     processes find it there. Raises ``RuntimeError`` with the compiler's message when the build fails,
     ``OSError`` when neither folder can be written."""
     path = library_path(name, source, compiler)
-    if _usable(path):
+    if _usable(path) and not noexec(path.parent):
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         writable = os.access(path.parent, os.W_OK | os.X_OK)
     except OSError as e:
-        writable, why = False, e.strerror or str(e)
+        writable, why = False, f"is not writable: {e.strerror or e}"
     else:
-        why = "permission denied"
+        why = "is not writable: permission denied"
+        if writable and noexec(path.parent):  # it would build there on every run and never load
+            writable, why = False, "is on a noexec mount: no library there can be loaded"
     if writable:  # the configured folder first ($YOLO_NATIVE_DIR or the cache), even if the fallback has one
         try:
             return _compile(name, source, compiler, path)
         except OSError as e:  # not writable after all (compiler failures are RuntimeError)
-            why = e.strerror or str(e)
+            why = f"is not writable: {e.strerror or e}"
     try:
         fallback = private_temp_dir() / path.name
+        if noexec(fallback.parent):
+            raise OSError
     except OSError:
-        raise OSError(f"{path.parent} is not writable ({why}), nor is the temporary folder") from None
+        raise OSError(f"{path.parent} {why}, nor is the temporary folder usable") from None
     if _usable(fallback):
         return fallback
-    return _compile(name, source, compiler, fallback, f" ({path.parent} is not writable: {why})")
+    return _compile(name, source, compiler, fallback, f" ({path.parent} {why})")
+
+
+def noexec(folder: Path) -> bool:
+    """``folder`` is on a file system mounted ``noexec`` (hardened /home or /tmp): the loader refuses to map
+    libraries from it ("failed to map segment from shared object")."""
+    try:
+        return bool(os.statvfs(folder).f_flag & getattr(os, "ST_NOEXEC", 0))
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
 
 
 def elf_complete(path: Path) -> bool:
