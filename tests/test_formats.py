@@ -516,7 +516,8 @@ def test_cache_serves_the_data_however_it_is_named(tmp_path, monkeypatch):
 def test_cache_falls_back_to_user_dir(tmp_path, monkeypatch):
     from yolo.data import cache as cache_mod
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("YOLO_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # the toolkit's cache follows it
     real = cache_mod.atomic_write
 
     def refuse_dataset_dir(path, **kwargs):
@@ -528,10 +529,29 @@ def test_cache_falls_back_to_user_dir(tmp_path, monkeypatch):
     config = load_data_config(_small(tmp_path))
     load_split(config, "train")
     assert not (tmp_path / "labels/train.cache").exists()
-    (user_copy,) = (tmp_path / "xdg/yolo/labels").glob("*-train.cache")
+    (user_copy,) = (tmp_path / "xdg/yolo-toolkit/labels").glob("*-train.cache")
     monkeypatch.setattr(split, "image_size", lambda p: (_ for _ in ()).throw(AssertionError("read")))
     # the note names the file read (it named the dataset-side path, which does not exist)
     assert load_split(config, "train").report.notes == [f"labels read from the cache {user_copy}"]
+
+
+def test_cache_dir_follows_yolo_cache_dir_then_xdg(tmp_path, monkeypatch):
+    """One cache root for everything (kernels, shapes data, label caches): $YOLO_CACHE_DIR with ~ expanded (it
+    made a folder named '~' in the working folder), else $XDG_CACHE_HOME/yolo-toolkit (it was ignored)."""
+    from yolo.data.cache import user_cache_path
+    from yolo.utils.files import cache_dir
+    from yolo.utils.native import native_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("YOLO_NATIVE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("YOLO_CACHE_DIR", "~/yc")
+    assert cache_dir() == tmp_path / "home/yc" and native_dir() == tmp_path / "home/yc/native"
+    assert user_cache_path(tmp_path / "labels/train.cache").parent == tmp_path / "home/yc/labels"
+    monkeypatch.delenv("YOLO_CACHE_DIR")
+    assert cache_dir() == tmp_path / "xdg/yolo-toolkit"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == tmp_path / "home/.cache/yolo-toolkit"
 
 
 def test_cache_ignored_when_off(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ import numpy as np
 from yolo.data.index import DatasetIndex
 from yolo.data.report import DatasetReport
 from yolo.utils.checkpoint import atomic_write
+from yolo.utils.files import cache_dir
 
 CACHE_VERSION = 9  # 2: the report names images without a label file; 3: absolute paths (COCO splits too);
 # 4: the report counts images listed again (repeated); 5: COCO areas; 6: COCO images' stats (checked);
@@ -47,8 +48,9 @@ def _stat(path) -> os.stat_result | None:
 
 
 def user_cache_path(path: Path) -> Path:
-    """Where the cache for ``path`` goes when its folder is not writable: ``$XDG_CACHE_HOME/yolo/labels``."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "yolo" / "labels"
+    """Where the cache for ``path`` goes when its folder is not writable: ``labels/`` in the toolkit's cache
+    (:func:`yolo.utils.files.cache_dir`)."""
+    base = cache_dir() / "labels"
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     return base / f"{digest}-{path.name}"
 

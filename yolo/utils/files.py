@@ -13,8 +13,11 @@ from yolo.errors import InputError
 
 
 def cache_dir() -> Path:
-    """The toolkit's cache: ``$YOLO_CACHE_DIR`` or ``~/.cache/yolo-toolkit`` (generated datasets, built kernels)."""
-    return Path(os.environ.get("YOLO_CACHE_DIR") or Path.home() / ".cache" / "yolo-toolkit")
+    """The toolkit's cache (generated datasets, built kernels, label caches of read-only datasets):
+    ``$YOLO_CACHE_DIR`` (``~`` expanded), else ``$XDG_CACHE_HOME/yolo-toolkit``, else ``~/.cache/yolo-toolkit``."""
+    if os.environ.get("YOLO_CACHE_DIR"):
+        return Path(os.environ["YOLO_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "yolo-toolkit"
 
 
 def increment_path(base: str | Path, mkdir: bool = True) -> Path:

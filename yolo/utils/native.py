@@ -148,7 +148,7 @@ def native_enabled() -> bool:
 
 def native_dir() -> Path:
     """Where built kernels live: ``$YOLO_NATIVE_DIR``, else ``cache_dir()/native``."""
-    return Path(os.environ.get("YOLO_NATIVE_DIR") or cache_dir() / "native")
+    return Path(os.environ.get("YOLO_NATIVE_DIR") or cache_dir() / "native").expanduser()
 
 
 def find_compiler() -> str | None:
