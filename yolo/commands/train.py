@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
                         "runs/train/*/weights/last.pt); the "
                         "run config comes from the checkpoint, --set may change it (e.g. epochs). best.pt holds no "
                         "training state: fine-tune from it with --set weights=PATH instead")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs to a file): each epoch is "
+                                                                  "still one line")
     p.set_defaults(run=_run_train)
 
 
@@ -45,7 +47,7 @@ def _run_train(args) -> int:
 
     reuse_freed_memory()  # each step reuses the last one's pages: 1.25-1.4x CPU images/s (yolo.utils.malloc)
     try:
-        train(cfg, resume=path)
+        train(cfg, resume=path, progress=not args.no_progress)
     except (NonFiniteLossError, PeerLostError) as e:
         print(f"yolo train: error: {e}", file=sys.stderr)
         return 1

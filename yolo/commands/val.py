@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/val/exp", help="folder for plots and --save-json (exp2, ... if taken)")
     p.add_argument("--save-json", action="store_true", help="write predictions.json and annotations.json (COCO)")
     p.add_argument("--no-plots", action="store_true", help="no PR/F1/confusion-matrix pictures")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs to a file)")
     p.add_argument("--predictions", metavar="RESULTS.json",
                    help="COCO results: a list of {image_id, category_id, bbox [x, y, w, h], score}")
     p.add_argument("--annotations", metavar="INSTANCES.json",
@@ -81,7 +82,7 @@ def _run_val_dataset(args) -> int:
     try:
         result = validate_dataset(args.weights, args.data, args.split, size, args.batch_size, args.conf, args.iou,
                                   args.max_det, args.device, args.half, args.cfg, args.rect, args.workers,
-                                  trust=args.trust, letterbox=args.letterbox)
+                                  trust=args.trust, letterbox=args.letterbox, progress=not args.no_progress)
     except BaseException:
         if out is not None and not any(out.iterdir()):
             discard_run_dir(out)  # leave no empty run folder behind

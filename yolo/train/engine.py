@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,9 @@ def check_resumable(ckpt, path: str | Path) -> None:
                f"train() a run config with weights={str(path)!r}")
     raise InputError(f"holds no training state (no {', '.join(missing)}; resume from the run's last.pt); to "
                      f"fine-tune from it instead: {how}", str(path))
+
+
+_VAL_COLUMNS = (("map50", "mAP50"), ("map", "mAP50-95"), ("precision", "P"), ("recall", "R"))  # row key, label
 
 
 class Trainer:
@@ -307,6 +311,7 @@ class Trainer:
                 self._log(row)  # the row first: a checkpoint never claims an epoch results.csv lacks (a redone
                 self._save_epoch(row)  # epoch after a kill replaces its row)
                 self.finished_epoch = self.epoch
+            self._say_epoch(row, losses)
             patience = self.cfg.patience  # epochs without a better fitness; decided on a measured one only
             self.stop = patience > 0 and not math.isnan(row["fitness"]) and self.epoch - self.best_epoch >= patience
         self.stop = broadcast_object(self.stop)
@@ -430,6 +435,17 @@ class Trainer:
     def _log(self, row: dict) -> None:
         self.results.append(row)
         self.tb.scalars(row, self.epoch)
+
+    def _say_epoch(self, row: dict, losses: dict) -> None:
+        """One line per epoch on stderr, the run's log with or without progress bars: ``epoch 2/10: box 0.0429
+        obj 1.2693 cls 0.3240 loss 13.0897; mAP50 0.412 mAP50-95 0.201 P 0.500 R 0.400 (best); 41.2 s training``
+        (validation metrics on validated epochs; "best": best.pt was written)."""
+        line = f"epoch {self.epoch + 1}/{self.cfg.epochs}: " + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        shown = [(label, row[key]) for key, label in _VAL_COLUMNS if isinstance(row.get(key), numbers.Real)]
+        if shown:
+            line += "; " + " ".join(f"{label} {value:.3f}" for label, value in shown)
+            line += " (best)" if self.best_epoch == self.epoch else ""
+        print(f"{line}; {row['time']:.1f} s training", file=sys.stderr, flush=True)
 
     def _progress_bar(self):
         if not self.progress:

@@ -90,19 +90,22 @@ def load_start_weights(model: Darknet, path: str, cutoff: int | None, original_c
         source = Darknet.from_cfg_text(original_cfg, str(path))
         source.load_darknet_weights(path, cutoff)
         layers = cutoff if cutoff is not None else len(source.module_list)
-        state = {k: v for k, v in source.state_dict().items() if _layer(k) < layers and not k.endswith(_COUNTER)}
+        state = {k: v for k, v in source.state_dict().items() if _layer(k) < layers}
     else:
         source, _ = load_checkpoint(path)
-        state = {k: v for k, v in source.state_dict().items() if not k.endswith(_COUNTER)}
-    own = {k: v for k, v in model.state_dict().items() if not k.endswith(_COUNTER)}  # tensors that hold values
-    same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not same:
+        state = source.state_dict()
+    own = model.state_dict()
+    same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}  # BN's counters come along
+    values = [k for k in own if not k.endswith(_COUNTER)]  # what is counted: the tensors that hold weights
+    loaded = sum(k in same for k in values)
+    if not loaded:
         what = f"{source.cfg_name}'s" if getattr(source, "cfg_name", None) else "another network's"
-        raise InputError(f"none of its {count(len(state), 'tensor')} fits {model.cfg_name} (they are {what}): "
+        total = sum(not k.endswith(_COUNTER) for k in state)
+        raise InputError(f"none of its {count(total, 'tensor')} fits {model.cfg_name} (they are {what}): "
                          "give weights of this network, or the cfg these weights belong to", path)
     model.load_state_dict(same, strict=False)
-    other = sorted({_layer(k) for k in own if k in state and k not in same})  # this model's layers, in order
-    log(f"weights: {len(same)}/{len(own)} tensors from {path}" +
+    other = sorted({_layer(k) for k in values if k in state and k not in same})  # this model's layers, in order
+    log(f"weights: {loaded}/{len(values)} tensors from {path}" +
         (f"; re-initialized (other shape): {', '.join(f'module_list.{i}' for i in other)}" if other else ""), env)
 
 
