@@ -148,6 +148,6 @@ def test_anchors_say_what_the_split_dropped(tmp_path, capsys):
     data = _write(tmp_path / "d.yaml", "train: images/train\nnames: [a]\n")
     assert main(["anchors", str(data), "--n", "2"]) == 0
     out, err = capsys.readouterr()
-    assert f"warning: train split ({tmp_path / 'images/train'}): 1 label row dropped (1 with a bad class); 1 corrupt or " \
-           "missing image dropped; `yolo data check` names them" in err.splitlines(), err
+    assert f"warning: train split ({tmp_path / 'images/train'}): 1 label row dropped (1 with a bad class); 1 " \
+           "corrupt or missing image dropped; `yolo data check` names them" in err.splitlines(), err
     assert "5 boxes at 416x416" in out

@@ -277,15 +277,15 @@ def test_train_and_val_say_what_the_split_dropped(tmp_path, capsys):
     data = _write(tmp_path / "d.yaml", "train: images/train\nval: images/val\nnames: [a, b]\n")
     with yolo_warnings() as said:
         default_data(RunConfig(data=str(data), batch_size=2, img_size=64, workers=0), DistEnv())
-    assert said == [f"{split} split ({tmp_path / 'images' / split}): 2 label rows dropped (2 with a bad class); the split's "
-                    "`.report.format()` names them" for split in ("train", "val")]  # called from Python
+    assert said == [f"{split} split ({tmp_path / 'images' / split}): 2 label rows dropped (2 with a bad class); the "
+                    "split's `.report.format()` names them" for split in ("train", "val")]  # called from Python
     model = Darknet(parse_cfg_text(set_num_classes((ROOT / "cfg/yolov3-tiny.cfg").read_text(), 2), "two.cfg"))
     model.names = ["a", "b"]
     save_checkpoint(model, tmp_path / "two.pt")
     assert main(["val", "--weights", str(tmp_path / "two.pt"), "--data", str(data), "--img-size", "64",
                  "--out", str(tmp_path / "v"), "--no-plots"]) == 0
-    assert f"warning: val split ({tmp_path / 'images' / 'val'}): 2 label rows dropped (2 with a bad class); `yolo data " \
-           "check` names them" in capsys.readouterr().err
+    assert f"warning: val split ({tmp_path / 'images' / 'val'}): 2 label rows dropped (2 with a bad class); " \
+           "`yolo data check` names them" in capsys.readouterr().err
 
 
 def test_a_split_without_labels_is_said_by_train_and_val(tmp_path, capsys):
