@@ -299,6 +299,8 @@ def test_broken_files_give_our_warnings_only(weights, tmp_path):
     cv2.imwrite(str(src / "good.png"), _bgr(96, 128))
     jpeg = cv2.imencode(".jpg", _bgr(96, 128, shift=40))[1].tobytes()
     (src / "cut.jpg").write_bytes(jpeg[:len(jpeg) * 2 // 3])
+    png = cv2.imencode(".png", _bgr(96, 128, shift=80))[1].tobytes()
+    (src / "cut.png").write_bytes(png[:len(png) * 2 // 3])  # libpng printed its own "libpng error: Read Error"
     (src / "broken.gif").write_bytes(b"GIF89a" + bytes(10))
     (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(40))
     cmd = [sys.executable, "-m", "yolo", "detect", "--weights", str(weights), "--source", str(src), "--img-size",
@@ -307,14 +309,15 @@ def test_broken_files_give_our_warnings_only(weights, tmp_path):
            "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
-    assert "2 images" in done.stdout and "2 unreadable files skipped" in done.stdout, done.stdout
+    assert "2 images" in done.stdout and "3 unreadable files skipped" in done.stdout, done.stdout
     assert done.stdout.splitlines()[-1].startswith("nothing saved (--nosave") and not (tmp_path / "run").exists()
     lines = done.stderr.splitlines()
     assert f"warning: {src / 'cut.jpg'}: truncated JPEG (no end-of-image marker); detecting on the part that " \
            "decodes" in lines, lines
+    assert f"warning: {src / 'cut.png'}: truncated PNG (no IEND chunk), skipped" in lines, lines
     assert f"warning: {src / 'broken.gif'}: cannot open this video, skipped" in lines
     assert f"warning: {src / 'broken.mp4'}: cannot open this video, skipped" in lines
-    assert not any(line.startswith("[") for line in lines), lines  # [ERROR:0@...], [mov,mp4,... @ 0x...]
+    assert not any(line.startswith(("[", "libpng")) for line in lines), lines  # [ERROR:0@...], [mov,mp4,... @ ...]
     verbose = subprocess.run([*cmd[:3], "--verbose", *cmd[3:-1], str(tmp_path / "run_v")], capture_output=True,
                              text=True, timeout=300, env=env)
     assert verbose.returncode == 0 and any(line.startswith("[") for line in verbose.stderr.splitlines())

@@ -62,6 +62,21 @@ def truncated_jpeg(path: str | Path) -> bool:
     return not _jpeg_ends(path, tail)
 
 
+def truncated_png(path: str | Path) -> bool:
+    """True for a PNG file without its IEND chunk (a cut download or copy: libpng fails on it, printing its own
+    "libpng error: Read Error" line to stderr)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _PNG_SIG:
+                return False
+            f.seek(max(0, path.stat().st_size - 64))
+            tail = f.read()
+    except OSError:
+        return False
+    return not tail.endswith(_PNG_END) and not _after(path, b"IDAT", _PNG_END[4:])
+
+
 def _jpeg_ends(path: Path, tail: bytes) -> bool:
     """A JPEG's end-of-image marker ends the file (``tail``: its last bytes; zero padding allowed), or comes
     after the image data with more appended (motion photos)."""

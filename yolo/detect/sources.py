@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from yolo.data.imageinfo import truncated_jpeg
+from yolo.data.imageinfo import truncated_jpeg, truncated_png
 from yolo.errors import InputError, warn
 from yolo.utils.image import (
     IMAGE_SUFFIXES,
@@ -207,6 +207,8 @@ class Source:
                 yield Frame(str(p), None)
             elif p.suffix.lower() in VIDEO_SUFFIXES:
                 yield from _video_frames(str(p), str(p))
+            elif truncated_png(p):  # not handed to libpng, which would fail saying so itself on stderr
+                yield Frame(str(p), None, problem="truncated PNG (no IEND chunk)")
             else:
                 image = _read_bgr_or_none(p)
                 if image is None and _opens_as_video(p):  # a clip saved under an image's name, or none
