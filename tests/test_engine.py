@@ -110,6 +110,26 @@ def test_resume_continues_exactly(tmp_path, ema):
     assert len((tmp_path / "part" / "results.csv").read_text().strip().splitlines()) == 5
 
 
+def test_resume_takes_the_configs_optimizer_settings_and_a_fresh_scaler(tmp_path):
+    """``--resume --set weight_decay=...`` (or nesterov) was written to run.yaml but the optimizer's state
+    brought the old value back; and a checkpoint of a run without a CUDA AMP scaler (an empty state) crashed an
+    enabled scaler's load (resuming on a GPU with amp)."""
+    first = StopAfter(toy_cfg(), TrainTask(toy_model(), ToyLoader(), mse), tmp_path / "part", progress=False,
+                      plots=False)
+    first.fit()
+    ckpt = load_safe(tmp_path / "part" / "weights" / "last.pt")
+    assert ckpt["scaler"] == {} and [g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]] == [0.0005, 0, 0]
+    second = toy_trainer(tmp_path, toy_cfg(weight_decay=0.05, nesterov=True), "part")
+    second.scaler = torch.amp.GradScaler("cpu", enabled=True)  # what a CUDA run with amp has
+    second.resume(tmp_path / "part" / "weights" / "last.pt")
+    groups = {g["name"]: g for g in second.optimizer.param_groups}
+    assert groups["decay"]["weight_decay"] == pytest.approx(0.05) and groups["bias"]["weight_decay"] == 0
+    assert all(g["nesterov"] for g in groups.values())
+    assert torch.equal(second.optimizer.state_dict()["state"][0]["momentum_buffer"],
+                       ckpt["optimizer"]["state"][0]["momentum_buffer"])  # the state itself is the checkpoint's
+    assert second.scaler.is_enabled() and second.scaler.get_scale() == 65536.0  # a fresh one
+
+
 def test_non_finite_loss_stops_naming_step_and_part(tmp_path):
     calls = {"n": 0}
 

@@ -115,6 +115,9 @@ def check_resumable(ckpt, path: str | Path) -> None:
                      f"fine-tune from it instead: {how}", str(path))
 
 
+# optimizer group settings the run config decides (set_lr sets lr and momentum at each step): a resumed
+# optimizer keeps its state but takes these from the config, so --set weight_decay=... on resume is not ignored
+_FROM_CONFIG = ("weight_decay", "nesterov", "betas", "eps")
 _VAL_COLUMNS = (("map50", "mAP50"), ("map", "mAP50-95"), ("precision", "P"), ("recall", "R"))  # row key, label
 
 
@@ -419,8 +422,12 @@ class Trainer:
         unwrap(self.model).load_state_dict(ckpt["train_model"])
         if self.ema is not None and ckpt.get("ema"):
             self.ema.load_state_dict({**ckpt["ema"], "model": ckpt["model"]})
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        configured = [{k: g[k] for k in _FROM_CONFIG if k in g} for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(ckpt["optimizer"])  # its momentum buffers, and the groups' settings ...
+        for group, settings in zip(self.optimizer.param_groups, configured):
+            group.update(settings)  # ... of which those the config decides follow this session's (--set)
+        if ckpt["scaler"]:  # empty from a run without a CUDA AMP scaler: this one starts afresh
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch = int(ckpt["epoch"]) + 1
         self.best_fitness, self.best_epoch = float(ckpt["best_fitness"]), int(ckpt.get("best_epoch", -1))
         set_rng_state(ckpt["rng"])
