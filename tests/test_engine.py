@@ -177,10 +177,13 @@ def test_ctrl_c_inside_an_epoch_resumes_exactly(tmp_path, stop_call):
     ckpt = load_safe(tmp_path / "run" / "weights" / "last.pt")
     assert ckpt["epoch"] == 0 and ckpt["interrupted_epoch"]["batch"] == {10: 2, 7: 0, 12: 4}[stop_call]
     torch.manual_seed(123)  # a new process: nothing of the old random states is left
-    resumed = Trainer(toy_cfg(**cfg), TrainTask(toy_model(), ToyLoader(), mse), tmp_path / "run", progress=False,
-                      plots=False)
+    indices = []  # on_batch: each trained batch's index in its epoch (the multi-scale sizes are drawn from it)
+    resumed = Trainer(toy_cfg(**cfg), TrainTask(toy_model(), ToyLoader(), mse, on_batch=indices.append),
+                      tmp_path / "run", progress=False, plots=False)
     resumed.resume(tmp_path / "run" / "weights" / "last.pt")
     resumed.fit()
+    skip = ckpt["interrupted_epoch"]["batch"]
+    assert indices == list(range(skip, 6)) + list(range(6)), indices  # epoch 1 from its batch `skip`, then 2
     for name in ("last.pt",):
         a, b = load_safe(tmp_path / "ref" / "weights" / name), load_safe(tmp_path / "run" / "weights" / name)
         for key in ("train_model", "model"):

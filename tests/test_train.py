@@ -84,6 +84,31 @@ def run_cfg(tmp_path, model=None, **kw) -> RunConfig:
     return RunConfig.from_dict({**base, **kw})
 
 
+def test_multi_scale_sizes_follow_the_batch_index_the_trainer_gives(tmp_path, monkeypatch):
+    """The multi-scale clock counted loss calls, so a resumed epoch (which starts past its trained batches
+    without computing them) drew the sizes of batch 0, 1, ... again; it is the batch's own index now."""
+    from yolo.data.loader import MultiScale
+    from yolo.train.defaults import default_data
+    from yolo.train.run import detection_task
+    from yolo.utils.dist import DistEnv
+
+    seen = []
+    real = MultiScale.__call__
+    monkeypatch.setattr(MultiScale, "__call__", lambda self, x, epoch, step: seen.append((epoch, step)) or
+                        real(self, x, epoch, step))
+    cfg = run_cfg(tmp_path, str(CFG / "yolov3-tiny.cfg"), multi_scale=True, data="shapes-mini.yaml")
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "cache"))
+    data = default_data(cfg, DistEnv())
+    model = Darknet(parse_cfg_text(set_num_classes((CFG / "yolov3-tiny.cfg").read_text(), len(data.names))))
+    task = detection_task(cfg, model, data, None, DistEnv())
+    batch = next(iter(data.train_loader))
+    task.on_epoch_start(2)
+    for i in (5, 6):  # a resumed epoch: batches 0-4 were trained before the interruption
+        task.on_batch(i)
+        task.compute_loss(model, batch, torch.device("cpu"))
+    assert seen == [(2, 5), (2, 6)]
+
+
 def test_run_writes_checkpoints_that_load_as_models(tmp_path):
     validations = []
 

@@ -63,6 +63,8 @@ class TrainTask:
     batch_images: Callable[[Any], int] = lambda batch: len(batch[0])
     on_epoch_start: Callable[[int], None] | None = None  # e.g. close mosaic for the last epochs
     on_first_batches: Callable[[Any, int, Path], None] | None = None  # (batch, i, run folder) for i < 3
+    on_batch: Callable[[int], None] | None = None  # the batch's index in its epoch, before its step (a resumed
+    # epoch starts past the batches it had trained): e.g. the multi-scale sizes, drawn per (epoch, index)
 
 
 def _skip_batches(loader, batches: int) -> bool:
@@ -233,6 +235,8 @@ class Trainer:
                 self.meters.update(data_time=time.perf_counter() - tic)
                 if i < 3 and self.epoch == self.start_epoch and self.env.is_main and self.task.on_first_batches:
                     self.task.on_first_batches(batch, i, self.out_dir)  # e.g. pictures of what the model sees
+                if self.task.on_batch:
+                    self.task.on_batch(i)
                 self.train_step(i, batch)
                 if bar is not None:
                     bar.update(1)

@@ -161,7 +161,8 @@ def detection_loss(model: Darknet, cfg: RunConfig) -> YoloLoss:
 def make_compute_loss(loss: YoloLoss, cfg: RunConfig, stride: int, world_size: int, clock: dict) -> Callable:
     """``(model, batch, device) -> (loss, parts)``; batch images are ``[B, 3, S, S]`` uint8 or float in [0, 1].
 
-    ``clock`` holds the epoch and the step inside it (for multi-scale sizes drawn from (seed, epoch, step))."""
+    ``clock`` holds the epoch and the batch's index inside it (``TrainTask.on_batch`` sets it: a resumed epoch
+    starts past its trained batches), from which multi-scale sizes are drawn with the seed."""
     multi_scale = None
     if cfg.multi_scale:
         from yolo.data.loader import MultiScale
@@ -174,7 +175,6 @@ def make_compute_loss(loss: YoloLoss, cfg: RunConfig, stride: int, world_size: i
         images = images.float() / 255 if images.dtype == torch.uint8 else images.float()  # [B, 3, S, S]
         if multi_scale is not None:
             images = multi_scale(images, clock["epoch"], clock["step"])  # [B, 3, S', S']
-        clock["step"] += 1
         total, parts = loss(model(images), targets.to(device))
         return total * world_size, parts  # DDP averages gradients; the loss sums over this process's batch
 
@@ -216,6 +216,7 @@ def detection_task(cfg: RunConfig, model: Darknet, data: TrainData, validate, en
         checkpoint_meta=lambda m: checkpoint_dict(m),  # format keys: load_model reads the run's .pt directly
         on_epoch_start=epoch_start_hook(cfg, data.train_loader, clock),
         on_first_batches=save_batches(data.names),
+        on_batch=lambda i: clock.update(step=i),
     )
 
 
