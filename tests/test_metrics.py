@@ -195,6 +195,23 @@ def test_a_class_without_ground_truth_has_no_precision_or_recall():
     assert r["precision"] == pytest.approx(1.0) and r["recall"] == pytest.approx(1.0)
 
 
+def test_a_class_never_detected_has_precision_0_not_1():
+    """A class with ground truth but no detection (and a model that detects nothing at all) reported P 1.0,
+    which lifted the mean P of an untrained model to 1.000; as ultralytics (TP / detections, 0 without any)."""
+    ev = Evaluator(2, ["a", "b"])
+    pred = torch.tensor([[10, 10, 50, 50, 0.9, 0]], dtype=torch.float64)
+    ev.update(pred, torch.tensor([[10, 10, 50, 50], [60, 60, 90, 90]], dtype=torch.float64), torch.tensor([0, 1]))
+    r = ev.compute()
+    a, b = r["per_class"]
+    assert (a["P"], a["R"], b["P"], b["R"]) == (pytest.approx(1.0), pytest.approx(1.0), 0.0, 0.0)
+    assert r["precision"] == pytest.approx(0.5) and r["recall"] == pytest.approx(0.5)
+    empty = Evaluator(2, ["a", "b"])
+    empty.update(torch.zeros(0, 6, dtype=torch.float64), torch.tensor([[10, 10, 50, 50]], dtype=torch.float64),
+                 torch.tensor([0]))
+    r = empty.compute()
+    assert (r["precision"], r["recall"], r["map50"]) == (0.0, 0.0, 0.0)
+
+
 def test_state_merge_equals_single_run():
     whole, _ = _filled(20, seed=5)
     rng_parts = [Evaluator(4), Evaluator(4)]

@@ -18,10 +18,12 @@ def pr_conf_curves(score: np.ndarray, cls: np.ndarray, tp: np.ndarray, fp: np.nd
 
     ``score``/``cls``/``tp``/``fp`` ``[D]`` (detections neither tp nor fp are ignored ones), ``n_gt`` ``[C]``
     gt instances per class. Returns ``conf`` ``[1000]`` and ``p``, ``r``, ``f1`` ``[C, 1000]``: the running
-    precision/recall of the detections with score >= conf (recall 0 and precision 1 above the top score),
-    plus ``best`` (index into ``conf`` maximizing the F1 averaged over classes with instances)."""
+    precision/recall of the detections with score >= conf, interpolated linearly between the detections'
+    scores (recall 0 and precision 1 above a class's top score; precision 0 for a class without detections:
+    no detection is not a precise one; as ultralytics computes them), plus ``best`` (index into ``conf``
+    maximizing the F1 averaged over classes with instances)."""
     n_cls = len(n_gt)
-    p = np.ones((n_cls, len(CONF_GRID)))
+    p = np.zeros((n_cls, len(CONF_GRID)))
     r = np.zeros((n_cls, len(CONF_GRID)))
     keep = tp | fp
     order = np.argsort(-score[keep], kind="mergesort")
