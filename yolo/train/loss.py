@@ -31,6 +31,7 @@ from yolo.model.head import decode_boxes
 from yolo.utils.boxes import cxcywh_to_xyxy, wh_iou
 
 MAX_LOG_WH = 10.0  # exp(tw) is clamped at exp(10) in the loss, so a wild start cannot overflow
+MIN_TARGET_WH = 1e-3  # grid cells: the darknet box loss's target size floor (its log / sqrt of 0 is -inf / no slope)
 
 
 @dataclass
@@ -198,10 +199,11 @@ class YoloLoss:
         if self.box_loss == "darknet":  # AlexeyAB's MSE form: on the scaled offsets, log sizes or sqrt sizes
             txy = (t.box[:, :2] - cell).clamp(0, 1)
             pxy = p[:, :2].sigmoid() * s - (s - 1) / 2
+            size = t.box[:, 2:4].clamp(min=MIN_TARGET_WH)  # a zero width (a label of a line) would give log 0
             if new_coords:
-                twh, pwh = torch.sqrt(t.box[:, 2:4] / (4 * t.anchor)), p[:, 2:4].sigmoid()
+                twh, pwh = torch.sqrt(size / (4 * t.anchor)), p[:, 2:4].sigmoid()
             else:
-                twh, pwh = torch.log(t.box[:, 2:4] / t.anchor), p[:, 2:4]
+                twh, pwh = torch.log(size / t.anchor), p[:, 2:4]
             err = (pxy - txy) ** 2 + (pwh - twh) ** 2  # [P, 2]
             return t.scale * err.sum(1)
         xy, wh = decode_boxes(p[:, :4], cell, t.anchor, 1, s, new_coords, MAX_LOG_WH)  # [P, 2] each
