@@ -364,6 +364,18 @@ def test_coco_image_id_given_twice_is_an_error(tmp_path):
     assert [p.name for p in load_split(coco_config(tmp_path / "val", ann), "val").images] == ["a.jpg"]
 
 
+def test_coco_image_of_zero_width_is_an_error(tmp_path):
+    """Width 0 in the json: its boxes are normalized by it (an unexpected ZeroDivisionError)."""
+    ann = _coco(tmp_path)
+    data = json.loads(ann.read_text())
+    data["images"][1]["width"] = 0
+    ann.write_text(json.dumps(data))
+    image_id = data["images"][1]["id"]
+    with pytest.raises(InputError, match=rf"instances_val.json: images\[1\] \(id {image_id}\) has width 0 and "
+                                         rf"height {data['images'][1]['height']}: both must be positive"):
+        load_split(coco_config(tmp_path / "val", ann), "val")
+
+
 def _pycocotools_rows(ann: Path, image_id: int, crowd: int) -> np.ndarray:
     """The oracle: pycocotools reads the json; boxes normalized and clipped here, independently."""
     from pycocotools.coco import COCO
@@ -532,6 +544,9 @@ def test_cache_falls_back_to_user_dir(tmp_path, monkeypatch):
     (user_copy,) = (tmp_path / "xdg/yolo-toolkit/labels").glob("*-train.cache")
     monkeypatch.setattr(split, "image_size", lambda p: (_ for _ in ()).throw(AssertionError("read")))
     # the note names the file read (it named the dataset-side path, which does not exist)
+    assert load_split(config, "train").report.notes == [f"labels read from the cache {user_copy}"]
+    # an old cache the read-only dataset carries beside its labels hid the good copy: every run rebuilt
+    (tmp_path / "labels/train.cache").write_bytes(b"a cache of an older version")
     assert load_split(config, "train").report.notes == [f"labels read from the cache {user_copy}"]
 
 

@@ -57,18 +57,22 @@ def user_cache_path(path: Path) -> Path:
 
 def load_cache(path: Path, key: str) -> tuple[DatasetIndex | None, str | None]:
     """The cached index (``None`` if absent, stale or unreadable) and a note: which file it was read from (the
-    one beside the labels or the user cache's copy), or why it was not used."""
+    one beside the labels or the user cache's copy), or why it was not used. A stale or unreadable file beside
+    the labels does not hide a good copy in the user cache (a read-only dataset carrying an old cache: the copy
+    is where the rebuilt one went, and it was never read, so every run rebuilt)."""
+    note = None
     for p in (path, user_cache_path(path)):
         if not p.is_file():
             continue
         try:
             with np.load(p, allow_pickle=False) as z:
                 if int(z["version"]) != CACHE_VERSION or str(z["key"]) != key or not _unchanged(z):
-                    return None, f"label cache {p} is stale; rebuilt"
+                    note = note or f"label cache {p} is stale; rebuilt"
+                    continue
                 return _index_from_arrays(z), f"labels read from the cache {p}"
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as e:
-            return None, f"label cache {p} is unreadable ({type(e).__name__}); rebuilt"
-    return None, None
+            note = note or f"label cache {p} is unreadable ({type(e).__name__}); rebuilt"
+    return None, note
 
 
 def _unchanged(z) -> bool:

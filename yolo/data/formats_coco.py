@@ -111,6 +111,9 @@ def _image_entries(data: dict, path: Path) -> dict[int, tuple[str, int, int]]:
             image_id, entry = int(im["id"]), (str(im["file_name"]), int(im["height"]), int(im["width"]))
         except (KeyError, TypeError, ValueError):
             raise InputError(f"images[{k}] needs 'id', 'file_name', 'width' and 'height'", str(path)) from None
+        if entry[1] <= 0 or entry[2] <= 0:  # boxes are normalized by them
+            raise InputError(f"images[{k}] (id {image_id}) has width {entry[2]} and height {entry[1]}: both must "
+                             "be positive", str(path))
         if image_id in entries and entries[image_id] != entry:
             raise InputError(f"image id {image_id} is given to images[{first[image_id]}] "
                              f"({entries[image_id][0]!r}) and images[{k}] ({entry[0]!r}): image ids must be unique, "
