@@ -111,6 +111,10 @@ def test_torch_backend_refuses_what_it_would_run_into_garbage(model):
         backend(torch.tensor([-2.1, 2.6]).repeat(1, 3, SIZE, SIZE // 2))  # ImageNet-normalized
     with pytest.raises(InputError, match=r"^expected input \[B, 3, H, W\], got \[3, 64, 64\]$"):
         backend(torch.rand(3, SIZE, SIZE))
+    one_nan = torch.rand(1, 3, SIZE, SIZE)
+    one_nan[0, 1, 5, 7] = float("nan")  # made every output NaN: nothing detected, no word
+    with pytest.raises(InputError, match=r"^expected pixels in \[0, 1\], this input holds NaN$"):
+        backend(one_nan)
     assert backend(torch.rand(2, 3, SIZE, SIZE)).shape[0] == 2
     assert backend(torch.ones(1, 3, SIZE, SIZE)).shape[0] == 1  # the edges of [0, 1] are pixels too
 

@@ -42,6 +42,15 @@ def test_batched_nms_never_suppresses_across_classes():
     assert ynms.nms(boxes, scores, 0.5).tolist() == [0]
 
 
+def test_batched_nms_keeps_classes_apart_with_negative_coordinates():
+    """A box reaching far past the top-left edge (candidates are not clipped before NMS): torchvision's offset
+    trick, which assumes coordinates >= 0, let it suppress a box of another class."""
+    boxes = torch.tensor([[0.0, 0, 416, 416], [-400, -400, 20, 20], [-390, -390, 20, 20]])
+    scores, idxs = torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 1, 1])
+    assert torchvision.ops.batched_nms(boxes, scores, idxs, 0.45).tolist() == [0]  # the flaw itself
+    assert ynms.batched_nms(boxes, scores, idxs, 0.45).tolist() == [0, 1]  # and 2 by 1, within class 1
+
+
 def test_the_library_is_found_without_importing_torchvision():
     """In a fresh process: NMS runs through the compiled library and neither torchvision nor torch._dynamo
     (what makes importing torchvision slow) is imported."""

@@ -83,6 +83,8 @@ def check_input(x, source: str | Path | None = None) -> None:
         raise InputError(f"expected input [B, 3, H, W], got {list(x.shape)}", source)
     if x.numel():
         low, top = (float(v) for v in torch.aminmax(x.detach()))
+        if low != low or top != top:  # NaN: every output of the network would be NaN, and nothing detected
+            raise InputError("expected pixels in [0, 1], this input holds NaN", source)
         if top > 1.0 + 1e-3 or low < -1e-3:
             hint = (" (0-255 pixels: x / 255)" if low >= 0 else
                     " (mean/std normalization: the models take plain x / 255)")

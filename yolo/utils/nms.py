@@ -7,7 +7,9 @@ NMS kernels live in a compiled library (``_C_stable``, ``_C`` before torchvision
 ``import torchvision`` registers the operator instead (and explains a torch/torchvision mismatch).
 
 ``nms`` and ``batched_nms`` return exactly what ``torchvision.ops.nms`` / ``batched_nms`` return (tested
-against them): the same operator, the same class-offset trick and the same size switch to one NMS per class.
+against them): the same operator, the same class-offset trick and the same size switch to one NMS per class;
+but where a box reaches below 0 (candidates are not clipped before NMS), all are first moved by the same
+amount, which torchvision's trick needs to keep the classes apart and does not do.
 ``diou_nms`` is darknet's DIoU-NMS (the cfg's ``nms_kind=greedynms`` / ``diounms``), which torchvision has not:
 the same greedy suppression with ``IoU - (d / c) ** beta`` for IoU (tested against darknet's loops).
 """
@@ -93,6 +95,9 @@ def _batched_nms_offsets(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.
                          ) -> torch.Tensor:
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    low = boxes.min()
+    if low < 0:  # torchvision's offsets keep classes apart only for coordinates >= 0: a box reaching far past
+        boxes = boxes - low  # the top-left edge could suppress another class's; moved (IoU does not change)
     max_coordinate = boxes.max()
     offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))  # [N]: no overlap across classes
     return nms(boxes + offsets[:, None], scores, iou_threshold)
