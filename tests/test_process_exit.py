@@ -205,6 +205,6 @@ def test_training_steps_reuse_memory_and_yolo_train_sets_it(monkeypatch):
 
     calls = []
     monkeypatch.setattr(malloc, "reuse_freed_memory", lambda: calls.append("reuse") or True)
-    monkeypatch.setattr(train_run, "train", lambda cfg, resume=None: calls.append("train"))
+    monkeypatch.setattr(train_run, "train", lambda cfg, resume=None, progress=True: calls.append("train"))
     assert main(["train", "--set", "epochs=1"]) == 0
     assert calls == ["reuse", "train"]  # set before the model and the loader workers exist
