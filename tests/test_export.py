@@ -161,6 +161,32 @@ def test_onnx_nms_matches_torchvision(tiny, tmp_path):
     assert len(backend(x)) == len(ref)
 
 
+def test_nms_graph_keeps_classes_apart_for_boxes_past_the_top_left_edge(tiny):
+    """A class-1 box reaching far past the top-left edge beside a class-0 box: torchvision's class offsets
+    assume coordinates >= 0, and the graph suppressed the class-1 box, which yolo detect keeps."""
+    import onnxruntime as ort
+
+    from yolo.export.exporter import NmsModel, _onnx_bytes
+
+    class Fixed(torch.nn.Module):  # decoded predictions [1, 2, 5+2]: cx, cy, w, h, objectness, 2 class probs
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("pred", torch.tensor([[[64.0, 64, 128, 128, 1, 0.9, 0],
+                                                        [-55.0, -55, 130, 130, 1, 0, 0.8]]]))
+
+        def forward(self, images):
+            return self.pred.expand(images.shape[0], -1, -1) + images.mean() * 0
+
+    wrapper = NmsModel(tiny[0], 0.25, 0.5)
+    wrapper.decoded = Fixed()
+    x = torch.rand(1, 3, 128, 128)
+    assert wrapper(x)[:, 6].tolist() == [0.0, 1.0]
+    graph = _onnx_bytes(wrapper, x, {"nms": True, "dynamic": False}, 17)
+    (y,) = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
+    assert y[:, 6].tolist() == [0.0, 1.0]
+    assert np.allclose(y[:, 1:5], [[0, 0, 128, 128], [-120, -120, 10, 10]])
+
+
 def test_detect_and_val_refuse_an_nms_export_in_one_line(tiny, tmp_path, capsys):
     """An ``--nms`` graph outputs final detections: ``yolo detect`` (which crashed with an IndexError, exit 1, and
     left an empty run folder) and ``yolo val`` say so in one line, exit 2, and make no run folder."""

@@ -111,7 +111,10 @@ class NmsModel(nn.Module):
         height = (y2 - y1) - torch.relu(y2 - h) - torch.relu(-y1)
         keep = (score > self.conf_thres) & (width >= MIN_BOX_SIZE) & (height >= MIN_BOX_SIZE)
         boxes, score, cls, batch = boxes[keep], score[keep], cls[keep], batch[keep]  # [M, ...]
-        keep = batched_nms(boxes, score, batch * (k - 5) + cls, self.iou_thres)  # [K]
+        # the class offsets keep classes apart only for coordinates >= 0: boxes reaching past the top-left edge
+        # are moved first (by 0 when none does), as yolo.utils.nms.batched_nms does for yolo detect
+        shift = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).min()
+        keep = batched_nms(boxes - shift, score, batch * (k - 5) + cls, self.iou_thres)  # [K]
         return torch.cat((batch[keep, None].to(pred.dtype), boxes[keep], score[keep, None],
                           cls[keep, None].to(pred.dtype)), 1)  # [K, 7]
 
