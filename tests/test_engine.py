@@ -385,6 +385,21 @@ def test_increment_path_never_reuses_a_folder(tmp_path):
     assert [p.name for p in paths] == ["exp", "exp2", "exp3"] and all(p.is_dir() for p in paths)
 
 
+def test_resume_from_an_earlier_checkpoint_rewrites_the_later_rows(tmp_path, capsys):
+    """Resuming a 4-epoch run from epoch_2.pt: epochs 3-4 are trained again. Their old rows stayed, and the
+    redone ones went to the end (epochs 0, 1, 3, 2, 3 ... out of order, two courses of the run mixed)."""
+    import csv
+
+    toy_trainer(tmp_path, toy_cfg(save_period=2)).fit()
+    again = toy_trainer(tmp_path, toy_cfg(save_period=2, epochs=3))
+    again.resume(tmp_path / "run" / "weights" / "epoch_2.pt")
+    again.fit()
+    assert "results.csv: the rows of epochs 3-4 are dropped (this run goes on from epoch 3, an earlier " \
+           "checkpoint)" in capsys.readouterr().err
+    with open(tmp_path / "run" / "results.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2"]
+
+
 def test_results_log_keeps_rows_of_a_resumed_run(tmp_path):
     import csv
 

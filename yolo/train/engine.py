@@ -178,6 +178,10 @@ class Trainer:
         if self.env.is_main:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             self.results = ResultsLog(self.out_dir / "results.csv")
+            later = self.results.drop_from(self.start_epoch)  # rows of epochs this run is about to train (again)
+            if later and max(later) > self.start_epoch:  # more than the one epoch a kill may have left logged
+                print(f"results.csv: the rows of epochs {min(later) + 1}-{max(later) + 1} are dropped (this run goes "
+                      f"on from epoch {self.start_epoch + 1}, an earlier checkpoint)", file=sys.stderr)
             self.tb = TensorBoard(self.out_dir)
 
     def after_train(self) -> None:

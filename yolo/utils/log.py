@@ -20,8 +20,16 @@ class ResultsLog:
             with open(self.path, newline="") as f:
                 self.rows = list(csv.DictReader(f))
 
+    def drop_from(self, epoch: int) -> list[int]:
+        """Forget the rows of ``epoch`` and later (a run resumed from an earlier checkpoint trains them again:
+        they were another course of the run); returns their epochs. The file changes at the next ``append``."""
+        later = [int(float(r["epoch"])) for r in self.rows if int(float(r.get("epoch", -1))) >= epoch]
+        self.rows = [r for r in self.rows if int(float(r.get("epoch", -1))) < epoch]
+        return later
+
     def append(self, row: dict) -> None:
         self.rows = [r for r in self.rows if str(r.get("epoch")) != str(row.get("epoch"))] + [row]
+        self.rows.sort(key=lambda r: float(r.get("epoch", 0)))  # by epoch, whatever order they were logged in
         keys: list[str] = []
         for r in self.rows:
             keys += [k for k in r if k not in keys]
