@@ -391,13 +391,21 @@ def test_resume_from_an_earlier_checkpoint_rewrites_the_later_rows(tmp_path, cap
     import csv
 
     toy_trainer(tmp_path, toy_cfg(save_period=2)).fit()
-    again = toy_trainer(tmp_path, toy_cfg(save_period=2, epochs=3))
-    again.resume(tmp_path / "run" / "weights" / "epoch_2.pt")
-    again.fit()
-    assert "results.csv: the rows of epochs 3-4 are dropped (this run goes on from epoch 3, an earlier " \
-           "checkpoint)" in capsys.readouterr().err
-    with open(tmp_path / "run" / "results.csv", newline="") as f:
-        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2"]
+    assert load_safe(tmp_path / "run" / "weights" / "best.pt")["epoch"] == 3  # the loss falls every epoch
+    for lr0, kept in ((50.0, True), (0.05, False)):  # epoch 3 again: far worse (best.pt stays), or better
+        again = toy_trainer(tmp_path, toy_cfg(save_period=2, epochs=3, lr0=lr0, grad_clip=1.0))
+        again.resume(tmp_path / "run" / "weights" / "epoch_2.pt")
+        again.fit()
+        said = capsys.readouterr().err
+        assert not kept or "results.csv: the rows of epochs 3-4 are dropped (this run goes on from epoch 3, an " \
+            "earlier checkpoint); best.pt holds epoch 4 of them, kept until an epoch of this run beats the " \
+            "checkpoint's best\n" in said, said
+        with open(tmp_path / "run" / "results.csv", newline="") as f:
+            assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2"]
+        held = load_safe(tmp_path / "run" / "weights" / "best.pt")["epoch"]
+        assert held == (3 if kept else 2), (lr0, held)
+        # the epoch the run's last line names (train: done; ... best.pt from epoch N) is the one best.pt holds
+        assert (again.best_epoch if again.best_file_epoch is None else again.best_file_epoch) == held
 
 
 def test_results_log_keeps_rows_of_a_resumed_run(tmp_path):

@@ -47,11 +47,12 @@ def test_labels_picture_without_matplotlib_is_refused_in_one_line(tmp_path, monk
     """--plot asks for the picture: without matplotlib (a trimmed environment) it is exit 2 naming the file,
     not an unexpected ModuleNotFoundError."""
     _img(tmp_path / "images/a.jpg")
-    data = _write(tmp_path / "d.yaml", "train: images\nnames: [a]\n")
+    data = _write(tmp_path / "d.yaml", "train: images\nval: images\nnames: [a]\n")
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["data", "check", str(data), "--plot", str(tmp_path / "l.png")]) == 2
-    assert capsys.readouterr().err.endswith(f"{tmp_path / 'l.png'}: matplotlib is not installed: no labels "
-                                            "picture (pip install matplotlib)\n")
+    out, err = capsys.readouterr()
+    assert err == (f"yolo data check: error: {tmp_path / 'l_train.png'}: matplotlib is not installed: no labels "
+                   "picture (pip install matplotlib); check without --plot\n") and out == ""  # before any split
 
 
 def _cli(*args):

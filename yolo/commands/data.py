@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from yolo.commands.common import data_config
-from yolo.errors import InputError, warn
+from yolo.errors import MATPLOTLIB_MISSING, InputError, warn
 
 
 def add_parser(sub) -> None:
@@ -46,6 +46,12 @@ def _run_data_check(args) -> int:
     for p in plots.values():
         if p.exists() and not args.force:
             raise InputError("exists; use --force to replace it", str(p))
+    if plots:  # before any split is read: the picture asked for cannot be drawn
+        from yolo.utils.plots import have_matplotlib
+
+        if not have_matplotlib():
+            raise InputError(MATPLOTLIB_MISSING.format(what="labels picture") + "; check without --plot",
+                             str(next(iter(plots.values()))))
     reports, indexes = {}, {}
     for s in splits:
         index = indexes[s] = load_split(config, s, cache=not args.no_cache)

@@ -146,6 +146,7 @@ class Trainer:
         self.stop = False
         self.boundary: dict | None = None  # the epoch under way at its last optimizer step (a Ctrl-C saves it)
         self.resume_from: dict | None = None  # an interrupted epoch's boundary to continue from (resume)
+        self.best_file_epoch: int | None = None  # best.pt's epoch where it is not best_epoch's (_say_earlier_course)
         self._persistent: set[str] | None = None  # names of the model's state-dict buffers
 
     # ------------------------------------------------------------------ loop
@@ -180,8 +181,7 @@ class Trainer:
             self.results = ResultsLog(self.out_dir / "results.csv")
             later = self.results.drop_from(self.start_epoch)  # rows of epochs this run is about to train (again)
             if later and max(later) > self.start_epoch:  # more than the one epoch a kill may have left logged
-                print(f"results.csv: the rows of epochs {min(later) + 1}-{max(later) + 1} are dropped (this run goes "
-                      f"on from epoch {self.start_epoch + 1}, an earlier checkpoint)", file=sys.stderr)
+                self._say_earlier_course(later)
             self.tb = TensorBoard(self.out_dir)
 
     def after_train(self) -> None:
@@ -353,11 +353,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _say_earlier_course(self, later: list[int]) -> None:
+        """A run resumed from an earlier checkpoint: say which results.csv rows it drops, and which epoch a
+        best.pt written by them holds (``best_file_epoch``: what the run's last line names until a better epoch
+        of this course replaces the file)."""
+        best = self.weights_dir / "best.pt"
+        held = int(load_safe(best).get("epoch", -1)) if best.is_file() else -1
+        kept = ""
+        if held >= self.start_epoch:
+            self.best_file_epoch = held
+            kept = (f"; best.pt holds epoch {held + 1} of them, kept until an epoch of this run beats the "
+                    "checkpoint's best")
+        print(f"results.csv: the rows of epochs {min(later) + 1}-{max(later) + 1} are dropped (this run goes on "
+              f"from epoch {self.start_epoch + 1}, an earlier checkpoint){kept}", file=sys.stderr)
+
     def _save_epoch(self, row: dict) -> None:
         """``last.pt`` (full) every epoch; ``best.pt`` (deployable, no training state) when fitness improved."""
         better = row["fitness"] > self.best_fitness
         if better:
             self.best_fitness, self.best_epoch = row["fitness"], self.epoch
+            self.best_file_epoch = None
         self.save("last.pt")
         if better:
             save_atomic(self.deploy_checkpoint(row), self.weights_dir / "best.pt")

@@ -292,7 +292,8 @@ def _final_metrics(row: dict, trainer: Trainer) -> str:
     if "map50" not in row or "map" not in row:
         return ""
     n = trainer.cfg.epochs
-    best = f"; best.pt from epoch {trainer.best_epoch + 1}/{n}" if trainer.best_epoch >= 0 else ""
+    held = trainer.best_epoch if trainer.best_file_epoch is None else trainer.best_file_epoch
+    best = f"; best.pt from epoch {held + 1}/{n}" if held >= 0 else ""
     early = (f"; stopped early: no better fitness in {trainer.cfg.patience} epochs (patience)"
              if row["epoch"] + 1 < n else "")
     return f"; epoch {row['epoch'] + 1}/{n}: mAP50 {row['map50']:.3f}, mAP50-95 {row['map']:.3f}{best}{early}"

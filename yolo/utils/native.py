@@ -3,7 +3,8 @@
 The toolkit is pure Python; where a loop that PyTorch has no fused op for is worth a kernel (the Winograd
 transforms), its C source ships as a string and :func:`load_library` compiles it once with the system's C
 compiler (``$CC``, else ``cc``/``gcc``/``clang``) for the running CPU (``-march=native``) into
-``$YOLO_NATIVE_DIR``, else ``$YOLO_CACHE_DIR/native`` (default ``~/.cache/yolo-toolkit/native``; one line on
+``$YOLO_NATIVE_DIR``, else ``native/`` in :func:`yolo.utils.files.cache_dir` (``$YOLO_CACHE_DIR``,
+``$XDG_CACHE_HOME/yolo-toolkit`` or ``~/.cache/yolo-toolkit``; one line on
 stderr says so when it builds), named by a hash of the source, the flags,
 the compiler and the CPU's model and flags: a cache shared by different machines never hands one a library
 built for another. The build goes to a temporary name and is renamed into place, so processes that build at
