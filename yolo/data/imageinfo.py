@@ -7,6 +7,7 @@ end-of-image marker (JPEG ``FFD9``, PNG ``IEND``) and BMP's declared file size, 
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise CorruptImage(f"unreadable ({e.strerror or e})") from None
     size = None
     if head.startswith(_PNG_SIG):
-        size = _png_size(head, tail if tail.endswith(_PNG_END) else _after(path, b"IDAT", _PNG_END[4:]))
+        size = _png_size(head, _png_ends(path, tail))
     elif head.startswith(b"\xff\xd8"):
         if not _jpeg_ends(path, tail):
             raise CorruptImage("truncated JPEG (no end-of-image marker)")
@@ -50,31 +51,34 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def truncated_jpeg(path: str | Path) -> bool:
     """True for a JPEG file without its end-of-image marker (a cut download: libjpeg decodes what is there
     and fills the rest with grey); a marker followed by appended data (motion photos) is not truncation."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            if f.read(2) != b"\xff\xd8":
-                return False
-            f.seek(max(0, path.stat().st_size - 64))
-            tail = f.read()
-    except OSError:
-        return False
-    return not _jpeg_ends(path, tail)
+    tail = _tail_of(path, b"\xff\xd8")
+    return tail is not None and not _jpeg_ends(Path(path), tail)
 
 
 def truncated_png(path: str | Path) -> bool:
     """True for a PNG file without its IEND chunk (a cut download or copy: libpng fails on it, printing its own
     "libpng error: Read Error" line to stderr)."""
-    path = Path(path)
+    tail = _tail_of(path, _PNG_SIG)
+    return tail is not None and not _png_ends(Path(path), tail)
+
+
+def _tail_of(path: str | Path, signature: bytes) -> bytes | None:
+    """The last 64 bytes of a file that starts with ``signature``; None for another file or one that cannot
+    be read."""
     try:
         with open(path, "rb") as f:
-            if f.read(8) != _PNG_SIG:
-                return False
-            f.seek(max(0, path.stat().st_size - 64))
-            tail = f.read()
+            if f.read(len(signature)) != signature:
+                return None
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 64))
+            return f.read()
     except OSError:
-        return False
-    return not tail.endswith(_PNG_END) and not _after(path, b"IDAT", _PNG_END[4:])
+        return None
+
+
+def _png_ends(path: Path, tail: bytes) -> bool:
+    """A PNG's IEND chunk ends the file (``tail``: its last bytes), or comes after its image data with more
+    appended."""
+    return tail.endswith(_PNG_END) or bool(_after(path, b"IDAT", _PNG_END[4:]))
 
 
 def _jpeg_ends(path: Path, tail: bytes) -> bool:
@@ -92,10 +96,12 @@ def _after(path: Path, start: bytes, end: bytes) -> bytes:
     return end if i >= 0 and data.find(end, i) >= 0 else b""
 
 
-def _png_size(head: bytes, tail: bytes) -> tuple[int, int] | None:
+def _png_size(head: bytes, ends: bool) -> tuple[int, int] | None:
+    """``(h, w)`` from a PNG's first bytes ``head`` (None: let OpenCV decide), or ``CorruptImage``; ``ends``:
+    its IEND chunk is there (:func:`_png_ends`)."""
     if len(head) < 24 or head[12:16] != b"IHDR":
         raise CorruptImage("bad PNG header")
-    if not tail.endswith(_PNG_END[4:]):
+    if not ends:
         raise CorruptImage("truncated PNG (no IEND chunk at the end)")
     w, h = struct.unpack(">II", head[16:24])
     orientation = _png_orientation(head)
